@@ -1,0 +1,145 @@
+"""Command line: ``distillscope run | report | list``.
+
+User errors print one line on stderr and exit with code 2; the last line ``run`` prints on stdout
+is the run directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from distillscope.errors import UserError
+
+DEFAULT_CONFIG = "configs/quickstart.yaml"
+LIST_KINDS = ("models", "losses", "probes", "datasets")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="distillscope",
+        description="Distill a teacher into students, then audit what transferred.",
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="train teacher and students, run the probes, write a run directory with a report",
+        description="Run an experiment. Extra arguments key.path=value override the config, e.g. "
+        "`distillscope run configs/quickstart.yaml students.kd.temperature=8 train.epochs=2`.",
+    )
+    run.add_argument(
+        "config",
+        nargs="?",
+        default=None,
+        help=f"YAML config (default: {DEFAULT_CONFIG}); may be omitted when only overrides follow",
+    )
+    run.add_argument("overrides", nargs="*", help="dotted overrides key.path=value")
+    run.add_argument("--data-root", help="folder holding the dataset (else DISTILLSCOPE_DATA, ...)")
+    run.add_argument("--output-dir", help="parent folder of run directories (config: output_dir)")
+    run.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (config: device)")
+    run.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue a killed run from its checkpoints"
+    )
+    run.add_argument(
+        "--retrain-teacher", action="store_true", help="train teachers even if a stored one matches"
+    )
+    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    report = sub.add_parser("report", help="re-render report.html from a run's results.json")
+    report.add_argument("run_dir", metavar="RUN_DIR")
+
+    lst = sub.add_parser("list", help="list registered models, losses, probes or datasets")
+    lst.add_argument("kind", choices=LIST_KINDS)
+    lst.add_argument("pattern", nargs="?", default="*", help="fnmatch filter, e.g. 'resnet*'")
+    return parser
+
+
+def _split_config_arg(args: argparse.Namespace) -> tuple[str | None, list[str]]:
+    config, overrides = args.config, list(args.overrides)
+    if config is not None and "=" in config and not Path(config).exists():
+        overrides.insert(0, config)
+        config = None
+    if config is None and args.resume is None:
+        config = DEFAULT_CONFIG
+    if args.output_dir:
+        overrides.append(f"output_dir={args.output_dir}")
+    if args.device:
+        overrides.append(f"device={args.device}")
+    if args.no_progress:
+        overrides.append("progress=false")
+    return config, overrides
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from distillscope.experiment import resume_experiment, run_experiment
+
+    config, overrides = _split_config_arg(args)
+    if args.resume is not None:
+        if args.config or args.overrides:
+            raise UserError(
+                "--resume continues a run from its saved config; drop the config and overrides"
+            )
+        rd = resume_experiment(args.resume, data_root=args.data_root)
+    else:
+        rd = run_experiment(
+            config, overrides, data_root=args.data_root, retrain_teacher=args.retrain_teacher
+        )
+    print(rd.path)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from distillscope.report import render_report
+
+    print(render_report(Path(args.run_dir)))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from distillscope.config import import_registries
+    from distillscope.registry import DATASETS, LOSSES, MODELS, PROBES
+
+    import_registries()
+    registry = {"models": MODELS, "losses": LOSSES, "probes": PROBES, "datasets": DATASETS}[
+        args.kind
+    ]
+    names = registry.list(args.pattern)
+    if args.kind == "models" and args.pattern == "*":
+        names += [n for n in registry.names() if n.endswith(":<name>")]
+    for name in names:
+        print(name)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``distillscope`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from distillscope import __version__
+
+        print(__version__)
+        return 0
+    if args.command is None:
+        parser.print_help()
+        return 2
+    handler = {"run": cmd_run, "report": cmd_report, "list": cmd_list}[args.command]
+    try:
+        return handler(args)
+    except UserError as exc:
+        print(f"distillscope: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "distillscope: interrupted; continue with `distillscope run --resume RUN_DIR`",
+            file=sys.stderr,
+        )
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,430 @@
+"""The YAML schema, validated by pydantic, with dotted command-line overrides.
+
+A config names a dataset, one or more teachers, the students (one per method) and the probes.
+Unknown keys, wrong types and unknown registry names are rejected at load time with one line naming
+the key, the value and the valid choices (:class:`~distillscope.errors.ConfigError`).
+
+Example:
+    >>> cfg = load_config_dict({"students": {"kd": {"temperature": 8}}}, ["train.epochs=2"])
+    >>> cfg.train.epochs, cfg.students["kd"].loss_spec()
+    (2, {'kd': {'temperature': 8}})
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from distillscope.config_train import Strict, TrainConfig
+from distillscope.errors import ConfigError
+
+__all__ = [
+    "DataConfig",
+    "ExperimentConfig",
+    "ModelSpec",
+    "ProbeDefaults",
+    "StudentSpec",
+    "TeacherSpec",
+    "TrainConfig",
+    "apply_overrides",
+    "config_hash",
+    "load_config",
+    "load_config_dict",
+]
+
+
+class DataConfig(Strict):
+    """Which dataset, where, and which subsets.
+
+    Attributes:
+        name: Registered dataset name (``distillscope list datasets``).
+        root: Folder holding the data (else the dataset's own search order).
+        params: Extra dataset parameters (e.g. ``augment: true``).
+        train_per_class: Keep k training images per class (few-shot regimes).
+        train_fraction: Keep a stratified fraction of the training split.
+        test_per_class: Keep k held-out images per class (probes and validation).
+        test_fraction: Keep a stratified fraction of the held-out split.
+        seed: Seed of the subset choice.
+    """
+
+    name: str = "fashion-mnist"
+    root: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    train_per_class: int | None = Field(None, ge=1)
+    train_fraction: float | None = Field(None, gt=0, le=1)
+    test_per_class: int | None = Field(None, ge=1)
+    test_fraction: float | None = Field(None, gt=0, le=1)
+    seed: int = 0
+
+
+class ModelSpec(Strict):
+    """A registered model and its parameters (``num_classes`` and input size come from the data)."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class TeacherSpec(Strict):
+    """A teacher: trained here (and cached by its config key) or loaded from a checkpoint.
+
+    Attributes:
+        model: Architecture.
+        train: Overrides of the top-level ``train`` settings for this teacher.
+        checkpoint: A ``.safetensors`` file to load instead of training.
+        loss: Loss terms used to train it (default plain cross-entropy).
+    """
+
+    model: ModelSpec
+    train: dict[str, Any] = Field(default_factory=dict)
+    checkpoint: str | None = None
+    loss: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"ce": {}})
+
+
+class StudentSpec(Strict):
+    """One student: its loss, optional own architecture, teacher and training overrides.
+
+    Any key not listed below is a parameter of the loss when ``loss`` is a single name, so
+    ``students.kd.temperature=8`` sets the KD temperature.
+
+    Attributes:
+        loss: A registered loss name (default: the student's key) or a mapping
+            ``{term: {weight: w, **params}}`` combining several terms.
+        model: Architecture (default: the top-level ``student``).
+        teacher: Name of the teacher it learns from or is compared with.
+        role: ``independent`` (no teacher, the baseline) or ``student``; default ``independent`` for
+            the key ``independent``, else ``student``.
+        train: Overrides of the top-level ``train`` settings.
+    """
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    loss: str | dict[str, dict[str, Any]] | None = None
+    model: ModelSpec | None = None
+    teacher: str | None = None
+    role: Literal["independent", "student"] | None = None
+    train: dict[str, Any] = Field(default_factory=dict)
+    _key: str = PrivateAttr("")
+
+    def loss_spec(self) -> dict[str, dict[str, Any]]:
+        """The loss as ``{term: params}`` (weights included under ``weight``)."""
+        extra = dict(self.model_extra or {})
+        if isinstance(self.loss, dict):
+            if extra:
+                raise ConfigError(
+                    f"students.{self._key}: unknown key {next(iter(extra))!r}; with a loss "
+                    "mapping, put term parameters under loss.<term>"
+                )
+            return {k: dict(v) for k, v in self.loss.items()}
+        return {self.loss or self._key: extra}
+
+
+class ProbeDefaults(Strict):
+    """Knobs shared by every probe unless the probe sets its own."""
+
+    batch_size: int = Field(256, ge=1)
+    max_samples: int = Field(1000, ge=1)
+
+
+def _default_students() -> dict[str, StudentSpec]:
+    return {
+        "independent": StudentSpec(loss="ce"),
+        "kd": StudentSpec(loss="kd"),
+        "ls": StudentSpec(loss="label_smoothing"),
+    }
+
+
+class ExperimentConfig(Strict):
+    """A whole experiment: data, teachers, students, probes.
+
+    Attributes:
+        name: Run name (prefix of the run directory).
+        seed: Global seed (weights init, batch order, probes).
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        output_dir: Parent folder of run directories.
+        data: The dataset.
+        train: Default training settings of every network.
+        teacher: The teacher (shorthand for ``teachers: {teacher: ...}``).
+        teachers: Several named teachers (e.g. paper 004's flavours).
+        student: Default student architecture.
+        students: Students by name.
+        probes: Probe name -> its parameters.
+        probe_defaults: ``batch_size`` / ``max_samples`` of every probe.
+        teacher_cache: Compute teacher outputs once per image when the data has no random
+            augmentation (else once per step).
+        teacher_store: Folder of trained teachers reused across runs (default:
+            ``$DISTILLSCOPE_CACHE/teachers`` or ``~/.cache/distillscope/teachers``).
+        progress: Show progress bars.
+    """
+
+    name: str = "run"
+    seed: int = 0
+    device: str = "auto"
+    output_dir: str = "runs"
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    teacher: TeacherSpec | None = None
+    teachers: dict[str, TeacherSpec] = Field(default_factory=dict)
+    student: ModelSpec = Field(default_factory=lambda: ModelSpec(name="mnist_cnn"))
+    students: dict[str, StudentSpec] = Field(default_factory=_default_students)
+    probes: dict[str, dict[str, Any]] = Field(
+        default_factory=lambda: {"accuracy": {}, "agreement": {}}
+    )
+    probe_defaults: ProbeDefaults = Field(default_factory=ProbeDefaults)
+    teacher_cache: bool = True
+    teacher_store: str | None = None
+    progress: bool = True
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v in ("auto", "cpu", "cuda", "mps") or v.startswith("cuda:"):
+            return v
+        raise ValueError("valid choices: auto, cpu, cuda, cuda:N, mps")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_teacher(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict) or raw.get("teacher") is None:
+            return raw
+        raw = dict(raw)
+        teachers = dict(raw.get("teachers") or {})
+        if "teacher" in teachers:
+            raise ValueError("give either 'teacher' or 'teachers.teacher', not both")
+        raw["teachers"] = {"teacher": raw.pop("teacher"), **teachers}
+        return raw
+
+    @model_validator(mode="after")
+    def _roles(self) -> ExperimentConfig:
+        if not self.teachers:
+            object.__setattr__(
+                self, "teachers", {"teacher": TeacherSpec(model=ModelSpec(name="resnet8"))}
+            )
+        first = next(iter(self.teachers))
+        for key, spec in self.students.items():
+            spec._key = key
+            if spec.role is None:
+                spec.role = "independent" if key == "independent" else "student"
+            if spec.teacher is None:
+                spec.teacher = first
+            if spec.teacher not in self.teachers:
+                raise ValueError(
+                    f"students.{key}.teacher {spec.teacher!r} is not a teacher; "
+                    f"valid choices: {', '.join(self.teachers)}"
+                )
+        clash = set(self.teachers) & set(self.students)
+        if clash:
+            raise ValueError(f"name {sorted(clash)[0]!r} is used by a teacher and a student")
+        return self
+
+    def train_for(self, overrides: dict[str, Any]) -> TrainConfig:
+        """The top-level training settings with ``overrides`` applied."""
+        return TrainConfig(**{**self.train.model_dump(), **overrides})
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``"a.b=c"`` into (``["a", "b"]``, YAML-parsed ``c``)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key.path=value")
+    key, raw = text.split("=", 1)
+    parts = [p for p in key.strip().split(".")]
+    if not all(parts):
+        raise ConfigError(f"override {text!r} has an empty key part; use e.g. train.epochs=2")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply dotted ``key.path=value`` overrides to a raw config mapping (a copy is returned)."""
+    out = json.loads(json.dumps(raw))
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = out
+        for i, p in enumerate(parts[:-1]):
+            nxt = node.get(p)
+            if nxt is None:
+                nxt = node[p] = {}
+            if not isinstance(nxt, dict):
+                where = ".".join(parts[: i + 1])
+                raise ConfigError(f"override {text!r}: {where} is a value, not a section")
+            node = nxt
+        node[parts[-1]] = value
+    return out
+
+
+def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+    """Valid keys of the config model at ``loc`` (for 'unknown key' messages)."""
+    model: Any = ExperimentConfig
+    for part in loc:
+        if isinstance(part, int) or model is None:
+            return []
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        model = _model_in(ann)
+    return sorted(getattr(model, "model_fields", {}))
+
+
+def _model_in(ann: Any) -> Any:
+    from pydantic import BaseModel
+
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for arg in getattr(ann, "__args__", ()) or ():
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _format_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = tuple(err.get("loc", ()))
+    key = ".".join(str(p) for p in loc) or "config"
+    if err["type"] == "extra_forbidden":
+        parent = loc[:-1]
+        valid = _fields_at(parent)
+        hint = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+        suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+        return f"unknown config key {key!r}{suggestion}; valid keys: {', '.join(valid)}"
+    msg = err["msg"].removeprefix("Value error, ")
+    value = err.get("input")
+    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    return f"config key {key!r}: {msg}{shown}"
+
+
+def load_config_dict(
+    raw: dict[str, Any] | None, overrides: list[str] | None = None
+) -> ExperimentConfig:
+    """Validate a raw mapping (plus overrides) into an :class:`ExperimentConfig`.
+
+    Registry names (dataset, models, losses, probes) and their parameters are checked too.
+    """
+    raw = apply_overrides(raw or {}, overrides or [])
+    try:
+        cfg = ExperimentConfig(**raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc)) from None
+    except TypeError as exc:
+        raise ConfigError(f"config: {exc}") from None
+    validate_names(cfg)
+    return cfg
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read a YAML file, apply overrides and validate."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} not found; pass an existing YAML file")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            line = getattr(getattr(exc, "problem_mark", None), "line", None)
+            where = f" at line {line + 1}" if line is not None else ""
+            raise ConfigError(
+                f"config file {str(p)!r} is not valid YAML{where}; fix the syntax"
+            ) from None
+        if not isinstance(raw, dict):
+            raise ConfigError(
+                f"config file {str(p)!r} must hold a mapping of keys at the top level"
+            )
+    return load_config_dict(raw, overrides)
+
+
+def validate_names(cfg: ExperimentConfig) -> None:
+    """Check every registry name and parameter the config uses; raise :class:`ConfigError`."""
+    from distillscope.registry import DATASETS, LOSSES, MODELS, PROBES, check_params
+
+    import_registries()
+
+    def check(registry: Any, name: str, params: dict[str, Any], key: str) -> None:
+        if name not in registry:
+            raise ConfigError(
+                f"config key {key!r}: unknown {registry.kind} {name!r}; valid choices: "
+                f"{', '.join(registry.names())}"
+            )
+        if ":" not in name:
+            try:
+                check_params(registry.get(name), params, f"{registry.kind} {name!r}")
+            except ConfigError as exc:
+                raise ConfigError(f"config key {key!r}: {exc}") from None
+
+    if cfg.data.name not in DATASETS:
+        raise ConfigError(
+            f"config key 'data.name': unknown dataset {cfg.data.name!r}; valid choices: "
+            f"{', '.join(DATASETS.names())}"
+        )
+    for name, spec in cfg.teachers.items():
+        check(MODELS, spec.model.name, spec.model.params, f"teachers.{name}.model")
+        _check_train(cfg, spec.train, f"teachers.{name}.train")
+        for term, params in spec.loss.items():
+            check(LOSSES, term, _without_weight(params), f"teachers.{name}.loss.{term}")
+    check(MODELS, cfg.student.name, cfg.student.params, "student")
+    for name, spec in cfg.students.items():
+        if spec.model is not None:
+            check(MODELS, spec.model.name, spec.model.params, f"students.{name}.model")
+        _check_train(cfg, spec.train, f"students.{name}.train")
+        for term, params in spec.loss_spec().items():
+            check(LOSSES, term, _without_weight(params), f"students.{name}.loss.{term}")
+    for name, params in cfg.probes.items():
+        check(PROBES, name, params or {}, f"probes.{name}")
+
+
+def _without_weight(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in (params or {}).items() if k != "weight"}
+
+
+def _check_train(cfg: ExperimentConfig, overrides: dict[str, Any], key: str) -> None:
+    try:
+        cfg.train_for(overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        sub = ".".join(str(p) for p in err.get("loc", ()))
+        if err["type"] == "extra_forbidden":
+            valid = sorted(TrainConfig.model_fields)
+            raise ConfigError(
+                f"unknown config key '{key}.{sub}'; valid keys: {', '.join(valid)}"
+            ) from None
+        raise ConfigError(
+            f"config key '{key}.{sub}': {err['msg']} (got {err.get('input')!r})"
+        ) from None
+
+
+def import_registries() -> None:
+    """Import every family module so all registries are filled."""
+    import distillscope.data  # noqa: F401
+    import distillscope.distill  # noqa: F401
+    import distillscope.models  # noqa: F401
+    import distillscope.probes  # noqa: F401
+
+
+def dump_config(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The resolved config as plain data (what ``config.yaml`` in a run holds)."""
+    return cfg.model_dump(mode="json", exclude={"teacher"})
+
+
+def config_hash(data: Any, length: int = 16) -> str:
+    """A stable hex key of JSON-able ``data`` (teacher store keys)."""
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]

@@ -1,0 +1,46 @@
+"""Training settings (part of the YAML schema; see :mod:`distillscope.config`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Strict(BaseModel):
+    """Base of every config model: unknown keys are rejected."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TrainConfig(Strict):
+    """How one network is trained.
+
+    Attributes:
+        epochs: Passes over the training split.
+        batch_size: Mini-batch size.
+        optimizer: ``sgd``, ``adam`` or ``adamw``.
+        lr: Peak learning rate.
+        momentum: SGD momentum (Nesterov off).
+        weight_decay: L2 / decoupled weight decay.
+        schedule: ``constant``, ``multistep`` (x ``gamma`` at each of ``milestones`` epochs) or
+            ``cosine`` (to zero at the end); all after ``warmup_epochs`` of linear warm-up.
+        temperature: Training temperature: logits are divided by it in the loss, inference stays at
+            T=1 (paper 004, section 4.1).
+        deterministic: ``torch.use_deterministic_algorithms`` during training.
+        max_batches: Cap on batches per epoch (quick runs and tests); ``None`` = all.
+    """
+
+    epochs: int = Field(5, ge=1)
+    batch_size: int = Field(128, ge=1)
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    schedule: Literal["constant", "multistep", "cosine"] = "cosine"
+    milestones: list[int] = Field(default_factory=list)
+    gamma: float = Field(0.1, gt=0)
+    warmup_epochs: int = Field(0, ge=0)
+    temperature: float = Field(1.0, gt=0)
+    deterministic: bool = False
+    max_batches: int | None = Field(None, ge=1)

@@ -1,0 +1,144 @@
+"""The dataset contract and the batch loader.
+
+Every registered dataset returns a :class:`TensorDataset`: inputs already normalised and held in
+memory, integer targets, and metadata the probes need (class names, categories, the
+normalisation, whether inputs are images in ``[0, 1]`` pixel space before normalisation).
+Datasets too large for memory (ImageFolder) subclass :class:`DistillDataset` and are read
+through a ``torch.utils.data.DataLoader``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from distillscope.contracts import Batch
+
+
+@dataclass
+class DatasetInfo:
+    """Metadata shared by every dataset.
+
+    Attributes:
+        name: Registered name.
+        num_classes: Number of classes K.
+        input_shape: Shape of one input, e.g. ``(1, 28, 28)`` or ``(2,)``.
+        class_names: One name per class.
+        categories: Category name -> class indices (class-similarity probe, paper 000 4.1).
+        mean: Per-channel normalisation mean (images) or ``None``.
+        std: Per-channel normalisation std (images) or ``None``.
+        pixel_range: ``(low, high)`` of un-normalised inputs, ``(0, 1)`` for images, ``None``
+            for unbounded inputs such as 2-D points.
+    """
+
+    name: str
+    num_classes: int
+    input_shape: tuple[int, ...]
+    class_names: list[str]
+    categories: dict[str, list[int]] = field(default_factory=dict)
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    pixel_range: tuple[float, float] | None = (0.0, 1.0)
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.input_shape) == 3
+
+
+class DistillDataset(Dataset):
+    """A map-style dataset whose items are ``(input, target, index)``."""
+
+    info: DatasetInfo
+    #: True when ``__getitem__`` applies random augmentation (the teacher cache is then unsafe).
+    augmented: bool = False
+
+    def targets_tensor(self) -> Tensor:
+        """All targets as a ``(N,)`` long tensor."""
+        raise NotImplementedError
+
+
+class TensorDataset(DistillDataset):
+    """An in-memory dataset.
+
+    Args:
+        inputs: ``(N, ...)`` normalised inputs.
+        targets: ``(N,)`` class indices.
+        info: Dataset metadata.
+        transform: Optional batch transform ``f(inputs) -> inputs`` applied by the loader
+            (random augmentation; sets :attr:`augmented`).
+    """
+
+    def __init__(
+        self,
+        inputs: Tensor,
+        targets: Tensor,
+        info: DatasetInfo,
+        transform: Callable[[Tensor], Tensor] | None = None,
+    ) -> None:
+        if inputs.shape[0] != targets.shape[0]:
+            raise ValueError(f"inputs ({inputs.shape[0]}) and targets ({targets.shape[0]}) differ")
+        self.inputs = inputs
+        self.targets = targets.long()
+        self.info = info
+        self.transform = transform
+        self.augmented = transform is not None
+
+    def __len__(self) -> int:
+        return int(self.targets.shape[0])
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor, int]:
+        x = self.inputs[i]
+        if self.transform is not None:
+            x = self.transform(x.unsqueeze(0))[0]
+        return x, self.targets[i], i
+
+    def targets_tensor(self) -> Tensor:
+        return self.targets
+
+    def subset(self, indices: Sequence[int] | Tensor) -> TensorDataset:
+        """A new dataset holding ``indices`` (re-indexed from 0)."""
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return TensorDataset(self.inputs[idx], self.targets[idx], self.info, self.transform)
+
+
+def iter_batches(
+    dataset: DistillDataset,
+    batch_size: int,
+    shuffle: bool = False,
+    generator: torch.Generator | None = None,
+    drop_last: bool = False,
+) -> Iterator[Batch]:
+    """Yield :class:`Batch` objects over ``dataset``.
+
+    In-memory datasets are sliced directly (no per-item Python calls); other datasets go through
+    a ``DataLoader``. With ``shuffle``, the order comes from ``generator`` only, so a seeded
+    generator gives the same batches on every run (resume relies on this).
+    """
+    n = len(dataset)
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    if isinstance(dataset, TensorDataset):
+        stop = n - n % batch_size if drop_last else n
+        for start in range(0, stop, batch_size):
+            idx = order[start : start + batch_size]
+            x = dataset.inputs[idx]
+            if dataset.transform is not None:
+                x = dataset.transform(x)
+            yield Batch(x, dataset.targets[idx], idx)
+        return
+    loader = DataLoader(
+        torch.utils.data.Subset(dataset, order.tolist()),
+        batch_size=batch_size,
+        drop_last=drop_last,
+    )
+    for x, y, i in loader:
+        yield Batch(x, y.long(), i.long())
+
+
+def num_batches(dataset: DistillDataset, batch_size: int, drop_last: bool = False) -> int:
+    """How many batches :func:`iter_batches` yields."""
+    n = len(dataset)
+    return n // batch_size if drop_last else -(-n // batch_size)

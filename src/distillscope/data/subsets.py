@@ -1,0 +1,147 @@
+"""Choosing indices: splits, per-class subsets (few-shot distillation, paper 001) and fractions.
+
+Every choice here is stratified by class and deterministic for a given seed: the indices of
+each class are ordered by one seeded permutation of the whole dataset, and the first ``k`` of
+each class are taken. The functions on targets are pure; :func:`take_subset` applies their
+indices to a dataset.
+
+Example:
+    >>> y = torch.tensor([0, 0, 0, 1, 1, 1, 1, 2, 2, 2])
+    >>> idx = per_class_indices(y, 2, seed=0)
+    >>> torch.bincount(y[idx]).tolist()
+    [2, 2, 2]
+    >>> train, test = stratified_split(y, 0.34, seed=0)
+    >>> torch.bincount(y[test]).tolist(), len(train) + len(test)
+    ([1, 1, 1], 10)
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import torch
+from torch import Tensor
+
+from distillscope.data.base import DistillDataset
+from distillscope.errors import ConfigError
+
+#: The splits every dataset provides.
+SPLITS = ("train", "test")
+
+D = TypeVar("D", bound=DistillDataset)
+
+
+def check_split(split: str) -> bool:
+    """Validate ``split``; returns ``True`` for the training split."""
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
+    return split == "train"
+
+
+def _ranks_within_class(
+    targets: Tensor, seed: int, num_classes: int = 0
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Group a seeded permutation of the indices by class.
+
+    Returns:
+        ``(idx, cls, rank, counts)``: ``idx`` (N,) the indices grouped by class, in permuted
+        order within each class; ``cls`` (N,) their classes; ``rank`` (N,) the position of
+        each index within its class; ``counts`` (K,) the class sizes, K at least
+        ``num_classes``.
+    """
+    targets = targets.long().cpu()
+    n = targets.shape[0]
+    gen = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(n, generator=gen)  # (N,)
+    order = torch.argsort(targets[perm], stable=True)  # (N,) by class, permuted within
+    idx = perm[order]  # (N,)
+    cls = targets[idx]  # (N,)
+    counts = torch.bincount(targets, minlength=num_classes)  # (K,)
+    starts = torch.cumsum(counts, 0) - counts  # (K,) first position of each class
+    rank = torch.arange(n) - starts[cls]  # (N,)
+    return idx, cls, rank, counts
+
+
+def per_class_indices(
+    targets: Tensor, k: int, seed: int = 0, num_classes: int | None = None
+) -> Tensor:
+    """Indices of ``k`` examples of every class, sorted ascending.
+
+    Args:
+        targets: ``(N,)`` class indices.
+        k: Examples per class: the first ``k`` of the class in a permutation seeded by ``seed``.
+        seed: Seed of the permutation.
+        num_classes: Classes that must each have ``k`` examples; defaults to ``max(targets) + 1``.
+
+    Raises:
+        ConfigError: When ``k`` is not a positive integer or a class has fewer than ``k``.
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ConfigError(f"per_class must be a positive integer, got {k!r}")
+    idx, cls, rank, counts = _ranks_within_class(targets, seed, num_classes or 0)
+    short = (counts < k).nonzero().flatten().tolist()
+    if short:
+        c, most = short[0], int(counts.min())
+        fix = f"lower per_class to at most {most}" if most else "use a split with every class"
+        raise ConfigError(f"per_class={k} but class {c} has only {int(counts[c])} examples; {fix}")
+    return idx[rank < k].sort().values
+
+
+def fraction_indices(targets: Tensor, fraction: float, seed: int = 0) -> Tensor:
+    """Indices of a stratified ``fraction`` of the examples, sorted ascending.
+
+    Each class keeps ``round(fraction * n_c)`` examples (at least one), the first of a
+    permutation seeded by ``seed``; ``fraction=1`` keeps everything.
+
+    Raises:
+        ConfigError: When ``fraction`` is not in ``(0, 1]``.
+    """
+    if (
+        isinstance(fraction, bool)
+        or not isinstance(fraction, (int, float))
+        or not (0 < fraction <= 1)
+    ):
+        raise ConfigError(f"fraction must be in (0, 1], got {fraction!r}")
+    idx, cls, rank, counts = _ranks_within_class(targets, seed)
+    keep = torch.round(counts * float(fraction)).long().clamp(min=1)  # (K,)
+    return idx[rank < keep[cls]].sort().values
+
+
+def stratified_split(targets: Tensor, test_fraction: float, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Split indices into disjoint ``(train, test)`` index tensors, stratified by class.
+
+    Each class puts ``round(test_fraction * n_c)`` examples in the test part; both parts are
+    sorted ascending and together cover every index once.
+    """
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+    idx, cls, rank, counts = _ranks_within_class(targets, seed)
+    n_test = torch.round(counts * float(test_fraction)).long()  # (K,)
+    is_test = rank < n_test[cls]  # (N,)
+    return idx[~is_test].sort().values, idx[is_test].sort().values
+
+
+def take_subset(
+    dataset: D, per_class: int | None = None, fraction: float | None = None, seed: int = 0
+) -> D:
+    """``dataset`` restricted to ``per_class`` examples per class or a ``fraction`` of it.
+
+    At most one of ``per_class`` and ``fraction`` may be given; with neither, ``dataset`` is
+    returned unchanged. The subset is re-indexed from 0.
+    """
+    if per_class is not None and fraction is not None:
+        raise ConfigError(
+            f"give per_class ({per_class}) or fraction ({fraction}), not both; drop one of them"
+        )
+    if per_class is None and fraction is None:
+        return dataset
+    if not hasattr(dataset, "subset"):
+        raise ConfigError(
+            f"dataset {dataset.info.name!r} does not support per_class / fraction; remove them"
+        )
+    targets = dataset.targets_tensor()
+    if per_class is not None:
+        idx = per_class_indices(targets, per_class, seed, num_classes=dataset.info.num_classes)
+    else:
+        idx = fraction_indices(targets, fraction, seed)  # type: ignore[arg-type]
+    return dataset.subset(idx)  # type: ignore[attr-defined]

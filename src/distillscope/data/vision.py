@@ -1,0 +1,297 @@
+"""Image datasets users have on disk (CIFAR-10, ImageFolder trees) and shared image helpers.
+
+``cifar10`` is held in memory as normalised float tensors; ``imagefolder`` reads images lazily
+through a ``DataLoader``. Neither downloads anything unless given ``download=True``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from distillscope.data.base import DatasetInfo, DistillDataset, TensorDataset
+from distillscope.data.subsets import check_split
+from distillscope.errors import ConfigError, DataError
+from distillscope.registry import register_dataset
+
+log = logging.getLogger(__name__)
+
+#: Environment variable naming a folder that holds datasets.
+DATA_ENV = "DISTILLSCOPE_DATA"
+#: Where ``download=True`` puts datasets.
+CACHE_DIR = Path.home() / ".cache" / "distillscope" / "data"
+
+#: Per-channel mean and std of the CIFAR-10 training images (pixels in [0, 1]). The std is the
+#: true per-channel std; the often-copied (0.2023, 0.1994, 0.2010) is a per-image average.
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+CIFAR10_CLASSES = [
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+]  # fmt: skip
+#: Coarse categories for the class-similarity probe (paper 000 4.1 groups ImageNet classes).
+CIFAR10_CATEGORIES = {"vehicles": [0, 1, 8, 9], "mammals": [3, 4, 5, 7], "birds": [2], "frogs": [6]}
+
+#: ImageNet normalisation (torchvision's pretrained models).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalised_tensor(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """uint8 images ``(N, C, H, W)`` -> float32 tensor ``(pixels / 255 - mean) / std``."""
+    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))  # (N, C, H, W)
+    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    return x.mul_(1.0 / (255.0 * s)).sub_(m / s)
+
+
+class RandomCropFlip:
+    """Random crop after padding, and optionally a horizontal flip, of a whole batch at once.
+
+    The standard CIFAR augmentation (pad 4, crop back, flip with p = 0.5). Offsets and flips
+    come from torch's global CPU RNG, so ``torch.manual_seed`` makes runs repeat.
+
+    Args:
+        padding: Pixels added on every side before cropping back to the input size.
+        flip: Flip each image horizontally with probability 0.5.
+        fill: Value of the padding per channel, in normalised units; use the normalised value
+            of a black pixel, ``-mean / std``.
+
+    Example:
+        >>> aug = RandomCropFlip(padding=2, flip=True, fill=(0.0,))
+        >>> aug(torch.randn(5, 1, 8, 8)).shape
+        torch.Size([5, 1, 8, 8])
+    """
+
+    def __init__(self, padding: int, flip: bool = False, fill: Sequence[float] = (0.0,)) -> None:
+        self.padding = int(padding)
+        self.flip = bool(flip)
+        self.fill = tuple(float(f) for f in fill)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        p = self.padding
+        fill = torch.tensor(self.fill, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        padded = fill.expand(b, c, h + 2 * p, w + 2 * p).clone()  # (B, C, H+2p, W+2p)
+        padded[:, :, p : p + h, p : p + w] = x
+        dy = torch.randint(0, 2 * p + 1, (b,)).to(x.device)  # (B,)
+        dx = torch.randint(0, 2 * p + 1, (b,)).to(x.device)  # (B,)
+        rows = dy[:, None] + torch.arange(h, device=x.device)  # (B, H)
+        cols = dx[:, None] + torch.arange(w, device=x.device)  # (B, W)
+        if self.flip:
+            flipped = (torch.rand(b) < 0.5).to(x.device)  # (B,)
+            cols = torch.where(flipped[:, None], cols.flip(1), cols)  # (B, W)
+        bi = torch.arange(b, device=x.device)[:, None, None, None]
+        ci = torch.arange(c, device=x.device)[None, :, None, None]
+        return padded[bi, ci, rows[:, None, :, None], cols[:, None, None, :]]  # (B, C, H, W)
+
+    def __repr__(self) -> str:
+        return f"RandomCropFlip(padding={self.padding}, flip={self.flip}, fill={self.fill})"
+
+
+def data_root(root: str | os.PathLike[str] | None) -> Path:
+    """``root``, else ``$DISTILLSCOPE_DATA``, else the download cache."""
+    if root is not None:
+        return Path(root).expanduser()
+    if os.environ.get(DATA_ENV):
+        return Path(os.environ[DATA_ENV]).expanduser()
+    return CACHE_DIR
+
+
+@register_dataset("cifar10")
+def cifar10(
+    split: str, root: str | None = None, augment: bool = False, download: bool = False
+) -> TensorDataset:
+    """CIFAR-10 (Krizhevsky 2009) from torchvision's ``cifar-10-batches-py`` folder, in memory.
+
+    Args:
+        split: ``"train"`` (50,000 images) or ``"test"`` (10,000).
+        root: Folder holding ``cifar-10-batches-py/``; defaults to ``$DISTILLSCOPE_DATA``, then
+            ``~/.cache/distillscope/data``.
+        augment: Random crop (padding 4) + horizontal flip on the training split, applied per
+            batch; the test split is never augmented.
+        download: Fetch the archive (170 MB) into ``root`` when it is missing.
+    """
+    from torchvision.datasets import CIFAR10
+
+    train = check_split(split)
+    base = data_root(root)
+    if base.name == "cifar-10-batches-py":
+        base = base.parent
+    folder = base / "cifar-10-batches-py"
+    if not folder.is_dir() and not download:
+        raise DataError(
+            f"CIFAR-10 not found in {folder}; pass --data-root (or set {DATA_ENV}) to the folder "
+            "holding cifar-10-batches-py/, or add download=true to fetch it (170 MB)"
+        )
+    try:
+        ds = CIFAR10(str(base), train=train, download=download)
+    except (RuntimeError, OSError) as exc:
+        raise DataError(
+            f"cannot load CIFAR-10 from {folder}: {exc}; delete the folder and fetch it again "
+            "with download=true"
+        ) from exc
+    inputs = normalised_tensor(ds.data.transpose(0, 3, 1, 2), CIFAR10_MEAN, CIFAR10_STD)
+    info = DatasetInfo(
+        name="cifar10",
+        num_classes=10,
+        input_shape=(3, 32, 32),
+        class_names=list(CIFAR10_CLASSES),
+        categories={k: list(v) for k, v in CIFAR10_CATEGORIES.items()},
+        mean=CIFAR10_MEAN,
+        std=CIFAR10_STD,
+    )
+    fill = [-m / s for m, s in zip(CIFAR10_MEAN, CIFAR10_STD)]
+    transform = RandomCropFlip(4, flip=True, fill=fill) if augment and train else None
+    return TensorDataset(inputs, torch.as_tensor(ds.targets), info, transform)
+
+
+class ImageFolderDataset(DistillDataset):
+    """Images read from disk on access; items are ``(input, target, index)``.
+
+    Args:
+        samples: ``(path, class index)`` pairs.
+        info: Dataset metadata.
+        transform: Maps a PIL image to a normalised ``(C, H, W)`` tensor.
+    """
+
+    def __init__(
+        self,
+        samples: list[tuple[str, int]],
+        info: DatasetInfo,
+        transform: Callable[[Any], Tensor],
+    ) -> None:
+        self.samples = samples
+        self.info = info
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int, int]:
+        from torchvision.datasets.folder import default_loader
+
+        path, target = self.samples[i]
+        return self.transform(default_loader(path)), target, i
+
+    def targets_tensor(self) -> Tensor:
+        return torch.tensor([t for _, t in self.samples], dtype=torch.long)
+
+    def subset(self, indices: Sequence[int] | Tensor) -> ImageFolderDataset:
+        """A new dataset holding ``indices`` (re-indexed from 0)."""
+        idx = torch.as_tensor(indices, dtype=torch.long).tolist()
+        return ImageFolderDataset([self.samples[i] for i in idx], self.info, self.transform)
+
+
+def _class_dirs(folder: Path) -> list[str]:
+    return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+
+
+def _scan(folder: Path, class_to_idx: dict[str, int]) -> list[tuple[str, int]]:
+    """``(path, class)`` for every image under ``folder/<class>/``, in sorted order."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    unknown = sorted(set(_class_dirs(folder)) - set(class_to_idx))
+    if unknown:
+        raise DataError(
+            f"{folder} has class folders the training split lacks: {', '.join(unknown[:5])}; "
+            "give both splits the same class folders"
+        )
+    samples = []
+    for name, target in sorted(class_to_idx.items()):
+        for dirpath, dirnames, filenames in os.walk(folder / name, followlinks=True):
+            dirnames.sort()
+            samples += [
+                (os.path.join(dirpath, f), target)
+                for f in sorted(filenames)
+                if f.lower().endswith(IMG_EXTENSIONS)
+            ]
+    return samples
+
+
+@register_dataset("imagefolder")
+def imagefolder(
+    split: str,
+    root: str | None = None,
+    image_size: int = 224,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    crop_ratio: float = 0.875,
+) -> ImageFolderDataset:
+    """An ImageFolder tree (``<class>/<image>``), e.g. ImageNet, read lazily.
+
+    Layouts: ``root/train/<class>/...`` with ``root/test/`` (or ``root/val/``) for the test
+    split; or ``root/<class>/...`` directly, used for both splits. Classes are the training
+    split's folder names, sorted. Images are converted to RGB, resized so the short side is
+    ``image_size / crop_ratio``, centre-cropped to ``image_size`` and normalised.
+
+    Args:
+        split: ``"train"`` or ``"test"``.
+        root: The tree's top folder (required).
+        image_size: Side of the square crop.
+        mean: Per-channel normalisation mean (ImageNet's by default).
+        std: Per-channel normalisation std (ImageNet's by default).
+        crop_ratio: ``image_size`` over the resized short side; 0.875 is the usual ImageNet
+            evaluation crop (256 -> 224), 1.0 resizes without cropping away a border.
+    """
+    from torchvision import transforms
+
+    train = check_split(split)
+    if root is None:
+        raise DataError(
+            "imagefolder needs a root: pass --data-root (or root=...) naming a folder with "
+            "<class>/ subfolders, or train/ and test/ (or val/) folders holding them"
+        )
+    base = Path(root).expanduser()
+    if not base.is_dir():
+        raise DataError(f"imagefolder root {base} is not a folder; pass an existing folder")
+    mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise ConfigError(f"imagefolder mean {mean} and std {std} need 3 values, std > 0")
+    if int(image_size) < 1 or not 0 < crop_ratio <= 1:
+        raise ConfigError(
+            f"imagefolder image_size={image_size} must be >= 1 and crop_ratio={crop_ratio} "
+            "in (0, 1]"
+        )
+    if (base / "train").is_dir():
+        class_root = base / "train"
+        if train:
+            folder = class_root
+        else:
+            found = [base / s for s in ("test", "val") if (base / s).is_dir()]
+            if not found:
+                raise DataError(f"{base} has train/ but no test/ or val/ folder; add one")
+            folder = found[0]
+    else:
+        class_root = folder = base
+        log.info("imagefolder: %s has no train/ folder; both splits read all of it", base)
+    classes = _class_dirs(class_root)
+    if not classes:
+        raise DataError(f"{class_root} has no class folders; put images in <class>/ subfolders")
+    samples = _scan(folder, {c: i for i, c in enumerate(classes)})
+    if not samples:
+        raise DataError(f"no images found under {folder}; expected <class>/<image>.png|jpg|...")
+    size = int(image_size)
+    transform = transforms.Compose(
+        [
+            transforms.Resize(round(size / crop_ratio)),
+            transforms.CenterCrop(size),
+            transforms.ToTensor(),
+            transforms.Normalize(mean, std),
+        ]
+    )
+    info = DatasetInfo(
+        name="imagefolder",
+        num_classes=len(classes),
+        input_shape=(3, size, size),
+        class_names=classes,
+        mean=mean,
+        std=std,
+    )
+    return ImageFolderDataset(samples, info, transform)

@@ -1,0 +1,158 @@
+"""Teacher-free baselines: plain cross-entropy, label smoothing and pseudo soft labels.
+
+These are the controls the audits compare distilled students against: the same student
+trained without a teacher (``ce``), with uniformly softened labels (``label_smoothing``,
+paper 000) or with random soft labels made from the ground truth (``pseudo_soft``, paper 003).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from distillscope.contracts import Batch, Outputs
+from distillscope.distill.base import LossTerm
+from distillscope.errors import ConfigError
+from distillscope.functional.distill import (
+    PSEUDO_SOFT_TEMPERATURE,
+    PSEUDO_SOFT_VARIANCE,
+    check_range,
+    cross_entropy_to_uniform,
+    indexed_normal,
+    pseudo_soft_targets,
+    soft_cross_entropy,
+)
+from distillscope.registry import register_loss
+
+# Paper 000, appendix B.2: "For the LS, we set the alpha value to 0.1".
+LABEL_SMOOTHING_ALPHA = 0.1
+
+
+@register_loss("ce")
+class CrossEntropy(LossTerm):
+    """Cross-entropy on the hard labels: ``L = CE(z_s, y) = mean_b(-log sigma(z_s)_{b, y_b})``.
+
+    The independent student's loss (paper 003's "Ind", paper 000's ``f_scratch``).
+
+    Parts:
+        ``ce/ce``: the cross-entropy itself (equal to ``loss``).
+
+    Example:
+        >>> import torch
+        >>> from distillscope.contracts import Batch, Outputs
+        >>> batch = Batch(torch.zeros(2, 3), torch.tensor([0, 1]), torch.arange(2))
+        >>> out = CrossEntropy()(Outputs(torch.zeros(2, 4)), None, batch)
+        >>> round(out["loss"].item(), 4)  # log 4
+        1.3863
+    """
+
+    name: ClassVar[str] = "ce"
+    needs: ClassVar[set[str]] = {"logits"}
+
+    def __init__(self) -> None:
+        # Explicit, so the registry sees "no parameters" and rejects stray ones (nn.Module's
+        # own __init__ takes **kwargs, which would hide them).
+        super().__init__()
+
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
+        ce = F.cross_entropy(student.logits, batch.targets)  # ()
+        return {"loss": ce, "ce/ce": ce}
+
+
+@register_loss("label_smoothing")
+class LabelSmoothing(LossTerm):
+    """Label smoothing (Szegedy et al. 2016), as written in paper 000, eq. 2.
+
+    ``L = (1 - alpha) CE(z, y) + alpha CE(z, u)`` with ``u`` the uniform distribution over the
+    ``K`` classes; equivalently the cross-entropy to ``(1 - alpha) onehot(y) + alpha / K``.
+
+    Args:
+        alpha: Weight of the uniform part, in ``[0, 1]``; paper 000 uses 0.1.
+
+    Parts:
+        ``label_smoothing/hard``: ``CE(z, y)``, unweighted.
+        ``label_smoothing/uniform``: ``CE(z, u)``, unweighted.
+    """
+
+    name: ClassVar[str] = "label_smoothing"
+    needs: ClassVar[set[str]] = {"logits"}
+
+    def __init__(self, alpha: float = LABEL_SMOOTHING_ALPHA) -> None:
+        super().__init__()
+        self.alpha = check_range("label_smoothing.alpha", alpha, 0.0, 1.0)
+
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
+        hard = F.cross_entropy(student.logits, batch.targets)  # ()
+        uniform = cross_entropy_to_uniform(student.logits)  # ()
+        return {
+            "loss": (1.0 - self.alpha) * hard + self.alpha * uniform,
+            "label_smoothing/hard": hard,
+            "label_smoothing/uniform": uniform,
+        }
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}"
+
+
+@register_loss("pseudo_soft")
+class PseudoSoftLabels(LossTerm):
+    """Pseudo soft labels without a teacher (paper 003, appendix C.2).
+
+    The target replaces the teacher's distribution by one made from the label alone,
+    ``p = sigma((onehot(y) + epsilon) / T)`` with ``epsilon ~ N(0, variance)``, and the
+    student matches it: ``L = mean_b(-sum_k p_bk log sigma(z_s)_bk)``, which equals
+    ``KL(p || sigma(z_s))`` up to the entropy of ``p`` (a constant for the student).
+
+    The noise of a sample is a fixed function of ``(seed, batch.index)``
+    (:func:`~distillscope.functional.distill.indexed_normal`), so each training image keeps
+    the same pseudo label in every epoch, whatever batch it falls in. Combine with ``ce`` to
+    get the paper's ``gamma L_CLS + alpha L_KL`` objective.
+
+    Args:
+        variance: Noise variance (standard deviation ``sqrt(variance)``); paper 003: 0.2.
+        temperature: Softmax temperature of the target; paper 003: 0.15.
+        seed: Selects the noise realisation, an int in ``[0, 2^32)``.
+
+    Parts:
+        ``pseudo_soft/soft``: the soft cross-entropy (equal to ``loss``).
+    """
+
+    name: ClassVar[str] = "pseudo_soft"
+    needs: ClassVar[set[str]] = {"logits"}
+
+    def __init__(
+        self,
+        variance: float = PSEUDO_SOFT_VARIANCE,
+        temperature: float = PSEUDO_SOFT_TEMPERATURE,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.variance = check_range("pseudo_soft.variance", variance, 0.0)
+        self.temperature = check_range("pseudo_soft.temperature", temperature, 0.0, low_open=True)
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+            raise ConfigError(
+                f"pseudo_soft.seed={seed!r} is out of range; use an int in [0, {2**32 - 1}]"
+            )
+        self.seed = seed
+
+    def targets(self, batch: Batch, num_classes: int) -> Tensor:
+        """The ``(B, K)`` pseudo soft labels of ``batch``; identical for a given dataset index."""
+        noise = indexed_normal(batch.index, num_classes, self.seed)  # (B, K)
+        return pseudo_soft_targets(
+            batch.targets.to(noise.device),
+            num_classes,
+            variance=self.variance,
+            temperature=self.temperature,
+            noise=noise,
+        )  # (B, K)
+
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
+        logits = student.logits  # (B, K)
+        target = self.targets(batch, logits.shape[1]).to(logits.device, logits.dtype)  # (B, K)
+        soft = soft_cross_entropy(logits, target)  # ()
+        return {"loss": soft, "pseudo_soft/soft": soft}
+
+    def extra_repr(self) -> str:
+        return f"variance={self.variance}, temperature={self.temperature}, seed={self.seed}"

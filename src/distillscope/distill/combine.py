@@ -1,0 +1,125 @@
+"""A weighted sum of loss terms that keeps every term's parts for logging."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from distillscope.contracts import Batch, Outputs
+from distillscope.distill.base import LossTerm
+from distillscope.errors import ConfigError
+
+
+class CombinedLoss(nn.Module):
+    """``L = sum_i w_i L_i`` over named loss terms, with every term's parts kept.
+
+    The terms live in an :class:`~torch.nn.ModuleDict`, so trainable modules they own
+    (regressors, embeddings) are registered and reach the optimiser through
+    :meth:`parameters`. ``forward`` returns ``"loss"`` (the weighted sum), ``"<key>/loss"``
+    (each term's own, unweighted total) and each term's parts. Parts are named after the key
+    the term is stored under: a term whose ``name`` is ``"kd"`` stored as ``"kd_t1"`` logs
+    ``"kd_t1/soft"``, so two terms of one kind never overwrite each other's parts.
+
+    Args:
+        terms: Key -> loss term. Keys are valid module names (no ``"."``).
+        weights: Key -> weight ``>= 0``; must have exactly the keys of ``terms``.
+
+    Raises:
+        ConfigError: No terms, mismatched keys, or a negative or non-finite weight.
+
+    Example:
+        >>> import torch
+        >>> from distillscope.contracts import Batch, Outputs
+        >>> from distillscope.distill.baselines import CrossEntropy, LabelSmoothing
+        >>> loss = CombinedLoss(
+        ...     {"ce": CrossEntropy(), "label_smoothing": LabelSmoothing(0.1)},
+        ...     {"ce": 0.5, "label_smoothing": 1.0},
+        ... )
+        >>> batch = Batch(torch.zeros(2, 3), torch.tensor([0, 1]), torch.arange(2))
+        >>> out = loss(Outputs(torch.zeros(2, 4)), None, batch)
+        >>> sorted(out)  # doctest: +NORMALIZE_WHITESPACE
+        ['ce/ce', 'ce/loss', 'label_smoothing/hard', 'label_smoothing/loss',
+         'label_smoothing/uniform', 'loss']
+        >>> round(out["loss"].item(), 4)  # 1.5 * log 4
+        2.0794
+    """
+
+    def __init__(self, terms: Mapping[str, LossTerm], weights: Mapping[str, float]) -> None:
+        super().__init__()
+        if not terms:
+            raise ConfigError("a loss needs at least one term; add e.g. {'ce': {}}")
+        if set(terms) != set(weights):
+            missing = sorted(set(terms) - set(weights))
+            extra = sorted(set(weights) - set(terms))
+            raise ConfigError(
+                f"loss weights must match the terms: missing weights for {missing}, "
+                f"weights without a term {extra}"
+            )
+        self.weights: dict[str, float] = {}
+        for key in terms:
+            weight = weights[key]
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+                raise ConfigError(f"{key}.weight={weight!r} is not a number; use a number >= 0")
+            if not math.isfinite(weight) or weight < 0:
+                raise ConfigError(
+                    f"{key}.weight={weight!r} is out of range; use a finite number >= 0"
+                )
+            self.weights[key] = float(weight)
+        try:
+            self.terms = nn.ModuleDict(dict(terms))
+        except (KeyError, TypeError) as err:
+            raise ConfigError(
+                f"bad loss term key: {err.args[0]}; use plain names without '.', e.g. 'kd_t4'"
+            ) from err
+
+    def __getitem__(self, key: str) -> LossTerm:
+        return self.terms[key]  # type: ignore[return-value]
+
+    @property
+    def needs(self) -> set[str]:
+        """Union of the terms' ``needs``."""
+        return set().union(*(term.needs for term in self.terms.values()))
+
+    @property
+    def needs_teacher(self) -> bool:
+        """Whether any term reads the teacher's outputs."""
+        return any(term.needs_teacher for term in self.terms.values())
+
+    def student_paths(self) -> list[str]:
+        """Union of the terms' student feature paths, in first-seen order."""
+        return list(dict.fromkeys(p for t in self.terms.values() for p in t.student_paths()))
+
+    def teacher_paths(self) -> list[str]:
+        """Union of the terms' teacher feature paths, in first-seen order."""
+        return list(dict.fromkeys(p for t in self.terms.values() for p in t.teacher_paths()))
+
+    def prepare(self, teacher: nn.Module | None, batches: Iterable[Batch]) -> None:
+        """Run every term's pre-training stage, in order.
+
+        ``batches`` is iterated once per term, so pass a re-iterable (a ``DataLoader`` or a
+        list), not a generator.
+        """
+        for term in self.terms.values():
+            term.prepare(teacher, batches)
+
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
+        """``{"loss": sum_i w_i L_i, "<key>/loss": L_i, "<key>/<part>": ...}`` for the batch."""
+        out: dict[str, Tensor] = {}
+        totals: list[Tensor] = []
+        for key, term in self.terms.items():
+            parts = term(student, teacher, batch)
+            totals.append(self.weights[key] * parts["loss"])  # ()
+            for part, value in parts.items():
+                prefix, sep, rest = part.partition("/")
+                logged = f"{key}/{rest}" if sep and prefix == term.name else f"{key}/{part}"
+                if logged in out:
+                    raise ValueError(f"loss term {key!r} logs {logged!r} twice; rename its parts")
+                out[logged] = value
+        out["loss"] = torch.stack(totals).sum()  # ()
+        return out
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{key}: weight={w:g}" for key, w in self.weights.items())

@@ -1,0 +1,32 @@
+"""User-facing errors.
+
+Every mistake a user can make (a bad config key, missing data, an unknown model, a wrong feature
+path, a corrupt checkpoint) raises a :class:`UserError` whose message is one line naming the
+problem and the fix. The CLI prints it and exits with code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """An error caused by user input; its message is one line naming the problem and the fix."""
+
+
+class ConfigError(UserError):
+    """Invalid configuration: unknown key, wrong type, unknown registry name."""
+
+
+class DataError(UserError):
+    """A dataset cannot be found or read."""
+
+
+class ModelError(UserError):
+    """A model cannot be built, tapped or loaded."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint is missing, corrupt or does not match the model."""
+
+
+class TrainingError(UserError):
+    """Training diverged (NaN or inf loss) or cannot continue."""

@@ -1,0 +1,484 @@
+"""One experiment, end to end: data -> teachers -> students -> probes -> results -> report.
+
+Data moves forward only. Teachers are trained once and stored by a key of everything that
+determines their weights (architecture, training settings, loss, data, seed), so a later run that
+asks for the same teacher reuses it. Students are trained by the same
+:class:`~distillscope.train.trainer.Trainer`; probes read the trained models and the held-out split;
+the report reads ``results.json`` only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from distillscope.config import (
+    ExperimentConfig,
+    ModelSpec,
+    config_hash,
+    dump_config,
+    load_config,
+)
+from distillscope.data import load_dataset
+from distillscope.data.base import DistillDataset
+from distillscope.distill import build_loss
+from distillscope.errors import ConfigError
+from distillscope.models import create_model
+from distillscope.models.forward import count_parameters
+from distillscope.models.taps import FeatureTap
+from distillscope.probes import create_probe
+from distillscope.probes.base import ProbeData, Roles
+from distillscope.registry import MODELS, accepted_params
+from distillscope.rundir import RunDir, atomic_write_text
+from distillscope.train.checkpoint import load_model_weights, save_model
+from distillscope.train.seeding import resolve_device, seed_everything
+from distillscope.train.teacher_cache import TeacherCache, cache_allowed
+from distillscope.train.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+RESULTS_SCHEMA = 1
+TEACHER_STORE_VERSION = 1  # bump when training code changes what a stored teacher means
+
+
+def say(msg: str) -> None:
+    """Progress message on stderr (stdout's last line is the run directory)."""
+    print(f"[distillscope] {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Splits:
+    train: DistillDataset
+    test: DistillDataset
+
+
+@dataclass
+class Member:
+    """One network of the experiment and how it is made."""
+
+    name: str
+    role: str  # teacher | independent | student
+    spec: ModelSpec
+    model: nn.Module
+    train: Any
+    loss: dict[str, dict[str, Any]]
+    teacher: str | None = None
+    checkpoint: str | None = None
+    reused: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def load_splits(cfg: ExperimentConfig, data_root: str | None = None) -> Splits:
+    """The training and held-out splits the config asks for."""
+    d = cfg.data
+    root = data_root or d.root
+    train = load_dataset(
+        d.name,
+        "train",
+        root=root,
+        per_class=d.train_per_class,
+        fraction=d.train_fraction,
+        seed=d.seed,
+        **d.params,
+    )
+    test_params = {k: v for k, v in d.params.items() if k != "augment"}
+    test = load_dataset(
+        d.name,
+        "test",
+        root=root,
+        per_class=d.test_per_class,
+        fraction=d.test_fraction,
+        seed=d.seed,
+        **test_params,
+    )
+    return Splits(train, test)
+
+
+def build_model(spec: ModelSpec, data: DistillDataset) -> nn.Module:
+    """Create ``spec`` with ``num_classes`` and input size taken from the data."""
+    info = data.info
+    params = dict(spec.params)
+    params.setdefault("num_classes", info.num_classes)
+    # adapters ("torchvision:x") take in_channels; zoo models say what they accept
+    factory_params = {"in_channels"} if ":" in spec.name else accepted_params(MODELS.get(spec.name))
+    shape = info.input_shape
+
+    def offer(key: str, value: Any) -> None:
+        if factory_params is None or key in factory_params:
+            params.setdefault(key, value)
+
+    if len(shape) == 3:
+        offer("in_channels", shape[0])
+        offer("input_size", shape[-1])
+    offer("in_features", math.prod(shape))
+    return create_model(spec.name, **params)
+
+
+def teacher_store_dir(cfg: ExperimentConfig) -> Path:
+    if cfg.teacher_store:
+        return Path(cfg.teacher_store).expanduser()
+    base = os.environ.get("DISTILLSCOPE_CACHE")
+    root = Path(base).expanduser() if base else Path.home() / ".cache" / "distillscope"
+    return root / "teachers"
+
+
+def teacher_key(cfg: ExperimentConfig, member: Member) -> str:
+    """Key of everything that determines a trained teacher's weights."""
+    d = cfg.data
+    return config_hash(
+        {
+            "version": TEACHER_STORE_VERSION,
+            "model": member.spec.model_dump(mode="json"),
+            "train": member.train.model_dump(mode="json"),
+            "loss": member.loss,
+            "data": {
+                "name": d.name,
+                "params": {k: v for k, v in d.params.items()},
+                "train_per_class": d.train_per_class,
+                "train_fraction": d.train_fraction,
+                "seed": d.seed,
+            },
+            "seed": cfg.seed,
+            "torch": torch.__version__.split("+")[0],
+        }
+    )
+
+
+def plan_members(cfg: ExperimentConfig, splits: Splits) -> dict[str, Member]:
+    """Build every network (fails early on bad model parameters, before anything is written)."""
+    members: dict[str, Member] = {}
+    for name, t in cfg.teachers.items():
+        seed_everything(cfg.seed)
+        members[name] = Member(
+            name=name,
+            role="teacher",
+            spec=t.model,
+            model=build_model(t.model, splits.train),
+            train=cfg.train_for(t.train),
+            loss=t.loss,
+            checkpoint=t.checkpoint,
+        )
+        if t.checkpoint is not None and not Path(t.checkpoint).is_file():
+            raise ConfigError(
+                f"config key 'teachers.{name}.checkpoint': file {t.checkpoint!r} not found; "
+                "give an existing .safetensors file or remove the key to train the teacher"
+            )
+    for name, s in cfg.students.items():
+        spec = s.model or cfg.student
+        seed_everything(cfg.seed)
+        members[name] = Member(
+            name=name,
+            role=s.role or "student",
+            spec=spec,
+            model=build_model(spec, splits.train),
+            train=cfg.train_for(s.train),
+            loss=s.loss_spec(),
+            teacher=s.teacher,
+        )
+        build_loss(members[name].loss)  # validate now
+    return members
+
+
+def roles_of(members: dict[str, Member]) -> Roles:
+    return Roles(
+        teachers=[m.name for m in members.values() if m.role == "teacher"],
+        independent=[m.name for m in members.values() if m.role == "independent"],
+        students=[m.name for m in members.values() if m.role == "student"],
+        teacher_of={m.name: m.teacher for m in members.values() if m.teacher},
+        temperature={m.name: float(m.train.temperature) for m in members.values()},
+    )
+
+
+class Experiment:
+    """Runs one config into a :class:`RunDir`.
+
+    Args:
+        cfg: The validated config.
+        data_root: Overrides ``data.root``.
+        retrain_teacher: Train teachers even when the store has them.
+        run_dir: Resume into this existing run directory instead of creating one.
+    """
+
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        *,
+        data_root: str | None = None,
+        retrain_teacher: bool = False,
+        run_dir: RunDir | None = None,
+        config_file: str | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.data_root = data_root
+        self.retrain_teacher = retrain_teacher
+        self.resume = run_dir is not None
+        self.run_dir = run_dir
+        self.config_file = config_file
+        self.device = resolve_device(cfg.device)
+
+    def run(self) -> RunDir:
+        cfg = self.cfg
+        start = time.time()
+        seed_everything(cfg.seed)
+        splits = load_splits(cfg, self.data_root)
+        members = plan_members(cfg, splits)
+        if self.run_dir is None:
+            self.run_dir = RunDir.create(cfg.output_dir, cfg.name)
+            self.run_dir.write_config(dump_config(cfg))
+        rd = self.run_dir
+        say(f"run directory {rd}")
+        say(
+            f"data {cfg.data.name}: {len(splits.train)} train / {len(splits.test)} held-out, "
+            f"device {self.device}"
+        )
+        for m in members.values():
+            m.model.to(self.device)
+        caches: dict[str, TeacherCache] = {}
+        for m in members.values():
+            if m.role == "teacher":
+                self._teacher(m, splits)
+        for m in members.values():
+            if m.role != "teacher":
+                self._student(m, members, splits, caches)
+        results = self._probes(members, splits)
+        payload = self._payload(members, splits, results, time.time() - start)
+        rd.write_results(payload)
+        from distillscope.report import render_report
+
+        render_report(rd.path)
+        say(f"report {rd.report}")
+        return rd
+
+    # ------------------------------------------------------------------ teachers
+    def _teacher(self, m: Member, splits: Splits) -> None:
+        rd = self.run_dir
+        assert rd is not None
+        out = rd.model(m.name)
+        if m.checkpoint is not None:
+            load_model_weights(m.checkpoint, m.model)
+            say(f"teacher {m.name}: loaded {m.checkpoint}")
+            save_model(out, m.model, {"name": m.name, "source": "checkpoint"})
+            return
+        if self.resume and out.is_file():
+            load_model_weights(out, m.model)
+            m.history = self._history_from_metrics(m.name)
+            return
+        key = teacher_key(self.cfg, m)
+        store = teacher_store_dir(self.cfg) / f"{m.spec.name.replace(':', '_')}-{key}"
+        stored = store / "model.safetensors"
+        if stored.is_file() and not self.retrain_teacher:
+            load_model_weights(stored, m.model)
+            meta = json.loads((store / "meta.json").read_text())
+            m.history = meta.get("history", [])
+            m.reused = True
+            say(f"teacher {m.name}: reusing stored teacher {store.name}")
+        else:
+            say(f"teacher {m.name}: training {m.spec.name} for {m.train.epochs} epochs")
+            m.history = self._fit(m, None, None, splits)
+            store.mkdir(parents=True, exist_ok=True)
+            save_model(stored, m.model, {"name": m.name, "key": key})
+            atomic_write_text(
+                store / "meta.json",
+                json.dumps({"key": key, "model": m.spec.model_dump(), "history": m.history}),
+            )
+        save_model(out, m.model, {"name": m.name, "key": key})
+
+    # ------------------------------------------------------------------ students
+    def _student(
+        self, m: Member, members: dict[str, Member], splits: Splits, caches: dict[str, TeacherCache]
+    ) -> None:
+        rd = self.run_dir
+        assert rd is not None
+        out = rd.model(m.name)
+        if self.resume and out.is_file():
+            load_model_weights(out, m.model)
+            m.history = self._history_from_metrics(m.name)
+            say(f"{m.role} {m.name}: already trained, loaded")
+            return
+        loss = build_loss(m.loss).to(self.device)
+        teacher = members[m.teacher] if m.teacher and loss.needs_teacher else None
+        cache = None
+        cacheable = self.cfg.teacher_cache and cache_allowed(splits.train, frozen=False)
+        if teacher is not None and cacheable and not loss.teacher_paths():
+            if teacher.name not in caches:
+                say(f"caching teacher {teacher.name} outputs on {len(splits.train)} images")
+                caches[teacher.name] = TeacherCache.build(
+                    teacher.model,
+                    splits.train,
+                    batch_size=512,
+                    device=self.device,
+                    progress=self.cfg.progress,
+                )
+            cache = caches[teacher.name]
+        terms = ", ".join(m.loss)
+        say(f"{m.role} {m.name}: training {m.spec.name} with {terms} for {m.train.epochs} epochs")
+        m.history = self._fit(m, teacher.model if teacher else None, cache, splits, loss=loss)
+        save_model(out, m.model, {"name": m.name})
+
+    def _fit(
+        self,
+        m: Member,
+        teacher: nn.Module | None,
+        cache: TeacherCache | None,
+        splits: Splits,
+        loss: nn.Module | None = None,
+    ) -> list[dict[str, Any]]:
+        rd = self.run_dir
+        assert rd is not None
+        loss = loss if loss is not None else build_loss(m.loss).to(self.device)
+        student_tap = FeatureTap(m.model, loss.student_paths()) if loss.student_paths() else None
+        teacher_tap = (
+            FeatureTap(teacher, loss.teacher_paths())
+            if teacher is not None and loss.teacher_paths()
+            else None
+        )
+        seed_everything(self.cfg.seed)
+        trainer = Trainer(
+            m.model,
+            loss,
+            m.train,
+            teacher=teacher,
+            teacher_cache=cache,
+            device=self.device,
+            checkpoint_dir=rd.checkpoints(m.name),
+            metrics_path=rd.metrics,
+            name=m.name,
+            progress=self.cfg.progress,
+            seed=self.cfg.seed,
+            student_tap=student_tap,
+            teacher_tap=teacher_tap,
+        )
+        try:
+            return trainer.fit(splits.train, splits.test, resume=self.resume)
+        finally:
+            for tap in (student_tap, teacher_tap):
+                if tap is not None:
+                    tap.remove()
+
+    def _history_from_metrics(self, name: str) -> list[dict[str, Any]]:
+        rd = self.run_dir
+        assert rd is not None
+        if not rd.metrics.is_file():
+            return []
+        rows = [json.loads(line) for line in rd.metrics.read_text().splitlines() if line.strip()]
+        by_epoch = {r["epoch"]: r for r in rows if r.get("model") == name}
+        return [by_epoch[e] for e in sorted(by_epoch)]
+
+    # ------------------------------------------------------------------ probes
+    def _probes(self, members: dict[str, Member], splits: Splits) -> dict[str, Any]:
+        models = {name: m.model.eval() for name, m in members.items()}
+        roles = roles_of(members)
+        data = ProbeData(splits.test, splits.test.info, device=str(self.device))
+        out: dict[str, Any] = {}
+        defaults = self.cfg.probe_defaults.model_dump()
+        for name, params in self.cfg.probes.items():
+            t0 = time.time()
+            probe = create_probe(name, **{**defaults, **(params or {})})
+            say(f"probe {name}")
+            seed_everything(self.cfg.seed)
+            result = probe.run(models, data, roles)
+            out[name] = result.to_dict()
+            say(f"probe {name}: done in {time.time() - t0:.1f}s")
+        return out
+
+    def _payload(
+        self, members: dict[str, Member], splits: Splits, probes: dict[str, Any], duration: float
+    ) -> dict[str, Any]:
+        import distillscope
+
+        rd = self.run_dir
+        assert rd is not None
+        info = splits.train.info
+        return {
+            "schema": RESULTS_SCHEMA,
+            "run": {
+                "name": self.cfg.name,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "seed": self.cfg.seed,
+                "device": str(self.device),
+                "config_file": self.config_file,
+                "duration_s": round(duration, 2),
+                "distillscope_version": distillscope.__version__,
+                "torch_version": torch.__version__,
+            },
+            "config": dump_config(self.cfg),
+            "dataset": {
+                "name": info.name,
+                "num_classes": info.num_classes,
+                "class_names": list(info.class_names),
+                "n_train": len(splits.train),
+                "n_test": len(splits.test),
+                "input_shape": list(info.input_shape),
+            },
+            "models": {
+                m.name: {
+                    "role": m.role,
+                    "arch": m.spec.name,
+                    "params": count_parameters(m.model),
+                    "train_temperature": float(m.train.temperature),
+                    "teacher": m.teacher,
+                    "loss": m.loss if m.role != "teacher" else None,
+                    "reused": m.reused,
+                }
+                for m in members.values()
+            },
+            "training": {m.name: m.history for m in members.values()},
+            "probes": probes,
+        }
+
+
+def run_experiment(
+    config: ExperimentConfig | str | Path | dict[str, Any] | None = None,
+    overrides: list[str] | None = None,
+    *,
+    data_root: str | None = None,
+    retrain_teacher: bool = False,
+) -> RunDir:
+    """Run an experiment and return its :class:`RunDir` (public API).
+
+    Args:
+        config: A validated config, a YAML path, a raw mapping, or ``None`` for the quickstart.
+        overrides: Dotted ``key.path=value`` overrides.
+        data_root: Folder holding the dataset (overrides ``data.root``).
+        retrain_teacher: Train teachers even when a stored one matches.
+    """
+    from distillscope.config import load_config_dict
+
+    config_file = None
+    if isinstance(config, ExperimentConfig):
+        if overrides:
+            config = load_config_dict(dump_config(config), overrides)
+        cfg = config
+    elif isinstance(config, dict):
+        cfg = load_config_dict(config, overrides)
+    else:
+        config_file = str(config) if config is not None else None
+        cfg = load_config(config, overrides)
+    return Experiment(
+        cfg, data_root=data_root, retrain_teacher=retrain_teacher, config_file=config_file
+    ).run()
+
+
+def resume_experiment(run_dir: str | Path, *, data_root: str | None = None) -> RunDir:
+    """Continue a killed run from its saved config and checkpoints."""
+    rd = RunDir(Path(run_dir))
+    if not rd.config.is_file():
+        raise ConfigError(
+            f"{str(rd.path)!r} is not a run directory (no config.yaml); pass the directory "
+            "printed by `distillscope run`"
+        )
+    cfg = load_config(rd.config)
+    return Experiment(cfg, data_root=data_root, run_dir=rd).run()
+
+
+__all__ = ["Experiment", "RunDir", "resume_experiment", "run_experiment"]

@@ -1,0 +1,98 @@
+"""Differentiable GradCAM on whole batches.
+
+Selvaraju et al. 2017 (Grad-CAM), as used by paper 001 (e2KD, SPEC section 1) and paper 004
+(attribution adherence): for the selected logit ``z_c`` and the activation ``A`` of the chosen
+layer (the last conv block),
+
+    w_c = mean_{i,j} dz_c / dA_{:,i,j}                 (channel weights, spatial mean of gradient)
+    CAM = ReLU(sum_k w_k A_k)                           (B, h, w)
+    map = bilinear_resize(CAM, input H x W)             (B, H, W)
+
+With ``create_graph=True`` the map keeps its graph, so a loss on it trains the model (double
+backpropagation, e2KD's student explanation).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from distillscope.errors import ModelError
+
+__all__ = ["find_layer", "gradcam"]
+
+
+def find_layer(model: nn.Module, layer_path: str) -> nn.Module:
+    """The submodule of ``model`` at the dotted ``layer_path``.
+
+    Raises:
+        ModelError: No such submodule; the message lists the valid paths.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
+        >>> find_layer(net, "0")
+        Conv2d(1, 2, kernel_size=(3, 3), stride=(1, 1))
+    """
+    modules = dict(model.named_modules())
+    if not layer_path or layer_path not in modules:
+        valid = [p for p in modules if p]
+        raise ModelError(
+            f"no layer {layer_path!r} in {type(model).__name__}; valid layer paths: "
+            f"{', '.join(valid[:20])}{' ...' if len(valid) > 20 else ''}"
+        )
+    return modules[layer_path]
+
+
+def gradcam(
+    model: nn.Module,
+    layer_path: str,
+    inputs: Tensor,
+    target: Tensor,
+    create_graph: bool = False,
+) -> Tensor:
+    """GradCAM maps of ``model`` for class ``target``, resized to the input's height and width.
+
+    Args:
+        model: A network returning ``(B, K)`` logits; put it in eval mode first.
+        layer_path: Module path of the layer whose output ``A`` is ``(B, C, h, w)``.
+        inputs: ``(B, C_in, H, W)`` model inputs.
+        target: ``(B,)`` class index per sample.
+        create_graph: Keep the graph of the map (for training on it); otherwise the result is
+            detached.
+
+    Returns:
+        ``(B, H, W)`` non-negative maps.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(),
+        ...                     nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 3))
+        >>> gradcam(net, "1", torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 2, 0])).shape
+        torch.Size([4, 8, 8])
+    """
+    layer = find_layer(model, layer_path)
+    captured: list[Tensor] = []
+    handle = layer.register_forward_hook(lambda _m, _i, out: captured.append(out))
+    try:
+        with torch.enable_grad():
+            if not inputs.requires_grad:
+                # Frozen models still need a graph from the inputs to the layer's activation.
+                inputs = inputs.detach().requires_grad_(True)
+            logits = model(inputs)  # (B, K)
+            if not captured:
+                raise ModelError(f"layer {layer_path!r} was not called in the forward pass")
+            acts = captured[-1]  # (B, C, h, w)
+            if acts.dim() != 4:
+                raise ModelError(
+                    f"GradCAM needs a (B, C, h, w) activation at {layer_path!r}, "
+                    f"got shape {tuple(acts.shape)}; pass a convolutional layer"
+                )
+            selected = logits.gather(1, target.view(-1, 1).to(logits.device)).sum()
+            (grads,) = torch.autograd.grad(selected, acts, create_graph=create_graph)
+            weights = grads.mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
+            cam = F.relu((weights * acts).sum(1, keepdim=True))  # (B, 1, h, w)
+            cam = F.interpolate(cam, size=inputs.shape[-2:], mode="bilinear", align_corners=False)
+    finally:
+        handle.remove()
+    cam = cam[:, 0]  # (B, H, W)
+    return cam if create_graph else cam.detach()

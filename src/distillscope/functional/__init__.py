@@ -1,0 +1,53 @@
+"""Pure tensor functions behind the losses and probes: no I/O, no models.
+
+Example:
+    >>> import torch
+    >>> from distillscope import functional as F
+    >>> z = torch.tensor([[2.0, 0.0, 0.0]])
+    >>> round(float(F.kd_loss(z, z, temperature=4.0)), 6)
+    0.0
+"""
+
+from distillscope.functional.agreement import kl_divergence, top1_match, topk_correct
+from distillscope.functional.boundary import (
+    TWILIGHT_CONFIDENCE,
+    boundary_hardness,
+    boundary_points,
+    twilight_fraction,
+)
+from distillscope.functional.distill import (
+    PSEUDO_SOFT_TEMPERATURE,
+    PSEUDO_SOFT_VARIANCE,
+    cross_entropy_to_uniform,
+    indexed_normal,
+    kd_loss,
+    label_smoothing_targets,
+    pseudo_soft_targets,
+    soft_cross_entropy,
+    soft_labels,
+)
+from distillscope.functional.entropy import category_mask, entropy, softmax_entropy
+from distillscope.functional.similarity import flat_cosine
+
+__all__ = [
+    "PSEUDO_SOFT_TEMPERATURE",
+    "PSEUDO_SOFT_VARIANCE",
+    "TWILIGHT_CONFIDENCE",
+    "boundary_hardness",
+    "boundary_points",
+    "category_mask",
+    "cross_entropy_to_uniform",
+    "entropy",
+    "flat_cosine",
+    "indexed_normal",
+    "kd_loss",
+    "kl_divergence",
+    "label_smoothing_targets",
+    "pseudo_soft_targets",
+    "soft_cross_entropy",
+    "soft_labels",
+    "softmax_entropy",
+    "top1_match",
+    "twilight_fraction",
+    "topk_correct",
+]

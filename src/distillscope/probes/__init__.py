@@ -1,0 +1,42 @@
+"""Probes: audits of what transferred from a teacher to its students.
+
+Importing this package registers every probe in :data:`distillscope.registry.PROBES`.
+
+Example:
+    >>> "accuracy" in probe_names()
+    True
+    >>> create_probe("accuracy", topk=3, max_samples=100).topk
+    3
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from distillscope.probes import decision, explanations, robustness, similarity, task
+from distillscope.probes.base import Probe, ProbeData, ProbeResult, Roles
+from distillscope.registry import PROBES
+
+__all__ = [
+    "Probe",
+    "ProbeData",
+    "ProbeResult",
+    "Roles",
+    "create_probe",
+    "decision",
+    "explanations",
+    "probe_names",
+    "robustness",
+    "similarity",
+    "task",
+]
+
+
+def create_probe(name: str, **params: Any) -> Probe:
+    """Build the registered probe ``name``; unknown names or parameters raise ``ConfigError``."""
+    return PROBES.create(name, **params)
+
+
+def probe_names(pattern: str = "*") -> list[str]:
+    """Names of the registered probes matching an fnmatch ``pattern``, sorted."""
+    return PROBES.list(pattern)

@@ -1,0 +1,108 @@
+"""The probe contract: models in, one uniform :class:`ProbeResult` out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+from torch import nn
+
+from distillscope.data.base import DatasetInfo, DistillDataset
+
+
+@dataclass
+class Roles:
+    """Which model plays which part.
+
+    Attributes:
+        teachers: Names of the teachers.
+        independent: Names of students trained without a teacher (same architecture).
+        students: Names of distilled students.
+        teacher_of: Student (or independent) name -> the teacher it is compared with.
+        temperature: Model name -> its training temperature (strong attacks, paper 004).
+        control_teacher: Optional teacher not trained for the studied property.
+        foreign: Optional unrelated network for transfer controls.
+    """
+
+    teachers: list[str]
+    independent: list[str] = field(default_factory=list)
+    students: list[str] = field(default_factory=list)
+    teacher_of: dict[str, str] = field(default_factory=dict)
+    temperature: dict[str, float] = field(default_factory=dict)
+    control_teacher: str | None = None
+    foreign: str | None = None
+
+    @property
+    def all_models(self) -> list[str]:
+        return [*self.teachers, *self.independent, *self.students]
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """``(teacher, model)`` for every non-teacher model that has a teacher."""
+        return [
+            (self.teacher_of[m], m)
+            for m in [*self.independent, *self.students]
+            if m in self.teacher_of
+        ]
+
+
+@dataclass
+class ProbeData:
+    """What a probe audits on: the held-out split and its metadata."""
+
+    dataset: DistillDataset
+    info: DatasetInfo
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """A probe's uniform result.
+
+    Attributes:
+        probe: Registered probe name.
+        values: ``"<model>[/<metric>]"`` or ``"<teacher>-><model>[/<metric>]"`` -> number.
+        series: Sweeps for plots, ``"<model>[/<metric>]"`` -> list of numbers; the x axis, if
+            any, is stored under ``"x"`` or ``"x/<metric>"``.
+        params: Every knob that produced the numbers, seed included.
+        images: Optional ``name -> (H, W) or (H, W, C)`` nested lists (decision maps).
+    """
+
+    probe: str
+    values: dict[str, float]
+    series: dict[str, list[float]] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    images: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ProbeResult:
+        return cls(**dict(d))
+
+
+class Probe:
+    """One registered audit.
+
+    Args:
+        batch_size: Batch size of every forward pass.
+        max_samples: Number of held-out samples audited (first ones of a seeded permutation).
+        seed: Seed of the sample choice and of any randomness in the probe.
+    """
+
+    name: ClassVar[str] = "probe"
+    higher_is_better: ClassVar[bool | None] = None
+
+    def __init__(self, batch_size: int = 256, max_samples: int = 1000, seed: int = 0) -> None:
+        if batch_size < 1 or max_samples < 1:
+            raise ValueError("batch_size and max_samples must be positive")
+        self.batch_size = batch_size
+        self.max_samples = max_samples
+        self.seed = seed
+
+    def base_params(self) -> dict[str, Any]:
+        return {"batch_size": self.batch_size, "max_samples": self.max_samples, "seed": self.seed}
+
+    def run(self, models: Mapping[str, nn.Module], data: ProbeData, roles: Roles) -> ProbeResult:
+        raise NotImplementedError

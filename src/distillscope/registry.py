@@ -1,0 +1,127 @@
+"""One generic registry, used for models, losses, probes and datasets.
+
+Example:
+    >>> reg = Registry("widget")
+    >>> @reg.register("round")
+    ... class Round:
+    ...     def __init__(self, radius: float = 1.0):
+    ...         self.radius = radius
+    >>> reg.create("round", radius=2.0).radius
+    2.0
+    >>> reg.list("r*")
+    ['round']
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from distillscope.errors import ConfigError
+
+
+class Registry:
+    """Maps names to factories (classes or functions); a duplicate name raises.
+
+    Args:
+        kind: What the registry holds ("model", "loss", ...), used in error messages.
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Callable[..., Any]] = {}
+        self._prefixes: dict[str, Callable[..., Any]] = {}
+
+    def register(self, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Decorator registering ``fn`` under ``name``; raises if the name is taken."""
+
+        def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+            if name in self._entries:
+                raise ValueError(f"{self.kind} {name!r} is already registered")
+            self._entries[name] = fn
+            return fn
+
+        return deco
+
+    def register_prefix(self, prefix: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Register a factory for names ``"<prefix>:<rest>"``; it receives ``rest`` first."""
+
+        def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+            if prefix in self._prefixes:
+                raise ValueError(f"{self.kind} prefix {prefix!r} is already registered")
+            self._prefixes[prefix] = fn
+            return fn
+
+        return deco
+
+    def __contains__(self, name: str) -> bool:
+        if ":" in name:
+            return name.split(":", 1)[0] in self._prefixes
+        return name in self._entries
+
+    def get(self, name: str) -> Callable[..., Any]:
+        """The factory registered under ``name``; unknown names raise :class:`ConfigError`."""
+        if name in self._entries:
+            return self._entries[name]
+        raise ConfigError(f"unknown {self.kind} {name!r}; valid choices: {', '.join(self.names())}")
+
+    def create(self, name: str, **params: Any) -> Any:
+        """Build the entry ``name`` with ``params``; unknown names or parameters raise."""
+        if ":" in name:
+            prefix, rest = name.split(":", 1)
+            if prefix not in self._prefixes:
+                raise ConfigError(
+                    f"unknown {self.kind} prefix {prefix!r} in {name!r}; "
+                    f"valid prefixes: {', '.join(sorted(self._prefixes))}"
+                )
+            return self._prefixes[prefix](rest, **params)
+        fn = self.get(name)
+        check_params(fn, params, f"{self.kind} {name!r}")
+        return fn(**params)
+
+    def names(self) -> list[str]:
+        """All registered names (prefixes shown as ``"prefix:<name>"``), sorted."""
+        return sorted(self._entries) + [f"{p}:<name>" for p in sorted(self._prefixes)]
+
+    def list(self, pattern: str = "*") -> list[str]:
+        """Registered names matching an fnmatch ``pattern``, sorted."""
+        return [n for n in sorted(self._entries) if fnmatch.fnmatch(n, pattern)]
+
+
+def accepted_params(fn: Callable[..., Any]) -> set[str] | None:
+    """Keyword parameters ``fn`` accepts, or ``None`` when it takes ``**kwargs``."""
+    target = fn.__init__ if inspect.isclass(fn) else fn
+    sig = inspect.signature(target)
+    names = set()
+    for p in sig.parameters.values():
+        if p.kind is p.VAR_KEYWORD:
+            return None
+        if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            names.add(p.name)
+    return names
+
+
+def check_params(fn: Callable[..., Any], params: dict[str, Any], what: str) -> None:
+    """Raise :class:`ConfigError` naming any key of ``params`` that ``fn`` does not accept."""
+    valid = accepted_params(fn)
+    if valid is None:
+        return
+    unknown = sorted(set(params) - valid)
+    if unknown:
+        raise ConfigError(
+            f"unknown parameter {unknown[0]!r} for {what}; valid parameters: "
+            f"{', '.join(sorted(valid)) or '(none)'}"
+        )
+
+
+MODELS = Registry("model")
+LOSSES = Registry("loss")
+PROBES = Registry("probe")
+DATASETS = Registry("dataset")
+
+register_model = MODELS.register
+register_loss = LOSSES.register
+register_probe = PROBES.register
+register_dataset = DATASETS.register

@@ -1,0 +1,72 @@
+"""One line per known probe for the report: what it measures, and the paper it comes from.
+
+Paper numbers are those of the project's paper index: [000] On the Impact of Knowledge
+Distillation for Model Interpretability (ICML 2023); [001] Good Teachers Explain:
+Explanation-Enhanced Knowledge Distillation; [002] Revisiting Knowledge Distillation: An
+Inheritance and Exploration Framework; [003] What Knowledge Gets Distilled in Knowledge
+Distillation?; [004] Trustworthy Distillation? High-Temperature Distillation as Double
+Regularization Plus Gradient Masking. A probe without an entry is rendered with a generic line.
+"""
+
+from __future__ import annotations
+
+PAPERS = {
+    "000": "On the Impact of Knowledge Distillation for Model Interpretability (ICML 2023)",
+    "001": "Good Teachers Explain: Explanation-Enhanced Knowledge Distillation",
+    "002": "Revisiting Knowledge Distillation: An Inheritance and Exploration Framework",
+    "003": "What Knowledge Gets Distilled in Knowledge Distillation?",
+    "004": "Trustworthy Distillation? High-Temperature Distillation as Double Regularization "
+    "Plus Gradient Masking",
+}
+
+PROBE_DESCRIPTIONS = {
+    "accuracy": (
+        "Top-1 and top-5 accuracy on the held-out split: how well each model does the task.",
+        None,
+    ),
+    "agreement": (
+        "Share of held-out images on which the model's top-1 class matches its teacher's "
+        "(higher = more faithful), and KL(teacher || model) of their output distributions "
+        "(lower = closer).",
+        "001",
+    ),
+    "class_similarity": (
+        "Mean output entropy over all classes (entire) and within the true class's category "
+        "(category), on samples every model classifies correctly: how much class-similarity "
+        "information the outputs carry.",
+        "000",
+    ),
+    "adherence": (
+        "Cosine similarity between the teacher's and the model's attributions: saliency "
+        "(absolute input gradient), Integrated Gradients (zero baseline) and GradCAM.",
+        "004",
+    ),
+    "adversarial": (
+        "Accuracy on clean inputs and under FGSM and PGD (L-inf) attacks; the strong variants "
+        "attack logits divided by the model's training temperature, undoing gradient masking.",
+        "004",
+    ),
+    "decision_map": (
+        "Predicted class probabilities over a 2-D input grid. Hardness: how close predictions "
+        "are to one-hot (crisp, step-like boundaries); twilight: how much of the plane lies in "
+        "the blurry zone between classes.",
+        "004",
+    ),
+}
+
+GENERIC = "No description registered for this probe; its values are shown as recorded."
+
+
+def describe(probe: str) -> str:
+    """The description line of a probe, with its paper when it has one.
+
+    Example:
+        >>> describe("agreement").endswith("[001] " + PAPERS["001"] + ".")
+        True
+        >>> describe("mystery") == GENERIC
+        True
+    """
+    if probe not in PROBE_DESCRIPTIONS:
+        return GENERIC
+    text, paper = PROBE_DESCRIPTIONS[probe]
+    return text if paper is None else f"{text} Source: [{paper}] {PAPERS[paper]}."

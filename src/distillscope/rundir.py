@@ -1,0 +1,90 @@
+"""The run directory: where one experiment writes everything it produces.
+
+Layout::
+
+    <output_dir>/<name>-<YYYYmmdd-HHMMSS>/
+        config.yaml            the resolved config (re-run or resume from it)
+        models/<model>.safetensors
+        checkpoints/<model>/   training state for --resume
+        metrics.jsonl          one line per model per epoch
+        results.json           every probe's values, series and params
+        report.html            self-contained report rendered from results.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths inside one run directory."""
+
+    path: Path
+
+    @classmethod
+    def create(cls, output_dir: str | Path, name: str) -> RunDir:
+        """A new, unique run directory ``<output_dir>/<name>-<timestamp>``."""
+        root = Path(output_dir)
+        root.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for n in range(1000):
+            path = root / (f"{name}-{stamp}" if n == 0 else f"{name}-{stamp}-{n}")
+            try:
+                path.mkdir()
+            except FileExistsError:
+                continue
+            return cls(path)
+        raise RuntimeError(f"could not create a run directory under {root}")
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def results(self) -> Path:
+        return self.path / "results.json"
+
+    @property
+    def report(self) -> Path:
+        return self.path / "report.html"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    def model(self, name: str) -> Path:
+        return self.path / "models" / f"{name}.safetensors"
+
+    def checkpoints(self, name: str) -> Path:
+        return self.path / "checkpoints" / name
+
+    def write_config(self, data: dict[str, Any]) -> None:
+        atomic_write_text(self.config, yaml.safe_dump(data, sort_keys=False))
+
+    def write_results(self, data: dict[str, Any]) -> None:
+        atomic_write_text(self.results, json.dumps(data, indent=1, allow_nan=True))
+
+    def __str__(self) -> str:
+        return str(self.path)

@@ -1,0 +1,231 @@
+"""Teacher outputs computed once per image and looked up by dataset index.
+
+With a cache the frozen teacher runs once over the training set instead of once per epoch.
+That is only the same as running it live when the student sees the same image every epoch: the
+dataset has no random augmentation, or the user explicitly froze the teacher's outputs (then the
+cache holds the teacher's answer on the un-augmented image, as e2KD's frozen explanations do).
+:func:`cache_allowed` states the rule; callers apply it before building a cache.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from distillscope.contracts import Batch, Outputs
+from distillscope.data.base import DistillDataset, TensorDataset, iter_batches, num_batches
+from distillscope.errors import CheckpointError, ConfigError, ModelError
+from distillscope.train.checkpoint import load_checkpoint, save_checkpoint
+from distillscope.train.seeding import resolve_device
+
+
+def cache_allowed(dataset: DistillDataset, frozen: bool = False) -> bool:
+    """Whether cached teacher outputs equal live ones for ``dataset``.
+
+    True when the dataset applies no random augmentation, or when the user froze the teacher's
+    outputs on purpose (``frozen``).
+
+    Example:
+        >>> from distillscope.data.base import DatasetInfo
+        >>> info = DatasetInfo("toy", 2, (1,), ["a", "b"])
+        >>> data = TensorDataset(torch.zeros(4, 1), torch.zeros(4), info, transform=lambda x: x)
+        >>> cache_allowed(data), cache_allowed(data, frozen=True)
+        (False, True)
+    """
+    return frozen or not getattr(dataset, "augmented", False)
+
+
+class TeacherCache:
+    """Teacher logits (and tapped features) for every item of a dataset, by dataset index.
+
+    Args:
+        logits: ``(N, K)`` teacher logits at temperature 1, row ``i`` for dataset index ``i``.
+        features: Module path -> ``(N, ...)`` activations.
+
+    Example:
+        >>> from distillscope.data.base import DatasetInfo
+        >>> info = DatasetInfo("toy", 2, (3,), ["a", "b"])
+        >>> data = TensorDataset(torch.randn(6, 3), torch.zeros(6), info)
+        >>> teacher = torch.nn.Linear(3, 2)
+        >>> cache = TeacherCache.build(teacher, data, batch_size=4, device="cpu", progress=False)
+        >>> batch = Batch(data.inputs[[4, 1]], data.targets[[4, 1]], torch.tensor([4, 1]))
+        >>> torch.allclose(cache.outputs(batch).logits, teacher(batch.inputs))
+        True
+    """
+
+    def __init__(self, logits: Tensor, features: dict[str, Tensor] | None = None) -> None:
+        features = dict(features or {})
+        for path, value in features.items():
+            if value.shape[0] != logits.shape[0]:
+                raise ValueError(
+                    f"feature {path!r} has {value.shape[0]} rows but logits have {logits.shape[0]}"
+                )
+        self.logits = logits
+        self.features = features
+
+    @property
+    def device(self) -> torch.device:
+        return self.logits.device
+
+    def __len__(self) -> int:
+        return int(self.logits.shape[0])
+
+    @classmethod
+    @torch.inference_mode()
+    def build(
+        cls,
+        teacher: nn.Module,
+        dataset: DistillDataset,
+        batch_size: int,
+        device: str | torch.device,
+        feature_paths: Sequence[str] = (),
+        progress: bool = True,
+    ) -> TeacherCache:
+        """Run the frozen ``teacher`` once over ``dataset`` in order and keep its outputs.
+
+        The teacher runs in eval mode under :func:`torch.inference_mode` (its mode is restored
+        afterwards). For an in-memory dataset with a transform, the un-augmented inputs are used.
+        The stored tensors are ordinary tensors, usable in autograd-tracked losses.
+
+        Args:
+            teacher: The teacher network (moved to ``device``).
+            dataset: Items to cache; rows follow dataset indices.
+            batch_size: Inference batch size.
+            device: Where the teacher runs and the cache lives.
+            feature_paths: Teacher module paths (``named_modules`` names) to keep as well.
+            progress: Show a progress bar on stderr.
+
+        Raises:
+            ModelError: If a feature path does not name a module of the teacher.
+        """
+        device = resolve_device(device)
+        source = _unaugmented(dataset)
+        n = len(source)
+        was_training = teacher.training
+        teacher.to(device).eval()
+        logits: Tensor | None = None
+        features: dict[str, Tensor] = {}
+        try:
+            with _capture(teacher, feature_paths) as captured:
+                batches = iter_batches(source, batch_size, shuffle=False)
+                total = num_batches(source, batch_size)
+                bar = tqdm(batches, total=total, desc="teacher cache", file=sys.stderr,
+                           disable=not progress, leave=False)  # fmt: skip
+                for batch in bar:
+                    batch = batch.to(device)
+                    out = teacher(batch.inputs)  # (B, K)
+                    if logits is None:
+                        logits = _empty(n, out)  # (N, K)
+                    logits[batch.index] = out
+                    for path in feature_paths:
+                        if path not in features:
+                            features[path] = _empty(n, captured[path])  # (N, ...)
+                        features[path][batch.index] = captured[path]
+        finally:
+            teacher.train(was_training)
+        if logits is None:
+            raise ConfigError("cannot build a teacher cache over an empty dataset")
+        return cls(logits, features)
+
+    def outputs(self, batch: Batch) -> Outputs:
+        """The cached teacher :class:`Outputs` for ``batch`` (rows ``batch.index``)."""
+        index = batch.index
+        if index.device != self.logits.device:
+            index = index.to(self.logits.device)
+        features = {path: value[index] for path, value in self.features.items()}
+        return Outputs(self.logits[index], features)  # (B, K)
+
+    def check(self, dataset: DistillDataset, feature_paths: Sequence[str] = ()) -> None:
+        """Raise :class:`ConfigError` unless the cache covers ``dataset`` and ``feature_paths``."""
+        if len(dataset) != len(self):
+            raise ConfigError(
+                f"the teacher cache holds {len(self)} items but the training set has "
+                f"{len(dataset)}; rebuild the cache on this training set"
+            )
+        missing = [p for p in feature_paths if p not in self.features]
+        if missing:
+            raise ConfigError(
+                f"the loss reads teacher feature {missing[0]!r} but the teacher cache holds "
+                f"only {sorted(self.features) or 'logits'}; rebuild it with "
+                f"feature_paths={list(feature_paths)}"
+            )
+
+    def to(self, device: str | torch.device) -> TeacherCache:
+        """A copy of the cache on ``device``."""
+        return TeacherCache(
+            self.logits.to(device), {p: v.to(device) for p, v in self.features.items()}
+        )
+
+    def save(self, path: str | Path) -> None:
+        """Write the cache to a safetensors file atomically."""
+        tensors = {"logits": self.logits}
+        tensors.update({f"features/{p}": v for p, v in self.features.items()})
+        meta = {
+            "kind": "teacher_cache",
+            "num_items": len(self),
+            "feature_paths": sorted(self.features),
+        }
+        save_checkpoint(path, tensors, meta)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> TeacherCache:
+        """Read a cache written by :meth:`save` onto ``device``.
+
+        Raises:
+            CheckpointError: If the file is unreadable or holds no teacher cache.
+        """
+        tensors, meta = load_checkpoint(path)
+        if meta.get("kind") != "teacher_cache" or "logits" not in tensors:
+            raise CheckpointError(
+                f"{path} is not a valid checkpoint (no teacher cache in it); delete it or "
+                "rebuild the cache"
+            )
+        features = {
+            key.partition("/")[2]: value
+            for key, value in tensors.items()
+            if key.startswith("features/")
+        }
+        return cls(tensors["logits"], features).to(resolve_device(device))
+
+
+def _unaugmented(dataset: DistillDataset) -> DistillDataset:
+    """The same items without random augmentation where that is possible (in-memory data)."""
+    if isinstance(dataset, TensorDataset) and dataset.transform is not None:
+        return TensorDataset(dataset.inputs, dataset.targets, dataset.info)
+    return dataset
+
+
+def _empty(n: int, like: Tensor) -> Tensor:
+    """An ordinary (non-inference) ``(n, *like.shape[1:])`` tensor to fill row by row."""
+    with torch.inference_mode(False):
+        return torch.empty((n, *like.shape[1:]), dtype=like.dtype, device=like.device)
+
+
+@contextmanager
+def _capture(model: nn.Module, paths: Sequence[str]) -> Iterator[dict[str, Tensor]]:
+    """Forward hooks that store the outputs of the modules at ``paths`` while the block runs."""
+    modules = dict(model.named_modules())
+    captured: dict[str, Tensor] = {}
+    handles = []
+    for path in paths:
+        if path not in modules:
+            valid = ", ".join(name for name in modules if name) or "(none)"
+            raise ModelError(f"teacher has no module {path!r}; valid paths: {valid}")
+
+        def hook(_module: nn.Module, _inputs: object, output: object, path: str = path) -> None:
+            if not isinstance(output, Tensor):
+                raise ModelError(f"module {path!r} returns {type(output).__name__}, not a tensor")
+            captured[path] = output
+
+        handles.append(modules[path].register_forward_hook(hook))
+    try:
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()

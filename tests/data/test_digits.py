@@ -1,0 +1,46 @@
+"""scikit-learn's digits: split, normalisation constants, categories."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.datasets import load_digits
+
+from distillscope.data import digits as digits_module
+from distillscope.data import load_dataset
+
+
+def test_split_sizes_and_stratification():
+    train = load_dataset("digits", "train")
+    test = load_dataset("digits", "test")
+    assert len(train) == 1438 and len(test) == 359
+    assert train.inputs.shape == (1438, 1, 8, 8) and train.inputs.dtype == torch.float32
+    counts = np.bincount(load_digits().target)
+    expected = np.round(counts * 0.2)
+    assert torch.bincount(test.targets).tolist() == expected.astype(int).tolist()
+
+
+def test_splits_partition_the_images():
+    bunch = load_digits()
+    pixels = {}
+    for split in ("train", "test"):
+        ds = load_dataset("digits", split)
+        raw = ds.inputs * digits_module.STD + digits_module.MEAN  # back to [0, 1]
+        pixels[split] = np.round(raw.numpy().reshape(len(ds), 64) * 16).astype(np.int64)
+    together = np.concatenate([pixels["train"], pixels["test"]])
+    assert sorted(map(tuple, together)) == sorted(map(tuple, bunch.data.astype(np.int64)))
+
+
+def test_hard_coded_constants_are_the_train_statistics():
+    train = load_dataset("digits", "train")
+    assert abs(train.inputs.mean().item()) < 1e-3
+    assert abs(train.inputs.std().item() - 1.0) < 1e-3
+    info = train.info
+    assert info.mean == (digits_module.MEAN,) and info.pixel_range == (0.0, 1.0)
+    assert info.class_names == [str(d) for d in range(10)]
+
+
+def test_categories_partition_the_classes():
+    categories = load_dataset("digits", "test").info.categories
+    assert sorted(c for cs in categories.values() for c in cs) == list(range(10))
+    assert categories["round"] == [0, 6, 8, 9]

@@ -1,0 +1,114 @@
+"""The adversarial probe: defaults, pixel space, and the gradient masking of hot models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from distillscope.attacks import IMAGE_EPS
+from distillscope.data.base import DatasetInfo, TensorDataset
+from distillscope.errors import ConfigError
+from distillscope.probes import create_probe
+from distillscope.probes.base import ProbeData, Roles
+
+
+def scaled_linear(scale: float) -> nn.Linear:
+    """Logits scale * (-x0, x0): the boundary is x0 = 0."""
+    net = nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        net.weight.copy_(torch.tensor([[-1.0, 0.0], [1.0, 0.0]]) * scale)
+    return net
+
+
+@pytest.fixture
+def near_boundary() -> ProbeData:
+    """40 points with 0.1 <= |x0| <= 0.25, all within the default 2-D eps (0.3) of x0 = 0."""
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(40) % 2
+    x0 = (0.1 + 0.15 * torch.rand(40, generator=g)) * (2 * y - 1)
+    info = DatasetInfo("strip", 2, (2,), ["left", "right"], pixel_range=None)
+    x = torch.stack([x0, torch.randn(40, generator=g)], 1)
+    return ProbeData(TensorDataset(x, y, info), info)
+
+
+def test_high_temperature_model_resists_weak_but_not_strong_attacks(near_boundary) -> None:
+    # "hot" was trained at T = 100: logits 100x larger than "cool"'s, a saturated softmax at T = 1.
+    models = {"hot": scaled_linear(1000.0), "cool": scaled_linear(10.0)}
+    roles = Roles(teachers=["hot"], independent=["cool"], temperature={"hot": 100.0})
+    result = create_probe("adversarial", random_start=False, batch_size=16).run(
+        models, near_boundary, roles
+    )
+    v = result.values
+    assert v["hot/clean"] == v["cool/clean"] == 1.0
+    assert v["hot/fgsm"] == v["hot/pgd"] == 1.0  # gradient masking: the weak attacks fail
+    assert v["hot/fgsm_strong"] == v["hot/pgd_strong"] == 0.0  # logits / T restore the gradient
+    assert v["cool/fgsm"] == v["cool/fgsm_strong"] == 0.0  # T = 1: strong is the weak value
+    assert result.params["eps"] == 0.3 and result.params["bounds"] is None
+    assert result.params["temperatures"] == {"hot": 100.0, "cool": 1.0}
+
+
+def test_image_defaults_follow_the_spec(image_models, image_data, roles) -> None:
+    result = create_probe("adversarial", attacks=["pgd"], batch_size=8, max_samples=8).run(
+        image_models, image_data, roles
+    )
+    assert result.params["eps"] == IMAGE_EPS
+    assert result.params["pgd_step_size"] == pytest.approx(2 / 255)
+    assert result.params["pgd_steps"] == 10 and result.params["bounds"] == [0.0, 1.0]
+    assert set(result.values) == {
+        f"{m}/{k}" for m in image_models for k in ("clean", "pgd", "pgd_strong")
+    }
+    for m in image_models:
+        assert result.values[f"{m}/pgd"] <= result.values[f"{m}/clean"]
+
+
+def test_attacks_run_in_pixel_space(image_data, roles) -> None:
+    # A model that reads the mean pixel: an eps-step in pixels is eps / std in normalised units.
+    class MeanPixel(nn.Module):
+        cam_layer = None
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            pixel_mean = (x * 0.25 + 0.5).mean((1, 2, 3))  # undo mean 0.5, std 0.25
+            return torch.stack(
+                [
+                    pixel_mean - 0.5 + IMAGE_EPS / 2,
+                    0.5 - pixel_mean,
+                    0 * pixel_mean,
+                    0 * pixel_mean,
+                ],
+                1,
+            )
+
+    g = torch.Generator().manual_seed(0)
+    pixels = 0.5 + 0.01 * (torch.rand(8, 1, 8, 8, generator=g) - 0.5)  # mean pixel ~0.5 -> class 0
+    data = ProbeData(
+        TensorDataset((pixels - 0.5) / 0.25, torch.zeros(8, dtype=torch.long), image_data.info),
+        image_data.info,
+    )
+    result = create_probe("adversarial", attacks=["fgsm"], strong=False).run(
+        {"m": MeanPixel()}, data, Roles(teachers=["m"])
+    )
+    # Clean: class 0 wins by ~eps; FGSM lowers every pixel by eps (8/255) and flips it.
+    assert result.values == {"m/clean": 1.0, "m/fgsm": 0.0}
+
+
+def test_strong_false_drops_the_strong_keys(near_boundary) -> None:
+    result = create_probe("adversarial", strong=False).run(
+        {"m": scaled_linear(10.0)}, near_boundary, Roles(["m"])
+    )
+    assert set(result.values) == {"m/clean", "m/fgsm", "m/pgd"}
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"attacks": ["deepfool"]},
+        {"attacks": []},
+        {"eps": 0.0},
+        {"pgd_steps": 0},
+        {"pgd_step_size": -1.0},
+    ],
+)
+def test_invalid_parameters_raise(params) -> None:
+    with pytest.raises(ConfigError, match="adversarial"):
+        create_probe("adversarial", **params)

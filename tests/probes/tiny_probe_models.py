@@ -1,0 +1,71 @@
+"""Tiny models for the probe tests: a CNN on 1x8x8 images and an MLP on 2-D points."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from distillscope.data.base import DatasetInfo, TensorDataset
+from distillscope.probes.base import ProbeData
+
+NUM_CLASSES = 4
+
+
+class TinyCNN(nn.Module):
+    """Two conv blocks and a linear head on ``(B, 1, 8, 8)`` inputs; GradCAM on ``block2``."""
+
+    cam_layer: str | None = "block2"
+
+    def __init__(self, num_classes: int = NUM_CLASSES, width: int = 4) -> None:
+        super().__init__()
+        self.block1 = nn.Sequential(nn.Conv2d(1, width, 3, padding=1), nn.ReLU())
+        self.block2 = nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.ReLU())
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(4 * width, num_classes)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.block2(self.block1(x)))
+
+
+class TinyMLP(nn.Module):
+    """A 2 -> 8 -> K perceptron; no conv layer, so no GradCAM."""
+
+    cam_layer: str | None = None
+
+    def __init__(self, num_classes: int = 3, hidden: int = 8) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(2, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def seeded(factory: type[nn.Module], seed: int, **kwargs: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return factory(**kwargs)
+
+
+class Logits(nn.Module):
+    """Returns ``x @ mix``: with ``mix`` = identity the inputs *are* the logits (golden tests)."""
+
+    cam_layer: str | None = None
+
+    def __init__(self, mix: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mix", mix)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.mix
+
+
+def logit_data(
+    z: np.ndarray, y: np.ndarray, categories: Mapping[str, Sequence[int]] | None = None
+) -> ProbeData:
+    """A dataset whose inputs are the rows of ``z`` (float64), to be read by :class:`Logits`."""
+    k = z.shape[1]
+    info = DatasetInfo("logits", k, (k,), [str(c) for c in range(k)], dict(categories or {}))
+    return ProbeData(TensorDataset(torch.tensor(z), torch.tensor(y), info), info)

@@ -1,0 +1,161 @@
+"""Atomic safetensors checkpoints, strict loading and the training state."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from distillscope.errors import CheckpointError
+from distillscope.train import checkpoint as ckpt
+from distillscope.train.checkpoint import (
+    TrainState,
+    load_checkpoint,
+    load_model_weights,
+    load_train_state,
+    save_checkpoint,
+    save_model,
+    save_train_state,
+)
+
+
+def test_roundtrip_tensors_and_meta(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "x.safetensors"
+    tensors = {"a": torch.randn(3, 4), "b": torch.arange(5), "scalar": torch.tensor(2.5)}
+    meta = {"epoch": 2, "history": [{"loss": 0.5}], "name": "m", "nested": {"x": None}}
+    save_checkpoint(path, tensors, meta)
+    loaded, loaded_meta = load_checkpoint(path)
+    assert loaded.keys() == tensors.keys()
+    assert all(torch.equal(loaded[k], tensors[k]) for k in tensors)
+    assert loaded_meta == meta
+    assert [p.name for p in path.parent.iterdir()] == ["x.safetensors"]  # no temp file left
+
+
+def test_shared_and_non_contiguous_tensors_are_saved(tmp_path: Path) -> None:
+    weight = torch.randn(4, 6)
+    tensors = {"w": weight, "tied": weight, "t": weight.t()}
+    save_checkpoint(tmp_path / "x.safetensors", tensors, {})
+    loaded, _ = load_checkpoint(tmp_path / "x.safetensors")
+    assert torch.equal(loaded["tied"], weight) and torch.equal(loaded["t"], weight.t())
+
+
+def test_failed_write_keeps_the_previous_file(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "x.safetensors"
+    save_checkpoint(path, {"w": torch.ones(2)}, {"v": 1})
+
+    def broken_save(tensors, filename, metadata=None) -> None:
+        Path(filename).write_bytes(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt, "save_file", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, {"w": torch.zeros(2)}, {"v": 2})
+    tensors, meta = load_checkpoint(path)
+    assert meta == {"v": 1} and torch.equal(tensors["w"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == ["x.safetensors"]
+
+
+def _valid_bytes(tmp_path: Path) -> bytes:
+    save_checkpoint(tmp_path / "good.safetensors", {"w": torch.randn(64)}, {"a": 1})
+    return (tmp_path / "good.safetensors").read_bytes()
+
+
+@pytest.mark.parametrize("kind", ["empty", "text", "random", "truncated", "bad_meta"])
+def test_corrupt_files_raise_one_line_checkpoint_error(tmp_path: Path, kind: str) -> None:
+    good = _valid_bytes(tmp_path)
+    content = {
+        "empty": b"",
+        "text": b"this is not a checkpoint\n",
+        "random": bytes(range(256)) * 4,
+        "truncated": good[: len(good) - 40],
+        "bad_meta": good.replace(b'{\\"a\\": 1}', b'[\\"a\\", 1]'),
+    }[kind]
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert message.startswith(f"{path} is not a valid checkpoint (")
+    assert message.endswith("; delete it or retrain") and "\n" not in message
+
+
+def test_missing_file_is_a_checkpoint_error(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.safetensors")
+
+
+def test_model_roundtrip(tmp_path: Path) -> None:
+    source, target = nn.Linear(3, 2), nn.Linear(3, 2)
+    save_model(tmp_path / "m.safetensors", source, {"name": "s"})
+    meta = load_model_weights(tmp_path / "m.safetensors", target)
+    assert meta == {"kind": "model", "name": "s"}
+    assert torch.equal(source.weight, target.weight) and torch.equal(source.bias, target.bias)
+
+
+@pytest.mark.parametrize(
+    ("target", "phrase"),
+    [
+        (nn.Sequential(nn.Linear(3, 5)), "'0.weight' has shape (2, 3) in the file but (5, 3)"),
+        (nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 2)), "'1.weight' is missing from the file"),
+        (nn.Sequential(nn.Linear(3, 2, bias=False)), "'0.bias' is in the file but not in"),
+    ],
+)
+def test_mismatched_model_names_file_and_key(tmp_path: Path, target: nn.Module, phrase: str):
+    path = tmp_path / "m.safetensors"
+    save_model(path, nn.Sequential(nn.Linear(3, 2)))
+    with pytest.raises(CheckpointError) as info:
+        load_model_weights(path, target)
+    message = str(info.value)
+    assert str(path) in message and phrase in message
+    assert "pass the architecture it was trained with or retrain" in message
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_train_state_roundtrip_includes_optimizer_state(tmp_path: Path, optimizer: str) -> None:
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    make = {"sgd": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
+            "adam": lambda p: torch.optim.Adam(p, lr=0.01)}[optimizer]  # fmt: skip
+    opt = make(model.parameters())
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5**s)
+    x = torch.randn(8, 4)
+    for _ in range(3):
+        opt.zero_grad()
+        model(x).square().mean().backward()
+        opt.step()
+        sched.step()
+    state = TrainState(
+        model=model.state_dict(),
+        loss={"buf": torch.tensor([1, 2])},
+        optimizer=opt.state_dict(),
+        scheduler=sched.state_dict(),
+        rng_tensors={"torch": torch.get_rng_state()},
+        rng_meta={"python": [3]},
+        meta={"epochs_done": 3, "history": [{"loss": 1.0}]},
+    )
+    save_train_state(tmp_path / "s.safetensors", state)
+    back = load_train_state(tmp_path / "s.safetensors")
+    assert back.meta["epochs_done"] == 3 and back.meta["history"] == [{"loss": 1.0}]
+    assert torch.equal(back.loss["buf"], torch.tensor([1, 2]))
+    assert torch.equal(back.rng_tensors["torch"], torch.get_rng_state())
+    assert back.scheduler == sched.state_dict()
+
+    # a fresh optimizer given the loaded state takes exactly the same next step
+    clone = nn.Linear(4, 3)
+    clone.load_state_dict(back.model)
+    clone_opt = make(clone.parameters())
+    clone_opt.load_state_dict(back.optimizer)
+    for net, o in ((model, opt), (clone, clone_opt)):
+        o.zero_grad()
+        net(x).square().mean().backward()
+        o.step()
+    assert torch.equal(model.weight, clone.weight) and torch.equal(model.bias, clone.bias)
+    assert clone_opt.param_groups[0]["lr"] == opt.param_groups[0]["lr"]
+
+
+def test_plain_model_file_is_not_a_train_state(tmp_path: Path) -> None:
+    save_model(tmp_path / "m.safetensors", nn.Linear(2, 2))
+    with pytest.raises(CheckpointError, match="no training state in it"):
+        load_train_state(tmp_path / "m.safetensors")
