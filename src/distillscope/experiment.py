@@ -32,7 +32,7 @@ from distillscope.config import (
 from distillscope.data import load_dataset
 from distillscope.data.base import DistillDataset
 from distillscope.distill import build_loss
-from distillscope.errors import ConfigError
+from distillscope.errors import CheckpointError, ConfigError
 from distillscope.models import create_model
 from distillscope.models.forward import count_parameters
 from distillscope.models.taps import FeatureTap
@@ -168,11 +168,13 @@ def plan_members(cfg: ExperimentConfig, splits: Splits) -> dict[str, Member]:
             loss=t.loss,
             checkpoint=t.checkpoint,
         )
-        if t.checkpoint is not None and not Path(t.checkpoint).is_file():
-            raise ConfigError(
-                f"config key 'teachers.{name}.checkpoint': file {t.checkpoint!r} not found; "
-                "give an existing .safetensors file or remove the key to train the teacher"
-            )
+        if t.checkpoint is not None:
+            if not Path(t.checkpoint).is_file():
+                raise ConfigError(
+                    f"config key 'teachers.{name}.checkpoint': file {t.checkpoint!r} not found; "
+                    "give an existing .safetensors file or remove the key to train the teacher"
+                )
+            load_model_weights(t.checkpoint, members[name].model)  # corrupt -> CheckpointError
     for name, s in cfg.students.items():
         spec = s.model or cfg.student
         seed_everything(cfg.seed)
@@ -264,8 +266,7 @@ class Experiment:
         rd = self.run_dir
         assert rd is not None
         out = rd.model(m.name)
-        if m.checkpoint is not None:
-            load_model_weights(m.checkpoint, m.model)
+        if m.checkpoint is not None:  # weights were loaded (and checked) by plan_members
             say(f"teacher {m.name}: loaded {m.checkpoint}")
             save_model(out, m.model, {"name": m.name, "source": "checkpoint"})
             return
@@ -277,12 +278,8 @@ class Experiment:
         store = teacher_store_dir(self.cfg) / f"{m.spec.name.replace(':', '_')}-{key}"
         stored = store / "model.safetensors"
         if stored.is_file() and not self.retrain_teacher:
-            load_model_weights(stored, m.model)
-            meta = json.loads((store / "meta.json").read_text())
-            m.history = meta.get("history", [])
-            m.reused = True
-            say(f"teacher {m.name}: reusing stored teacher {store.name}")
-        else:
+            m.reused = self._load_stored(m, store)
+        if not m.reused:
             say(f"teacher {m.name}: training {m.spec.name} for {m.train.epochs} epochs")
             m.history = self._fit(m, None, None, splits)
             store.mkdir(parents=True, exist_ok=True)
@@ -292,6 +289,21 @@ class Experiment:
                 json.dumps({"key": key, "model": m.spec.model_dump(), "history": m.history}),
             )
         save_model(out, m.model, {"name": m.name, "key": key})
+
+    @staticmethod
+    def _load_stored(m: Member, store: Path) -> bool:
+        """Load a stored teacher; a damaged entry is reported and retrained, never fatal."""
+        initial = {k: v.clone() for k, v in m.model.state_dict().items()}
+        try:
+            load_model_weights(store / "model.safetensors", m.model)
+            meta = json.loads((store / "meta.json").read_text())
+        except (CheckpointError, OSError, ValueError) as exc:
+            m.model.load_state_dict(initial)  # retrain from the seeded initial weights
+            say(f"teacher {m.name}: stored teacher {store.name} is unusable ({exc}); retraining")
+            return False
+        m.history = meta.get("history", [])
+        say(f"teacher {m.name}: reusing stored teacher {store.name}")
+        return True
 
     # ------------------------------------------------------------------ students
     def _student(

@@ -1,0 +1,183 @@
+"""End to end: config -> teachers -> students -> probes -> results.json -> report.html."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from distillscope import run_experiment
+from distillscope.cli import main
+from distillscope.experiment import resume_experiment
+from distillscope.train import trainer as trainer_module
+
+pytestmark = pytest.mark.integration
+
+PROBES = {
+    "accuracy": {},
+    "agreement": {},
+    "class_similarity": {},
+    "adherence": {"max_samples": 16, "ig_steps": 8},
+    "adversarial": {"max_samples": 64},
+    "decision_map": {"resolution": 24},
+}
+
+
+def tiny_config(tmp_path: Path, **extra) -> dict:
+    cfg = {
+        "name": "tiny",
+        "seed": 3,
+        "output_dir": str(tmp_path / "runs"),
+        "progress": False,
+        "data": {"name": "toy2d-ring"},
+        "train": {"epochs": 2, "batch_size": 64, "optimizer": "adam", "lr": 0.01},
+        "teacher": {"model": {"name": "mlp_full"}, "train": {"epochs": 3}},
+        "student": {"name": "mlp_reduced"},
+        "students": {
+            "independent": {"loss": "ce"},
+            "kd": {"loss": "kd", "temperature": 4.0, "alpha": 0.9},
+            "ls": {"loss": "label_smoothing", "alpha": 0.1},
+        },
+        "probe_defaults": {"max_samples": 120},
+        "probes": PROBES,
+    }
+    cfg.update(extra)
+    return cfg
+
+
+def test_run_writes_a_complete_run_directory(tmp_path, capsys):
+    cfg_path = tmp_path / "tiny.yaml"
+    import yaml
+
+    cfg_path.write_text(yaml.safe_dump(tiny_config(tmp_path)))
+    code = main(["run", str(cfg_path), "students.kd.temperature=2"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert code == 0
+    run = Path(out[-1])  # the last line printed is the run directory
+    assert run.is_dir() and run.parent == tmp_path / "runs"
+    for name in ("config.yaml", "results.json", "report.html", "metrics.jsonl"):
+        assert (run / name).is_file(), name
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["students"]["kd"]["temperature"] == 2  # the resolved config, overrides applied
+    results = json.loads((run / "results.json").read_text())
+    models = ["teacher", "independent", "kd", "ls"]
+    assert list(results["models"]) == models
+    assert set(results["probes"]) == set(PROBES)
+    acc = results["probes"]["accuracy"]["values"]
+    for m in models:
+        assert 0.0 <= acc[f"{m}/top1"] <= 1.0
+        assert (run / "models" / f"{m}.safetensors").is_file()
+        assert results["training"][m], m
+    assert "teacher->kd" in results["probes"]["agreement"]["values"]
+    for probe in results["probes"].values():
+        assert "seed" in probe["params"]
+    html = (run / "report.html").read_text()
+    for m in models:
+        assert m in html
+
+
+def test_report_rerenders_from_results_only(tmp_path, capsys):
+    run = run_experiment(tiny_config(tmp_path, probes={"accuracy": {}})).path
+    first = (run / "report.html").read_bytes()
+    for path in (run / "models").iterdir():
+        path.unlink()
+    (run / "report.html").unlink()
+    assert main(["report", str(run)]) == 0
+    assert (run / "report.html").read_bytes() == first
+
+
+def test_teacher_is_stored_and_reused(tmp_path):
+    cfg = tiny_config(tmp_path, probes={"accuracy": {}})
+    first = run_experiment(cfg).path
+    second = run_experiment(cfg).path
+    r1 = json.loads((first / "results.json").read_text())
+    r2 = json.loads((second / "results.json").read_text())
+    assert r1["models"]["teacher"]["reused"] is False
+    assert r2["models"]["teacher"]["reused"] is True
+    w1 = load_file(str(first / "models" / "teacher.safetensors"))
+    w2 = load_file(str(second / "models" / "teacher.safetensors"))
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+    # metrics.jsonl of the second run holds no teacher epochs: it was not trained again
+    rows = [json.loads(x) for x in (second / "metrics.jsonl").read_text().splitlines()]
+    assert not [r for r in rows if r["model"] == "teacher"]
+    assert r2["training"]["teacher"] == r1["training"]["teacher"]  # history kept with the store
+    # a different teacher config is a different key
+    cfg["teacher"]["train"]["epochs"] = 2
+    third = json.loads((run_experiment(cfg).path / "results.json").read_text())
+    assert third["models"]["teacher"]["reused"] is False
+    forced = run_experiment(tiny_config(tmp_path, probes={"accuracy": {}}), retrain_teacher=True)
+    assert (
+        json.loads((forced.path / "results.json").read_text())["models"]["teacher"]["reused"]
+        is False
+    )
+
+
+class Killed(Exception):
+    pass
+
+
+def test_killed_run_resumes_to_identical_weights(tmp_path, monkeypatch):
+    cfg = tiny_config(tmp_path, probes={"accuracy": {}})
+    cfg["train"]["epochs"] = 3
+    whole = run_experiment(cfg).path
+
+    # Kill the kd student during its third epoch, after two epochs were checkpointed.
+    original = trainer_module.Trainer._train_epoch
+    calls = {"n": 0}
+
+    def dying(self, *args, **kwargs):
+        if self.name == "kd":
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise Killed
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module.Trainer, "_train_epoch", dying)
+    with pytest.raises(Killed):
+        run_experiment(cfg)
+    monkeypatch.setattr(trainer_module.Trainer, "_train_epoch", original)
+    killed = max((tmp_path / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
+    assert not (killed / "results.json").exists()
+    assert not (killed / "models" / "kd.safetensors").exists()
+
+    resumed = resume_experiment(killed).path
+    assert resumed == killed
+    for name in ("teacher", "independent", "kd", "ls"):
+        a = load_file(str(whole / "models" / f"{name}.safetensors"))
+        b = load_file(str(resumed / "models" / f"{name}.safetensors"))
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    ra = json.loads((whole / "results.json").read_text())["probes"]["accuracy"]["values"]
+    rb = json.loads((resumed / "results.json").read_text())["probes"]["accuracy"]["values"]
+    assert ra == rb
+
+
+def test_temperature_toy_study_smoke(tmp_path):
+    """Paper 004's flavours in miniature: T=1 and T=20 teachers, a defensively distilled student."""
+    cfg = tiny_config(
+        tmp_path,
+        teacher=None,
+        teachers={
+            "FT_temp1": {"model": {"name": "mlp_full"}},
+            "FT_tempT": {"model": {"name": "mlp_full"}, "train": {"temperature": 20}},
+        },
+        students={
+            "FS_tempT_from_FT_tempT": {
+                "loss": "soft_targets",
+                "temperature": 20,
+                "teacher": "FT_tempT",
+                "train": {"temperature": 20},
+            }
+        },
+        probes={"adversarial": {"max_samples": 60}, "decision_map": {"resolution": 20}},
+    )
+    run = run_experiment(cfg).path
+    results = json.loads((run / "results.json").read_text())
+    assert results["models"]["FT_tempT"]["train_temperature"] == 20
+    assert results["models"]["FS_tempT_from_FT_tempT"]["teacher"] == "FT_tempT"
+    values = results["probes"]["adversarial"]["values"]
+    assert "FT_tempT/fgsm_strong" in values and "FT_temp1/fgsm" in values
+    assert "FT_tempT" in results["probes"]["decision_map"]["images"]
