@@ -29,7 +29,7 @@ def test_dotted_overrides_reach_loss_params_and_train():
         REPO / "configs" / "quickstart.yaml", ["students.kd.temperature=8", "train.epochs=2"]
     )
     assert cfg.train.epochs == 2
-    assert cfg.students["kd"].loss_spec() == {"kd": {"temperature": 8, "alpha": 0.9}}
+    assert cfg.students["kd"].loss_spec() == {"kd": {"temperature": 8, "alpha": 0.5}}
 
 
 def test_override_values_are_yaml_typed():

@@ -243,7 +243,7 @@ def _models_section(results: Mapping[str, Any], palette: Palette) -> str:
                 escape(_plain(spec.get("train_temperature"))),
                 escape(_plain(spec.get("teacher"))),
                 escape(_loss(spec.get("loss"))),
-                escape(format_value(epochs[-1].get("val/acc"))),
+                escape(format_value(epochs[-1].get("val_acc"))),
                 MISSING if reused is None else ("yes" if reused else "no"),
             ]
         )

@@ -222,7 +222,7 @@ def training_chart(
     records = {name: list(epochs) for name, epochs in training.items() if epochs}
     if not records:
         return None
-    accs = [_number(r.get("val/acc")) for epochs in records.values() for r in epochs]
+    accs = [_number(r.get("val_acc")) for epochs in records.values() for r in epochs]
     top = max([1.0, *(a for a in accs if math.isfinite(a))])
     with plot_style():
         fig, axes = grid(len(records), 5, 2.3, 1.8, sharex=True, sharey=True)
@@ -234,7 +234,7 @@ def training_chart(
                 Line2D([], [], color="0.4", ls="--"),
                 Line2D([], [], color="black", ls=":", marker="."),
             ],
-            ["train/loss", "val/loss", "val/acc (right axis)"],
+            ["train loss", "held-out loss", "held-out accuracy (right axis)"],
             loc="outside upper center",
             ncols=3,
         )
@@ -246,12 +246,12 @@ def _training_panel(
 ) -> None:
     """One model's panel of :func:`training_chart`."""
     x = [r.get("epoch", i + 1) for i, r in enumerate(epochs)]
-    for key, style in (("train/loss", "-"), ("val/loss", "--")):
+    for key, style in (("loss", "-"), ("val_loss", "--")):
         if any(key in r for r in epochs):
             ax.plot(x, [_number(r.get(key)) for r in epochs], color=colour, ls=style, lw=1.2)
-    if any("val/acc" in r for r in epochs):
+    if any("val_acc" in r for r in epochs):
         acc = ax.twinx()
-        acc.plot(x, [_number(r.get("val/acc")) for r in epochs], color="black", ls=":", marker=".")
+        acc.plot(x, [_number(r.get("val_acc")) for r in epochs], color="black", ls=":", marker=".")
         acc.set_ylim(0, acc_top)
         acc.tick_params(labelsize=6)
         acc.grid(False)
