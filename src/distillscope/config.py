@@ -153,6 +153,8 @@ class ExperimentConfig(Strict):
         name: Run name (prefix of the run directory).
         seed: Global seed (weights init, batch order, probes).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        threads: CPU threads of torch (``None``: torch's default). Tiny models (the 2-D toy
+            study) run fastest on one thread.
         output_dir: Parent folder of run directories.
         data: The dataset.
         train: Default training settings of every network.
@@ -162,8 +164,10 @@ class ExperimentConfig(Strict):
         students: Students by name.
         probes: Probe name -> its parameters.
         probe_defaults: ``batch_size`` / ``max_samples`` of every probe.
-        teacher_cache: Compute teacher outputs once per image when the data has no random
-            augmentation (else once per step).
+        teacher_cache: ``auto`` computes teacher outputs once per image when the training data
+            has no random augmentation (else once per step); ``frozen`` caches them even with
+            augmentation (the teacher then sees the un-augmented image: "fixed teaching");
+            ``off`` runs the teacher every step. ``true`` / ``false`` mean ``auto`` / ``off``.
         teacher_store: Folder of trained teachers reused across runs (default:
             ``$DISTILLSCOPE_CACHE/teachers`` or ``~/.cache/distillscope/teachers``).
         progress: Show progress bars.
@@ -172,6 +176,7 @@ class ExperimentConfig(Strict):
     name: str = "run"
     seed: int = 0
     device: str = "auto"
+    threads: int | None = Field(None, ge=1)
     output_dir: str = "runs"
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -183,9 +188,14 @@ class ExperimentConfig(Strict):
         default_factory=lambda: {"accuracy": {}, "agreement": {}}
     )
     probe_defaults: ProbeDefaults = Field(default_factory=ProbeDefaults)
-    teacher_cache: bool = True
+    teacher_cache: Literal["auto", "frozen", "off"] = "auto"
     teacher_store: str | None = None
     progress: bool = True
+
+    @field_validator("teacher_cache", mode="before")
+    @classmethod
+    def _cache_flag(cls, v: Any) -> Any:
+        return {True: "auto", False: "off"}.get(v, v) if isinstance(v, bool) else v
 
     @field_validator("device")
     @classmethod

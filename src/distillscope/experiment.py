@@ -30,7 +30,7 @@ from distillscope.config import (
     load_config,
 )
 from distillscope.data import load_dataset
-from distillscope.data.base import DistillDataset
+from distillscope.data.base import DistillDataset, TensorDataset
 from distillscope.distill import build_loss
 from distillscope.errors import CheckpointError, ConfigError
 from distillscope.models import create_model
@@ -122,6 +122,13 @@ def build_model(spec: ModelSpec, data: DistillDataset) -> nn.Module:
         offer("input_size", shape[-1])
     offer("in_features", math.prod(shape))
     return create_model(spec.name, **params)
+
+
+def unaugmented(data: DistillDataset) -> DistillDataset:
+    """The same items without random augmentation (what a frozen teacher cache sees)."""
+    if isinstance(data, TensorDataset) and data.transform is not None:
+        return TensorDataset(data.inputs, data.targets, data.info)
+    return data
 
 
 def teacher_store_dir(cfg: ExperimentConfig) -> Path:
@@ -231,6 +238,8 @@ class Experiment:
     def run(self) -> RunDir:
         cfg = self.cfg
         start = time.time()
+        if cfg.threads is not None:
+            torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
         splits = load_splits(cfg, self.data_root)
         members = plan_members(cfg, splits)
@@ -320,13 +329,14 @@ class Experiment:
         loss = build_loss(m.loss).to(self.device)
         teacher = members[m.teacher] if m.teacher and loss.needs_teacher else None
         cache = None
-        cacheable = self.cfg.teacher_cache and cache_allowed(splits.train, frozen=False)
+        mode = self.cfg.teacher_cache
+        cacheable = mode != "off" and cache_allowed(splits.train, frozen=mode == "frozen")
         if teacher is not None and cacheable and not loss.teacher_paths():
             if teacher.name not in caches:
                 say(f"caching teacher {teacher.name} outputs on {len(splits.train)} images")
                 caches[teacher.name] = TeacherCache.build(
                     teacher.model,
-                    splits.train,
+                    unaugmented(splits.train),
                     batch_size=512,
                     device=self.device,
                     progress=self.cfg.progress,

@@ -112,3 +112,21 @@ def test_strong_false_drops_the_strong_keys(near_boundary) -> None:
 def test_invalid_parameters_raise(params) -> None:
     with pytest.raises(ConfigError, match="adversarial"):
         create_probe("adversarial", **params)
+
+
+def test_eps_sweep_gives_accuracy_curves(near_boundary) -> None:
+    # Points sit at 0.1 <= |x0| <= 0.25 from the boundary: eps 0.05 fools none, eps 0.3 all.
+    models = {"cool": scaled_linear(10.0)}
+    roles = Roles(teachers=["cool"])
+    result = create_probe("adversarial", random_start=False, sweep=[0.3, 0.05, 0.2]).run(
+        models, near_boundary, roles
+    )
+    s = result.series
+    assert s["x"] == [0.05, 0.2, 0.3]  # the main eps (0.3, the 2-D default) joins the sweep
+    assert s["cool/fgsm"][0] == 1.0 and s["cool/fgsm"][-1] == 0.0
+    assert 0.0 < s["cool/fgsm"][1] < 1.0
+    assert s["cool/fgsm"] == sorted(s["cool/fgsm"], reverse=True)  # monotone in eps
+    assert result.values["cool/fgsm"] == s["cool/fgsm"][-1]  # values hold the main eps
+    assert "cool/clean" not in s
+    no_sweep = create_probe("adversarial", random_start=False).run(models, near_boundary, roles)
+    assert no_sweep.series == {}

@@ -89,3 +89,13 @@ def test_bad_results_file_is_a_one_line_user_error(tmp_path, content, needle):
     assert "\n" not in str(err.value)
     assert "distillscope run" in str(err.value)
     assert not (tmp_path / "report.html").exists()
+
+
+def test_points_in_the_probe_format_are_drawn(run_dir):
+    results = json.loads((run_dir / "results.json").read_text())
+    images = results["probes"]["decision_map"]["images"]
+    images["points"] = {"x": [0.0, 1.0, -1.0], "y": [0.5, -0.5, 0.0], "label": [0, 1, 2]}
+    html = render_html(results)
+    assert "Images not drawn" not in html
+    images["points"] = {"x": "garbage"}
+    assert "Images not drawn" in render_html(results)

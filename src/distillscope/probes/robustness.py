@@ -50,6 +50,8 @@ class AdversarialProbe(Probe):
         pgd_step_size: PGD step; default ``eps / 4`` (2/255 for eps 8/255).
         random_start: PGD starts from a uniform point of the eps-ball (seeded by ``seed``).
         strong: Also run the strong versions.
+        sweep: More budgets to evaluate; with any, ``series`` holds accuracy against eps (``"x"``)
+            for every ``"<m>/<attack>[_strong]"`` (the PGD step scales with eps).
         batch_size: See :class:`~distillscope.probes.base.Probe`.
         max_samples: See :class:`~distillscope.probes.base.Probe`.
         seed: See :class:`~distillscope.probes.base.Probe`.
@@ -68,6 +70,7 @@ class AdversarialProbe(Probe):
         pgd_step_size: float | None = None,
         random_start: bool = True,
         strong: bool = True,
+        sweep: Sequence[float] = (),
         batch_size: int = 256,
         max_samples: int = 1000,
         seed: int = 0,
@@ -88,20 +91,16 @@ class AdversarialProbe(Probe):
         )
         self.random_start = bool(random_start)
         self.strong = bool(strong)
+        self.sweep = [check_positive("adversarial.sweep", float(e)) for e in sweep]
 
     def run(self, models: Mapping[str, nn.Module], data: ProbeData, roles: Roles) -> ProbeResult:
         info = data.info
         eps = self.eps if self.eps is not None else (IMAGE_EPS if info.is_image else POINT_EPS)
         step = self.pgd_step_size if self.pgd_step_size is not None else eps * PGD_STEP_FRACTION
-        bounds = info.pixel_range
         temps = {m: float(roles.temperature.get(m, 1.0)) for m in models}
         variants = [""] + (["_strong"] if self.strong else [])
         keys = ["clean"] + [f"{a}{v}" for a in self.attacks for v in variants]
-        correct = {(m, k): 0 for m in models for k in keys}
-        # One generator per (model, variant): each model meets the same random starts, whatever
-        # the other models are.
-        gens = {(m, v): torch.Generator().manual_seed(self.seed) for m in models for v in variants}
-        n = 0
+        sweep = sorted({*self.sweep, eps})
         with evaluating(models, models, data.device) as active:
             nets = {
                 m: PixelSpaceModel(model, info.mean, info.std).eval() for m, model in active.items()
@@ -114,47 +113,72 @@ class AdversarialProbe(Probe):
                 for v in variants
                 if not (v and temps[m] == 1.0)
             }
-            for batch in probe_batches(self, data):
-                x = to_pixels(batch.inputs, info.mean, info.std)  # (B, ...) pixel space
-                y = batch.targets  # (B,)
-                for m, net in nets.items():
-                    correct[m, "clean"] += _n_correct(net, x, y)
-                for (m, v), attacked in targets.items():
-                    for a in self.attacks:
-                        if a == "fgsm":
-                            x_adv = fgsm(attacked, x, y, eps, bounds)
-                        else:
-                            x_adv = pgd(
-                                attacked,
-                                x,
-                                y,
-                                eps,
-                                step,
-                                steps=self.pgd_steps,
-                                random_start=self.random_start,
-                                bounds=bounds,
-                                generator=gens[m, v],
-                            )
-                        correct[m, f"{a}{v}"] += _n_correct(nets[m], x_adv, y)  # at T = 1
-                n += len(batch)
+            accs = {
+                e: self._accuracies(nets, targets, data, e, step * e / eps, keys) for e in sweep
+            }
         values: dict[str, float] = {}
+        series: dict[str, list[float]] = {"x": sweep} if len(sweep) > 1 else {}
         for m in models:
             for k in keys:
                 source = k.removesuffix("_strong") if temps[m] == 1.0 else k
-                values[f"{m}/{k}"] = correct[m, source] / n
+                values[f"{m}/{k}"] = accs[eps][m, source]
+                if series and k != "clean":
+                    series[f"{m}/{k}"] = [accs[e][m, source] for e in sweep]
         params: dict[str, Any] = {
             **self.base_params(),
             "attacks": self.attacks,
             "eps": eps,
+            "sweep": sweep,
             "pgd_steps": self.pgd_steps,
             "pgd_step_size": step,
             "random_start": self.random_start,
             "strong": self.strong,
             "temperatures": temps,
-            "bounds": None if bounds is None else list(bounds),
-            "n_samples": n,
+            "bounds": None if info.pixel_range is None else list(info.pixel_range),
+            "n_samples": min(self.max_samples, len(data.dataset)),
         }
-        return ProbeResult(self.name, values, params=params)
+        return ProbeResult(self.name, values, series=series, params=params)
+
+    def _accuracies(
+        self,
+        nets: Mapping[str, nn.Module],
+        targets: Mapping[tuple[str, str], nn.Module],
+        data: ProbeData,
+        eps: float,
+        step: float,
+        keys: Sequence[str],
+    ) -> dict[tuple[str, str], float]:
+        """Accuracy of every (model, key) at one budget ``eps``; fixed-size counters only."""
+        bounds = data.info.pixel_range
+        correct = {(m, k): 0 for m in nets for k in keys}
+        # One generator per (model, variant): each model meets the same random starts, whatever
+        # the other models are.
+        gens = {key: torch.Generator().manual_seed(self.seed) for key in targets}
+        n = 0
+        for batch in probe_batches(self, data):
+            x = to_pixels(batch.inputs, data.info.mean, data.info.std)  # (B, ...) pixel space
+            y = batch.targets  # (B,)
+            for m, net in nets.items():
+                correct[m, "clean"] += _n_correct(net, x, y)
+            for (m, v), attacked in targets.items():
+                for a in self.attacks:
+                    if a == "fgsm":
+                        x_adv = fgsm(attacked, x, y, eps, bounds)
+                    else:
+                        x_adv = pgd(
+                            attacked,
+                            x,
+                            y,
+                            eps,
+                            step,
+                            steps=self.pgd_steps,
+                            random_start=self.random_start,
+                            bounds=bounds,
+                            generator=gens[m, v],
+                        )
+                    correct[m, f"{a}{v}"] += _n_correct(nets[m], x_adv, y)  # at T = 1
+            n += len(batch)
+        return {key: count / n for key, count in correct.items()}
 
 
 @torch.no_grad()

@@ -91,7 +91,7 @@ def parse_images(images: Mapping[str, Any]) -> ProbeImages:
             extent = _array(value.get("extent"))
             out.extents[name] = extent.tolist() if extent is not None and extent.size == 4 else None
         elif name == "points" and isinstance(value, Mapping):
-            xy, labels = _array(value.get("x")), _array(value.get("y"))
+            xy, labels = _points(value)
             if xy is None or labels is None or xy.shape != (len(labels), 2):
                 out.skipped.append(name)
                 continue
@@ -106,6 +106,20 @@ def parse_images(images: Mapping[str, Any]) -> ProbeImages:
             else:
                 out.skipped.append(name)
     return out
+
+
+def _points(value: Mapping[str, Any]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Coordinates and labels of the decision-map probe's points.
+
+    The probe writes ``{"x": [x0...], "y": [x1...], "label": [...]}``; the older
+    ``{"x": [[x0, x1], ...], "y": [labels]}`` form is read too.
+    """
+    if "label" in value:
+        x0, x1, labels = _array(value.get("x")), _array(value.get("y")), _array(value["label"])
+        if x0 is None or x1 is None or x0.shape != x1.shape or x0.ndim != 1:
+            return None, labels
+        return np.stack([x0, x1], 1), labels
+    return _array(value.get("x")), _array(value.get("y"))
 
 
 def _array(value: object) -> np.ndarray | None:
