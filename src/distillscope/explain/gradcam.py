@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distillscope.errors import ModelError
+from distillscope.models.taps import check_module_paths
 
 __all__ = ["find_layer", "gradcam"]
 
@@ -34,14 +35,7 @@ def find_layer(model: nn.Module, layer_path: str) -> nn.Module:
         >>> find_layer(net, "0")
         Conv2d(1, 2, kernel_size=(3, 3), stride=(1, 1))
     """
-    modules = dict(model.named_modules())
-    if not layer_path or layer_path not in modules:
-        valid = [p for p in modules if p]
-        raise ModelError(
-            f"no layer {layer_path!r} in {type(model).__name__}; valid layer paths: "
-            f"{', '.join(valid[:20])}{' ...' if len(valid) > 20 else ''}"
-        )
-    return modules[layer_path]
+    return check_module_paths(model, [layer_path])[layer_path]
 
 
 def gradcam(

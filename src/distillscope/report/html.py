@@ -10,7 +10,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -137,14 +137,13 @@ def _plain(value: object) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _table(head: list[str], rows: list[list[str]], numeric: int = 1) -> str:
-    """An HTML table; ``head`` is plain text, cells are HTML; columns from ``numeric`` on are
-    right-aligned numbers."""
+def _table(head: list[str], rows: list[list[str]], numeric: Container[int]) -> str:
+    """An HTML table of plain-text ``head`` and HTML cells; ``numeric`` columns align right."""
     th = "".join(f"<th>{escape(h)}</th>" for h in head)
     body = "".join(
         "<tr>"
         + "".join(
-            f'<td class="num">{c}</td>' if i >= numeric else f"<td>{c}</td>"
+            f'<td class="num">{c}</td>' if i in numeric else f"<td>{c}</td>"
             for i, c in enumerate(row)
         )
         + "</tr>"
@@ -258,7 +257,7 @@ def _models_section(results: Mapping[str, Any], palette: Palette) -> str:
         "final val acc",
         "reused from cache",
     ]
-    return f'<section id="models"><h2>Models</h2>{_table(head, rows, numeric=3)}</section>'
+    return f'<section id="models"><h2>Models</h2>{_table(head, rows, numeric={3, 4, 7})}</section>'
 
 
 def _training_section(results: Mapping[str, Any], palette: Palette) -> str:
@@ -286,7 +285,7 @@ def _probe_section(
             + [escape(format_value(table.get(row, c))) for c in table.columns]
             for row in table.rows
         ]
-        parts.append(_table(head, rows))
+        parts.append(_table(head, rows, numeric=range(1, len(head))))
         parts.append(_figure(bar_chart(table, palette, name), f"{name} values"))
     else:
         parts.append('<p class="note">No values recorded.</p>')

@@ -21,6 +21,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from distillscope.report.tables import SeriesGroup, ValueTable, row_label, subject
 
@@ -255,4 +256,5 @@ def _training_panel(
         acc.set_ylim(0, acc_top)
         acc.tick_params(labelsize=6)
         acc.grid(False)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(name, color=colour, fontweight="bold")

@@ -1,0 +1,67 @@
+"""Pieces of the experiment runner: model building from data, teacher keys, cache modes."""
+
+from __future__ import annotations
+
+import torch
+
+from distillscope.config import ModelSpec, load_config_dict
+from distillscope.data.base import DatasetInfo, TensorDataset
+from distillscope.experiment import Member, build_model, teacher_key, unaugmented
+
+
+def images(n: int = 4, transform=None) -> TensorDataset:
+    info = DatasetInfo("imgs", 3, (1, 28, 28), ["a", "b", "c"])
+    return TensorDataset(torch.zeros(n, 1, 28, 28), torch.arange(n) % 3, info, transform)
+
+
+def points() -> TensorDataset:
+    info = DatasetInfo("pts", 3, (2,), ["a", "b", "c"], pixel_range=None)
+    return TensorDataset(torch.zeros(6, 2), torch.arange(6) % 3, info)
+
+
+def test_build_model_takes_shape_and_classes_from_data():
+    cnn = build_model(ModelSpec(name="mnist_cnn"), images())
+    assert cnn(torch.zeros(2, 1, 28, 28)).shape == (2, 3)
+    mlp = build_model(ModelSpec(name="mlp_full"), points())
+    assert mlp(torch.zeros(5, 2)).shape == (5, 3)
+    flat = build_model(ModelSpec(name="mlp", params={"hidden": 8}), images())
+    assert flat(torch.zeros(1, 1, 28, 28)).shape == (1, 3)  # in_features = 784 from the data
+
+
+def test_unaugmented_drops_the_random_transform_only():
+    noisy = images(transform=lambda x: x + torch.randn_like(x))
+    assert noisy.augmented
+    plain = unaugmented(noisy)
+    assert not plain.augmented
+    assert plain.inputs is noisy.inputs and plain.targets is noisy.targets  # same indices
+    clean = images()
+    assert unaugmented(clean) is clean
+
+
+def member(cfg, name="teacher") -> Member:
+    spec = cfg.teachers[name]
+    return Member(
+        name=name,
+        role="teacher",
+        spec=spec.model,
+        model=torch.nn.Identity(),
+        train=cfg.train_for(spec.train),
+        loss=spec.loss,
+    )
+
+
+def test_teacher_key_follows_what_makes_the_weights():
+    base = {"teacher": {"model": {"name": "mlp_full"}}, "data": {"name": "toy2d-ring"}}
+    cfg = load_config_dict(base)
+    key = teacher_key(cfg, member(cfg))
+    same = load_config_dict({**base, "students": {"kd": {"temperature": 9}}, "name": "other"})
+    assert teacher_key(same, member(same)) == key  # students and run name do not matter
+    for override in ("train.lr=0.2", "seed=5", "data.train_per_class=10", "teacher.train.epochs=9"):
+        changed = load_config_dict(base, [override])
+        assert teacher_key(changed, member(changed)) != key, override
+
+
+def test_cache_mode_accepts_booleans():
+    assert load_config_dict({"teacher_cache": True}).teacher_cache == "auto"
+    assert load_config_dict({"teacher_cache": False}).teacher_cache == "off"
+    assert load_config_dict({"teacher_cache": "frozen"}).teacher_cache == "frozen"
