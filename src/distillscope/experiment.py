@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -32,14 +31,15 @@ from distillscope.config import (
 from distillscope.data import load_dataset
 from distillscope.data.base import DistillDataset, TensorDataset
 from distillscope.distill import build_loss
-from distillscope.errors import CheckpointError, ConfigError
+from distillscope.errors import ConfigError
 from distillscope.models import create_model
 from distillscope.models.forward import count_parameters
 from distillscope.models.taps import FeatureTap
 from distillscope.probes import create_probe
 from distillscope.probes.base import ProbeData, Roles
 from distillscope.registry import MODELS, accepted_params
-from distillscope.rundir import RunDir, atomic_write_text
+from distillscope.rundir import RunDir
+from distillscope.teacher_store import STORE_VERSION, TeacherStore, default_store_root
 from distillscope.train.checkpoint import load_model_weights, save_model
 from distillscope.train.seeding import resolve_device, seed_everything
 from distillscope.train.teacher_cache import TeacherCache, cache_allowed
@@ -48,7 +48,6 @@ from distillscope.train.trainer import Trainer
 log = logging.getLogger(__name__)
 
 RESULTS_SCHEMA = 1
-TEACHER_STORE_VERSION = 1  # bump when training code changes what a stored teacher means
 
 
 def say(msg: str) -> None:
@@ -131,20 +130,12 @@ def unaugmented(data: DistillDataset) -> DistillDataset:
     return data
 
 
-def teacher_store_dir(cfg: ExperimentConfig) -> Path:
-    if cfg.teacher_store:
-        return Path(cfg.teacher_store).expanduser()
-    base = os.environ.get("DISTILLSCOPE_CACHE")
-    root = Path(base).expanduser() if base else Path.home() / ".cache" / "distillscope"
-    return root / "teachers"
-
-
 def teacher_key(cfg: ExperimentConfig, member: Member) -> str:
     """Key of everything that determines a trained teacher's weights."""
     d = cfg.data
     return config_hash(
         {
-            "version": TEACHER_STORE_VERSION,
+            "version": STORE_VERSION,
             "model": member.spec.model_dump(mode="json"),
             "train": member.train.model_dump(mode="json"),
             "loss": member.loss,
@@ -284,35 +275,22 @@ class Experiment:
             m.history = self._history_from_metrics(m.name)
             return
         key = teacher_key(self.cfg, m)
-        store = teacher_store_dir(self.cfg) / f"{m.spec.name.replace(':', '_')}-{key}"
-        stored = store / "model.safetensors"
-        if stored.is_file() and not self.retrain_teacher:
-            m.reused = self._load_stored(m, store)
+        store = TeacherStore(default_store_root(self.cfg.teacher_store))
+        entry = store.entry(m.spec.name, key)
+        if not self.retrain_teacher:
+            history, why = store.load(entry, m.model)
+            if history is not None:
+                m.history, m.reused = history, True
+                say(f"teacher {m.name}: reusing stored teacher {entry.name}")
+            elif why != "not stored":
+                say(
+                    f"teacher {m.name}: stored teacher {entry.name} is unusable ({why}); retraining"
+                )
         if not m.reused:
             say(f"teacher {m.name}: training {m.spec.name} for {m.train.epochs} epochs")
             m.history = self._fit(m, None, None, splits)
-            store.mkdir(parents=True, exist_ok=True)
-            save_model(stored, m.model, {"name": m.name, "key": key})
-            atomic_write_text(
-                store / "meta.json",
-                json.dumps({"key": key, "model": m.spec.model_dump(), "history": m.history}),
-            )
+            store.save(entry, m.model, {"key": key, "model": m.spec.model_dump()}, m.history)
         save_model(out, m.model, {"name": m.name, "key": key})
-
-    @staticmethod
-    def _load_stored(m: Member, store: Path) -> bool:
-        """Load a stored teacher; a damaged entry is reported and retrained, never fatal."""
-        initial = {k: v.clone() for k, v in m.model.state_dict().items()}
-        try:
-            load_model_weights(store / "model.safetensors", m.model)
-            meta = json.loads((store / "meta.json").read_text())
-        except (CheckpointError, OSError, ValueError) as exc:
-            m.model.load_state_dict(initial)  # retrain from the seeded initial weights
-            say(f"teacher {m.name}: stored teacher {store.name} is unusable ({exc}); retraining")
-            return False
-        m.history = meta.get("history", [])
-        say(f"teacher {m.name}: reusing stored teacher {store.name}")
-        return True
 
     # ------------------------------------------------------------------ students
     def _student(

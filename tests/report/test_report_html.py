@@ -1,101 +1,192 @@
-"""The report: one offline HTML file, every model and number, re-rendered byte for byte."""
+"""The report page: one offline HTML file, every model and number, re-rendered byte for byte."""
 
 from __future__ import annotations
 
+import copy
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from distillscope.errors import UserError
+from distillscope.report import html as html_module
 from distillscope.report import render_html, render_report
+from distillscope.report.descriptions import GENERIC, PAPERS
 from distillscope.report.tables import format_value
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "results_small.json"
 
 
-@pytest.fixture
-def run_dir(tmp_path: Path) -> Path:
-    shutil.copy(FIXTURE, tmp_path / "results.json")
-    return tmp_path
+def load_fixture() -> dict[str, Any]:
+    return json.loads(FIXTURE.read_text())
 
 
-def test_report_is_one_offline_file(run_dir):
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The fixture's run directory and its report, rendered once for the module."""
+    run_dir = tmp_path_factory.mktemp("run")
+    shutil.copy(FIXTURE, run_dir / "results.json")
     path = render_report(run_dir)
-    assert path == run_dir / "report.html"
+    return run_dir, path.read_text(encoding="utf-8")
+
+
+def section(page: str, anchor: str) -> str:
+    """The HTML of one ``<section id=anchor>``."""
+    start = page.index(f'<section id="{anchor}">')
+    return page[start : page.index("</section>", start)]
+
+
+def only(results: dict[str, Any], *probes: str) -> dict[str, Any]:
+    """A copy of ``results`` with only ``probes`` and no training (quick to render)."""
+    small = copy.deepcopy(results)
+    small["probes"] = {name: small["probes"][name] for name in probes}
+    small["training"] = {}
+    return small
+
+
+def test_report_is_one_file_next_to_results(rendered):
+    run_dir, page = rendered
     assert sorted(p.name for p in run_dir.iterdir()) == ["report.html", "results.json"]
-    html = path.read_text()
-    assert html.startswith("<!DOCTYPE html>") or html.lower().startswith("<!doctype html>")
-    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
-    assert "<script src" not in html and "@import" not in html and "url(http" not in html
-    assert "data:image/png;base64," in html  # plots are embedded
+    assert page.startswith("<!DOCTYPE html>")
+    images = {
+        "training": 1,  # small multiples
+        "probe-accuracy": 1,  # bars
+        "probe-agreement": 1,
+        "probe-adversarial": 1,
+        "probe-decision_map": 2,  # bars + maps
+        "probe-color_invariance": 2,  # bars + series
+    }
+    assert {anchor: section(page, anchor).count("<img") for anchor in images} == images
+    assert page.count('src="data:image/png;base64,') == sum(images.values())
 
 
-def test_report_shows_every_model_and_value(run_dir):
-    results = json.loads((run_dir / "results.json").read_text())
-    html = render_report(run_dir).read_text()
+def test_report_fetches_nothing(rendered):
+    _, page = rendered
+    assert "http://" not in page and "https://" not in page
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
+    assert "<script" not in page and "@import" not in page and "url(" not in page
+    assert all(
+        src.startswith("data:image/png;base64,") for src in re.findall(r'src="([^"]*)"', page)
+    )
+    assert all(href.startswith("#") for href in re.findall(r'href="([^"]*)"', page))
+
+
+def test_report_shows_every_model_and_every_value(rendered):
+    _, page = rendered
+    results = load_fixture()
     for name in results["models"]:
-        assert name in html
+        assert f"</span>{name}</td>" in page
     for probe, result in results["probes"].items():
-        assert f'id="{probe}"' in html or probe in html
-        for value in result["values"].values():
-            if isinstance(value, float | int):
-                assert format_value(value) in html, (probe, value)
+        block = section(page, f"probe-{probe}")
+        for key, value in result["values"].items():
+            assert f'<td class="num">{format_value(value)}</td>' in block, (probe, key)
+    assert format_value(float("nan")) == "—"
 
 
-def test_rerender_is_byte_identical(run_dir):
-    first = render_report(run_dir).read_bytes()
-    second = render_report(run_dir).read_bytes()
-    assert first == second
+def test_models_table(rendered):
+    _, page = rendered
+    models = section(page, "models")
+    kd_row = models[models.index("</span>kd</td>") :].split("</tr>")[0]
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", kd_row)
+    assert cells == [
+        "kd",
+        "student",
+        "mlp_small",
+        "1,154",
+        "1",
+        "teacher",
+        "kd(temperature=4, alpha=0.9)",
+        "0.9242",
+        "no",
+    ]
+    assert "<td>ce</td>" in models and '<td class="num">4,482</td>' in models
 
 
-def test_text_is_escaped(run_dir):
-    results = json.loads((run_dir / "results.json").read_text())
-    results["run"]["name"] = "<script>alert(1)</script>"
-    html = render_html(results)
-    assert "<script>alert(1)</script>" not in html
-    assert "&lt;script&gt;" in html
+def test_pairs_read_teacher_arrow_model_in_model_order(rendered):
+    _, page = rendered
+    block = section(page, "probe-agreement")
+    positions = [block.index(f"teacher -&gt; {m}</td>") for m in ("independent", "kd", "kd_hot")]
+    assert positions == sorted(positions)
+    assert "<th>agreement</th><th>kl</th>" in block
 
 
-def test_nan_and_missing_values_render_as_dash(run_dir):
-    results = json.loads((run_dir / "results.json").read_text())
-    first = next(iter(results["probes"].values()))
-    key = next(iter(first["values"]))
-    first["values"][key] = None
-    html = render_html(results)
-    assert "—" in html
+def test_descriptions_name_the_paper_and_unknown_probes_render_generically(rendered):
+    _, page = rendered
+    assert PAPERS["004"].split(":")[0] in section(page, "probe-adversarial")
+    unknown = section(page, "probe-color_invariance")
+    assert GENERIC.split(";")[0] in unknown
+    assert 'alt="color_invariance series"' in unknown  # its series are plotted
+    assert "<details><summary>Parameters</summary>" in unknown and "strengths" in unknown
 
 
-def test_decision_maps_are_drawn(run_dir):
-    results = json.loads((run_dir / "results.json").read_text())
-    assert "decision_map" in results["probes"]
-    with_maps = render_html(results).count("data:image/png;base64,")
-    del results["probes"]["decision_map"]["images"]
-    without = render_html(results).count("data:image/png;base64,")
-    assert with_maps > without
+def test_header_and_text_are_escaped(rendered):
+    _, page = rendered
+    assert "<h1>toy-ring &amp; friends &lt;fixture&gt;</h1>" in page
+    assert "<fixture>" not in page
+    header = page[page.index('<header id="run">') : page.index("</header>")]
+    for text in ("2024-05-01T12:00:00+00:00", "toy2d-ring", "1 min 23 s", "2.3.1", "inner, outer"):
+        assert text in header
+    assert "How to read:" in header
 
 
-@pytest.mark.parametrize(
-    ("content", "needle"),
-    [(None, "file not found"), (b"{not json", "not valid JSON"), (b"[1, 2]", "results.json")],
-)
-def test_bad_results_file_is_a_one_line_user_error(tmp_path, content, needle):
-    if content is not None:
-        (tmp_path / "results.json").write_bytes(content)
-    with pytest.raises(UserError, match=needle) as err:
-        render_report(tmp_path)
-    assert "\n" not in str(err.value)
-    assert "distillscope run" in str(err.value)
-    assert not (tmp_path / "report.html").exists()
+def test_rerender_is_byte_identical(rendered):
+    run_dir, page = rendered
+    assert render_report(run_dir).read_text(encoding="utf-8") == page
 
 
-def test_points_in_the_probe_format_are_drawn(run_dir):
-    results = json.loads((run_dir / "results.json").read_text())
+def test_rerender_in_another_process_is_byte_identical(tmp_path):
+    """PNG bytes must not depend on hash seeds or process state."""
+    results = only(load_fixture(), "decision_map")
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    code = "import sys; from distillscope.report import render_report; render_report(sys.argv[1])"
+    pages = []
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, env=env)
+        pages.append((tmp_path / "report.html").read_bytes())
+    assert pages[0] == pages[1]
+
+
+def test_decision_maps_are_drawn_and_unknown_images_are_listed():
+    results = only(load_fixture(), "decision_map")
+    with_maps = render_html(results)
+    assert 'alt="decision_map decision maps"' in with_maps
     images = results["probes"]["decision_map"]["images"]
-    images["points"] = {"x": [0.0, 1.0, -1.0], "y": [0.5, -0.5, 0.0], "label": [0, 1, 2]}
-    html = render_html(results)
-    assert "Images not drawn" not in html
+    images["points"] = {"x": [[0.0, 1.0], [1.0, 0.0]], "y": [0, 1]}  # older points form
+    assert "Images not drawn" not in render_html(results)
     images["points"] = {"x": "garbage"}
-    assert "Images not drawn" in render_html(results)
+    images["teacher"] = {"probs": [1, 2, 3]}  # not (H, W, K)
+    page = render_html(results)
+    assert "Images not drawn (not a map or numeric array): teacher, points" in page
+    del results["probes"]["decision_map"]["images"]
+    assert "decision maps" not in render_html(results)
+
+
+def test_missing_values_render_as_dash_and_empty_probe_says_so():
+    results = only(load_fixture(), "accuracy")
+    results["probes"]["accuracy"]["values"] = {"kd/top1": None, "kd/top5": float("nan")}
+    block = section(render_html(results), "probe-accuracy")
+    assert block.count('<td class="num">—</td>') == 2
+    assert "<img" not in block  # nothing to draw
+    results["probes"]["accuracy"]["values"] = {}
+    assert "No values recorded." in render_html(results)
+
+
+def test_failed_write_keeps_the_old_report_and_leaves_no_temp_file(tmp_path, monkeypatch):
+    results = only(load_fixture(), "accuracy")
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    (tmp_path / "report.html").write_text("old")
+
+    def fail(src: str, dst: str) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(html_module.os, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        render_report(tmp_path)
+    assert (tmp_path / "report.html").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "results.json"]

@@ -21,35 +21,37 @@ PAPERS = {
 
 PROBE_DESCRIPTIONS = {
     "accuracy": (
-        "Top-1 and top-5 accuracy on the held-out split: how well each model does the task.",
+        "Top-1 and top-k accuracy on the held-out split: how well each model does the task.",
         None,
     ),
     "agreement": (
         "Share of held-out images on which the model's top-1 class matches its teacher's "
-        "(higher = more faithful), and KL(teacher || model) of their output distributions "
+        "(higher = more faithful), and KL(teacher || model) of their outputs in nats "
         "(lower = closer).",
         "001",
     ),
     "class_similarity": (
-        "Mean output entropy over all classes (entire) and within the true class's category "
-        "(category), on samples every model classifies correctly: how much class-similarity "
-        "information the outputs carry.",
+        "Mean softmax entropy over all classes (entire) and within the true class's category "
+        "(category), on samples every model classifies correctly: a higher category entropy "
+        "means more class-similarity information in the outputs.",
         "000",
     ),
     "adherence": (
-        "Cosine similarity between the teacher's and the model's attributions: saliency "
-        "(absolute input gradient), Integrated Gradients (zero baseline) and GradCAM.",
+        "Cosine similarity between the teacher's and the model's attributions of the true "
+        "class: saliency (absolute input gradient), Integrated Gradients (zero baseline; signed, "
+        "so in [-1, 1]) and GradCAM.",
         "004",
     ),
     "adversarial": (
         "Accuracy on clean inputs and under FGSM and PGD (L-inf) attacks; the strong variants "
-        "attack logits divided by the model's training temperature, undoing gradient masking.",
+        "attack the logits divided by the model's training temperature, undoing gradient "
+        "masking. Series, if any: accuracy against the attack budget eps.",
         "004",
     ),
     "decision_map": (
-        "Predicted class probabilities over a 2-D input grid. Hardness: how close predictions "
-        "are to one-hot (crisp, step-like boundaries); twilight: how much of the plane lies in "
-        "the blurry zone between classes.",
+        "Predicted class probabilities over a 2-D input grid. Hardness: mean top-2 probability "
+        "margin at grid points beside a boundary (near 1 = step-like, near 0 = sigmoid-like); "
+        "twilight: share of the grid whose top probability is below 0.9.",
         "004",
     ),
 }

@@ -76,6 +76,12 @@ def check_results(results: object, source: str = "results") -> None:
             raise UserError(f"{source}: key {key!r} is missing; {FIX}")
         if key in results and not isinstance(results[key], Mapping):
             raise UserError(f"{source}: key {key!r} must be an object; {FIX}")
+    for name, spec in results["models"].items():
+        if not isinstance(spec, Mapping):
+            raise UserError(f"{source}: models.{name} must be an object; {FIX}")
+    for name, epochs in results.get("training", {}).items():
+        if not isinstance(epochs, list) or not all(isinstance(e, Mapping) for e in epochs):
+            raise UserError(f"{source}: training.{name} must be a list of objects; {FIX}")
     for name, probe in results.get("probes", {}).items():
         _check_probe(probe, f"{source}: probes.{name}")
 

@@ -16,6 +16,7 @@ from distillscope.train.checkpoint import (
     save_model,
     save_train_state,
 )
+from distillscope.train.evaluate import evaluate
 from distillscope.train.optim import build_optimizer, build_scheduler, lr_factor
 from distillscope.train.seeding import (
     deterministic_mode,
@@ -24,7 +25,7 @@ from distillscope.train.seeding import (
     seed_everything,
 )
 from distillscope.train.teacher_cache import TeacherCache, cache_allowed
-from distillscope.train.trainer import FINAL_WEIGHTS, LAST_CHECKPOINT, Trainer, evaluate
+from distillscope.train.trainer import FINAL_WEIGHTS, LAST_CHECKPOINT, Trainer
 
 __all__ = [
     "FINAL_WEIGHTS",

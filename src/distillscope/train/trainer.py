@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
@@ -38,6 +37,7 @@ from distillscope.train.checkpoint import (
     save_model,
     save_train_state,
 )
+from distillscope.train.evaluate import evaluate
 from distillscope.train.optim import build_optimizer, build_scheduler
 from distillscope.train.seeding import (
     deterministic_mode,
@@ -85,6 +85,7 @@ class Trainer:
         teacher_tap: Records the live teacher's features the loss reads.
 
     Example:
+        >>> import torch.nn.functional as F
         >>> from distillscope.data.base import DatasetInfo, TensorDataset
         >>> class CE(nn.Module):
         ...     def forward(self, student, teacher, batch):
@@ -511,55 +512,6 @@ class _PrepareBatches:
         batches = iter_batches(self.dataset, self.batch_size, True, generator)
         for batch in islice(batches, self.limit):
             yield batch.to(self.device)
-
-
-@torch.inference_mode()
-def evaluate(
-    model: nn.Module,
-    dataset: DistillDataset,
-    batch_size: int,
-    device: str | torch.device = "cpu",
-    max_batches: int | None = None,
-) -> dict[str, float]:
-    """Accuracy and mean cross-entropy of ``model`` on ``dataset`` at temperature 1.
-
-    The model runs in eval mode (restored afterwards); sums stay on the device until the end.
-
-    Args:
-        model: Network returning logits, already on ``device``.
-        dataset: Items to score, in order.
-        batch_size: Inference batch size.
-        device: Where the batches go.
-        max_batches: Score only the first batches (quick runs).
-
-    Returns:
-        ``{"acc": fraction correct, "loss": mean cross-entropy}``.
-
-    Example:
-        >>> from distillscope.data.base import DatasetInfo, TensorDataset
-        >>> info = DatasetInfo("toy", 2, (2,), ["a", "b"])
-        >>> data = TensorDataset(torch.eye(2), torch.tensor([0, 1]), info)
-        >>> evaluate(nn.Identity(), data, batch_size=2)["acc"]
-        1.0
-    """
-    device = resolve_device(device)
-    was_training = model.training
-    model.eval()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    seen = 0
-    try:
-        for batch in islice(iter_batches(dataset, batch_size), max_batches):
-            batch = batch.to(device)
-            logits = model(batch.inputs)  # (B, K)
-            loss_sum += F.cross_entropy(logits.float(), batch.targets, reduction="sum")
-            correct += (logits.argmax(1) == batch.targets).sum()
-            seen += len(batch)
-    finally:
-        model.train(was_training)
-    if seen == 0:
-        raise ConfigError("cannot evaluate on an empty dataset; check the split")
-    return {"acc": correct.item() / seen, "loss": loss_sum.item() / seen}
 
 
 def _ends_with_newline(path: Path) -> bool:

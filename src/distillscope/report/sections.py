@@ -1,0 +1,258 @@
+"""The sections of the report page: run header, models, training and one per probe.
+
+Every function returns an HTML fragment; all text from the results is escaped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Container, Mapping
+from html import escape
+from typing import Any
+
+from distillscope.report.descriptions import describe
+from distillscope.report.maps import array_grid, decision_map_grid, parse_images
+from distillscope.report.plots import Palette, bar_chart, series_chart, training_chart
+from distillscope.report.tables import (
+    MISSING,
+    format_value,
+    group_series,
+    order_rows,
+    row_label,
+    value_table,
+)
+
+HOW_TO_READ = (
+    "How to read: every section compares all models side by side. Colours mark each model "
+    "throughout: greys are teachers, browns independent students (no teacher), bright colours "
+    "distilled students; dashed lines in bar charts repeat the teachers' and independent "
+    "students' values. Rows 'teacher -> model' compare a model with its teacher. "
+    f"{MISSING} marks a value that was not computed or is not a number."
+)
+
+
+def _plain(value: object) -> str:
+    """A config-like value as short text: strings as is, floats without trailing zeros."""
+    if value is None:
+        return MISSING
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        return f"{value:g}"
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _table(head: list[str], rows: list[list[str]], numeric: Container[int]) -> str:
+    """An HTML table of plain-text ``head`` and HTML cells; ``numeric`` columns align right."""
+    th = "".join(f"<th>{escape(h)}</th>" for h in head)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="num">{c}</td>' if i in numeric else f"<td>{c}</td>"
+            for i, c in enumerate(row)
+        )
+        + "</tr>"
+        for row in rows
+    )
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _meta_table(items: list[tuple[str, object]]) -> str:
+    """A two-column table of labels and plain values."""
+    rows = "".join(f"<tr><th>{escape(k)}</th><td>{escape(_plain(v))}</td></tr>" for k, v in items)
+    return f'<table class="meta">{rows}</table>'
+
+
+def _details(summary: str, inner: str) -> str:
+    """A collapsed block; ``inner`` is HTML."""
+    return f"<details><summary>{escape(summary)}</summary>{inner}</details>"
+
+
+def _figure(uri: str | None, alt: str) -> str:
+    """An embedded plot, or nothing when there is none."""
+    return "" if uri is None else f'<img src="{uri}" alt="{escape(alt)}">'
+
+
+def _duration(seconds: object) -> str:
+    """Seconds as ``"12.3 s"``, ``"4 min 05 s"`` or ``"2 h 03 min"``."""
+    if not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
+        return MISSING
+    s = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def header(results: Mapping[str, Any]) -> str:
+    """The page header: run name and metadata, dataset, how to read, the resolved config.
+
+    Args:
+        results: Checked results (see :func:`~distillscope.report.results.check_results`).
+    """
+    run, data = results["run"], results.get("dataset", {})
+    shape = data.get("input_shape")
+    dataset = (
+        f"{_plain(data.get('name'))}: {_plain(data.get('num_classes'))} classes, "
+        f"{format_value(data.get('n_train'))} train / {format_value(data.get('n_test'))} test, "
+        f"input {' x '.join(map(str, shape)) if isinstance(shape, list) else MISSING}"
+    )
+    meta = _meta_table(
+        [
+            ("Created", run.get("created")),
+            ("Dataset", dataset),
+            ("Device", run.get("device")),
+            ("Seed", run.get("seed")),
+            ("Duration", _duration(run.get("duration_s"))),
+            ("Config file", run.get("config_file")),
+            ("distillscope", run.get("distillscope_version")),
+            ("torch", run.get("torch_version")),
+        ]
+    )
+    names = data.get("class_names") or []
+    config = json.dumps(results.get("config", {}), indent=2, ensure_ascii=False)
+    return (
+        f'<header id="run"><h1>{escape(str(run.get("name", "run")))}</h1>{meta}'
+        + (_details("Class names", f"<p>{escape(', '.join(map(str, names)))}</p>") if names else "")
+        + _details("Resolved configuration", f"<pre>{escape(config)}</pre>")
+        + f'<p class="how">{escape(HOW_TO_READ)}</p></header>'
+    )
+
+
+def _loss(loss: object) -> str:
+    """Loss terms as ``"kd(temperature=4, alpha=0.9) + ce"``."""
+    if not isinstance(loss, Mapping):
+        return _plain(loss)
+    terms = []
+    for name, params in loss.items():
+        args = (
+            ", ".join(f"{k}={_plain(v)}" for k, v in params.items())
+            if isinstance(params, Mapping)
+            else ""
+        )
+        terms.append(f"{name}({args})" if args else str(name))
+    return " + ".join(terms) or MISSING
+
+
+def models_section(results: Mapping[str, Any], palette: Palette) -> str:
+    """The models table: role, architecture, size, training setup, final held-out accuracy.
+
+    Args:
+        results: Checked results.
+        palette: The report's model colours (a swatch before each name).
+    """
+    training = results.get("training", {})
+    rows = []
+    for name, spec in results["models"].items():
+        epochs = training.get(name) or [{}]
+        reused = spec.get("reused")
+        rows.append(
+            [
+                _row_cell(name, palette),
+                escape(_plain(spec.get("role"))),
+                escape(_plain(spec.get("arch"))),
+                escape(format_value(spec.get("params"))),
+                escape(_plain(spec.get("train_temperature"))),
+                escape(_plain(spec.get("teacher"))),
+                escape(_loss(spec.get("loss"))),
+                escape(format_value(epochs[-1].get("val_acc"))),
+                MISSING if reused is None else ("yes" if reused else "no"),
+            ]
+        )
+    head = [
+        "model",
+        "role",
+        "architecture",
+        "parameters",
+        "train T",
+        "teacher",
+        "loss",
+        "final val acc",
+        "reused from cache",
+    ]
+    return f'<section id="models"><h2>Models</h2>{_table(head, rows, numeric={3, 4, 7})}</section>'
+
+
+def training_section(results: Mapping[str, Any], palette: Palette) -> str:
+    """Small multiples of each model's losses and held-out accuracy per epoch.
+
+    Args:
+        results: Checked results; ``training`` maps models to the trainer's epoch records.
+        palette: The report's model colours.
+    """
+    training = results.get("training", {})
+    ordered = {m: training[m] for m in order_rows(list(training), list(results["models"]))}
+    chart = training_chart(ordered, palette)
+    body = _figure(chart, "training curves") or '<p class="note">No training records.</p>'
+    return f'<section id="training"><h2>Training</h2>{body}</section>'
+
+
+def probe_section(
+    name: str, probe: Mapping[str, Any], anchor: str, results: Mapping[str, Any], palette: Palette
+) -> str:
+    """A probe's section: description, values table, bar chart, series, images, parameters.
+
+    Args:
+        name: The probe's key in ``results["probes"]``.
+        probe: Its result (``probe``, ``values``, ``series``, ``params``, ``images``).
+        anchor: The section's id, for the page's navigation.
+        results: Checked results (model order, class names).
+        palette: The report's model colours.
+    """
+    models = list(results["models"])
+    table = value_table(probe["values"], models)
+    registered = str(probe.get("probe", name))
+    title = escape(name) + (f" <small>({escape(registered)})</small>" if registered != name else "")
+    parts = [f'<section id="{anchor}"><h2>{title}</h2>']
+    parts.append(f'<p class="desc">{escape(describe(registered))}</p>')
+    if table.rows:
+        head = ["model", *(column or name for column in table.columns)]
+        rows = [
+            [_row_cell(row, palette)]
+            + [escape(format_value(table.get(row, c))) for c in table.columns]
+            for row in table.rows
+        ]
+        parts.append(_table(head, rows, numeric=range(1, len(head))))
+        parts.append(_figure(bar_chart(table, palette, name), f"{name} values"))
+    else:
+        parts.append('<p class="note">No values recorded.</p>')
+    groups = group_series(probe.get("series", {}), models)
+    parts.append(_figure(series_chart(groups, palette, name), f"{name} series"))
+    parts.append(_images(name, probe, results, palette))
+    params = probe.get("params", {})
+    parts.append(_details("Parameters", _meta_table(list(params.items())) if params else "none"))
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _row_cell(row: str, palette: Palette) -> str:
+    """A table's first cell: the row's model colour and its label."""
+    return (
+        f'<span class="sw" style="background:{palette.colour(row)}"></span>{escape(row_label(row))}'
+    )
+
+
+def _images(
+    name: str, probe: Mapping[str, Any], results: Mapping[str, Any], palette: Palette
+) -> str:
+    """Decision maps (titled with their hardness), other arrays, and a note on what is not drawn."""
+    images = parse_images(probe.get("images", {}))
+    values = probe["values"]
+    titles = {
+        m: f"{m}\nhardness {format_value(values[f'{m}/hardness'])}"
+        for m in images.maps
+        if f"{m}/hardness" in values
+    }
+    class_names = [str(c) for c in results.get("dataset", {}).get("class_names") or []]
+    parts = [
+        _figure(decision_map_grid(images, titles, palette, class_names), f"{name} decision maps"),
+        _figure(array_grid(images.arrays), f"{name} images"),
+    ]
+    if images.skipped:
+        skipped = ", ".join(images.skipped)
+        parts.append(
+            f'<p class="note">Images not drawn (not a map or numeric array): {escape(skipped)}</p>'
+        )
+    return "".join(parts)
