@@ -171,8 +171,8 @@ def bar_chart(table: ValueTable, palette: Palette, main: str) -> str | None:
 
 
 def format_label(value: float) -> str:
-    """Bar label: three decimals, "—" for a missing value."""
-    return f"{value:.3f}" if math.isfinite(value) else "—"
+    """Bar label: three significant digits, "—" for a missing value."""
+    return f"{value:.3g}" if math.isfinite(value) else "—"
 
 
 def series_chart(groups: Sequence[SeriesGroup], palette: Palette, main: str) -> str | None:

@@ -20,7 +20,7 @@ REQUIRED = ("run", "models")
 OPTIONAL = ("config", "dataset", "training", "probes")
 
 
-def load_results(run_dir: Path) -> dict[str, Any]:
+def load_results(run_dir: Path | str) -> dict[str, Any]:
     """Read and check ``run_dir/results.json``.
 
     Args:
