@@ -100,5 +100,19 @@ def test_loss_mapping_combines_terms():
 
 
 def test_every_shipped_config_validates():
-    for path in sorted((REPO / "configs").glob("**/*.yaml")):
-        load_config(path)
+    paths = sorted((REPO / "configs").glob("**/*.yaml"))
+    assert {p.name for p in paths} >= {"quickstart.yaml", "toy2d-temperature.yaml"}
+    for path in paths:
+        cfg = load_config(path)
+        assert cfg.students and cfg.probes, path
+
+
+def test_toy_study_has_paper_004s_twenty_flavours():
+    cfg = load_config(REPO / "configs" / "toy2d-temperature.yaml")
+    assert len(cfg.teachers) == 4 and len(cfg.students) == 16
+    hot = {n for n, t in cfg.teachers.items() if cfg.train_for(t.train).temperature == 100}
+    assert hot == {"FT_tempT", "RT_tempT"}
+    for name, spec in cfg.students.items():
+        assert spec.loss_spec() == {"soft_targets": {"temperature": 100}}  # soft labels at T
+        assert name.endswith(f"_from_{spec.teacher}")
+        assert cfg.train_for(spec.train).temperature == (100 if "_tempT_from" in name else 1)
