@@ -184,3 +184,12 @@ def test_failed_write_keeps_the_old_report_and_leaves_no_temp_file(tmp_path, mon
         render_report(tmp_path)
     assert (tmp_path / "report.html").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "results.json"]
+
+
+def test_skipped_entries_are_explained():
+    results = json.loads(FIXTURE.read_text())
+    results["probes"]["decision_map"]["params"]["skipped"] = {
+        "decision_map": "inputs of shape (1, 8, 8) are not 2-D points"
+    }
+    html = render_html(results)
+    assert "Not computed — decision_map: inputs of shape (1, 8, 8) are not 2-D points." in html

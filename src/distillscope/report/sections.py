@@ -222,6 +222,10 @@ def probe_section(
     parts.append(_figure(series_chart(groups, palette, name), f"{name} series"))
     parts.append(_images(name, probe, results, palette))
     params = probe.get("params", {})
+    skipped = params.get("skipped")
+    if isinstance(skipped, Mapping) and skipped:
+        items = "; ".join(f"{escape(str(k))}: {escape(str(v))}" for k, v in skipped.items())
+        parts.append(f'<p class="note">Not computed — {items}.</p>')
     parts.append(_details("Parameters", _meta_table(list(params.items())) if params else "none"))
     parts.append("</section>")
     return "".join(parts)
