@@ -113,8 +113,12 @@ class AdversarialProbe(Probe):
                 for v in variants
                 if not (v and temps[m] == 1.0)
             }
+            # clean accuracy does not depend on eps: counted at the main budget only
             accs = {
-                e: self._accuracies(nets, targets, data, e, step * e / eps, keys) for e in sweep
+                e: self._accuracies(
+                    nets, targets, data, e, step * e / eps, keys if e == eps else keys[1:]
+                )
+                for e in sweep
             }
         values: dict[str, float] = {}
         series: dict[str, list[float]] = {"x": sweep} if len(sweep) > 1 else {}
@@ -158,8 +162,9 @@ class AdversarialProbe(Probe):
         for batch in probe_batches(self, data):
             x = to_pixels(batch.inputs, data.info.mean, data.info.std)  # (B, ...) pixel space
             y = batch.targets  # (B,)
-            for m, net in nets.items():
-                correct[m, "clean"] += _n_correct(net, x, y)
+            if "clean" in keys:
+                for m, net in nets.items():
+                    correct[m, "clean"] += _n_correct(net, x, y)
             for (m, v), attacked in targets.items():
                 for a in self.attacks:
                     if a == "fgsm":
