@@ -271,8 +271,9 @@ class Experiment:
             save_model(out, m.model, {"name": m.name, "source": "checkpoint"})
             return
         if self.resume and out.is_file():
-            load_model_weights(out, m.model)
-            m.history = self._history_from_metrics(m.name)
+            meta = load_model_weights(out, m.model)
+            m.reused = bool(meta.get("reused", False))
+            m.history = list(meta.get("history") or self._history_from_metrics(m.name))
             return
         key = teacher_key(self.cfg, m)
         store = TeacherStore(default_store_root(self.cfg.teacher_store))
@@ -290,7 +291,9 @@ class Experiment:
             say(f"teacher {m.name}: training {m.spec.name} for {m.train.epochs} epochs")
             m.history = self._fit(m, None, None, splits)
             store.save(entry, m.model, {"key": key, "model": m.spec.model_dump()}, m.history)
-        save_model(out, m.model, {"name": m.name, "key": key})
+        save_model(
+            out, m.model, {"name": m.name, "key": key, "reused": m.reused, "history": m.history}
+        )
 
     # ------------------------------------------------------------------ students
     def _student(

@@ -150,9 +150,13 @@ def test_killed_run_resumes_to_identical_weights(tmp_path, monkeypatch):
         b = load_file(str(resumed / "models" / f"{name}.safetensors"))
         assert a.keys() == b.keys()
         assert all(torch.equal(a[k], b[k]) for k in a), name
-    ra = json.loads((whole / "results.json").read_text())["probes"]["accuracy"]["values"]
-    rb = json.loads((resumed / "results.json").read_text())["probes"]["accuracy"]["values"]
-    assert ra == rb
+    ra = json.loads((whole / "results.json").read_text())
+    rb = json.loads((resumed / "results.json").read_text())
+    assert ra["probes"]["accuracy"]["values"] == rb["probes"]["accuracy"]["values"]
+    # the killed run reused the stored teacher; the resumed report still shows its curve
+    assert rb["models"]["teacher"]["reused"] is True
+    assert rb["training"]["teacher"] == ra["training"]["teacher"]
+    assert [r["epoch"] for r in rb["training"]["kd"]] == [1, 2, 3]
 
 
 def test_temperature_toy_study_smoke(tmp_path):
