@@ -387,6 +387,7 @@ class Experiment:
         for name, params in self.cfg.probes.items():
             t0 = time.time()
             probe = create_probe(name, **{**defaults, **(params or {})})
+            probe.progress = self.cfg.progress
             say(f"probe {name}")
             seed_everything(self.cfg.seed)
             result = probe.run(models, data, roles)

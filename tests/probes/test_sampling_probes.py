@@ -79,3 +79,15 @@ def test_parameter_checks() -> None:
     for bad in (0, -1.0, float("inf"), float("nan"), None):
         with pytest.raises(ConfigError, match="x="):
             check_positive("x", bad)
+
+
+def test_progress_bar_counts_the_probe_batches(image_data, capsys) -> None:
+    from distillscope.probes import create_probe
+    from distillscope.probes.sampling import probe_batches
+
+    probe = create_probe("accuracy", batch_size=10, max_samples=24)
+    assert len(list(probe_batches(probe, image_data))) == 3
+    assert "accuracy" not in capsys.readouterr().err  # off by default
+    probe.progress = True
+    assert len(list(probe_batches(probe, image_data))) == 3
+    assert "accuracy" in capsys.readouterr().err

@@ -93,6 +93,8 @@ class Probe:
 
     name: ClassVar[str] = "probe"
     higher_is_better: ClassVar[bool | None] = None
+    #: Show a progress bar over the probe's batches (set by the experiment runner).
+    progress: bool = False
 
     def __init__(self, batch_size: int = 256, max_samples: int = 1000, seed: int = 0) -> None:
         if batch_size < 1 or max_samples < 1:

@@ -7,14 +7,16 @@ A probe audits the first ``max_samples`` of a permutation of the held-out split 
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from distillscope.contracts import Batch
-from distillscope.data.base import DistillDataset, TensorDataset, iter_batches
+from distillscope.data.base import DistillDataset, TensorDataset, iter_batches, num_batches
 from distillscope.errors import ConfigError, DataError
 from distillscope.probes.base import Probe, ProbeData
 
@@ -101,10 +103,19 @@ def probe_samples(data: ProbeData, max_samples: int, seed: int) -> DistillDatase
 
 
 def probe_batches(probe: Probe, data: ProbeData) -> Iterator[Batch]:
-    """Batches of ``probe.batch_size`` over the probe's samples, on ``data.device``."""
+    """Batches of ``probe.batch_size`` over the probe's samples, on ``data.device``.
+
+    With ``probe.progress`` set (the experiment sets it from its ``progress`` flag), a tqdm bar
+    on stderr counts the batches.
+    """
     samples = probe_samples(data, probe.max_samples, probe.seed)
-    for batch in iter_batches(samples, probe.batch_size):
-        yield batch.to(data.device)
+    total = num_batches(samples, probe.batch_size)
+    with tqdm(
+        total=total, desc=probe.name, file=sys.stderr, disable=not probe.progress, leave=False
+    ) as bar:
+        for batch in iter_batches(samples, probe.batch_size):
+            yield batch.to(data.device)
+            bar.update()
 
 
 @contextmanager
