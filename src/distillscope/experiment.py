@@ -29,7 +29,7 @@ from distillscope.config import (
     load_config,
 )
 from distillscope.data import load_dataset
-from distillscope.data.base import DistillDataset, TensorDataset
+from distillscope.data.base import DistillDataset
 from distillscope.distill import build_loss
 from distillscope.errors import ConfigError
 from distillscope.models import create_model
@@ -121,13 +121,6 @@ def build_model(spec: ModelSpec, data: DistillDataset) -> nn.Module:
         offer("input_size", shape[-1])
     offer("in_features", math.prod(shape))
     return create_model(spec.name, **params)
-
-
-def unaugmented(data: DistillDataset) -> DistillDataset:
-    """The same items without random augmentation (what a frozen teacher cache sees)."""
-    if isinstance(data, TensorDataset) and data.transform is not None:
-        return TensorDataset(data.inputs, data.targets, data.info)
-    return data
 
 
 def teacher_key(cfg: ExperimentConfig, member: Member) -> str:
@@ -317,7 +310,7 @@ class Experiment:
                 say(f"caching teacher {teacher.name} outputs on {len(splits.train)} images")
                 caches[teacher.name] = TeacherCache.build(
                     teacher.model,
-                    unaugmented(splits.train),
+                    splits.train,  # the cache reads un-augmented inputs itself
                     batch_size=512,
                     device=self.device,
                     progress=self.cfg.progress,

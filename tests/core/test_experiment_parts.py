@@ -6,7 +6,8 @@ import torch
 
 from distillscope.config import ModelSpec, load_config_dict
 from distillscope.data.base import DatasetInfo, TensorDataset
-from distillscope.experiment import Member, build_model, teacher_key, unaugmented
+from distillscope.experiment import Member, build_model, teacher_key
+from distillscope.train.teacher_cache import unaugmented
 
 
 def images(n: int = 4, transform=None) -> TensorDataset:

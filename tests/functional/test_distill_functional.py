@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from distillscope.checks import check_range
 from distillscope.errors import ConfigError
 from distillscope.functional.distill import (
-    check_range,
     cross_entropy_to_uniform,
     indexed_normal,
     kd_loss,

@@ -6,12 +6,11 @@ import pytest
 import torch
 from torch import nn
 
+from distillscope.checks import check_int, check_positive
 from distillscope.data.base import DistillDataset
 from distillscope.errors import ConfigError, DataError
 from distillscope.probes.base import ProbeData
 from distillscope.probes.sampling import (
-    check_int,
-    check_positive,
     evaluating,
     probe_batches,
     probe_samples,

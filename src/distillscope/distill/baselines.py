@@ -12,13 +12,13 @@ from typing import ClassVar
 import torch.nn.functional as F
 from torch import Tensor
 
+from distillscope.checks import check_range
 from distillscope.contracts import Batch, Outputs
 from distillscope.distill.base import LossTerm
 from distillscope.errors import ConfigError
 from distillscope.functional.distill import (
     PSEUDO_SOFT_TEMPERATURE,
     PSEUDO_SOFT_VARIANCE,
-    check_range,
     cross_entropy_to_uniform,
     indexed_normal,
     pseudo_soft_targets,

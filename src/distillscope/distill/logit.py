@@ -12,10 +12,11 @@ from typing import ClassVar
 import torch.nn.functional as F
 from torch import Tensor
 
+from distillscope.checks import check_range
 from distillscope.contracts import Batch, Outputs
 from distillscope.distill.base import LossTerm
 from distillscope.errors import TrainingError
-from distillscope.functional.distill import check_range, kd_loss, soft_cross_entropy, soft_labels
+from distillscope.functional.distill import kd_loss, soft_cross_entropy, soft_labels
 from distillscope.registry import register_loss
 
 # Paper 000, appendix B.2: "We set the temperature to four" for every KD student.

@@ -16,10 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from distillscope.errors import ConfigError
+from distillscope.checks import check_range
 
 __all__ = [
-    "check_range",
     "cross_entropy_to_uniform",
     "indexed_normal",
     "kd_loss",
@@ -39,50 +38,6 @@ _MASK32 = 0xFFFFFFFF
 # 32-bit constants found by search to give near-ideal avalanche with a cheap xor-shift-multiply.
 _MIX_MUL_1 = 0x7FEB352D
 _MIX_MUL_2 = 0x846CA68B
-
-
-def check_range(
-    name: str,
-    value: float,
-    low: float = -math.inf,
-    high: float = math.inf,
-    *,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> float:
-    """Return ``value`` as a float if it lies in the interval, else raise :class:`ConfigError`.
-
-    Args:
-        name: Parameter name used in the message, e.g. ``"kd.temperature"``.
-        value: The value to check; bools and non-numbers are rejected.
-        low: Lower bound of the valid interval.
-        high: Upper bound of the valid interval.
-        low_open: Exclude ``low`` itself.
-        high_open: Exclude ``high`` itself.
-
-    Returns:
-        ``value`` converted to ``float``.
-
-    Raises:
-        ConfigError: One line naming the parameter, the value and the valid range.
-
-    Example:
-        >>> check_range("alpha", 0.5, 0.0, 1.0)
-        0.5
-        >>> check_range("temperature", -1, 0.0, low_open=True)
-        Traceback (most recent call last):
-        ...
-        distillscope.errors.ConfigError: temperature=-1 is out of range; use a value in (0, inf)
-    """
-    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-    interval = interval.replace("[-inf", "(-inf").replace("inf]", "inf)")
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{name}={value!r} is not a number; use a value in {interval}")
-    below = value <= low if low_open else value < low
-    above = value >= high if high_open else value > high
-    if math.isnan(value) or below or above:
-        raise ConfigError(f"{name}={value!r} is out of range; use a value in {interval}")
-    return float(value)
 
 
 def _check_logits(name: str, logits: Tensor) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from distillscope.checks import check_int
 from distillscope.errors import ConfigError
 from distillscope.functional.boundary import (
     TWILIGHT_CONFIDENCE,
@@ -16,7 +17,7 @@ from distillscope.functional.boundary import (
     twilight_fraction,
 )
 from distillscope.probes.base import Probe, ProbeData, ProbeResult, Roles
-from distillscope.probes.sampling import check_int, evaluating, probe_batches
+from distillscope.probes.sampling import evaluating, probe_batches
 from distillscope.registry import register_probe
 
 __all__ = ["DecisionMapProbe"]

@@ -7,11 +7,12 @@ from typing import Any
 
 from torch import nn
 
+from distillscope.checks import check_int
 from distillscope.errors import ConfigError
 from distillscope.explain.attribution import IG_STEPS, METHODS, attribute
 from distillscope.functional.similarity import flat_cosine
 from distillscope.probes.base import Probe, ProbeData, ProbeResult, Roles
-from distillscope.probes.sampling import check_int, evaluating, probe_batches
+from distillscope.probes.sampling import evaluating, probe_batches
 from distillscope.registry import register_probe
 
 __all__ = ["AdherenceProbe"]

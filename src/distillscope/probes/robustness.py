@@ -10,9 +10,10 @@ from torch import Tensor, nn
 
 from distillscope.attacks.gradient import IMAGE_EPS, PGD_STEP_FRACTION, PGD_STEPS, fgsm, pgd
 from distillscope.attacks.temperature import PixelSpaceModel, TemperatureScaled, to_pixels
+from distillscope.checks import check_int, check_positive
 from distillscope.errors import ConfigError
 from distillscope.probes.base import Probe, ProbeData, ProbeResult, Roles
-from distillscope.probes.sampling import check_int, check_positive, evaluating, probe_batches
+from distillscope.probes.sampling import evaluating, probe_batches
 from distillscope.registry import register_probe
 
 __all__ = ["ATTACKS", "POINT_EPS", "AdversarialProbe"]

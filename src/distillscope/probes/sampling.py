@@ -6,7 +6,6 @@ A probe audits the first ``max_samples`` of a permutation of the held-out split 
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -21,38 +20,12 @@ from distillscope.errors import ConfigError, DataError
 from distillscope.probes.base import Probe, ProbeData
 
 __all__ = [
-    "check_int",
-    "check_positive",
     "evaluating",
     "forward_all",
     "probe_batches",
     "probe_samples",
     "sample_indices",
 ]
-
-
-def check_int(name: str, value: object, minimum: int = 1) -> int:
-    """``value`` if it is an integer ``>= minimum``, else :class:`ConfigError` naming ``name``.
-
-    Example:
-        >>> check_int("accuracy.topk", 5)
-        5
-    """
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name}={value!r} is invalid; use an integer >= {minimum}")
-    return value
-
-
-def check_positive(name: str, value: object) -> float:
-    """``value`` as a float if it is a finite number ``> 0``, else :class:`ConfigError`.
-
-    Example:
-        >>> check_positive("adversarial.eps", 0.3)
-        0.3
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        raise ConfigError(f"{name}={value!r} is invalid; use a finite number > 0")
-    return float(value)
 
 
 def sample_indices(n: int, max_samples: int, seed: int) -> Tensor:

@@ -8,9 +8,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from distillscope.checks import check_int
 from distillscope.functional.agreement import kl_divergence, top1_match, topk_correct
 from distillscope.probes.base import Probe, ProbeData, ProbeResult, Roles
-from distillscope.probes.sampling import check_int, evaluating, forward_all, probe_batches
+from distillscope.probes.sampling import evaluating, forward_all, probe_batches
 from distillscope.registry import register_probe
 
 __all__ = ["AccuracyProbe", "AgreementProbe"]

@@ -10,8 +10,7 @@ cache holds the teacher's answer on the un-augmented image, as e2KD's frozen exp
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -20,7 +19,8 @@ from tqdm import tqdm
 
 from distillscope.contracts import Batch, Outputs
 from distillscope.data.base import DistillDataset, TensorDataset, iter_batches, num_batches
-from distillscope.errors import CheckpointError, ConfigError, ModelError
+from distillscope.errors import CheckpointError, ConfigError
+from distillscope.models.taps import FeatureTap
 from distillscope.train.checkpoint import load_checkpoint, save_checkpoint
 from distillscope.train.seeding import resolve_device
 
@@ -105,14 +105,14 @@ class TeacherCache:
             ModelError: If a feature path does not name a module of the teacher.
         """
         device = resolve_device(device)
-        source = _unaugmented(dataset)
+        source = unaugmented(dataset)
         n = len(source)
         was_training = teacher.training
         teacher.to(device).eval()
         logits: Tensor | None = None
         features: dict[str, Tensor] = {}
         try:
-            with _capture(teacher, feature_paths) as captured:
+            with FeatureTap(teacher, feature_paths, detach=True) as tap:
                 batches = iter_batches(source, batch_size, shuffle=False)
                 total = num_batches(source, batch_size)
                 bar = tqdm(batches, total=total, desc="teacher cache", file=sys.stderr,
@@ -120,6 +120,7 @@ class TeacherCache:
                 for batch in bar:
                     batch = batch.to(device)
                     out = teacher(batch.inputs)  # (B, K)
+                    captured = tap.features
                     if logits is None:
                         logits = _empty(n, out)  # (N, K)
                     logits[batch.index] = out
@@ -194,7 +195,7 @@ class TeacherCache:
         return cls(tensors["logits"], features).to(resolve_device(device))
 
 
-def _unaugmented(dataset: DistillDataset) -> DistillDataset:
+def unaugmented(dataset: DistillDataset) -> DistillDataset:
     """The same items without random augmentation where that is possible (in-memory data)."""
     if isinstance(dataset, TensorDataset) and dataset.transform is not None:
         return TensorDataset(dataset.inputs, dataset.targets, dataset.info)
@@ -205,27 +206,3 @@ def _empty(n: int, like: Tensor) -> Tensor:
     """An ordinary (non-inference) ``(n, *like.shape[1:])`` tensor to fill row by row."""
     with torch.inference_mode(False):
         return torch.empty((n, *like.shape[1:]), dtype=like.dtype, device=like.device)
-
-
-@contextmanager
-def _capture(model: nn.Module, paths: Sequence[str]) -> Iterator[dict[str, Tensor]]:
-    """Forward hooks that store the outputs of the modules at ``paths`` while the block runs."""
-    modules = dict(model.named_modules())
-    captured: dict[str, Tensor] = {}
-    handles = []
-    for path in paths:
-        if path not in modules:
-            valid = ", ".join(name for name in modules if name) or "(none)"
-            raise ModelError(f"teacher has no module {path!r}; valid paths: {valid}")
-
-        def hook(_module: nn.Module, _inputs: object, output: object, path: str = path) -> None:
-            if not isinstance(output, Tensor):
-                raise ModelError(f"module {path!r} returns {type(output).__name__}, not a tensor")
-            captured[path] = output
-
-        handles.append(modules[path].register_forward_hook(hook))
-    try:
-        yield captured
-    finally:
-        for handle in handles:
-            handle.remove()
