@@ -19,6 +19,7 @@ from tiny_train_parts import (
     TinyNet,
     config,
     make_data,
+    state_close,
     state_equal,
 )
 from torch import nn
@@ -61,8 +62,9 @@ def test_kd_with_cache_equals_kd_with_live_teacher() -> None:
         student = TinyNet(seed=1)
         Trainer(student, KD(), config(epochs=1), progress=False, **kwargs).fit(data)
         students.append(student)
-    assert state_equal(*students)
-    assert not state_equal(students[0], TinyNet(seed=1))  # training moved the weights
+    # the cache groups images into other batches than training does: equal up to rounding
+    assert state_close(*students)
+    assert not state_close(students[0], TinyNet(seed=1))  # training moved the weights
 
 
 def test_live_teacher_is_frozen_eval_and_restored() -> None:
