@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from distillscope.errors import UserError
+from distillscope.errors import RunInterrupted, UserError
 
 DEFAULT_CONFIG = "configs/quickstart.yaml"
 LIST_KINDS = ("models", "losses", "probes", "datasets")
@@ -40,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("overrides", nargs="*", help="dotted overrides key.path=value")
     run.add_argument("--data-root", help="folder holding the dataset (else DISTILLSCOPE_DATA, ...)")
     run.add_argument("--output-dir", help="parent folder of run directories (config: output_dir)")
-    run.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (config: device)")
+    run.add_argument(
+        "--device", help="auto, cpu, cuda, cuda:N or mps (config: device; honoured by --resume)"
+    )
     run.add_argument(
         "--resume", metavar="RUN_DIR", help="continue a killed run from its checkpoints"
     )
@@ -83,7 +85,25 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise UserError(
                 "--resume continues a run from its saved config; drop the config and overrides"
             )
-        rd = resume_experiment(args.resume, data_root=args.data_root)
+        refused = [
+            flag
+            for flag, given in (
+                ("--output-dir", args.output_dir),
+                ("--retrain-teacher", args.retrain_teacher),
+            )
+            if given
+        ]
+        if refused:
+            raise UserError(
+                f"--resume continues the run in its own directory with the teachers it has; "
+                f"drop {' and '.join(refused)} (start a new run to change them)"
+            )
+        rd = resume_experiment(
+            args.resume,
+            data_root=args.data_root,
+            device=args.device,
+            progress=False if args.no_progress else None,
+        )
     else:
         rd = run_experiment(
             config, overrides, data_root=args.data_root, retrain_teacher=args.retrain_teacher
@@ -139,11 +159,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"distillscope: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except RunInterrupted as exc:
         print(
-            "distillscope: interrupted; continue with `distillscope run --resume RUN_DIR`",
+            f"distillscope: interrupted; continue with `distillscope run --resume {exc.run_dir}`",
             file=sys.stderr,
         )
+        return 130
+    except KeyboardInterrupt:
+        print("distillscope: interrupted before the run started; nothing written", file=sys.stderr)
         return 130
 
 

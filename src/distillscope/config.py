@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -247,6 +248,62 @@ class ExperimentConfig(Strict):
 # --------------------------------------------------------------------------- loading
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but a mapping with a repeated key is an error (not last-wins)."""
+
+
+def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -> dict:
+    loader.flatten_mapping(node)  # resolve `<<: *anchor` merges first
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise ConfigError(
+                f"key {key!r} appears twice in one mapping (lines {seen[key] + 1} and "
+                f"{key_node.start_mark.line + 1}); keep one"
+            )
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=True)
+
+
+_StrictLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates
+)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """Parse YAML ``text`` safely: no duplicate keys, no tags that build Python objects.
+
+    Raises:
+        ConfigError: One line naming ``source``, the line and the problem.
+
+    Example:
+        >>> parse_yaml("a: 1\\nb: [2, 3]", "x.yaml")
+        {'a': 1, 'b': [2, 3]}
+        >>> parse_yaml("a: 1\\na: 2", "x.yaml")
+        Traceback (most recent call last):
+        ...
+        distillscope.errors.ConfigError: x.yaml: key 'a' appears twice in one mapping (lines 1 \
+and 2); keep one
+    """
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    except yaml.constructor.ConstructorError as exc:
+        line = getattr(exc.problem_mark, "line", None)
+        where = f" at line {line + 1}" if line is not None else ""
+        tag = " ".join(str(exc.problem or "").split())
+        raise ConfigError(
+            f"{source}{where}: YAML tags are not allowed ({tag}); write plain values "
+            "(numbers, strings, lists, mappings)"
+        ) from None
+    except yaml.YAMLError as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        where = f" at line {line + 1}" if line is not None else ""
+        raise ConfigError(f"{source} is not valid YAML{where}; fix the syntax") from None
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Split ``"a.b=c"`` into (``["a", "b"]``, YAML-parsed ``c``)."""
     if "=" not in text:
@@ -256,7 +313,13 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not all(parts):
         raise ConfigError(f"override {text!r} has an empty key part; use e.g. train.epochs=2")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = yaml.load(raw, Loader=_StrictLoader) if raw.strip() else None  # noqa: S506
+    except ConfigError as exc:
+        raise ConfigError(f"override {text!r}: {exc}") from None
+    except yaml.constructor.ConstructorError:
+        raise ConfigError(
+            f"override {text!r}: YAML tags are not allowed; write a plain value"
+        ) from None
     except yaml.YAMLError:
         value = raw
     return parts, value
@@ -281,15 +344,24 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 
 def _fields_at(loc: tuple[Any, ...]) -> list[str]:
-    """Valid keys of the config model at ``loc`` (for 'unknown key' messages)."""
+    """Valid keys of the config model at ``loc`` (for 'unknown key' messages).
+
+    ``loc`` may pass through mappings of named models (``teachers.<name>.model``): a part that
+    is not a field of a mapping-typed field's model is taken as the mapping's key.
+    """
     model: Any = ExperimentConfig
+    in_mapping = False
     for part in loc:
         if isinstance(part, int) or model is None:
             return []
         field = getattr(model, "model_fields", {}).get(part)
         if field is None:
+            if in_mapping:  # a user's name inside teachers: / students:
+                in_mapping = False
+                continue
             return []
         ann = field.annotation
+        in_mapping = getattr(ann, "__origin__", None) is dict
         model = _model_in(ann)
     return sorted(getattr(model, "model_fields", {}))
 
@@ -348,13 +420,12 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if not p.is_file():
             raise ConfigError(f"config file {str(p)!r} not found; pass an existing YAML file")
         try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            line = getattr(getattr(exc, "problem_mark", None), "line", None)
-            where = f" at line {line + 1}" if line is not None else ""
+            text = p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(
-                f"config file {str(p)!r} is not valid YAML{where}; fix the syntax"
+                f"config file {str(p)!r} cannot be read ({exc}); pass a readable UTF-8 YAML file"
             ) from None
+        raw = parse_yaml(text, f"config file {str(p)!r}") or {}
         if not isinstance(raw, dict):
             raise ConfigError(
                 f"config file {str(p)!r} must hold a mapping of keys at the top level"
@@ -376,7 +447,7 @@ def validate_names(cfg: ExperimentConfig) -> None:
             )
         if ":" not in name:
             try:
-                check_params(registry.get(name), params, f"{registry.kind} {name!r}")
+                check_params(registry.get(name), params, f"{registry.kind} {name!r}", label=name)
             except ConfigError as exc:
                 raise ConfigError(f"config key {key!r}: {exc}") from None
 
@@ -385,6 +456,7 @@ def validate_names(cfg: ExperimentConfig) -> None:
             f"config key 'data.name': unknown dataset {cfg.data.name!r}; valid choices: "
             f"{', '.join(DATASETS.names())}"
         )
+    check(DATASETS, cfg.data.name, cfg.data.params, "data.params")
     for name, spec in cfg.teachers.items():
         check(MODELS, spec.model.name, spec.model.params, f"teachers.{name}.model")
         _check_train(cfg, spec.train, f"teachers.{name}.train")
@@ -399,6 +471,83 @@ def validate_names(cfg: ExperimentConfig) -> None:
             check(LOSSES, term, _without_weight(params), f"students.{name}.loss.{term}")
     for name, params in cfg.probes.items():
         check(PROBES, name, params or {}, f"probes.{name}")
+    _check_names(cfg)
+    _check_built(cfg)
+
+
+#: Names of runs, teachers and students become file and folder names: letters, digits, ``_``,
+#: ``-`` and ``.``, not starting with ``.`` or ``-``, at most 64 characters.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+#: Keys that probe results use beside model names (series x axes, decision-map points).
+RESERVED_NAMES = frozenset({"x", "points"})
+
+
+def check_name(name: object, key: str) -> str:
+    """Return ``name`` if it is a safe run or model name, else raise :class:`ConfigError`.
+
+    Example:
+        >>> check_name("kd_T4.run-1", "students")
+        'kd_T4.run-1'
+        >>> check_name("../x", "name")
+        Traceback (most recent call last):
+        ...
+        distillscope.errors.ConfigError: config key 'name': '../x' is not a valid name; use 1-64 \
+letters, digits, '_', '-' or '.', not starting with '.' or '-'
+    """
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        shown = repr(name) if len(repr(name)) <= 70 else f"{repr(name)[:60]}... ({len(name)} chars)"
+        raise ConfigError(
+            f"config key {key!r}: {shown} is not a valid name; use 1-64 letters, digits, "
+            "'_', '-' or '.', not starting with '.' or '-'"
+        )
+    if name in RESERVED_NAMES:
+        raise ConfigError(
+            f"config key {key!r}: {name!r} is reserved in probe results "
+            f"({', '.join(sorted(RESERVED_NAMES))}); choose another name"
+        )
+    return name
+
+
+def _check_names(cfg: ExperimentConfig) -> None:
+    check_name(cfg.name, "name")
+    for name in cfg.teachers:
+        check_name(name, f"teachers.{name}")
+    for name in cfg.students:
+        check_name(name, f"students.{name}")
+
+
+def _check_built(cfg: ExperimentConfig) -> None:
+    """Build every loss and probe once, so bad values fail at load, before anything runs."""
+    from distillscope.distill import build_loss
+    from distillscope.probes import create_probe
+
+    for name, spec in cfg.teachers.items():
+        key = f"teachers.{name}.loss"
+        loss = _built(lambda spec=spec: build_loss(spec.loss), key)
+        if spec.checkpoint is None and loss.needs_teacher:
+            terms = ", ".join(n for n, t in loss.terms.items() if t.needs_teacher)
+            raise ConfigError(
+                f"config key {key!r}: {terms} needs a teacher, but teachers are trained without "
+                "one; use e.g. ce or label_smoothing"
+            )
+    for name, spec in cfg.students.items():
+        _built(lambda spec=spec: build_loss(spec.loss_spec()), f"students.{name}.loss")
+    defaults = cfg.probe_defaults.model_dump()
+    for name, params in cfg.probes.items():
+        _built(
+            lambda name=name, params=params: create_probe(name, **{**defaults, **(params or {})}),
+            f"probes.{name}",
+        )
+
+
+def _built(make: Any, key: str) -> Any:
+    try:
+        return make()
+    except ConfigError as exc:
+        text = str(exc)
+        raise ConfigError(text if "config key" in text else f"config key {key!r}: {text}") from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"config key {key!r}: {' '.join(str(exc).split())}") from None
 
 
 def _without_weight(params: dict[str, Any]) -> dict[str, Any]:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Strict(BaseModel):
-    """Base of every config model: unknown keys are rejected."""
+    """Base of every config model: unknown keys, NaN and infinity are rejected."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class TrainConfig(Strict):
@@ -44,3 +44,16 @@ class TrainConfig(Strict):
     temperature: float = Field(1.0, gt=0)
     deterministic: bool = False
     max_batches: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _milestones(self) -> TrainConfig:
+        if self.schedule == "multistep":
+            ms = self.milestones
+            if not ms:
+                raise ValueError(
+                    "schedule 'multistep' needs milestones (epochs at which lr *= gamma), "
+                    "e.g. milestones: [30, 60]"
+                )
+            if any(m < 1 for m in ms) or list(ms) != sorted(set(ms)):
+                raise ValueError(f"milestones {ms} must be increasing epochs >= 1")
+        return self

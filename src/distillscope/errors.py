@@ -30,3 +30,15 @@ class CheckpointError(UserError):
 
 class TrainingError(UserError):
     """Training diverged (NaN or inf loss) or cannot continue."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; carries the run directory so the CLI can say how to resume.
+
+    Args:
+        run_dir: The run directory that holds the checkpoints.
+    """
+
+    def __init__(self, run_dir: str) -> None:
+        super().__init__(run_dir)
+        self.run_dir = run_dir

@@ -9,7 +9,6 @@ the report reads ``results.json`` only.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import sys
@@ -31,7 +30,8 @@ from distillscope.config import (
 from distillscope.data import load_dataset
 from distillscope.data.base import DistillDataset
 from distillscope.distill import build_loss
-from distillscope.errors import ConfigError
+from distillscope.errors import ConfigError, DataError, RunInterrupted
+from distillscope.files import clean_stale_temporaries, read_jsonl
 from distillscope.models import create_model
 from distillscope.models.forward import count_parameters
 from distillscope.models.taps import FeatureTap
@@ -39,7 +39,12 @@ from distillscope.probes import create_probe
 from distillscope.probes.base import ProbeData, Roles
 from distillscope.registry import MODELS, accepted_params
 from distillscope.rundir import RunDir
-from distillscope.teacher_store import STORE_VERSION, TeacherStore, default_store_root
+from distillscope.teacher_store import (
+    STORE_VERSION,
+    TeacherStore,
+    check_writable_dir,
+    default_store_root,
+)
 from distillscope.train.checkpoint import load_model_weights, save_model
 from distillscope.train.seeding import resolve_device, seed_everything
 from distillscope.train.teacher_cache import TeacherCache, cache_allowed
@@ -78,29 +83,42 @@ class Member:
 
 
 def load_splits(cfg: ExperimentConfig, data_root: str | None = None) -> Splits:
-    """The training and held-out splits the config asks for."""
+    """The training and held-out splits the config asks for (neither may be empty).
+
+    Raises:
+        ConfigError: A dataset parameter the dataset rejects, or an empty split.
+        DataError: The data cannot be found or read.
+    """
     d = cfg.data
     root = data_root or d.root
-    train = load_dataset(
-        d.name,
-        "train",
-        root=root,
-        per_class=d.train_per_class,
-        fraction=d.train_fraction,
-        seed=d.seed,
-        **d.params,
-    )
     test_params = {k: v for k, v in d.params.items() if k != "augment"}
-    test = load_dataset(
-        d.name,
-        "test",
-        root=root,
-        per_class=d.test_per_class,
-        fraction=d.test_fraction,
-        seed=d.seed,
-        **test_params,
-    )
-    return Splits(train, test)
+    splits = {}
+    for split, params, per_class, fraction in (
+        ("train", d.params, d.train_per_class, d.train_fraction),
+        ("test", test_params, d.test_per_class, d.test_fraction),
+    ):
+        try:
+            data = load_dataset(
+                d.name,
+                split,
+                root=root,
+                per_class=per_class,
+                fraction=fraction,
+                seed=d.seed,
+                **params,
+            )
+        except (TypeError, ValueError) as exc:  # a value the dataset's own code rejects
+            raise ConfigError(
+                f"config key 'data.params': {d.name} rejects {params}: "
+                f"{' '.join(str(exc).split())[:200]}; fix the value"
+            ) from None
+        if len(data) == 0:
+            raise ConfigError(
+                f"the {split} split of {d.name} is empty (data: {d.model_dump(exclude={'params'})})"
+                "; check the data folder and the subset keys"
+            )
+        splits[split] = data
+    return Splits(splits["train"], splits["test"])
 
 
 def build_model(spec: ModelSpec, data: DistillDataset) -> nn.Module:
@@ -123,8 +141,13 @@ def build_model(spec: ModelSpec, data: DistillDataset) -> nn.Module:
     return create_model(spec.name, **params)
 
 
-def teacher_key(cfg: ExperimentConfig, member: Member) -> str:
-    """Key of everything that determines a trained teacher's weights."""
+def teacher_key(cfg: ExperimentConfig, member: Member, fingerprint: str) -> str:
+    """Key of everything that determines a trained teacher's weights.
+
+    ``fingerprint`` is the training split's :meth:`~distillscope.data.base.DistillDataset.
+    fingerprint`: the same config pointed at other files (other labels, other images) gets
+    another key, so a stored teacher is never reused for data it was not trained on.
+    """
     d = cfg.data
     return config_hash(
         {
@@ -138,6 +161,7 @@ def teacher_key(cfg: ExperimentConfig, member: Member) -> str:
                 "train_per_class": d.train_per_class,
                 "train_fraction": d.train_fraction,
                 "seed": d.seed,
+                "fingerprint": fingerprint,
             },
             "seed": cfg.seed,
             "torch": torch.__version__.split("+")[0],
@@ -182,6 +206,16 @@ def plan_members(cfg: ExperimentConfig, splits: Splits) -> dict[str, Member]:
     return members
 
 
+#: History fields that differ between identical runs (wall times); kept out of model files so
+#: identical runs write byte-identical files.
+VOLATILE_FIELDS = ("time",)
+
+
+def stable(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``history`` without :data:`VOLATILE_FIELDS`."""
+    return [{k: v for k, v in row.items() if k not in VOLATILE_FIELDS} for row in history]
+
+
 def roles_of(members: dict[str, Member]) -> Roles:
     return Roles(
         teachers=[m.name for m in members.values() if m.role == "teacher"],
@@ -220,6 +254,15 @@ class Experiment:
         self.device = resolve_device(cfg.device)
 
     def run(self) -> RunDir:
+        """Validate everything, then create the run directory and run; return it.
+
+        Every check that can fail on user input (config, data, models, losses, probes, output
+        folder and teacher store writable) runs before the first byte is written.
+
+        Raises:
+            UserError: Bad input (nothing written when found before the run starts).
+            RunInterrupted: Ctrl-C during the run (carries the run directory to resume).
+        """
         cfg = self.cfg
         start = time.time()
         if cfg.threads is not None:
@@ -227,10 +270,45 @@ class Experiment:
         seed_everything(cfg.seed)
         splits = load_splits(cfg, self.data_root)
         members = plan_members(cfg, splits)
+        self.fingerprint = splits.train.fingerprint()
+        self.store = TeacherStore(default_store_root(cfg.teacher_store))
+        self._check_store(members)
         if self.run_dir is None:
+            check_writable_dir(
+                Path(cfg.output_dir), "output_dir", "pass --output-dir naming a writable folder"
+            )
             self.run_dir = RunDir.create(cfg.output_dir, cfg.name)
             self.run_dir.write_config(dump_config(cfg))
+        else:
+            for stale in clean_stale_temporaries(self.run_dir.path):
+                log.info("removed %s (left by a kill during a write)", stale)
         rd = self.run_dir
+        try:
+            return self._run(members, splits, start)
+        except KeyboardInterrupt:
+            raise RunInterrupted(str(rd.path)) from None
+        except DataError as exc:
+            raise DataError(
+                f"{exc}; the run so far is in {rd.path}: continue it with "
+                f"`distillscope run --resume {rd.path}`"
+            ) from None
+
+    def _check_store(self, members: dict[str, Member]) -> None:
+        """Fail now if a teacher will be trained and the store cannot take it."""
+        for m in members.values():
+            if m.role != "teacher" or m.checkpoint is not None:
+                continue
+            if self.resume and self.run_dir is not None and self.run_dir.model(m.name).is_file():
+                continue
+            entry = self.store.entry(m.spec.name, teacher_key(self.cfg, m, self.fingerprint))
+            if self.retrain_teacher or not (entry / "model.safetensors").is_file():
+                self.store.check_writable()
+                return
+
+    def _run(self, members: dict[str, Member], splits: Splits, start: float) -> RunDir:
+        cfg = self.cfg
+        rd = self.run_dir
+        assert rd is not None
         say(f"run directory {rd}")
         say(
             f"data {cfg.data.name}: {len(splits.train)} train / {len(splits.test)} held-out, "
@@ -268,24 +346,38 @@ class Experiment:
             m.reused = bool(meta.get("reused", False))
             m.history = list(meta.get("history") or self._history_from_metrics(m.name))
             return
-        key = teacher_key(self.cfg, m)
-        store = TeacherStore(default_store_root(self.cfg.teacher_store))
+        key = teacher_key(self.cfg, m, self.fingerprint)
+        store = self.store
         entry = store.entry(m.spec.name, key)
         if not self.retrain_teacher:
-            history, why = store.load(entry, m.model)
+            history, why = store.load(entry, m.model, key)
             if history is not None:
                 m.history, m.reused = history, True
-                say(f"teacher {m.name}: reusing stored teacher {entry.name}")
-            elif why != "not stored":
                 say(
-                    f"teacher {m.name}: stored teacher {entry.name} is unusable ({why}); retraining"
+                    f"teacher {m.name}: reusing stored teacher {entry} (same architecture, "
+                    f"training settings, loss and seed; training data fingerprint "
+                    f"{self.fingerprint} over {len(splits.train)} images; checksum verified)"
                 )
+            elif why != "not stored":
+                say(f"teacher {m.name}: stored teacher {entry} is unusable ({why}); retraining")
         if not m.reused:
             say(f"teacher {m.name}: training {m.spec.name} for {m.train.epochs} epochs")
             m.history = self._fit(m, None, None, splits)
-            store.save(entry, m.model, {"key": key, "model": m.spec.model_dump()}, m.history)
+            matches = {
+                "model": m.spec.model_dump(mode="json"),
+                "data": self.cfg.data.name,
+                "n_train": len(splits.train),
+                "fingerprint": self.fingerprint,
+                "seed": self.cfg.seed,
+            }
+            try:
+                store.save(entry, m.model, {"key": key, "matches": matches}, m.history)
+            except OSError as exc:  # checked up front; a full disk or a race can still fail
+                say(f"teacher {m.name}: could not store it ({exc.strerror}); the run goes on")
         save_model(
-            out, m.model, {"name": m.name, "key": key, "reused": m.reused, "history": m.history}
+            out,
+            m.model,
+            {"name": m.name, "key": key, "reused": m.reused, "history": stable(m.history)},
         )
 
     # ------------------------------------------------------------------ students
@@ -362,12 +454,17 @@ class Experiment:
                     tap.remove()
 
     def _history_from_metrics(self, name: str) -> list[dict[str, Any]]:
+        """The per-epoch rows of ``name`` in ``metrics.jsonl`` (lines cut by a kill skipped)."""
         rd = self.run_dir
         assert rd is not None
         if not rd.metrics.is_file():
             return []
-        rows = [json.loads(line) for line in rd.metrics.read_text().splitlines() if line.strip()]
-        by_epoch = {r["epoch"]: r for r in rows if r.get("model") == name}
+        rows = read_jsonl(rd.metrics)
+        by_epoch = {
+            r["epoch"]: r
+            for r in rows
+            if r.get("model") == name and isinstance(r.get("epoch"), int)
+        }
         return [by_epoch[e] for e in sorted(by_epoch)]
 
     # ------------------------------------------------------------------ probes
@@ -466,15 +563,35 @@ def run_experiment(
     ).run()
 
 
-def resume_experiment(run_dir: str | Path, *, data_root: str | None = None) -> RunDir:
-    """Continue a killed run from its saved config and checkpoints."""
+def resume_experiment(
+    run_dir: str | Path,
+    *,
+    data_root: str | None = None,
+    device: str | None = None,
+    progress: bool | None = None,
+) -> RunDir:
+    """Continue a killed run from its saved config and checkpoints.
+
+    Args:
+        run_dir: The run directory printed by ``distillscope run``.
+        data_root: Folder holding the dataset, if it moved.
+        device: Continue on this device instead of the saved one (results may differ in the
+            last bits between devices).
+        progress: Show progress bars (default: as saved).
+    """
     rd = RunDir(Path(run_dir))
     if not rd.config.is_file():
         raise ConfigError(
             f"{str(rd.path)!r} is not a run directory (no config.yaml); pass the directory "
             "printed by `distillscope run`"
         )
-    cfg = load_config(rd.config)
+    overrides = []
+    if device is not None:
+        overrides.append(f"device={device}")
+        say(f"resuming on device {device} (saved config: see {rd.config})")
+    if progress is not None:
+        overrides.append(f"progress={str(progress).lower()}")
+    cfg = load_config(rd.config, overrides)
     return Experiment(cfg, data_root=data_root, run_dir=rd).run()
 
 

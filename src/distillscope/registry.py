@@ -78,7 +78,7 @@ class Registry:
                 )
             return self._prefixes[prefix](rest, **params)
         fn = self.get(name)
-        check_params(fn, params, f"{self.kind} {name!r}")
+        check_params(fn, params, f"{self.kind} {name!r}", label=name)
         return fn(**params)
 
     def names(self) -> list[str]:
@@ -103,17 +103,118 @@ def accepted_params(fn: Callable[..., Any]) -> set[str] | None:
     return names
 
 
-def check_params(fn: Callable[..., Any], params: dict[str, Any], what: str) -> None:
-    """Raise :class:`ConfigError` naming any key of ``params`` that ``fn`` does not accept."""
+def check_params(
+    fn: Callable[..., Any], params: dict[str, Any], what: str, label: str | None = None
+) -> None:
+    """Raise :class:`ConfigError` naming any key of ``params`` that ``fn`` does not accept, or
+    any value that does not fit the parameter's annotation (see :func:`check_param_types`)."""
     valid = accepted_params(fn)
-    if valid is None:
-        return
-    unknown = sorted(set(params) - valid)
-    if unknown:
+    if valid is not None:
+        unknown = sorted(set(params) - valid)
+        if unknown:
+            raise ConfigError(
+                f"unknown parameter {unknown[0]!r} for {what}; valid parameters: "
+                f"{', '.join(sorted(valid)) or '(none)'}"
+            )
+    check_param_types(fn, params, label or what)
+
+
+def check_param_types(fn: Callable[..., Any], params: dict[str, Any], label: str) -> None:
+    """Check each value of ``params`` against ``fn``'s annotation of that parameter.
+
+    Strict: no strings for numbers, no bools for integers, no NaN or infinity for floats; a YAML
+    list is accepted where a tuple is annotated. Parameters without a usable annotation (or with
+    one that is not plain data, such as a tensor) are left to the factory's own checks.
+
+    Raises:
+        ConfigError: One line naming the parameter, the value and the expected type.
+
+    Example:
+        >>> def toy(noise: float = 0.4, steps: int = 10) -> None: ...
+        >>> check_param_types(toy, {"noise": 0.1, "steps": 3}, "toy")
+        >>> check_param_types(toy, {"noise": "abc"}, "toy")
+        Traceback (most recent call last):
+        ...
+        distillscope.errors.ConfigError: toy.noise='abc' is invalid: input should be a valid \
+number (expected float)
+    """
+    from pydantic import ValidationError
+
+    hints = _annotations(fn)
+    for key, value in params.items():
+        adapter = _adapter(hints.get(key))
+        if adapter is None:
+            continue
+        try:
+            adapter.validate_python(value, strict=True)
+            continue
+        except ValidationError as exc:
+            error = exc
+        try:
+            adapter.validate_python(_lists_to_tuples(value), strict=True)
+            continue
+        except ValidationError:
+            pass
+        msg = error.errors()[0]["msg"]
         raise ConfigError(
-            f"unknown parameter {unknown[0]!r} for {what}; valid parameters: "
-            f"{', '.join(sorted(valid)) or '(none)'}"
+            f"{label}.{key}={value!r} is invalid: {msg[:1].lower()}{msg[1:]} "
+            f"(expected {_type_name(hints.get(key))})"
         )
+
+
+def _type_name(ann: Any) -> str:
+    """``float``, ``Sequence[str]``, ``int | None``: an annotation as a user reads it."""
+    if isinstance(ann, type) and not getattr(ann, "__args__", None):
+        return ann.__name__
+    return str(ann).replace("collections.abc.", "").replace("typing.", "")
+
+
+def _annotations(fn: Callable[..., Any]) -> dict[str, Any]:
+    """Parameter annotations of ``fn`` (or its ``__init__``), evaluated where possible."""
+    target = fn.__init__ if inspect.isclass(fn) else fn
+    raw = dict(getattr(target, "__annotations__", {}) or {})
+    namespace = dict(getattr(target, "__globals__", {}))
+    out: dict[str, Any] = {}
+    for name, ann in raw.items():
+        if name == "return":
+            continue
+        if isinstance(ann, str):
+            try:
+                ann = eval(ann, namespace)  # noqa: S307 - annotations of our own code
+            except Exception:
+                continue
+        out[name] = ann
+    return out
+
+
+_ADAPTERS: dict[Any, Any] = {}
+
+
+def _adapter(ann: Any) -> Any:
+    """A cached pydantic ``TypeAdapter`` for ``ann`` (finite floats), or ``None``."""
+    if ann is None or ann is Any:
+        return None
+    try:
+        if ann in _ADAPTERS:
+            return _ADAPTERS[ann]
+    except TypeError:  # unhashable annotation
+        return None
+    from pydantic import ConfigDict, TypeAdapter
+
+    try:
+        adapter: Any = TypeAdapter(ann, config=ConfigDict(allow_inf_nan=False))
+    except Exception:  # not plain data (tensors, modules, callables): the factory checks it
+        adapter = None
+    _ADAPTERS[ann] = adapter
+    return adapter
+
+
+def _lists_to_tuples(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_lists_to_tuples(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _lists_to_tuples(v) for k, v in value.items()}
+    return value
 
 
 MODELS = Registry("model")

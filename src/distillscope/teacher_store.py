@@ -1,26 +1,33 @@
 """Trained teachers kept across runs, by a key of everything that determines their weights.
 
-A later run that asks for the same teacher (same architecture, training settings, loss, data and
-seed) loads it instead of training it again; ``--retrain-teacher`` forces a new one. An entry is
-a folder ``<arch>-<key>/`` holding ``model.safetensors`` and ``meta.json`` (the key, the model
-spec and the training history shown in reports). A damaged entry is retrained, never fatal.
+A later run that asks for the same teacher (same architecture, training settings, loss, seed and
+*data actually loaded*, by the dataset's fingerprint) loads it instead of training it again;
+``--retrain-teacher`` forces a new one. An entry is a folder ``<arch>-<key>/`` holding
+``model.safetensors`` and ``meta.json``: the key, what went into it (shown when the entry is
+reused), the SHA-256 of the model file, and the training history shown in reports.
+
+An entry is reused only when its ``meta.json`` has the expected shape, names the same key, and
+the model file's checksum matches; anything else (a damaged, truncated or edited entry) is
+reported in one line and the teacher is retrained, never fatal and never used silently.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from distillscope.errors import CheckpointError
-from distillscope.rundir import atomic_write_text
+from distillscope.errors import CheckpointError, ConfigError
+from distillscope.files import atomic_write_text, file_digest
 from distillscope.train.checkpoint import load_model_weights, save_model
 
-#: Bump when training code changes what a stored teacher means.
-STORE_VERSION = 1
+#: Bump when training code changes what a stored teacher means (2: data fingerprint, checksum).
+STORE_VERSION = 2
 
 
 def default_store_root(configured: str | None = None) -> Path:
@@ -31,6 +38,27 @@ def default_store_root(configured: str | None = None) -> Path:
     base = os.environ.get("DISTILLSCOPE_CACHE")
     root = Path(base).expanduser() if base else Path.home() / ".cache" / "distillscope"
     return root / "teachers"
+
+
+def check_writable_dir(path: Path, what: str, fix: str) -> None:
+    """Raise :class:`ConfigError` unless ``path`` is (or can be created as) a writable folder.
+
+    Nothing is created: the nearest existing ancestor is checked instead.
+
+    Args:
+        path: The folder that will be written to.
+        what: What the folder is, for the message (e.g. ``"teacher store"``).
+        fix: How to fix it, for the message.
+    """
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise ConfigError(f"{what} {str(path)!r}: {str(probe)!r} is a file, not a folder; {fix}")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {str(path)!r} is not writable; {fix}")
 
 
 class TeacherStore:
@@ -44,29 +72,88 @@ class TeacherStore:
         self.root = root
 
     def entry(self, arch: str, key: str) -> Path:
-        return self.root / f"{arch.replace(':', '_')}-{key}"
+        """The entry folder of architecture ``arch`` under ``key`` (a name safe for any path)."""
+        return self.root / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', arch).lstrip('.-')}-{key}"
 
-    def load(self, entry: Path, model: nn.Module) -> tuple[list[dict[str, Any]] | None, str]:
+    def check_writable(self) -> None:
+        """Raise :class:`ConfigError` if a new entry could not be saved (checked up front)."""
+        check_writable_dir(
+            self.root,
+            "teacher store",
+            "set teacher_store=DIR or DISTILLSCOPE_CACHE to a writable folder",
+        )
+
+    def load(
+        self, entry: Path, model: nn.Module, key: str | None = None
+    ) -> tuple[list[dict[str, Any]] | None, str]:
         """Load ``entry`` into ``model``: ``(history, "")``, or ``(None, why)`` when unusable.
+
+        Args:
+            entry: The entry folder.
+            model: Receives the weights.
+            key: The key the caller expects; an entry stored under another key is unusable.
 
         On failure the model keeps its initial weights, so retraining starts where a fresh run
         would.
         """
-        if not (entry / "model.safetensors").is_file():
+        weights = entry / "model.safetensors"
+        if not weights.is_file():
             return None, "not stored"
+        try:
+            meta = read_meta(entry / "meta.json")
+        except (OSError, ValueError) as exc:
+            return None, f"meta.json unusable: {' '.join(str(exc).split())[:160]}"
+        if key is not None and meta["key"] != key:
+            return None, f"meta.json names key {meta['key']!r}, not {key!r}"
+        try:
+            digest = file_digest(weights)
+        except OSError as exc:
+            return None, f"model file unreadable ({exc.strerror})"
+        if digest != meta["sha256"]:
+            return None, "model file checksum mismatch (the file changed after it was stored)"
         initial = {k: v.clone() for k, v in model.state_dict().items()}
         try:
-            load_model_weights(entry / "model.safetensors", model)
-            meta = json.loads((entry / "meta.json").read_text())
+            load_model_weights(weights, model)
         except (CheckpointError, OSError, ValueError) as exc:
             model.load_state_dict(initial)
             return None, str(exc)
-        return list(meta.get("history", [])), ""
+        return list(meta["history"]), ""
+
+    def describe(self, entry: Path) -> dict[str, Any]:
+        """What went into the entry's key (``meta.json``'s ``matches``), or ``{}``."""
+        try:
+            return dict(read_meta(entry / "meta.json").get("matches") or {})
+        except (OSError, ValueError):
+            return {}
 
     def save(
         self, entry: Path, model: nn.Module, meta: dict[str, Any], history: list[dict[str, Any]]
     ) -> None:
-        """Store ``model`` (atomically) with its ``meta`` and training ``history``."""
+        """Store ``model`` (atomically) with its ``meta``, checksum and training ``history``."""
         entry.mkdir(parents=True, exist_ok=True)
-        save_model(entry / "model.safetensors", model, {"key": meta.get("key", "")})
-        atomic_write_text(entry / "meta.json", json.dumps({**meta, "history": history}))
+        weights = entry / "model.safetensors"
+        save_model(weights, model, {"key": meta.get("key", "")})
+        record = {**meta, "sha256": file_digest(weights), "history": history}
+        atomic_write_text(entry / "meta.json", json.dumps(record, indent=1, sort_keys=True))
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """Read an entry's ``meta.json`` and check its shape.
+
+    Raises:
+        OSError: The file cannot be read.
+        ValueError: Not JSON, or not an object with ``key`` (str), ``sha256`` (64 hex digits)
+            and ``history`` (a list of objects).
+    """
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(meta, Mapping):
+        raise ValueError(f"expected a JSON object, got {type(meta).__name__}")
+    if not isinstance(meta.get("key"), str):
+        raise ValueError("'key' is missing or not a string")
+    sha = meta.get("sha256")
+    if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha):
+        raise ValueError("'sha256' is missing or not a SHA-256 hex digest")
+    history = meta.get("history")
+    if not isinstance(history, list) or not all(isinstance(r, Mapping) for r in history):
+        raise ValueError("'history' is not a list of objects")
+    return dict(meta)

@@ -54,12 +54,13 @@ def member(cfg, name="teacher") -> Member:
 def test_teacher_key_follows_what_makes_the_weights():
     base = {"teacher": {"model": {"name": "mlp_full"}}, "data": {"name": "toy2d-ring"}}
     cfg = load_config_dict(base)
-    key = teacher_key(cfg, member(cfg))
+    key = teacher_key(cfg, member(cfg), "f1")
     same = load_config_dict({**base, "students": {"kd": {"temperature": 9}}, "name": "other"})
-    assert teacher_key(same, member(same)) == key  # students and run name do not matter
+    assert teacher_key(same, member(same), "f1") == key  # students and run name do not matter
     for override in ("train.lr=0.2", "seed=5", "data.train_per_class=10", "teacher.train.epochs=9"):
         changed = load_config_dict(base, [override])
-        assert teacher_key(changed, member(changed)) != key, override
+        assert teacher_key(changed, member(changed), "f1") != key, override
+    assert teacher_key(cfg, member(cfg), "f2") != key  # other data behind the same config
 
 
 def test_cache_mode_accepts_booleans():

@@ -107,7 +107,7 @@ def test_pseudo_soft_targets_mostly_peak_at_the_label() -> None:
         ("pseudo_soft", {"variance": -0.2}, r"pseudo_soft\.variance=-0\.2 .*\[0, inf\)"),
         ("pseudo_soft", {"temperature": 0.0}, r"pseudo_soft\.temperature=0\.0 .*\(0, inf\)"),
         ("pseudo_soft", {"seed": -1}, r"pseudo_soft\.seed=-1 is out of range"),
-        ("pseudo_soft", {"seed": 1.5}, r"pseudo_soft\.seed=1\.5 is out of range"),
+        ("pseudo_soft", {"seed": 1.5}, r"pseudo_soft\.seed=1\.5 is invalid"),
         ("ce", {"alpha": 0.1}, r"unknown parameter 'alpha' for loss 'ce'; valid parameters: "),
     ],
 )

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from distillscope import run_experiment
 from distillscope.cli import main
-from distillscope.experiment import resume_experiment
+from distillscope.experiment import resume_experiment, stable
 from distillscope.train import trainer as trainer_module
 
 pytestmark = pytest.mark.integration
@@ -155,7 +155,8 @@ def test_killed_run_resumes_to_identical_weights(tmp_path, monkeypatch):
     assert ra["probes"]["accuracy"]["values"] == rb["probes"]["accuracy"]["values"]
     # the killed run reused the stored teacher; the resumed report still shows its curve
     assert rb["models"]["teacher"]["reused"] is True
-    assert rb["training"]["teacher"] == ra["training"]["teacher"]
+    # (wall times are kept out of model files, so that identical runs give identical files)
+    assert rb["training"]["teacher"] == stable(ra["training"]["teacher"])
     assert [r["epoch"] for r in rb["training"]["kd"]] == [1, 2, 3]
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from distillscope.report import html as html_module
+import distillscope.files as files_module
 from distillscope.report import render_html, render_report
 from distillscope.report.descriptions import GENERIC, PAPERS
 from distillscope.report.tables import format_value
@@ -179,7 +179,7 @@ def test_failed_write_keeps_the_old_report_and_leaves_no_temp_file(tmp_path, mon
     def fail(src: str, dst: str) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(html_module.os, "replace", fail)
+    monkeypatch.setattr(files_module.os, "replace", fail)
     with pytest.raises(OSError, match="disk full"):
         render_report(tmp_path)
     assert (tmp_path / "report.html").read_text() == "old"

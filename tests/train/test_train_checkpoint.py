@@ -45,11 +45,23 @@ def test_failed_write_keeps_the_previous_file(tmp_path: Path, monkeypatch) -> No
     path = tmp_path / "x.safetensors"
     save_checkpoint(path, {"w": torch.ones(2)}, {"v": 1})
 
-    def broken_save(tensors, filename, metadata=None) -> None:
-        Path(filename).write_bytes(b"partial")
-        raise OSError("disk full")
+    real_fdopen = ckpt.os.fdopen
 
-    monkeypatch.setattr(ckpt, "save_file", broken_save)
+    class BrokenFile:
+        def __init__(self, fd: int, mode: str) -> None:
+            self.f = real_fdopen(fd, mode)
+
+        def __enter__(self) -> BrokenFile:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.f.close()
+
+        def write(self, data: bytes) -> None:
+            self.f.write(data[:7])  # a partial write, then the disk is full
+            raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt.os, "fdopen", BrokenFile)
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint(path, {"w": torch.zeros(2)}, {"v": 2})
     tensors, meta = load_checkpoint(path)

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from pydantic import ValidationError
 from tiny_train_parts import config
 
 from distillscope.errors import ConfigError
@@ -54,8 +55,14 @@ def test_constant_with_warmup() -> None:
 
 
 def test_multistep_without_milestones_is_a_config_error() -> None:
+    with pytest.raises(ValidationError, match="needs milestones"):
+        config(schedule="multistep")  # rejected by the config, before any run starts
+    with pytest.raises(ValidationError, match="increasing epochs"):
+        config(schedule="multistep", milestones=[3, 2])
+    cfg = config(schedule="multistep", milestones=[2])
+    cfg.__dict__["milestones"] = []  # a config built around validation is still refused
     with pytest.raises(ConfigError, match="milestones"):
-        lr_factor(config(schedule="multistep"), 5)
+        lr_factor(cfg, 5)
 
 
 def test_scheduler_state_is_plain_numbers() -> None:

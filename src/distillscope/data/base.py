@@ -9,8 +9,10 @@ through a ``torch.utils.data.DataLoader``.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -60,6 +62,21 @@ class DistillDataset(Dataset):
         """All targets as a ``(N,)`` long tensor."""
         raise NotImplementedError
 
+    def fingerprint(self) -> str:
+        """A short hex digest of the data actually loaded (teacher-store keys).
+
+        Covers the metadata, every target and the inputs of up to :data:`FINGERPRINT_SAMPLES`
+        evenly spaced items, so the same config pointed at other files (other labels, other
+        images) gives another fingerprint. Cheap: a few hundred items at most are read.
+        """
+        h = fingerprint_start(self.info, self.targets_tensor())
+        for i in fingerprint_indices(len(self)):
+            self._hash_item(h, i)
+        return h.hexdigest()[:16]
+
+    def _hash_item(self, h: Any, i: int) -> None:
+        h.update(_tensor_bytes(self[i][0]))
+
 
 class TensorDataset(DistillDataset):
     """An in-memory dataset.
@@ -99,10 +116,34 @@ class TensorDataset(DistillDataset):
     def targets_tensor(self) -> Tensor:
         return self.targets
 
+    def _hash_item(self, h: Any, i: int) -> None:
+        h.update(_tensor_bytes(self.inputs[i]))  # un-augmented
+
     def subset(self, indices: Sequence[int] | Tensor) -> TensorDataset:
         """A new dataset holding ``indices`` (re-indexed from 0)."""
         idx = torch.as_tensor(indices, dtype=torch.long)
         return TensorDataset(self.inputs[idx], self.targets[idx], self.info, self.transform)
+
+
+#: Items whose inputs enter a dataset's fingerprint (evenly spaced over the dataset).
+FINGERPRINT_SAMPLES = 256
+
+
+def fingerprint_indices(n: int) -> list[int]:
+    if n <= FINGERPRINT_SAMPLES:
+        return list(range(n))
+    return torch.linspace(0, n - 1, FINGERPRINT_SAMPLES).round().long().tolist()
+
+
+def _tensor_bytes(x: Tensor) -> bytes:
+    return x.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
+
+
+def fingerprint_start(info: DatasetInfo, targets: Tensor) -> Any:
+    h = hashlib.sha256(repr(sorted(asdict(info).items())).encode())
+    h.update(str(len(targets)).encode())
+    h.update(targets.to("cpu", torch.int64).contiguous().numpy().tobytes())
+    return h
 
 
 def iter_batches(

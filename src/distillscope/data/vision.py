@@ -16,7 +16,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from distillscope.data.base import DatasetInfo, DistillDataset, TensorDataset
+from distillscope.data.base import (
+    DatasetInfo,
+    DistillDataset,
+    TensorDataset,
+    fingerprint_indices,
+    fingerprint_start,
+)
 from distillscope.data.subsets import check_split
 from distillscope.errors import ConfigError, DataError
 from distillscope.registry import register_dataset
@@ -178,10 +184,37 @@ class ImageFolderDataset(DistillDataset):
         from torchvision.datasets.folder import default_loader
 
         path, target = self.samples[i]
-        return self.transform(default_loader(path)), target, i
+        try:
+            image = default_loader(path)
+        except (OSError, ValueError) as exc:  # PIL: unreadable, truncated or not an image
+            raise DataError(
+                f"image {path} cannot be read ({' '.join(str(exc).split())[:120]}); replace or "
+                "remove it (a run stopped by it continues with `distillscope run --resume RUN_DIR`)"
+            ) from None
+        return self.transform(image), target, i
 
     def targets_tensor(self) -> Tensor:
         return torch.tensor([t for _, t in self.samples], dtype=torch.long)
+
+    def fingerprint(self) -> str:
+        """Metadata, targets, every file name, and the bytes of a sample of the files."""
+        h = fingerprint_start(self.info, self.targets_tensor())
+        for path, _ in self.samples:
+            h.update(os.path.basename(path).encode())
+        for i in fingerprint_indices(len(self)):
+            self._hash_item(h, i)
+        return h.hexdigest()[:16]
+
+    def _hash_item(self, h: Any, i: int) -> None:
+        # the file's bytes and name: cheaper than decoding, and any change to either shows
+        path = Path(self.samples[i][0])
+        h.update(path.name.encode())
+        try:
+            h.update(path.read_bytes())
+        except OSError as exc:
+            raise DataError(
+                f"image {path} cannot be read ({exc.strerror}); replace or remove it"
+            ) from None
 
     def subset(self, indices: Sequence[int] | Tensor) -> ImageFolderDataset:
         """A new dataset holding ``indices`` (re-indexed from 0)."""

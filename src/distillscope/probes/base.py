@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 from torch import nn
 
+from distillscope.checks import check_int
 from distillscope.data.base import DatasetInfo, DistillDataset
 
 
@@ -97,11 +98,9 @@ class Probe:
     progress: bool = False
 
     def __init__(self, batch_size: int = 256, max_samples: int = 1000, seed: int = 0) -> None:
-        if batch_size < 1 or max_samples < 1:
-            raise ValueError("batch_size and max_samples must be positive")
-        self.batch_size = batch_size
-        self.max_samples = max_samples
-        self.seed = seed
+        self.batch_size = check_int(f"{self.name}.batch_size", batch_size)
+        self.max_samples = check_int(f"{self.name}.max_samples", max_samples)
+        self.seed = check_int(f"{self.name}.seed", seed, minimum=0)
 
     def base_params(self) -> dict[str, Any]:
         return {"batch_size": self.batch_size, "max_samples": self.max_samples, "seed": self.seed}

@@ -6,14 +6,13 @@ links to nothing outside itself. Rendering is deterministic: the same results gi
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Mapping
 from html import escape
 from pathlib import Path
 from typing import Any
 
+from distillscope.files import atomic_write_text
 from distillscope.report.plots import Palette
 from distillscope.report.results import SCHEMA_VERSION, check_results, load_results
 from distillscope.report.sections import header, models_section, probe_section, training_section
@@ -37,7 +36,7 @@ def render_report(run_dir: Path | str) -> Path:
     run_dir = Path(run_dir)
     page = render_html(load_results(run_dir))
     target = run_dir / REPORT_FILE
-    _write_atomic(target, page)
+    atomic_write_text(target, page)
     return target
 
 
@@ -81,21 +80,6 @@ def render_html(results: Mapping[str, Any]) -> str:
             "",
         ]
     )
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then move it over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _anchors(names: list[str]) -> dict[str, str]:

@@ -23,16 +23,18 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import Tensor, nn
 
 from distillscope.errors import CheckpointError
+from distillscope.files import file_mode
 
 _META_KEY = "distillscope"
 
@@ -55,18 +57,43 @@ def save_checkpoint(path: str | Path, tensors: dict[str, Tensor], meta: dict[str
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    metadata = {_META_KEY: json.dumps(meta), "format": "pt"}
+    metadata = {_META_KEY: json.dumps(meta, sort_keys=True), "format": "pt"}
+    blob = canonical_safetensors(save(_storable(tensors), metadata=metadata))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     try:
-        save_file(_storable(tensors), tmp, metadata=metadata)
-        with open(tmp, "rb+") as f:
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+            f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     _fsync_dir(path.parent)
+
+
+def canonical_safetensors(blob: bytes) -> bytes:
+    """``blob`` with its JSON header's keys sorted (metadata and tensor entries).
+
+    safetensors writes the header from hash maps, so two saves of the same tensors and metadata
+    can order the header differently; sorting makes identical content give identical bytes.
+    The header keeps its length (padded with spaces, as the format allows), so the data
+    offsets stay valid.
+
+    Example:
+        >>> import torch
+        >>> a = save({"w": torch.ones(2), "b": torch.zeros(1)}, metadata={"k": "1", "j": "2"})
+        >>> out = canonical_safetensors(a)
+        >>> len(out) == len(a), out[8:41]
+        (True, b'{"__metadata__":{"j":"2","k":"1"}')
+    """
+    (n,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8 : 8 + n])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    if len(text) > n:  # cannot happen with safetensors' compact JSON; keep the original then
+        return blob
+    return blob[:8] + text + b" " * (n - len(text)) + blob[8 + n :]
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
