@@ -1,0 +1,165 @@
+"""The audit's hostile inputs: each ends in one line on stderr, exit code 2, and nothing on disk.
+
+Every case here once ended in a traceback, in a run directory written before the error, or in
+a file written outside ``--output-dir``. The base config is tiny (2-D toy data, small MLPs),
+so a case that wrongly got through would still finish in seconds, and fail the test.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from distillscope.cli import main
+
+BASE = {
+    "name": "hostile",
+    "data": {"name": "toy2d-ring"},
+    "train": {"epochs": 1, "batch_size": 64},
+    "teacher": {"model": {"name": "mlp_full"}},
+    "student": {"name": "mlp_reduced"},
+    "students": {"independent": {"loss": "ce"}, "kd": {"loss": "kd"}},
+    "probes": {"accuracy": {}, "agreement": {}},
+    "progress": False,
+}
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[Path, Path]:
+    """A base config file and the (not yet existing) output folder."""
+    cfg = tmp_path / "base.yaml"
+    cfg.write_text(yaml.safe_dump({**BASE, "teacher_store": str(tmp_path / "store")}))
+    return cfg, tmp_path / "out"
+
+
+def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_exit_2(code: int, err: str, *needles: str) -> None:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, err
+    assert len(lines) == 1, err
+    assert lines[0].startswith("distillscope: error: ") and "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def files_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needles"),
+    [
+        # probe parameters: once only after all training
+        (["probes.accuracy.batch_size=0"], ["probes.accuracy", "batch_size=0"]),
+        (["probes.agreement.max_samples=-5"], ["probes.agreement", "max_samples=-5"]),
+        (["probes.adversarial={sweep: abc}"], ["probes.adversarial", "sweep='abc'"]),
+        (["probes.adversarial.eps=-1"], ["probes.adversarial", "eps=-1"]),
+        # data parameters
+        (["data.params.noise=abc"], ["data.params", "noise='abc'"]),
+        (["data.params.n_per_blob=abc"], ["data.params", "n_per_blob='abc'"]),
+        (["data.params.noise=.nan"], ["data.params", "noise=nan"]),
+        (["data.params.data_seed=-1"], ["data.params", "data_seed"]),
+        # names that become paths
+        ([f"name={'a' * 300}"], ["config key 'name'", "not a valid name"]),
+        (["name=../x"], ["config key 'name'", "'../x'"]),
+        (["name="], ["config key 'name'"]),
+        (["name=-x"], ["config key 'name'", "'-x'"]),
+        (['students={"../../../x": {loss: ce}}'], ["'../../../x' is not a valid name"]),
+        (['students={"a/b": {loss: ce}}'], ["'a/b' is not a valid name"]),
+        (['students={".hidden": {loss: ce}}'], ["'.hidden' is not a valid name"]),
+        (["students.x.loss=ce"], ["'x' is reserved"]),
+        (["students.points.loss=ce"], ["'points' is reserved"]),
+        (['teachers={"../t": {model: {name: mlp}}}', "teacher=null"], ["'../t'"]),
+        # losses and training settings that failed after the run directory existed
+        (["teacher.loss.label_smoothing.alpha=5"], ["teachers.teacher.loss", "alpha=5"]),
+        (["teacher.loss={kd: {}}"], ["kd needs a teacher"]),
+        (["train.schedule=multistep"], ["needs milestones"]),
+        (["train.lr=.inf"], ["train.lr", "finite"]),
+        (["train.lr=.nan"], ["train.lr", "finite"]),
+        (["teacher.train.momentum=.nan"], ["momentum"]),
+        # unknown keys inside named sections list the section's keys
+        (["teacher.model.bogus=1"], ["teachers.teacher.model.bogus", "valid keys: name, params"]),
+        (["probes.adversarial.eps=!!python/name:os.system"], ["tags are not allowed"]),
+    ],
+)
+def test_bad_values_exit_2_before_anything_is_written(setup, capsys, overrides, needles) -> None:
+    cfg, out = setup
+    code, stdout, err = run(["run", str(cfg), *overrides, "--output-dir", str(out)], capsys)
+    assert_one_line_exit_2(code, err, *needles)
+    assert stdout == ""
+    assert files_under(out) == [] and files_under(cfg.parent / "store") == []
+    assert not (cfg.parent.parent / "x").exists()  # `../../../x` wrote nothing outside
+
+
+def test_output_dir_that_is_a_file(setup, capsys) -> None:
+    cfg, _ = setup
+    afile = cfg.parent / "afile"
+    afile.write_text("keep")
+    code, _, err = run(["run", str(cfg), "--output-dir", str(afile)], capsys)
+    assert_one_line_exit_2(code, err, "output_dir", "is a file")
+    assert afile.read_text() == "keep"
+
+
+def test_unwritable_teacher_store_fails_before_the_teacher_trains(setup, capsys) -> None:
+    cfg, out = setup
+    blocker = cfg.parent / "blocker"
+    blocker.write_text("a file where the store's parent folder should be")
+    store = blocker / "teachers"
+    args = ["run", str(cfg), f"teacher_store={store}", "--output-dir", str(out)]
+    code, _, err = run(args, capsys)
+    assert_one_line_exit_2(code, err, "teacher store", "writable folder")
+    assert files_under(out) == []
+
+
+def test_duplicate_yaml_keys_are_refused(tmp_path, capsys) -> None:
+    cfg = tmp_path / "dup.yaml"
+    cfg.write_text("name: a\ntrain:\n  epochs: 1\n  epochs: 2\n")
+    code, _, err = run(["run", str(cfg), "--output-dir", str(tmp_path / "out")], capsys)
+    assert_one_line_exit_2(code, err, "'epochs' appears twice", "lines 3 and 4")
+
+
+def test_python_tags_are_refused_as_tags_not_as_syntax(tmp_path, capsys) -> None:
+    cfg = tmp_path / "tag.yaml"
+    cfg.write_text("name: !!python/object/apply:os.system ['echo pwned']\n")
+    code, out, err = run(["run", str(cfg), "--output-dir", str(tmp_path / "out")], capsys)
+    assert_one_line_exit_2(code, err, "at line 1", "YAML tags are not allowed")
+    assert "pwned" not in out
+
+
+def test_empty_training_split_is_refused_before_writing(setup, capsys, monkeypatch) -> None:
+    import distillscope.experiment as experiment
+
+    cfg, out = setup
+    real = experiment.load_dataset
+
+    def empty_train(name, split, **kwargs):
+        data = real(name, split, **kwargs)
+        return data.subset([]) if split == "train" else data
+
+    monkeypatch.setattr(experiment, "load_dataset", empty_train)
+    code, _, err = run(["run", str(cfg), "--output-dir", str(out)], capsys)
+    assert_one_line_exit_2(code, err, "train split of toy2d-ring is empty")
+    assert files_under(out) == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "needles"),
+    [
+        (["--output-dir", "elsewhere"], ["drop --output-dir"]),
+        (["--retrain-teacher"], ["drop --retrain-teacher"]),
+    ],
+)
+def test_resume_refuses_flags_it_cannot_honour(tmp_path, capsys, extra, needles) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(BASE))
+    code, _, err = run(["run", "--resume", str(run_dir), *extra], capsys)
+    assert_one_line_exit_2(code, err, *needles)
+    assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml"]
