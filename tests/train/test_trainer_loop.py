@@ -114,6 +114,17 @@ def test_nan_guard_names_epoch_step_batch_and_term() -> None:
     assert all(torch.isfinite(p).all() for p in model.parameters())  # the bad step never ran
 
 
+def test_diverged_weights_are_blamed_on_the_network_being_trained() -> None:
+    model = TinyNet()
+    with torch.no_grad():
+        model.fc2.weight.fill_(float("inf"))  # e.g. a teacher whose lr was far too high
+    trainer = Trainer(model, CE(), config(epochs=1), progress=False, name="teacher")
+    with pytest.raises(TrainingError) as info:
+        trainer.fit(make_data(8))
+    assert "'teacher''s logits are non-finite" in str(info.value)
+    assert "student" not in str(info.value)
+
+
 def test_max_batches_and_loss_parameters_are_trained() -> None:
     loss = Recording(ScaledCE())
     cfg = config(epochs=2, max_batches=2)

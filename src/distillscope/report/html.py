@@ -12,9 +12,10 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from distillscope.errors import UserError
 from distillscope.files import atomic_write_text
 from distillscope.report.plots import Palette
-from distillscope.report.results import SCHEMA_VERSION, check_results, load_results
+from distillscope.report.results import FIX, SCHEMA_VERSION, check_results, load_results
 from distillscope.report.sections import header, models_section, probe_section, training_section
 from distillscope.report.style import CSS
 
@@ -40,6 +41,16 @@ def render_report(run_dir: Path | str) -> Path:
     return target
 
 
+def _drawn(where: str, section: Any, *args: Any) -> str:
+    """``section(*args)``; a value of a type or size :func:`check_results` let through but the
+    section cannot draw becomes a one-line :class:`UserError` naming the section."""
+    try:
+        return section(*args)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as exc:
+        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise UserError(f"results.json: {where} cannot be drawn ({reason}); {FIX}") from None
+
+
 def render_html(results: Mapping[str, Any]) -> str:
     """The report page of parsed results (schema version 1).
 
@@ -58,11 +69,14 @@ def render_html(results: Mapping[str, Any]) -> str:
     nav = [("run", "Run"), ("models", "Models"), ("training", "Training")]
     nav += [(anchors[name], name) for name in probes]
     sections = [
-        header(results),
+        _drawn("run", header, results),
         "<nav>" + "".join(f'<a href="#{a}">{escape(t)}</a>' for a, t in nav) + "</nav>",
-        models_section(results, palette),
-        training_section(results, palette),
-        *(probe_section(name, p, anchors[name], results, palette) for name, p in probes.items()),
+        _drawn("models", models_section, results, palette),
+        _drawn("training", training_section, results, palette),
+        *(
+            _drawn(f"probes.{name}", probe_section, name, p, anchors[name], results, palette)
+            for name, p in probes.items()
+        ),
         f"<footer>Rendered by <code>distillscope report</code> from results.json "
         f"(schema {SCHEMA_VERSION}); re-render with <code>distillscope report RUN_DIR</code>."
         "</footer>",

@@ -82,6 +82,13 @@ def check_results(results: object, source: str = "results") -> None:
     for name, epochs in results.get("training", {}).items():
         if not isinstance(epochs, list) or not all(isinstance(e, Mapping) for e in epochs):
             raise UserError(f"{source}: training.{name} must be a list of objects; {FIX}")
+        for i, row in enumerate(epochs):
+            for key, value in row.items():
+                if key != "model" and not _is_number(value):
+                    raise UserError(
+                        f"{source}: training.{name}[{i}].{key} = {_short(value)} is not a "
+                        f"number; {FIX}"
+                    )
     for name, probe in results.get("probes", {}).items():
         _check_probe(probe, f"{source}: probes.{name}")
 
@@ -99,6 +106,11 @@ def _check_probe(probe: object, where: str) -> None:
     for key, ys in probe.get("series", {}).items():
         if not isinstance(ys, list) or not all(_is_number(y) for y in ys):
             raise UserError(f"{where}.series[{key!r}] must be a list of numbers; {FIX}")
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _is_number(value: object) -> bool:

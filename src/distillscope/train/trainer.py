@@ -404,7 +404,7 @@ class Trainer:
         if not bool(torch.isfinite(batch.inputs).all()):
             causes.append("the inputs contain NaN/inf")
         if not bool(torch.isfinite(logits).all()):
-            causes.append("the student's logits are non-finite (the weights diverged)")
+            causes.append(f"{self.name!r}'s logits are non-finite (its weights diverged)")
         cause = f" ({'; '.join(causes)})" if causes else ""
         indices = batch.index[:5].tolist()
         more = ", ..." if len(batch) > 5 else ""
