@@ -1,13 +1,17 @@
-"""Config fuzzing: random mutations of the shipped configs either run or fail cleanly.
+"""Config fuzzing: random mutations of the shipped configs either start or fail cleanly.
 
-Each example takes a shipped config, shrinks it so that a valid run costs seconds (one epoch of
-one batch, a handful of probe samples), applies one random mutation (a wrong type, a missing or
-extra key, an out-of-range number, an odd name) and runs the CLI. The promise under test:
+Each example takes a shipped config, shrinks it (one epoch of one batch, a handful of probe
+samples, a small data subset), applies one random mutation (a wrong type, a missing or extra
+key, an out-of-range number, an odd name) and runs the CLI up to the point where the run
+directory is created and training would start (``Experiment._run`` is replaced by a stand-in that
+records the call). The promise under test:
 
-- exit 0 and a finished run directory, or
-- exit 2, exactly one ``distillscope: error:`` line, no traceback, and no run directory left.
+- every check passes: exit 0 and the run directory holds the resolved ``config.yaml``, or
+- exit 2, exactly one ``distillscope: error:`` line, no traceback, and nothing left on disk.
 
-Derandomised (the same examples every time) and small, so it stays in the default suite.
+Whole runs of mutated configs cost minutes each on a CPU; what happens after the start is covered
+by the end-to-end tests (``tests/integration``), including a run of one shrunk shipped config
+(:func:`test_a_shrunk_shipped_config_runs_to_the_end`). Derandomised: the same examples each time.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from distillscope.cli import main
+from distillscope.experiment import Experiment
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").rglob("*.yaml"))
 
@@ -116,15 +121,21 @@ def mutated(draw: st.DrawFn) -> dict[str, Any]:
 
 @pytest.mark.skipif(not CONFIGS, reason="no shipped configs")
 @settings(
-    max_examples=40,
+    max_examples=30,
     deadline=None,
     derandomize=True,
     phases=[Phase.explicit, Phase.generate],  # no shrinking: report the example as found
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(mutated())
-def test_mutated_configs_run_or_fail_with_one_line(example: dict[str, Any]) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
+def test_mutated_configs_start_or_fail_with_one_line(example: dict[str, Any]) -> None:
+    started: list[Path] = []
+
+    def stand_in(self: Experiment, members: Any, splits: Any, start: float) -> Any:
+        started.append(self.run_dir.path)
+        return self.run_dir
+
+    with tempfile.TemporaryDirectory() as tmp, _patched(Experiment, "_run", stand_in):
         tmp_path = Path(tmp)
         cfg_file = tmp_path / "mutated.yaml"
         cfg_file.write_text(yaml.safe_dump(example["config"], allow_unicode=True))
@@ -151,4 +162,28 @@ def test_mutated_configs_run_or_fail_with_one_line(example: dict[str, Any]) -> N
         else:
             assert errors == [], where
             (run_dir,) = list(out.iterdir())
-            assert (run_dir / "results.json").is_file() and (run_dir / "report.html").is_file()
+            assert started == [run_dir] and (run_dir / "config.yaml").is_file(), where
+
+
+@contextlib.contextmanager
+def _patched(owner: Any, name: str, value: Any) -> Any:
+    original = getattr(owner, name)
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, original)
+
+
+@pytest.mark.integration
+def test_a_shrunk_shipped_config_runs_to_the_end(tmp_path: Path) -> None:
+    source = Path(__file__).resolve().parents[2] / "configs" / "toy2d-temperature.yaml"
+    cfg = shrink(yaml.safe_load(source.read_text()))
+    cfg["students"] = dict(list(cfg["students"].items())[:2])
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text(yaml.safe_dump(cfg))
+    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["run", str(cfg_file), "--output-dir", str(tmp_path / "out"), "--no-progress"])
+    assert code == 0
+    (run_dir,) = list((tmp_path / "out").iterdir())
+    assert (run_dir / "results.json").is_file() and (run_dir / "report.html").is_file()
