@@ -43,6 +43,7 @@ __all__ = [
     "config_hash",
     "load_config",
     "load_config_dict",
+    "read_config_file",
 ]
 
 
@@ -340,25 +341,27 @@ def load_config_dict(
     return cfg
 
 
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file into a raw mapping (not yet validated)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} not found; pass an existing YAML file")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        where = f" at line {line + 1}" if line is not None else ""
+        raise ConfigError(
+            f"config file {str(p)!r} is not valid YAML{where}; fix the syntax"
+        ) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {str(p)!r} must hold a mapping of keys at the top level")
+    return raw
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
     """Read a YAML file, apply overrides and validate."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {str(p)!r} not found; pass an existing YAML file")
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            line = getattr(getattr(exc, "problem_mark", None), "line", None)
-            where = f" at line {line + 1}" if line is not None else ""
-            raise ConfigError(
-                f"config file {str(p)!r} is not valid YAML{where}; fix the syntax"
-            ) from None
-        if not isinstance(raw, dict):
-            raise ConfigError(
-                f"config file {str(p)!r} must hold a mapping of keys at the top level"
-            )
+    raw = read_config_file(path) if path is not None else {}
     return load_config_dict(raw, overrides)
 
 
