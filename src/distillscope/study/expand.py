@@ -151,16 +151,18 @@ def expand_grid(raw: dict[str, Any], overrides: list[str] | None = None) -> Grid
             f"config key 'grid': expected a mapping of axes to lists of values (got {spec!r}); "
             "e.g. grid: {seed: [0, 1, 2]}"
         )
-    base = {k: v for k, v in source.items() if k != GRID_KEY}
+    base = _merge_teacher({k: v for k, v in source.items() if k != GRID_KEY})
+    # a path axis replaces what the config writes at its key, placeholders included
+    base = _without(base, [_normal(str(k)) for k in spec if _is_path(str(k))])
     refs = _references(base)
     axes = tuple(_axis(str(key), values, refs) for key, values in spec.items())
+    _check_overlaps(axes)
     _check_references(axes, refs)
     first = _substitute(base, {a.key: a.values[0] for a in axes if a.kind == "variable"})
     resolved = _resolved_or_empty(first)
     for axis in axes:
         if axis.kind == "path":
-            _check_path(axis.key, first, resolved)
-    _check_overlaps(axes)
+            _check_path(axis.key, axis.used_at[0], first, resolved)
     name = str(base.get("name", "run"))
     if not _SAFE_NAME.fullmatch(name) or len(name) > MAX_ID:
         raise ConfigError(
@@ -201,9 +203,8 @@ def _axis(key: str, values: Any, refs: dict[str, list[tuple[str, bool]]]) -> Axi
     dup = next((lab for i, lab in enumerate(labels) if lab in labels[:i]), None)
     if dup is not None:
         raise ConfigError(f"{where} lists {dup!r} twice; give each value once")
-    is_path = "." in key or key in ExperimentConfig.model_fields or key == GRID_KEY
-    if is_path:
-        return Axis(key, "path", tuple(labels), tuple(items), (key,))
+    if _is_path(key):
+        return Axis(key, "path", tuple(labels), tuple(items), (_normal(key),))
     if not re.fullmatch(_VAR, key):
         raise ConfigError(
             f"{where} is neither a config key nor a variable name (letters, digits, '_'); "
@@ -224,6 +225,42 @@ def _axis(key: str, values: Any, refs: dict[str, list[tuple[str, bool]]]) -> Axi
                 f"${{{key}}} inside a longer string; use scalar values there"
             )
     return Axis(key, "variable", tuple(labels), tuple(items), tuple(p for p, _ in refs[key]))
+
+
+def _is_path(key: str) -> bool:
+    """A config path (dotted, or a top-level config key) rather than a variable name."""
+    return "." in key or key in ExperimentConfig.model_fields or key == GRID_KEY
+
+
+def _merge_teacher(base: dict[str, Any]) -> dict[str, Any]:
+    """Write the ``teacher:`` shorthand as ``teachers.teacher`` (so axes can address both)."""
+    if base.get("teacher") is None or not isinstance(base.get("teachers", {}), dict):
+        return base
+    base = dict(base)
+    teacher = base.pop("teacher")
+    rest = base.get("teachers") or {}
+    if "teacher" in rest:
+        raise ConfigError("give either 'teacher' or 'teachers.teacher', not both")
+    base["teachers"] = {"teacher": teacher, **rest}
+    return base
+
+
+def _normal(key: str) -> str:
+    """The path an axis key sets: ``teacher.x`` is ``teachers.teacher.x``."""
+    if key == "teacher" or key.startswith("teacher."):
+        return "teachers.teacher" + key[len("teacher") :]
+    return key
+
+
+def _without(base: dict[str, Any], keys: list[str]) -> dict[str, Any]:
+    """A copy of ``base`` without the values at the dotted ``keys``."""
+    out = copy.deepcopy(base)
+    for key in keys:
+        *parents, last = key.split(".")
+        node = _get(out, parents)
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return out
 
 
 def _label(value: Any, key: str, index: int) -> str:
@@ -339,9 +376,9 @@ def _resolved_or_empty(raw: dict[str, Any]) -> dict[str, Any]:
         return {}
 
 
-def _check_path(key: str, raw: dict[str, Any], resolved: dict[str, Any]) -> None:
+def _check_path(key: str, path: str, raw: dict[str, Any], resolved: dict[str, Any]) -> None:
     """Reject a path axis whose section does not exist; schema sections check their last key."""
-    parts = key.split(".")
+    parts = path.split(".")
     if parts[0] == GRID_KEY:
         raise ConfigError(f"grid axis {key!r}: the grid cannot vary itself")
     if parts[0] not in ExperimentConfig.model_fields:
@@ -422,7 +459,7 @@ def _cell(base: dict[str, Any], axes: tuple[Axis, ...], combo: tuple[int, ...], 
     raw = _substitute(base, {k: v for k, v in params.items() if _kind(axes, k) == "variable"})
     for axis in axes:
         if axis.kind == "path":
-            _set(raw, axis.key, params[axis.key])
+            _set(raw, axis.used_at[0], params[axis.key])
     cell_id = cell_id_of(labels)
     raw["name"] = cell_run_name(name, cell_id)
     raw["progress"] = False  # cells run side by side: the grid reports progress per cell

@@ -117,6 +117,7 @@ def run_grid(
             else:
                 _run_parallel(tasks, jobs, runner)
         finally:
+            runner.running.clear()  # an interrupted cell is partial: a re-run resumes it
             runner.publish()
         runner.raise_failure()
     say(f"grid report {root / 'report.html'}")
