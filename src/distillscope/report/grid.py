@@ -35,7 +35,12 @@ td.num small { color: #777; }
 .status-running { color: #1f5fa0; } .status-partial, .status-pending { color: #777; }
 h3 { margin: 1.4em 0 0.2em; font-size: 1.05em; }
 .wide { overflow-x: auto; }
+.metrics { display: flex; flex-wrap: wrap; gap: 0 2.5em; align-items: flex-start; }
+.metrics > div { max-width: 100%; }
 """
+
+MAX_OPEN_CELLS = 24
+"""Longer cell lists start collapsed, so the tables come first."""
 
 HOW_TO_READ = (
     "How to read: each table is one probe value. Rows are models (or 'teacher -> model' pairs), "
@@ -203,13 +208,16 @@ def _cells_section(data: Mapping[str, Any]) -> str:
                 link,
             ]
         )
-    head = [*map(str, axes), "status", "time", "report"]
-    n = len(axes)
+    head = [*map(str, axes), "status", "run time", "report"]
+    table = _table(head, rows, numeric={len(axes) + 1})
+    counts = ", ".join(f"{v} {k}" for k, v in (data["grid"].get("counts") or {}).items())
+    summary = f"{len(rows)} cells" + (f": {counts}" if counts else "")
+    is_open = " open" if len(rows) <= MAX_OPEN_CELLS else ""
     return (
         '<section id="cells"><h2>Cells</h2>'
         '<p class="desc">Each cell is a normal run with its own report; a re-run of the grid '
         "skips done cells and resumes partial ones.</p>"
-        f"{_table(head, rows, numeric={n + 1})}</section>"
+        f"<details{is_open}><summary>{escape(summary)}</summary>{table}</details></section>"
     )
 
 
@@ -223,11 +231,12 @@ def _probe_section(probe: str, anchor: str, data: Mapping[str, Any], palette: Pa
             metrics.setdefault(metric, []).append(row)
     parts = [f'<section id="{anchor}"><h2>{escape(probe)}</h2>']
     parts.append(f'<p class="desc">{escape(describe(probe))}</p>')
+    parts.append('<div class="metrics">')  # narrow tables sit side by side
     for metric, rows in metrics.items():
         title = f"{probe}: {metric}" if metric else probe
-        parts.append(f"<h3>{escape(title)}</h3>")
-        parts.append(_metric_table(probe, metric, order_rows(rows, models), groups, palette))
-    parts.append("</section>")
+        table = _metric_table(probe, metric, order_rows(rows, models), groups, palette)
+        parts.append(f"<div><h3>{escape(title)}</h3>{table}</div>")
+    parts.append("</div></section>")
     return "".join(parts)
 
 
