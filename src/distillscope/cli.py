@@ -111,12 +111,12 @@ def _grid_run(args: argparse.Namespace, config: str | None, overrides: list[str]
 
     jobs = 1 if args.jobs is None else check_int("--jobs", _int(args.jobs), minimum=1)
     resume = args.resume
-    if resume is not None and (Path(resume) / "grid.yaml").is_file():
-        if args.config or args.overrides:
-            raise UserError("--resume continues a grid from its grid.yaml; drop the config")
-        root = resume_grid(resume, jobs=jobs, data_root=args.data_root)
-    elif resume is None and config is not None and is_grid_config(config):
-        try:
+    try:
+        if resume is not None and (Path(resume) / "grid.yaml").is_file():
+            if args.config or args.overrides:
+                raise UserError("--resume continues a grid from its grid.yaml; drop the config")
+            root = resume_grid(resume, jobs=jobs, data_root=args.data_root)
+        elif resume is None and config is not None and is_grid_config(config):
             root = run_grid(
                 config,
                 overrides,
@@ -124,20 +124,20 @@ def _grid_run(args: argparse.Namespace, config: str | None, overrides: list[str]
                 data_root=args.data_root,
                 retrain_teacher=args.retrain_teacher,
             )
-        except GridCellError as exc:  # a crash inside a cell: its log has the traceback
-            print(f"distillscope: error: {exc}", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            print(
-                "distillscope: interrupted; run the same command again to finish the grid "
-                "(done cells are kept, started ones resume)",
-                file=sys.stderr,
-            )
-            return 130
-    else:
-        if args.jobs is not None:
+        elif args.jobs is not None:
             raise UserError("--jobs runs the cells of a grid; this config has no grid: section")
-        return None
+        else:
+            return None
+    except GridCellError as exc:  # a crash inside a cell: its log has the traceback
+        print(f"distillscope: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(
+            "distillscope: interrupted; run the same command again to finish the grid "
+            "(done cells are kept, started ones resume)",
+            file=sys.stderr,
+        )
+        return 130
     print(root)
     return 0
 

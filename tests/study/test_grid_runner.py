@@ -144,15 +144,19 @@ def test_a_failing_cell_stops_the_grid_with_one_line_and_keeps_the_others(
     assert "loss is nan" in summary["cells"][1]["error"]
 
 
-def test_a_crashing_cell_exits_1_and_keeps_its_traceback(tmp_path, monkeypatch):
+def test_a_crashing_cell_exits_1_and_keeps_its_traceback(tmp_path, capsys, monkeypatch):
     def crashes(self, *args, **kwargs):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(Trainer, "fit", crashes)
+    raw = tiny_grid(tmp_path, {"T": [1], "seed": [0]})
     with pytest.raises(GridCellError, match="grid cell T=1,seed=0 failed: RuntimeError: boom"):
-        run_grid(tiny_grid(tmp_path, {"T": [1], "seed": [0]}))
+        run_grid(raw)
     log = next((tmp_path / "runs").iterdir()) / "cells" / "T=1,seed=0" / "run.log"
     assert "Traceback" in log.read_text()
+    assert main(["run", str(write_yaml(tmp_path / "grid.yaml", raw))]) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(err) == 1 and "RuntimeError: boom" in err[0] and "Traceback" not in err[0]
 
 
 def test_a_cell_folder_of_another_config_is_refused_before_anything_runs(tmp_path):

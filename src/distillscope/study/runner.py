@@ -33,6 +33,7 @@ import yaml
 from distillscope.checks import check_int
 from distillscope.config import dump_config, load_config_dict
 from distillscope.errors import ConfigError, UserError
+from distillscope.rundir import atomic_write_text
 from distillscope.study.expand import RUN_ONLY_KEYS, Cell, Grid, load_grid
 from distillscope.study.summary import CellOutcome, build_summary, cell_dir, write_summary
 
@@ -96,7 +97,7 @@ def run_grid(
     preflight(grid, data_root)
     (root / "cells").mkdir(parents=True, exist_ok=True)
     with _locked(root):
-        (root / GRID_CONFIG).write_text(yaml.safe_dump(grid.source, sort_keys=False))
+        atomic_write_text(root / GRID_CONFIG, yaml.safe_dump(grid.source, sort_keys=False))
         todo = [c for c in schedule(grid) if not (cell_dir(root, c) / "results.json").is_file()]
         done = len(grid.cells) - len(todo)
         say(
