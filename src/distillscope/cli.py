@@ -1,5 +1,7 @@
 """Command line: ``distillscope run | report | list``.
 
+``run`` on a config with a ``grid:`` section runs the grid (see ``docs/grids.md``).
+
 User errors print one line on stderr and exit with code 2; the last line ``run`` prints on stdout
 is the run directory.
 """
@@ -50,8 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--retrain-teacher", action="store_true", help="train teachers even if a stored one matches"
     )
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    run.add_argument(
+        "--jobs",
+        metavar="N",
+        help="grid configs: run N cells at once, each in its own process (default 1)",
+    )
 
-    report = sub.add_parser("report", help="re-render report.html from a run's results.json")
+    report = sub.add_parser(
+        "report", help="re-render report.html from a run's results.json (or a grid's grid.json)"
+    )
     report.add_argument("run_dir", metavar="RUN_DIR")
 
     lst = sub.add_parser("list", help="list registered models, losses, probes or datasets")
@@ -80,6 +89,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from distillscope.experiment import resume_experiment, run_experiment
 
     config, overrides = _split_config_arg(args)
+    grid = _grid_run(args, config, overrides)
+    if grid is not None:
+        return grid
     if args.resume is not None:
         if args.config or args.overrides:
             raise UserError(
@@ -112,10 +124,57 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _grid_run(args: argparse.Namespace, config: str | None, overrides: list[str]) -> int | None:
+    """Run a grid config (or resume a grid directory); ``None`` when it is a single run."""
+    from distillscope.checks import check_int
+    from distillscope.study import GridCellError, is_grid_config, resume_grid, run_grid
+
+    jobs = 1 if args.jobs is None else check_int("--jobs", _int(args.jobs), minimum=1)
+    resume = args.resume
+    try:
+        if resume is not None and (Path(resume) / "grid.yaml").is_file():
+            if args.config or args.overrides:
+                raise UserError("--resume continues a grid from its grid.yaml; drop the config")
+            root = resume_grid(resume, jobs=jobs, data_root=args.data_root)
+        elif resume is None and config is not None and is_grid_config(config):
+            root = run_grid(
+                config,
+                overrides,
+                jobs=jobs,
+                data_root=args.data_root,
+                retrain_teacher=args.retrain_teacher,
+            )
+        elif args.jobs is not None:
+            raise UserError("--jobs runs the cells of a grid; this config has no grid: section")
+        else:
+            return None
+    except GridCellError as exc:  # a crash inside a cell: its log has the traceback
+        print(f"distillscope: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(
+            "distillscope: interrupted; run the same command again to finish the grid "
+            "(done cells are kept, started ones resume)",
+            file=sys.stderr,
+        )
+        return 130
+    print(root)
+    return 0
+
+
+def _int(text: str) -> int | str:
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from distillscope.report import render_report
+    from distillscope.report.grid import is_grid_dir, render_grid_report
 
-    print(render_report(Path(args.run_dir)))
+    path = Path(args.run_dir)
+    print(render_grid_report(path) if is_grid_dir(path) else render_report(path))
     return 0
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "config_hash",
     "load_config",
     "load_config_dict",
+    "read_config_file",
 ]
 
 
@@ -412,24 +413,26 @@ def load_config_dict(
     return cfg
 
 
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file into a raw mapping (not yet validated)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} not found; pass an existing YAML file")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"config file {str(p)!r} cannot be read ({exc}); pass a readable UTF-8 YAML file"
+        ) from None
+    raw = parse_yaml(text, f"config file {str(p)!r}") or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {str(p)!r} must hold a mapping of keys at the top level")
+    return raw
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
     """Read a YAML file, apply overrides and validate."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {str(p)!r} not found; pass an existing YAML file")
-        try:
-            text = p.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(
-                f"config file {str(p)!r} cannot be read ({exc}); pass a readable UTF-8 YAML file"
-            ) from None
-        raw = parse_yaml(text, f"config file {str(p)!r}") or {}
-        if not isinstance(raw, dict):
-            raise ConfigError(
-                f"config file {str(p)!r} must hold a mapping of keys at the top level"
-            )
+    raw = read_config_file(path) if path is not None else {}
     return load_config_dict(raw, overrides)
 
 
@@ -476,8 +479,8 @@ def validate_names(cfg: ExperimentConfig) -> None:
 
 
 #: Names of runs, teachers and students become file and folder names: letters, digits, ``_``,
-#: ``-`` and ``.``, not starting with ``.`` or ``-``, at most 64 characters.
-NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+#: ``-`` and ``.``, not starting with ``.`` or ``-``, at most 100 characters.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 #: Keys that probe results use beside model names (series x axes, decision-map points).
 RESERVED_NAMES = frozenset({"x", "points"})
 
@@ -491,13 +494,13 @@ def check_name(name: object, key: str) -> str:
         >>> check_name("../x", "name")
         Traceback (most recent call last):
         ...
-        distillscope.errors.ConfigError: config key 'name': '../x' is not a valid name; use 1-64 \
+        distillscope.errors.ConfigError: config key 'name': '../x' is not a valid name; use 1-100 \
 letters, digits, '_', '-' or '.', not starting with '.' or '-'
     """
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         shown = repr(name) if len(repr(name)) <= 70 else f"{repr(name)[:60]}... ({len(name)} chars)"
         raise ConfigError(
-            f"config key {key!r}: {shown} is not a valid name; use 1-64 letters, digits, "
+            f"config key {key!r}: {shown} is not a valid name; use 1-100 letters, digits, "
             "'_', '-' or '.', not starting with '.' or '-'"
         )
     if name in RESERVED_NAMES:

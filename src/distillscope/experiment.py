@@ -234,6 +234,7 @@ class Experiment:
         data_root: Overrides ``data.root``.
         retrain_teacher: Train teachers even when the store has them.
         run_dir: Resume into this existing run directory instead of creating one.
+        run_at: Start a new run in exactly this directory (grid cells) instead of a timestamped one.
     """
 
     def __init__(
@@ -244,6 +245,7 @@ class Experiment:
         retrain_teacher: bool = False,
         run_dir: RunDir | None = None,
         config_file: str | None = None,
+        run_at: str | Path | None = None,
     ) -> None:
         self.cfg = cfg
         self.data_root = data_root
@@ -251,6 +253,7 @@ class Experiment:
         self.resume = run_dir is not None
         self.run_dir = run_dir
         self.config_file = config_file
+        self.run_at = run_at
         self.device = resolve_device(cfg.device)
 
     def run(self) -> RunDir:
@@ -274,10 +277,15 @@ class Experiment:
         self.store = TeacherStore(default_store_root(cfg.teacher_store))
         self._check_store(members)
         if self.run_dir is None:
-            check_writable_dir(
-                Path(cfg.output_dir), "output_dir", "pass --output-dir naming a writable folder"
-            )
-            self.run_dir = RunDir.create(cfg.output_dir, cfg.name)
+            at = self.run_at
+            if at:
+                check_writable_dir(Path(at).parent, "grid folder", "pass a writable --output-dir")
+                self.run_dir = RunDir.create_at(at)
+            else:
+                check_writable_dir(
+                    Path(cfg.output_dir), "output_dir", "pass --output-dir naming a writable folder"
+                )
+                self.run_dir = RunDir.create(cfg.output_dir, cfg.name)
             self.run_dir.write_config(dump_config(cfg))
         else:
             for stale in clean_stale_temporaries(self.run_dir.path):
@@ -537,6 +545,7 @@ def run_experiment(
     *,
     data_root: str | None = None,
     retrain_teacher: bool = False,
+    run_at: str | Path | None = None,
 ) -> RunDir:
     """Run an experiment and return its :class:`RunDir` (public API).
 
@@ -545,6 +554,8 @@ def run_experiment(
         overrides: Dotted ``key.path=value`` overrides.
         data_root: Folder holding the dataset (overrides ``data.root``).
         retrain_teacher: Train teachers even when a stored one matches.
+        run_at: Write the run into exactly this (new or empty) directory instead of
+            ``<output_dir>/<name>-<timestamp>`` (how a grid places its cells).
     """
     from distillscope.config import load_config_dict
 
@@ -559,7 +570,11 @@ def run_experiment(
         config_file = str(config) if config is not None else None
         cfg = load_config(config, overrides)
     return Experiment(
-        cfg, data_root=data_root, retrain_teacher=retrain_teacher, config_file=config_file
+        cfg,
+        data_root=data_root,
+        retrain_teacher=retrain_teacher,
+        config_file=config_file,
+        run_at=run_at,
     ).run()
 
 

@@ -45,6 +45,19 @@ class RunDir:
             return cls(path)
         raise RuntimeError(f"could not create a run directory under {root}")
 
+    @classmethod
+    def create_at(cls, path: str | Path) -> RunDir:
+        """A new run directory at exactly ``path`` (a grid cell); it may exist but hold no run.
+
+        Raises:
+            FileExistsError: ``path`` already holds a run (its ``config.yaml``); resume it instead.
+        """
+        rd = cls(Path(path))
+        rd.path.mkdir(parents=True, exist_ok=True)
+        if rd.config.exists():
+            raise FileExistsError(f"{rd.path} already holds a run; resume it instead")
+        return rd
+
     @property
     def config(self) -> Path:
         return self.path / "config.yaml"

@@ -12,6 +12,7 @@ from distillscope.config import (
     load_config_dict,
 )
 from distillscope.errors import ConfigError
+from distillscope.study import is_grid_config, load_grid
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -103,8 +104,12 @@ def test_every_shipped_config_validates():
     paths = sorted((REPO / "configs").glob("**/*.yaml"))
     assert {p.name for p in paths} >= {"quickstart.yaml", "toy2d-temperature.yaml"}
     for path in paths:
-        cfg = load_config(path)
-        assert cfg.students and cfg.probes, path
+        if is_grid_config(path):  # a study grid: every cell is a plain config
+            cells = [cell.config for cell in load_grid(path).cells]
+        else:
+            cells = [load_config(path)]
+        for cfg in cells:
+            assert cfg.students and cfg.probes, path
 
 
 def test_toy_study_has_paper_004s_twenty_flavours():

@@ -162,7 +162,11 @@ def test_mutated_configs_start_or_fail_with_one_line(example: dict[str, Any]) ->
         else:
             assert errors == [], where
             (run_dir,) = list(out.iterdir())
-            assert started == [run_dir] and (run_dir / "config.yaml").is_file(), where
+            if "grid" in example["config"]:  # a grid: every cell started inside its folder
+                assert started and all(p.is_relative_to(run_dir) for p in started), where
+                assert all((p / "config.yaml").is_file() for p in started), where
+            else:
+                assert started == [run_dir] and (run_dir / "config.yaml").is_file(), where
 
 
 @contextlib.contextmanager

@@ -1,0 +1,377 @@
+"""Run a grid: every cell as a normal experiment in ``<grid dir>/cells/<cell id>/``.
+
+The grid directory is ``<output_dir>/<name>-grid-<key>`` (``key``: a hash of the config without
+its ``grid`` section), so running the same command again finds it. Then:
+
+- a cell whose ``results.json`` exists is never recomputed;
+- a cell that was started and killed (``config.yaml`` but no ``results.json``) resumes from its
+  checkpoints, like ``distillscope run --resume``;
+- the rest start fresh. Teachers are shared through the teacher store whenever their keys match.
+
+Before anything is written every cell is validated, its data loaded and its models built, and
+cells that were run before are checked to hold the same config. With ``jobs > 1`` cells run in
+spawned worker processes, each with ``max(1, cores // jobs)`` torch threads unless the config
+sets ``threads``; a cell's own messages go to its ``run.log``. ``grid.json``, ``summary.csv`` and
+``report.html`` are rewritten whenever a cell finishes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import time
+import traceback
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from distillscope.checks import check_int
+from distillscope.config import dump_config, load_config_dict
+from distillscope.errors import ConfigError, UserError
+from distillscope.rundir import atomic_write_text
+from distillscope.study.expand import RUN_ONLY_KEYS, Cell, Grid, load_grid
+from distillscope.study.summary import CellOutcome, build_summary, cell_dir, write_summary
+
+GRID_CONFIG = "grid.yaml"
+LOCK_FILE = ".grid.lock"
+LOG_FILE = "run.log"
+
+
+class GridCellError(RuntimeError):
+    """A cell crashed (not a user error); the message names the cell and its log."""
+
+
+def say(msg: str) -> None:
+    """Grid progress on stderr (stdout's last line is the grid directory)."""
+    from distillscope.experiment import say as experiment_say
+
+    experiment_say(msg)
+
+
+@dataclass(frozen=True)
+class CellTask:
+    """What a worker needs to run one cell (picklable)."""
+
+    id: str
+    path: str
+    config: dict[str, Any]
+    data_root: str | None
+    retrain_teacher: bool
+    threads: int | None
+
+
+def run_grid(
+    config: str | Path | dict[str, Any] | Grid,
+    overrides: list[str] | None = None,
+    *,
+    jobs: int = 1,
+    data_root: str | None = None,
+    retrain_teacher: bool = False,
+    output_dir: str | Path | None = None,
+) -> Path:
+    """Run every cell of a grid config that is not finished; return the grid directory.
+
+    Args:
+        config: A YAML path or mapping with a ``grid:`` section, or an expanded :class:`Grid`.
+        overrides: Dotted overrides applied before expansion.
+        jobs: Cells run at the same time, each in its own process (``1``: one after the other,
+            in this process).
+        data_root: Folder holding the dataset.
+        retrain_teacher: Train teachers even when the store has them (cells that run now).
+        output_dir: Parent of the grid directory (default: the config's ``output_dir``).
+
+    Raises:
+        UserError: A bad config or axis (nothing written), or a cell that failed with a user
+            error (other cells are kept; re-running continues).
+        GridCellError: A cell crashed; its traceback is in its ``run.log``.
+    """
+    jobs = check_int("jobs", jobs, minimum=1)
+    grid = config if isinstance(config, Grid) else load_grid(config, overrides)
+    root = grid.directory(output_dir)
+    _check_existing_cells(grid, root)
+    preflight(grid, data_root)
+    (root / "cells").mkdir(parents=True, exist_ok=True)
+    with _locked(root):
+        atomic_write_text(root / GRID_CONFIG, yaml.safe_dump(grid.source, sort_keys=False))
+        todo = [c for c in schedule(grid) if not (cell_dir(root, c) / "results.json").is_file()]
+        done = len(grid.cells) - len(todo)
+        say(
+            f"grid {root}: {len(grid.cells)} cells, {done} finished, {len(todo)} to run"
+            + (f" with {jobs} jobs" if todo else "")
+        )
+        runner = _GridProgress(grid, root, jobs, total=len(todo))
+        runner.publish()
+        threads = None if jobs == 1 else max(1, _cores() // jobs)
+        tasks = [_task(root, c, data_root, retrain_teacher, threads) for c in todo]
+        try:
+            if jobs == 1 or len(tasks) <= 1:
+                for task in tasks:
+                    runner.started(task.id)
+                    runner.finished(run_cell(task))
+                    if runner.failed:
+                        break
+            else:
+                _run_parallel(tasks, jobs, runner)
+        finally:
+            runner.running.clear()  # an interrupted cell is partial: a re-run resumes it
+            runner.publish()
+        runner.raise_failure()
+    say(f"grid report {root / 'report.html'}")
+    return root
+
+
+def resume_grid(grid_dir: str | Path, *, jobs: int = 1, data_root: str | None = None) -> Path:
+    """Continue the grid in ``grid_dir`` from the ``grid.yaml`` it saved."""
+    root = Path(grid_dir)
+    if not (root / GRID_CONFIG).is_file():
+        raise ConfigError(
+            f"{str(root)!r} is not a grid directory (no {GRID_CONFIG}); pass the directory "
+            "printed by `distillscope run` on a grid config"
+        )
+    grid = load_grid(root / GRID_CONFIG)
+    expected = grid.directory(root.parent)
+    if expected.resolve() != root.resolve():
+        raise ConfigError(
+            f"{str(root)!r}: its {GRID_CONFIG} belongs to the grid directory {expected.name!r}; "
+            "rename the folder back or re-run the config"
+        )
+    return run_grid(grid, jobs=jobs, data_root=data_root, output_dir=root.parent)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def preflight(grid: Grid, data_root: str | None = None) -> None:
+    """Load each cell's data and build its models, so a bad cell fails before anything runs.
+
+    Datasets are loaded once per distinct data section; nothing is trained or written.
+    """
+    from distillscope.experiment import load_splits, plan_members
+
+    splits: dict[str, Any] = {}
+    for cell in grid.cells:
+        cfg = cell.config
+        key = repr(cfg.data.model_dump(mode="json"))
+        try:
+            if key not in splits:
+                splits[key] = load_splits(cfg, data_root)
+            plan_members(cfg, splits[key])
+        except UserError as exc:
+            raise type(exc)(f"grid cell {cell.id}: {exc}") from None
+
+
+def _check_existing_cells(grid: Grid, root: Path) -> None:
+    """A cell folder from an earlier run must hold this cell's config (else results would mix)."""
+    for cell in grid.cells:
+        saved = cell_dir(root, cell) / "config.yaml"
+        if not saved.is_file():
+            continue
+        try:
+            before = yaml.safe_load(saved.read_text())
+        except (OSError, yaml.YAMLError):
+            before = None
+        diff = _first_difference(_stable(before), _stable(dump_config(cell.config)))
+        if diff is not None:
+            where, old, new = diff
+            raise ConfigError(
+                f"grid cell {cell.id}: {saved.parent} holds a run of another config ({where}: "
+                f"{old!r} there, {new!r} now); move that folder away to recompute the cell"
+            )
+
+
+def _stable(data: Any) -> Any:
+    if not isinstance(data, dict):
+        return data
+    return {k: v for k, v in data.items() if k not in RUN_ONLY_KEYS}
+
+
+def _first_difference(a: Any, b: Any, path: str = "") -> tuple[str, Any, Any] | None:
+    """The first key whose values differ, looking only at keys both sides have."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in a.keys() & b.keys():
+            found = _first_difference(a[key], b[key], f"{path}.{key}" if path else str(key))
+            if found is not None:
+                return found
+        return None
+    if a != b:
+        return path or "config", a, b
+    return None
+
+
+def schedule(grid: Grid) -> list[Cell]:
+    """The order cells start in: the seed axis varies fastest.
+
+    Cells that differ only in their seed never share a teacher, so neighbours running side by
+    side do not train the same teacher twice; later cells then find the shared ones stored.
+    """
+    seed = grid.seed_axis
+    if seed is None:
+        return list(grid.cells)
+    position = {a.key: {lab: i for i, lab in enumerate(a.labels)} for a in grid.axes}
+
+    def key(cell: Cell) -> tuple[int, ...]:
+        rest = [position[a.key][cell.labels[a.key]] for a in grid.axes if a.key != seed]
+        return (*rest, position[seed][cell.labels[seed]])
+
+    return sorted(grid.cells, key=key)
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _task(
+    root: Path, cell: Cell, data_root: str | None, retrain: bool, threads: int | None
+) -> CellTask:
+    return CellTask(
+        id=cell.id,
+        path=str(cell_dir(root, cell)),
+        config=dump_config(cell.config),
+        data_root=data_root,
+        retrain_teacher=retrain,
+        threads=None if cell.config.threads is not None else threads,
+    )
+
+
+def run_cell(task: CellTask) -> CellOutcome:
+    """Run (or resume) one cell into its folder; messages go to the cell's ``run.log``."""
+    from distillscope.experiment import resume_experiment, run_experiment
+
+    path = Path(task.path)
+    path.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    with (
+        open(path / LOG_FILE, "a", encoding="utf-8") as log,
+        contextlib.redirect_stdout(log),
+        contextlib.redirect_stderr(log),
+    ):
+        print(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} cell {task.id}", file=log, flush=True)
+        if task.threads is not None:
+            import torch
+
+            torch.set_num_threads(task.threads)
+        try:
+            if (path / "config.yaml").is_file():
+                resume_experiment(path, data_root=task.data_root)
+            else:
+                cfg = load_config_dict(task.config)
+                run_experiment(
+                    cfg,
+                    data_root=task.data_root,
+                    retrain_teacher=task.retrain_teacher,
+                    run_at=path,
+                )
+        except UserError as exc:
+            print(f"distillscope: error: {exc}", file=log)
+            return CellOutcome(task.id, "failed", time.time() - start, str(exc), user_error=True)
+        except Exception as exc:  # a crash: keep the traceback in the cell's log
+            traceback.print_exc(file=log)
+            line = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            return CellOutcome(task.id, "failed", time.time() - start, line)
+    return CellOutcome(task.id, "done", time.time() - start)
+
+
+def _run_parallel(tasks: list[CellTask], jobs: int, runner: _GridProgress) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=ctx) as pool:
+        pending: dict[Future[CellOutcome], str] = {}
+        queue = list(tasks)
+        try:
+            while queue or pending:
+                while queue and len(pending) < jobs and not runner.failed:
+                    task = queue.pop(0)
+                    pending[pool.submit(run_cell, task)] = task.id
+                    runner.started(task.id)
+                if not pending:
+                    break
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    cid = pending.pop(fut)
+                    try:
+                        runner.finished(fut.result())
+                    except Exception as exc:  # the worker process itself died
+                        runner.finished(CellOutcome(cid, "failed", 0.0, f"worker died: {exc!r}"))
+                if runner.failed and queue:
+                    say(f"grid: stopping after the failure; {len(pending)} running cells finish")
+                    queue.clear()
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+
+class _GridProgress:
+    """Tracks cells of this invocation and keeps ``grid.json`` and the report up to date."""
+
+    def __init__(self, grid: Grid, root: Path, jobs: int, total: int) -> None:
+        self.grid, self.root, self.jobs, self.total = grid, root, jobs, total
+        self.outcomes: dict[str, CellOutcome] = {}
+        self.running: set[str] = set()
+        self.failed: CellOutcome | None = None
+        self.count = 0
+
+    def started(self, cid: str) -> None:
+        self.running.add(cid)
+        self.publish()
+
+    def finished(self, outcome: CellOutcome) -> None:
+        self.running.discard(outcome.id)
+        self.outcomes[outcome.id] = outcome
+        self.count += 1
+        where = f"{self.count}/{self.total}"
+        if outcome.status == "done":
+            say(f"grid: cell {where} {outcome.id} done in {outcome.seconds:.1f} s")
+        else:
+            say(f"grid: cell {where} {outcome.id} FAILED: {outcome.error}")
+            self.failed = self.failed or outcome
+        self.publish()
+
+    def publish(self) -> None:
+        from distillscope.report.grid import render_grid_report
+
+        payload = build_summary(self.grid, self.root, self.outcomes, self.running, self.jobs)
+        write_summary(self.root, payload)
+        render_grid_report(self.root)
+
+    def raise_failure(self) -> None:
+        if self.failed is None:
+            return
+        log = Path("cells") / self.failed.id / LOG_FILE
+        msg = (
+            f"grid cell {self.failed.id} failed: {self.failed.error} (log: {self.root / log}); "
+            "fix it and run the same command again: finished cells are kept"
+        )
+        if self.failed.user_error:
+            raise UserError(msg)
+        raise GridCellError(msg)
+
+
+@contextlib.contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the grid directory (two runs of one grid would collide)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock
+        yield
+        return
+    with open(root / LOCK_FILE, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(
+                f"grid {root} is being run by another process; wait for it or stop it first"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
