@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from distillscope.errors import ConfigError, ModelError
-from distillscope.explain import attribute, gradcam
+from distillscope.explain import attribute, gradcam, guided_gradcam
 
 
 def linear(seed: int = 0) -> nn.Linear:
@@ -59,9 +59,27 @@ def test_gradcam_uses_cam_layer() -> None:
     torch.testing.assert_close(attribute(net, x, y, "gradcam"), gradcam(net, "1", x, y))
 
 
-def test_gradcam_without_cam_layer_raises() -> None:
-    with pytest.raises(ModelError, match="cam_layer"):
-        attribute(linear(), X, Y, "gradcam")
+def test_guided_gradcam_uses_cam_layer_and_keeps_the_input_shape() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(3, 2),
+    ).eval()
+    net.cam_layer = "1"
+    x = torch.randn(4, 2, 6, 6)
+    y = torch.tensor([0, 1, 1, 0])
+    got = attribute(net, x, y, "guided_gradcam")
+    assert got.shape == x.shape and not got.requires_grad
+    torch.testing.assert_close(got, guided_gradcam(net, "1", x, y))
+
+
+@pytest.mark.parametrize("method", ["gradcam", "guided_gradcam"])
+def test_cam_methods_without_cam_layer_raise(method: str) -> None:
+    with pytest.raises(ModelError, match=f"{method} needs the module path"):
+        attribute(linear(), X, Y, method)
 
 
 def test_unknown_method_raises() -> None:

@@ -7,7 +7,12 @@ import math
 import pytest
 import torch
 
-from distillscope.functional.similarity import flat_cosine
+from distillscope.functional.similarity import (
+    batch_cosine,
+    cosine_parts,
+    flat_cosine,
+    pooled_cosine,
+)
 
 
 def test_flat_cosine_golden() -> None:
@@ -48,3 +53,44 @@ def test_tiny_maps_do_not_underflow() -> None:
 def test_shape_mismatch_raises() -> None:
     with pytest.raises(ValueError, match="differ"):
         flat_cosine(torch.ones(2, 4), torch.ones(2, 5))
+
+
+def test_batch_cosine_golden() -> None:
+    # Three 2x2 maps per model, pooled by hand:
+    # <a, b> = 2 + 0 + (-3) = -1; ||a||^2 = 4 + 1 + 9 = 14; ||b||^2 = 1 + 4 + 1 = 6.
+    a = torch.tensor([[[2.0, 0.0], [0.0, 0.0]], [[0.0, 1.0], [0.0, 0.0]], [[0.0, 0.0], [3.0, 0.0]]])
+    b = torch.tensor(
+        [[[1.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [2.0, 0.0]], [[0.0, 0.0], [-1.0, 0.0]]]
+    )
+    got = batch_cosine(a, b)
+    assert got.dtype == torch.float64 and got.shape == (1,)
+    assert got.item() == pytest.approx(-1 / math.sqrt(14 * 6))
+    # per image the cosines are 1, 0 and -1: their mean (0) is not the pooled value
+    assert flat_cosine(a, b).mean().item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_batch_cosine_groups_consecutive_samples_and_keeps_a_short_last_group() -> None:
+    a = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0], [3.0, 4.0], [1.0, 0.0]])
+    b = torch.tensor([[1.0, 1.0], [0.0, 1.0], [1.0, -1.0], [3.0, 4.0], [0.0, 5.0]])
+    got = batch_cosine(a, b, group_size=2).tolist()
+    # group 1: <.,.> = 1 + 2 = 3, |a|^2 = 1 + 4 = 5, |b|^2 = 2 + 1 = 3
+    # group 2: <.,.> = 0 + 25 = 25, |a|^2 = 2 + 25 = 27, |b|^2 = 2 + 25 = 27
+    # group 3 (short): <.,.> = 0
+    assert got == pytest.approx([3 / math.sqrt(15), 25 / 27, 0.0])
+    whole = batch_cosine(a, b, group_size=5).item()
+    assert whole == pytest.approx((3 + 25 + 0) / math.sqrt((5 + 27 + 1) * (3 + 27 + 25)))
+    assert batch_cosine(a, b).item() == pytest.approx(whole)
+
+
+def test_batch_cosine_is_one_image_cosine_for_groups_of_one() -> None:
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(6, 3, 4, generator=g), torch.randn(6, 3, 4, generator=g)
+    torch.testing.assert_close(batch_cosine(a, b, group_size=1).float(), flat_cosine(a, b))
+
+
+def test_pooled_cosine_of_zero_maps_is_zero_and_tiny_maps_do_not_underflow() -> None:
+    assert pooled_cosine(cosine_parts(torch.zeros(3, 4), torch.ones(3, 4))).item() == 0.0
+    tiny = torch.tensor([[3e-30, 4e-30]])
+    assert batch_cosine(tiny, torch.tensor([[3.0, 4.0]])).item() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="group_size"):
+        batch_cosine(tiny, tiny, group_size=0)

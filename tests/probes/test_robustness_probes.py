@@ -102,8 +102,16 @@ def test_strong_false_drops_the_strong_keys(near_boundary) -> None:
 @pytest.mark.parametrize(
     "params",
     [
-        {"attacks": ["deepfool"]},
+        {"attacks": ["cw"]},
         {"attacks": []},
+        {"attacks": "pgd"},
+        {"attacks": 5},
+        {"sweep": "abc"},
+        {"sweep": ["abc"]},
+        {"deepfool_steps": 0},
+        {"deepfool_overshoot": -0.1},
+        {"deepfool_overshoot": float("nan")},
+        {"attacks": ["deepfool"], "sweep": [0.1]},
         {"eps": 0.0},
         {"pgd_steps": 0},
         {"pgd_step_size": -1.0},
@@ -130,3 +138,48 @@ def test_eps_sweep_gives_accuracy_curves(near_boundary) -> None:
     assert "cool/clean" not in s
     no_sweep = create_probe("adversarial", random_start=False).run(models, near_boundary, roles)
     assert no_sweep.series == {}
+
+
+def test_deepfool_is_not_masked_by_a_high_temperature(near_boundary) -> None:
+    # DeepFool walks the logits, not the softmax: the hot model that resists weak FGSM falls to
+    # weak DeepFool too. Each point crosses x0 = 0 in one step: ||r|| = 1.02 (|x0| + 1e-4/||w||)
+    # with ||w|| = 2 * (logit scale), the scale being divided by T for the strong form.
+    models = {"hot": scaled_linear(1000.0), "cool": scaled_linear(10.0)}
+    roles = Roles(teachers=["hot"], independent=["cool"], temperature={"hot": 100.0})
+    result = create_probe("adversarial", attacks=["fgsm", "deepfool"], batch_size=16).run(
+        models, near_boundary, roles
+    )
+    v = result.values
+    assert v["hot/fgsm"] == 1.0 and v["hot/deepfool"] == v["hot/deepfool_strong"] == 0.0
+    assert v["cool/deepfool"] == v["cool/deepfool_strong"] == 0.0
+    dist = near_boundary.dataset.inputs[:, 0].abs().double().mean().item()
+    assert v["hot/deepfool_l2"] == pytest.approx(1.02 * (dist + 1e-4 / 2000), rel=1e-5)
+    assert v["hot/deepfool_strong_l2"] == pytest.approx(1.02 * (dist + 1e-4 / 20), rel=1e-5)
+    assert v["hot/deepfool_strong_l2"] > v["hot/deepfool_l2"]  # only the 1e-4 push grows
+    assert v["cool/deepfool_strong_l2"] == v["cool/deepfool_l2"]  # T = 1: the weak value
+    p = result.params
+    assert p["deepfool_steps"] == 50 and p["deepfool_overshoot"] == 0.02
+    assert "unbounded" in p["deepfool_budget"]
+
+
+def test_default_attacks_leave_deepfool_out(near_boundary) -> None:
+    result = create_probe("adversarial").run(
+        {"m": scaled_linear(10.0)}, near_boundary, Roles(["m"])
+    )
+    assert not any("deepfool" in key for key in [*result.values, *result.params])
+
+
+def test_deepfool_on_images_stays_in_pixel_range_and_has_no_series(
+    image_models, image_data, roles
+) -> None:
+    result = create_probe(
+        "adversarial", attacks=["pgd", "deepfool"], sweep=[2 / 255], batch_size=8, max_samples=8
+    ).run(image_models, image_data, roles)
+    v, s = result.values, result.series
+    for m in image_models:
+        assert v[f"{m}/deepfool"] <= v[f"{m}/clean"]
+        assert v[f"{m}/deepfool_strong"] <= v[f"{m}/clean"]
+        if v[f"{m}/clean"] > v[f"{m}/deepfool"]:
+            assert v[f"{m}/deepfool_l2"] > 0
+        assert f"{m}/pgd" in s and f"{m}/deepfool" not in s
+    assert s["x"] == [2 / 255, IMAGE_EPS]

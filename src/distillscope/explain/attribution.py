@@ -7,7 +7,11 @@ three methods; the constants follow SPEC section 2:
 * ``"integrated_gradients"``: ``(x - x') * mean_{a} d z_c(x' + a (x - x')) / d x`` over ``n_steps``
   points of the path from the baseline ``x'`` (Sundararajan et al. 2017; captum
   ``IntegratedGradients``, Gauss-Legendre points); signed.
-* ``"gradcam"``: :func:`~distillscope.explain.gradcam.gradcam` on ``model.cam_layer``.
+* ``"gradcam"``: :func:`~distillscope.explain.gradcam.gradcam` on ``model.cam_layer``
+  (ReLU-ed, bilinear resize, one channel).
+* ``"guided_gradcam"``: :func:`~distillscope.explain.guided.guided_gradcam` on
+  ``model.cam_layer``: guided backprop times the nearest-upsampled GradCAM, shaped like the
+  input and signed; what captum's ``GuidedGradCam`` gives, paper 004's "GradCAM" column.
 
 Every method runs on the whole batch (IG on ``internal_batch_size`` path points at a time).
 """
@@ -21,11 +25,14 @@ from torch import Tensor, nn
 
 from distillscope.errors import ConfigError, ModelError
 from distillscope.explain.gradcam import gradcam
+from distillscope.explain.guided import guided_gradcam
 
-__all__ = ["IG_STEPS", "METHODS", "attribute"]
+__all__ = ["CAM_METHODS", "IG_STEPS", "METHODS", "attribute"]
 
 #: Attribution methods :func:`attribute` knows.
-METHODS = ("saliency", "integrated_gradients", "gradcam")
+METHODS = ("saliency", "integrated_gradients", "gradcam", "guided_gradcam")
+#: Methods that need ``model.cam_layer`` (and image inputs).
+CAM_METHODS = ("gradcam", "guided_gradcam")
 #: Integrated Gradients path points: 50, the value of SPEC section 2 and captum's default.
 IG_STEPS = 50
 
@@ -43,8 +50,9 @@ def attribute(
     """Attributions of ``model``'s logit ``target`` to ``inputs`` for one ``method``.
 
     Args:
-        model: A network returning ``(B, K)`` logits, in eval mode. ``"gradcam"`` needs its
-            ``cam_layer`` attribute (module path of the last conv block).
+        model: A network returning ``(B, K)`` logits, in eval mode. ``"gradcam"`` and
+            ``"guided_gradcam"`` need its ``cam_layer`` attribute (module path of the last
+            conv block).
         inputs: ``(B, ...)`` model inputs (normalised, as the model sees them).
         target: ``(B,)`` class index per sample.
         method: One of :data:`METHODS`.
@@ -55,12 +63,12 @@ def attribute(
             (default: all ``B * n_steps`` at once).
 
     Returns:
-        Detached attributions: ``(B, ...)`` like ``inputs`` for saliency and Integrated Gradients,
-        ``(B, H, W)`` for GradCAM.
+        Detached attributions: ``(B, ...)`` like ``inputs`` for saliency, Integrated Gradients
+        and Guided Grad-CAM, ``(B, H, W)`` for GradCAM.
 
     Raises:
         ConfigError: Unknown method.
-        ModelError: GradCAM on a model without ``cam_layer``.
+        ModelError: (Guided) GradCAM on a model without ``cam_layer``.
 
     Example:
         >>> import torch
@@ -84,13 +92,15 @@ def attribute(
             internal_batch_size=internal_batch_size,
         )
         return _detached(out)
-    if method == "gradcam":
+    if method in CAM_METHODS:
         layer = getattr(model, "cam_layer", None)
         if layer is None:
             raise ModelError(
-                f"{type(model).__name__} has no cam_layer; GradCAM needs the module path of its "
+                f"{type(model).__name__} has no cam_layer; {method} needs the module path of its "
                 "last conv block in model.cam_layer"
             )
+        if method == "guided_gradcam":
+            return guided_gradcam(model, layer, inputs, target)
         return gradcam(model, layer, inputs, target)
     raise ConfigError(f"unknown attribution method {method!r}; valid: {', '.join(METHODS)}")
 

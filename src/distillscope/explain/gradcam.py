@@ -8,6 +8,9 @@ layer (the last conv block),
     CAM = ReLU(sum_k w_k A_k)                           (B, h, w)
     map = bilinear_resize(CAM, input H x W)             (B, H, W)
 
+(``resize="nearest"`` gives the nearest-neighbour upsampling that captum's ``GuidedGradCam``
+uses, see :mod:`distillscope.explain.guided`.)
+
 With ``create_graph=True`` the map keeps its graph, so a loss on it trains the model (double
 backpropagation, e2KD's student explanation).
 """
@@ -44,6 +47,7 @@ def gradcam(
     inputs: Tensor,
     target: Tensor,
     create_graph: bool = False,
+    resize: str = "bilinear",
 ) -> Tensor:
     """GradCAM maps of ``model`` for class ``target``, resized to the input's height and width.
 
@@ -54,6 +58,8 @@ def gradcam(
         target: ``(B,)`` class index per sample.
         create_graph: Keep the graph of the map (for training on it); otherwise the result is
             detached.
+        resize: Upsampling to the input size: ``"bilinear"`` (Grad-CAM paper, e2KD) or
+            ``"nearest"`` (captum's Guided Grad-CAM).
 
     Returns:
         ``(B, H, W)`` non-negative maps.
@@ -64,6 +70,8 @@ def gradcam(
         >>> gradcam(net, "1", torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 2, 0])).shape
         torch.Size([4, 8, 8])
     """
+    if resize not in ("bilinear", "nearest"):
+        raise ValueError(f"resize must be 'bilinear' or 'nearest', got {resize!r}")
     layer = find_layer(model, layer_path)
     captured: list[Tensor] = []
     handle = layer.register_forward_hook(lambda _m, _i, out: captured.append(out))
@@ -85,7 +93,8 @@ def gradcam(
             (grads,) = torch.autograd.grad(selected, acts, create_graph=create_graph)
             weights = grads.mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
             cam = F.relu((weights * acts).sum(1, keepdim=True))  # (B, 1, h, w)
-            cam = F.interpolate(cam, size=inputs.shape[-2:], mode="bilinear", align_corners=False)
+            align = False if resize == "bilinear" else None
+            cam = F.interpolate(cam, size=inputs.shape[-2:], mode=resize, align_corners=align)
     finally:
         handle.remove()
     cam = cam[:, 0]  # (B, H, W)

@@ -27,15 +27,22 @@ from distillscope.functional.distill import (
     soft_labels,
 )
 from distillscope.functional.entropy import category_mask, entropy, softmax_entropy
-from distillscope.functional.similarity import flat_cosine
+from distillscope.functional.similarity import (
+    batch_cosine,
+    cosine_parts,
+    flat_cosine,
+    pooled_cosine,
+)
 
 __all__ = [
     "PSEUDO_SOFT_TEMPERATURE",
     "PSEUDO_SOFT_VARIANCE",
     "TWILIGHT_CONFIDENCE",
+    "batch_cosine",
     "boundary_hardness",
     "boundary_points",
     "category_mask",
+    "cosine_parts",
     "cross_entropy_to_uniform",
     "entropy",
     "flat_cosine",
@@ -43,6 +50,7 @@ __all__ = [
     "kd_loss",
     "kl_divergence",
     "label_smoothing_targets",
+    "pooled_cosine",
     "pseudo_soft_targets",
     "soft_cross_entropy",
     "soft_labels",

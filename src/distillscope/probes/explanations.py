@@ -5,50 +5,105 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from distillscope.checks import check_int
 from distillscope.errors import ConfigError
-from distillscope.explain.attribution import IG_STEPS, METHODS, attribute
-from distillscope.functional.similarity import flat_cosine
+from distillscope.explain.attribution import CAM_METHODS, IG_STEPS, METHODS, attribute
+from distillscope.functional.similarity import cosine_parts, flat_cosine, pooled_cosine
 from distillscope.probes.base import Probe, ProbeData, ProbeResult, Roles
 from distillscope.probes.sampling import evaluating, probe_batches
 from distillscope.registry import register_probe
 
-__all__ = ["AdherenceProbe"]
+__all__ = ["AGGREGATES", "DEFAULT_METHODS", "PRESETS", "AdherenceProbe"]
+
+#: Methods compared unless the config names others.
+DEFAULT_METHODS = ("saliency", "integrated_gradients", "gradcam")
+#: How the per-sample maps are turned into one number per pair.
+AGGREGATES = ("image", "batch")
+#: Images per flattened group with ``aggregate: batch``: 100, the authors' batch size.
+AGGREGATE_BATCH = 100
+#: Settings that reproduce a paper's definition exactly (checked against the authors' code).
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper004": {
+        "methods": ["saliency", "integrated_gradients", "guided_gradcam"],
+        "ig_steps": 50,
+        "aggregate": "batch",
+        "aggregate_batch": 100,
+    },
+}
+_DEFAULTS: dict[str, Any] = {
+    "methods": list(DEFAULT_METHODS),
+    "ig_steps": IG_STEPS,
+    "aggregate": "image",
+    "aggregate_batch": AGGREGATE_BATCH,
+}
+
+Pair = tuple[str, str, str]  # (teacher, model, method)
 
 
 @register_probe("adherence")
 class AdherenceProbe(Probe):
     """Attribution adherence: cosine between teacher and model attributions, per method.
 
-    Paper 004 (Trustworthy Distillation?), section 4.2 and 5.2.3: "the normalized Hadamard
+    Paper 004 (Trustworthy Distillation?), sections 4.2 and 5.2.3: "the normalized Hadamard
     product sum (effectively a kind of cosine-similarity)" between student and teacher
-    attributions, averaged over test images:
+    attributions ``E``, with two ways to aggregate over the ``N`` audited images:
 
-        adherence(T, S) = 1/N sum_i <E_T(x_i), E_S(x_i)> / (||E_T(x_i)|| ||E_S(x_i)||)
+    * ``aggregate: image`` (default): the mean of per-image cosines,
 
-    with ``E`` = absolute saliency, Integrated Gradients (zero baseline in model-input space,
-    50 steps) or GradCAM on ``model.cam_layer`` (see :mod:`distillscope.explain`). Saliency and
-    GradCAM maps are non-negative, so their adherence lies in ``[0, 1]``; Integrated Gradients are
-    signed and their adherence is the plain cosine in ``[-1, 1]`` (not rescaled).
+          adherence(T, S) = 1/N sum_i <E_T(x_i), E_S(x_i)> / (||E_T(x_i)|| ||E_S(x_i)||),
 
-    Both models explain the *ground-truth* class: the same target for teacher and student, so
-    the maps answer the same question even where the two disagree (paper 003, 4.1 does the same;
-    e2KD trains on the teacher's class instead, which would favour students that agree).
+      each image weighing the same (each map is rescaled by its largest value first, so the
+      tiny gradients of saturated models do not underflow).
+    * ``aggregate: batch``: what the authors' published code computes. The images are taken in
+      consecutive groups ``G`` of ``aggregate_batch`` (100, their batch size); each group's maps
+      are flattened into one vector, and the cosines are averaged over groups (a shorter last
+      group counts as one group):
+
+          adherence(T, S) = 1/|groups| sum_G <E_T(x_G), E_S(x_G)> / (||E_T(x_G)|| ||E_S(x_G)||).
+
+      Images with larger attributions weigh more. Sums are kept in float64.
+
+    Methods (:mod:`distillscope.explain`): ``saliency`` = ``|d z_y / d x|``;
+    ``integrated_gradients`` (zero baseline in model-input space, ``ig_steps`` = 50
+    Gauss-Legendre points); ``gradcam`` = in-house GradCAM on ``model.cam_layer`` (ReLU-ed,
+    bilinear, one channel, in ``[0, 1]``);
+    ``guided_gradcam`` = guided backprop times the nearest-upsampled ReLU GradCAM of
+    ``model.cam_layer`` (captum's ``GuidedGradCam``; signed, shaped like the input). Cosines of
+    non-negative maps lie in ``[0, 1]``; of signed ones (IG, Guided Grad-CAM) in ``[-1, 1]``,
+    not rescaled.
+
+    ``preset: paper004`` reproduces the paper's definition: its "GradCAM" column is captum's
+    Guided Grad-CAM on the last conv block, and its code (Explainability notebooks) uses captum's
+    defaults: ``Saliency`` with ``abs=True``, ``IntegratedGradients`` with a zero baseline on the
+    normalised input and 50 steps, attributions of the *ground-truth* label, cosine over
+    flattened batches of 100. So the preset sets ``methods = [saliency, integrated_gradients,
+    guided_gradcam]``, ``aggregate = batch``, ``aggregate_batch = 100``, ``ig_steps = 50``; a
+    conflicting explicit value is an error. The paper audits 1,000 CIFAR-10 test images (10
+    batches) and 100 TSRD ones: set ``max_samples`` accordingly.
+
+    Both models always explain the *ground-truth* class: the same target for teacher and
+    student, so the maps answer the same question even where the two disagree (paper 003, 4.1
+    does the same; e2KD trains on the teacher's class instead, which would favour students that
+    agree).
 
     Args:
-        methods: Attribution methods, a subset of ``("saliency", "integrated_gradients",
-            "gradcam")``.
-        ig_steps: Integrated Gradients path points (SPEC section 2: 50).
+        methods: Attribution methods, a subset of :data:`~distillscope.explain.METHODS`;
+            default :data:`DEFAULT_METHODS`.
+        ig_steps: Integrated Gradients path points (default 50, SPEC section 2).
+        aggregate: ``"image"`` (default) or ``"batch"``, see above.
+        aggregate_batch: Images per group with ``aggregate: batch`` (default 100).
+        preset: None or a key of :data:`PRESETS` (``"paper004"``).
         batch_size: See :class:`~distillscope.probes.base.Probe`; also the number of IG path
-            points per forward pass.
+            points per forward pass. Independent of ``aggregate_batch``.
         max_samples: See :class:`~distillscope.probes.base.Probe`.
         seed: See :class:`~distillscope.probes.base.Probe`.
 
-    Values: ``"<t>-><m>/<method>"`` for every pair of ``roles.pairs()``. GradCAM entries are
-    skipped, with the reason in ``params["skipped"]``, when either model has no ``cam_layer`` or
-    the inputs are not images.
+    Values: ``"<t>-><m>/<method>"`` for every pair of ``roles.pairs()``. GradCAM and Guided
+    Grad-CAM entries are skipped, with the reason in ``params["skipped"]``, when either model
+    has no ``cam_layer`` or the inputs are not images.
     """
 
     name = "adherence"
@@ -56,21 +111,49 @@ class AdherenceProbe(Probe):
 
     def __init__(
         self,
-        methods: Sequence[str] = METHODS,
-        ig_steps: int = IG_STEPS,
+        methods: Sequence[str] | None = None,
+        ig_steps: int | None = None,
+        aggregate: str | None = None,
+        aggregate_batch: int | None = None,
+        preset: str | None = None,
         batch_size: int = 256,
         max_samples: int = 1000,
         seed: int = 0,
     ) -> None:
         super().__init__(batch_size, max_samples, seed)
-        unknown = [m for m in methods if m not in METHODS]
-        if unknown or not methods:
+        given = {
+            "methods": None if methods is None else _method_list(methods),
+            "ig_steps": ig_steps,
+            "aggregate": aggregate,
+            "aggregate_batch": aggregate_batch,
+        }
+        if preset is not None and (not isinstance(preset, str) or preset not in PRESETS):
             raise ConfigError(
-                f"adherence.methods={list(methods)!r} is invalid; use a non-empty subset of "
-                f"{', '.join(METHODS)}"
+                f"adherence.preset={preset!r} is unknown; use one of {', '.join(PRESETS)} or none"
             )
-        self.methods = list(dict.fromkeys(methods))
-        self.ig_steps = check_int("adherence.ig_steps", ig_steps)
+        base = _DEFAULTS if preset is None else PRESETS[preset]
+        for key, value in given.items():
+            if preset is not None and value is not None and value != base[key]:
+                raise ConfigError(
+                    f"adherence.{key}={value!r} conflicts with adherence.preset={preset!r}, which "
+                    f"sets {key}={base[key]!r}; drop one of them"
+                )
+        chosen = {key: base[key] if value is None else value for key, value in given.items()}
+        self.preset = preset
+        self.methods: list[str] = list(chosen["methods"])
+        self.ig_steps = check_int("adherence.ig_steps", chosen["ig_steps"])
+        if chosen["aggregate"] not in AGGREGATES:
+            raise ConfigError(
+                f"adherence.aggregate={chosen['aggregate']!r} is invalid; use "
+                f"{' or '.join(AGGREGATES)}"
+            )
+        self.aggregate: str = chosen["aggregate"]
+        if aggregate_batch is not None and self.aggregate != "batch":
+            raise ConfigError(
+                f"adherence.aggregate_batch={aggregate_batch!r} needs adherence.aggregate: batch; "
+                "set it or drop aggregate_batch"
+            )
+        self.aggregate_batch = check_int("adherence.aggregate_batch", chosen["aggregate_batch"])
 
     def run(self, models: Mapping[str, nn.Module], data: ProbeData, roles: Roles) -> ProbeResult:
         params: dict[str, Any] = {
@@ -79,7 +162,12 @@ class AdherenceProbe(Probe):
             "ig_steps": self.ig_steps,
             "ig_baseline": 0.0,
             "target": "ground_truth",
+            "aggregate": self.aggregate,
         }
+        if self.aggregate == "batch":
+            params["aggregate_batch"] = self.aggregate_batch
+        if self.preset is not None:
+            params["preset"] = self.preset
         pairs = roles.pairs()
         if not pairs:
             params["skipped"] = {"adherence": "the roles define no (teacher, model) pair"}
@@ -95,10 +183,15 @@ class AdherenceProbe(Probe):
                     skipped[f"{t}->{m}/{method}"] = reason
                 else:
                     jobs[method].append((t, m))
-        sums = {(t, m, method): 0.0 for method, todo in jobs.items() for t, m in todo}
-        n = 0
+        keys = [(t, m, method) for method, todo in jobs.items() for t, m in todo]
+        acc = (
+            _ImageMean(keys)
+            if self.aggregate == "image"
+            else _GroupMean(keys, self.aggregate_batch)
+        )
         with evaluating(models, names, data.device) as active:
             for batch in probe_batches(self, data):
+                parts: dict[Pair, Tensor] = {}
                 for method, todo in jobs.items():
                     needed = dict.fromkeys(name for pair in todo for name in pair)
                     maps = {  # each model explained once per batch, shared across its pairs
@@ -113,10 +206,12 @@ class AdherenceProbe(Probe):
                         for name in needed
                     }
                     for t, m in todo:
-                        sums[t, m, method] += float(flat_cosine(maps[t], maps[m]).double().sum())
-                n += len(batch)
-        values = {f"{t}->{m}/{method}": total / n for (t, m, method), total in sums.items()}
-        params["n_samples"] = n
+                        parts[t, m, method] = acc.parts(maps[t], maps[m])
+                acc.add(parts, len(batch))
+        values = {f"{t}->{m}/{method}": value for (t, m, method), value in acc.result().items()}
+        params["n_samples"] = acc.n
+        if self.aggregate == "batch":
+            params["n_groups"] = acc.n_groups
         if skipped:
             params["skipped"] = skipped
         return ProbeResult(self.name, values, params=params)
@@ -126,11 +221,90 @@ class AdherenceProbe(Probe):
         method: str, models: Mapping[str, nn.Module], pair: tuple[str, str], data: ProbeData
     ) -> str | None:
         """Why ``method`` cannot compare the two models of ``pair``, or None when it can."""
-        if method != "gradcam":
+        if method not in CAM_METHODS:
             return None
+        label = "GradCAM" if method == "gradcam" else "Guided Grad-CAM"
         if not data.info.is_image:
-            return "GradCAM needs image inputs"
+            return f"{label} needs image inputs"
         for name in pair:
             if name in models and getattr(models[name], "cam_layer", None) is None:
                 return f"model {name!r} has no cam_layer"
         return None
+
+
+def _method_list(methods: Sequence[str]) -> list[str]:
+    """``methods`` without duplicates, or :class:`ConfigError` when it is not a valid subset."""
+    if (
+        not isinstance(methods, (list, tuple))
+        or not methods
+        or any(m not in METHODS for m in methods)
+    ):
+        raise ConfigError(
+            f"adherence.methods={methods!r} is invalid; use a non-empty list, a subset of "
+            f"{', '.join(METHODS)}"
+        )
+    return list(dict.fromkeys(methods))
+
+
+class _ImageMean:
+    """Mean over images of the per-image cosine; one running sum per key."""
+
+    def __init__(self, keys: Sequence[Pair]) -> None:
+        self.sums = dict.fromkeys(keys, 0.0)
+        self.n = 0
+
+    @staticmethod
+    def parts(a: Tensor, b: Tensor) -> Tensor:
+        return flat_cosine(a, b).double()  # (B,)
+
+    def add(self, parts: Mapping[Pair, Tensor], n: int) -> None:
+        for key, cos in parts.items():
+            self.sums[key] += float(cos.sum())
+        self.n += n
+
+    def result(self) -> dict[Pair, float]:
+        return {key: total / self.n for key, total in self.sums.items()}
+
+
+class _GroupMean:
+    """Mean over groups of ``size`` consecutive images of their pooled (flattened) cosine.
+
+    Fixed-size state: per key, the three running sums of the open group and the sum of the
+    closed groups' cosines.
+    """
+
+    def __init__(self, keys: Sequence[Pair], size: int) -> None:
+        self.size = size
+        self.open = {key: torch.zeros(3, dtype=torch.float64) for key in keys}
+        self.sums = dict.fromkeys(keys, 0.0)
+        self.filled = 0  # images in the open group
+        self.n = 0
+        self.n_groups = 0
+
+    @staticmethod
+    def parts(a: Tensor, b: Tensor) -> Tensor:
+        return cosine_parts(a, b).cpu()  # (B, 3)
+
+    def add(self, parts: Mapping[Pair, Tensor], n: int) -> None:
+        start = 0
+        while start < n:
+            stop = min(n, start + self.size - self.filled)
+            for key, p in parts.items():
+                self.open[key] += p[start:stop].sum(0)
+            self.filled += stop - start
+            start = stop
+            if self.filled == self.size:
+                self._close()
+        self.n += n
+
+    def _close(self) -> None:
+        for key, sums in self.open.items():
+            self.sums[key] += float(pooled_cosine(sums[None]))
+            sums.zero_()
+        self.filled = 0
+        self.n_groups += 1
+
+    def result(self) -> dict[Pair, float]:
+        if self.filled:
+            self._close()  # the shorter last group
+        return {key: total / self.n_groups for key, total in self.sums.items()}
