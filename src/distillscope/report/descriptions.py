@@ -32,8 +32,9 @@ PROBE_DESCRIPTIONS = {
     ),
     "class_similarity": (
         "Mean softmax entropy over all classes (entire) and within the true class's category "
-        "(category), on samples every model classifies correctly: a higher category entropy "
-        "means more class-similarity information in the outputs.",
+        "(category), on the samples that every model of the mask classifies correctly (by "
+        "default the compared students, as in the paper, not the teacher; see params "
+        "mask_names): a higher category entropy means more class-similarity information.",
         "000",
     ),
     "adherence": (
