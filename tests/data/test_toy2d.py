@@ -73,30 +73,63 @@ def test_reference_figures():
     assert abs(residual.mean()) < 0.01 and abs(residual.std() - 0.4) < 0.01
 
 
-def test_splits_are_disjoint_stratified_and_deterministic():
+def test_default_trains_on_the_whole_set_and_tests_on_a_fresh_draw():
+    """Paper 004's protocol: train = all 1,200 points of the recipe; test = an independent draw."""
     train = load_dataset("toy2d-ring", "train")
     test = load_dataset("toy2d-ring", "test")
+    X, y = toy2d_ring_arrays()
+    assert torch.equal(train.inputs, torch.from_numpy(X).float())
+    assert torch.equal(train.targets, torch.from_numpy(y))
+    assert torch.bincount(test.targets).tolist() == [300, 300, 600]
+    # the blobs are new points; the ring keeps the recipe's x0 grid with fresh vertical noise
+    blobs = test.targets < 2
+    assert not {tuple(r) for r in train.inputs[blobs].tolist()} & {
+        tuple(r) for r in test.inputs[blobs].tolist()
+    }
+    ring = test.targets == 2
+    assert torch.equal(test.inputs[ring, 0], train.inputs[ring, 0])
+    assert not torch.equal(test.inputs[ring, 1], train.inputs[ring, 1])
+    # the held-out draw follows the same recipe
+    Xt, yt = test.inputs.double().numpy(), test.targets.numpy()
+    z = z_scores(summary(X, y), summary(Xt, yt))
+    assert max(z.values()) < 3.5, z
+    again = load_dataset("toy2d-ring", "test")
+    assert torch.equal(again.inputs, test.inputs)
+    other = load_dataset("toy2d-ring", "test", data_seed=1)
+    assert not torch.equal(other.inputs, test.inputs)
+    # the held-out draw is not the training set of another data seed
+    assert not torch.equal(load_dataset("toy2d-ring", "train", data_seed=1).inputs, test.inputs)
+
+
+def test_split_holdout_is_disjoint_stratified_and_deterministic():
+    train = load_dataset("toy2d-ring", "train", holdout="split")
+    test = load_dataset("toy2d-ring", "test", holdout="split")
     assert torch.bincount(train.targets).tolist() == [240, 240, 480]
     assert torch.bincount(test.targets).tolist() == [60, 60, 120]
     rows = {tuple(r) for r in train.inputs.tolist()}
     assert not rows & {tuple(r) for r in test.inputs.tolist()}
     assert len(rows | {tuple(r) for r in test.inputs.tolist()}) == 1200
-    again = load_dataset("toy2d-ring", "train")
+    again = load_dataset("toy2d-ring", "train", holdout="split")
     assert torch.equal(again.inputs, train.inputs) and torch.equal(again.targets, train.targets)
-    other = load_dataset("toy2d-ring", "train", data_seed=1)
+    other = load_dataset("toy2d-ring", "train", data_seed=1, holdout="split")
     assert not torch.equal(other.inputs, train.inputs)
+
+
+def test_unknown_holdout_is_a_config_error():
+    with pytest.raises(ConfigError, match="holdout='half'.*fresh, split"):
+        load_dataset("toy2d-ring", "train", holdout="half")
 
 
 def test_info_and_params():
     ds = load_dataset("toy2d-ring", "train", n_per_blob=10, ring_points=20, noise=0.0)
-    assert ds.inputs.dtype == torch.float32 and ds.inputs.shape == (32, 2)
+    assert ds.inputs.dtype == torch.float32 and ds.inputs.shape == (40, 2)  # all 2 * 10 + 20
     info = ds.info
     assert info.input_shape == (2,) and info.num_classes == 3 and not info.is_image
     assert info.pixel_range is None and info.mean is None and info.std is None
     assert info.categories == {"blobs": [0, 1], "ring": [2]}
     ring = ds.inputs[ds.targets == 2].double()
     torch.testing.assert_close(
-        ring.norm(dim=1), torch.full((16,), 4.0, dtype=torch.float64), rtol=0, atol=1e-5
+        ring.norm(dim=1), torch.full((20,), 4.0, dtype=torch.float64), rtol=0, atol=1e-5
     )
     for bad in (dict(ring_points=7), dict(n_per_blob=0), dict(noise=-1.0)):
         with pytest.raises(ConfigError, match="toy2d-ring"):

@@ -58,11 +58,24 @@ def test_label_smoothing_agrees_with_torch_cross_entropy(alpha: float) -> None:
     assert ours.item() == pytest.approx(reference.item(), rel=1e-12)
 
 
-def test_pseudo_soft_matches_golden() -> None:
+def test_pseudo_soft_matches_golden_with_the_kl_methods_tau() -> None:
+    """Paper 003 C.2 uses the pseudo labels "with the KL method": tau = 4 and the tau^2 factor."""
     student, batch = golden_inputs()
-    out = PseudoSoftLabels()(student, None, batch)
+    term = PseudoSoftLabels()
+    assert term.kl_temperature == 4.0
+    out = term(student, None, batch)
     assert set(out) == {"loss", "pseudo_soft/soft"}
-    assert out["loss"].item() == pytest.approx(golden("pseudo_soft_seed0/loss"), rel=1e-5)
+    assert out["loss"].item() == pytest.approx(golden("pseudo_soft_seed0_tau4/loss"), rel=1e-5)
+
+
+def test_pseudo_soft_at_kl_temperature_1_is_the_plain_soft_cross_entropy() -> None:
+    student, batch = golden_inputs()
+    term = PseudoSoftLabels(kl_temperature=1.0)
+    out = term(student, None, batch)
+    assert out["loss"].item() == pytest.approx(golden("pseudo_soft_seed0_tau1/loss"), rel=1e-5)
+    target = term.targets(batch, student.logits.shape[1]).double()  # (B, K)
+    plain = -(target * student.logits.log_softmax(1)).sum(1).mean()
+    assert out["loss"].item() == pytest.approx(plain.item(), rel=1e-12)
 
 
 def make_batch(index: list[int], targets: list[int]) -> Batch:
@@ -108,6 +121,7 @@ def test_pseudo_soft_targets_mostly_peak_at_the_label() -> None:
         ("pseudo_soft", {"temperature": 0.0}, r"pseudo_soft\.temperature=0\.0 .*\(0, inf\)"),
         ("pseudo_soft", {"seed": -1}, r"pseudo_soft\.seed=-1 is out of range"),
         ("pseudo_soft", {"seed": 1.5}, r"pseudo_soft\.seed=1\.5 is invalid"),
+        ("pseudo_soft", {"kl_temperature": 0}, r"pseudo_soft\.kl_temperature=0 .*\(0, inf\)"),
         ("ce", {"alpha": 0.1}, r"unknown parameter 'alpha' for loss 'ce'; valid parameters: "),
     ],
 )

@@ -47,9 +47,13 @@ def test_kd_matches_golden_with_alpha_0_9(temperature: float) -> None:
 
 
 def test_kd_defaults_follow_the_papers() -> None:
+    """Paper 000, appendix B.2: T = 4 and alpha = 0.5."""
     term = KnowledgeDistillation()
-    assert (term.temperature, term.alpha) == (4.0, 0.9)
+    assert (term.temperature, term.alpha) == (4.0, 0.5)
     assert term.needs == {"logits", "teacher"}
+    student, teacher, batch = golden_inputs()
+    loss = term(student, teacher, batch)["loss"].item()
+    assert loss == pytest.approx(golden("kd_T4_alpha0.5/loss"), rel=1e-12)
 
 
 def test_kd_alpha_endpoints_select_one_part() -> None:

@@ -20,6 +20,7 @@ NATURAL_INPUT = {
     "mnist_cnn": (1, 28, 28),
     "lenet5": (1, 28, 28),
     "resnet*": (3, 32, 32),
+    "p004_*": (3, 32, 32),
 }
 
 ZOO = MODELS.list()
@@ -32,7 +33,8 @@ def natural_input(name: str, batch: int = 2) -> torch.Tensor:
 
 
 def test_zoo_holds_the_promised_models() -> None:
-    expected = {"mlp", "mlp_full", "mlp_reduced", "mnist_cnn", "lenet5", "resnet_cifar"}
+    expected = {"mlp", "mlp_full", "mlp_reduced", "mlp_full_deep", "mlp_reduced_deep"}
+    expected |= {"mnist_cnn", "lenet5", "resnet_cifar"}
     expected |= {f"resnet{d}" for d in (8, 14, 20, 32, 56)}
     assert expected <= set(ZOO)
     assert "torchvision:<name>" in model_names() and "timm:<name>" in model_names()
@@ -90,10 +92,19 @@ def test_num_classes_must_be_a_positive_integer(num_classes: object) -> None:
 
 
 def test_mlp_widths_follow_paper_004() -> None:
-    for name, hidden in (("mlp_full", 32), ("mlp_reduced", 16)):
+    """The authors' code: Linear(2, 32) - ReLU - Linear(32, 3); 16 hidden units for Reduced."""
+    for name, hidden, params in (("mlp_full", 32, 195), ("mlp_reduced", 16, 99)):
         model = create_model(name, num_classes=K)
         linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-        assert len(linears) == 3  # "three-layer MLP"
+        assert [(m.in_features, m.out_features) for m in linears] == [(2, hidden), (hidden, K)]
+        assert sum(p.numel() for p in model.parameters()) == params  # 2h + h + hK + K
+        assert model.feature_layers == ["body.act1"]
+
+
+def test_deep_mlps_have_two_hidden_layers() -> None:
+    for name, hidden in (("mlp_full_deep", 32), ("mlp_reduced_deep", 16)):
+        model = create_model(name, num_classes=K)
+        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
         assert [m.out_features for m in linears] == [hidden, hidden, K]
 
 

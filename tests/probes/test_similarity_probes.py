@@ -7,6 +7,7 @@ import pytest
 import torch
 from tiny_probe_models import Logits, logit_data
 
+from distillscope.errors import ConfigError
 from distillscope.probes import create_probe
 from distillscope.probes.base import Roles
 
@@ -44,7 +45,8 @@ def test_class_similarity_golden() -> None:
         "b": Logits(torch.eye(K, dtype=torch.float64) * SHARP),
     }
     data = logit_data(Z, Y, CATEGORIES)
-    result = create_probe("class_similarity", batch_size=16).run(models, data, Roles(["a"]))
+    probe = create_probe("class_similarity", batch_size=16, mask_models="all")
+    result = probe.run(models, data, Roles(["a"]))
     correct = Z.argmax(1) == Y
     assert 0 < correct.sum() < 60
     for name, z in (("a", Z), ("b", Z * SHARP)):
@@ -62,7 +64,7 @@ def test_only_samples_every_model_gets_right_count() -> None:
         "a": Logits(torch.eye(K, dtype=torch.float64)),
         "b": Logits(torch.tensor(flip)),
     }
-    result = create_probe("class_similarity").run(
+    result = create_probe("class_similarity", mask_models="all").run(
         models, logit_data(Z, Y, CATEGORIES), Roles(["a"])
     )
     both = (Z.argmax(1) == Y) & ((Z @ flip).argmax(1) == Y)
@@ -72,6 +74,71 @@ def test_only_samples_every_model_gets_right_count() -> None:
 
 def test_without_categories_the_category_entropy_is_skipped() -> None:
     models = {"a": Logits(torch.eye(K, dtype=torch.float64))}
-    result = create_probe("class_similarity").run(models, logit_data(Z, Y), Roles(["a"]))
+    probe = create_probe("class_similarity", mask_models="all")
+    result = probe.run(models, logit_data(Z, Y), Roles(["a"]))
     assert "a/entire" in result.values and "a/category" not in result.values
     assert "two or more classes" in result.params["skipped"]["a/category"]
+
+
+FLIP = np.eye(K)[[1, 0, 2, 3, 4]]  # confuses classes 0 and 1
+
+
+def three_models() -> tuple[dict, Roles, np.ndarray, np.ndarray]:
+    """A teacher that confuses classes 0 and 1, and two students that are right where Z is."""
+    models = {
+        "teacher": Logits(torch.tensor(FLIP)),
+        "scratch": Logits(torch.eye(K, dtype=torch.float64)),
+        "kd": Logits(torch.eye(K, dtype=torch.float64) * SHARP),
+    }
+    roles = Roles(["teacher"], independent=["scratch"], students=["kd"])
+    students_right = Z.argmax(1) == Y
+    teacher_right = (Z @ FLIP).argmax(1) == Y
+    return models, roles, students_right, teacher_right
+
+
+def test_default_mask_is_the_compared_students_not_the_teacher() -> None:
+    """Paper 000, Table 2: samples that all compared models (scratch, KD, LS) get right."""
+    models, roles, students_right, teacher_right = three_models()
+    assert (students_right & ~teacher_right).any()  # the teacher would shrink the mask
+    result = create_probe("class_similarity").run(models, logit_data(Z, Y, CATEGORIES), roles)
+    assert result.params["mask_models"] == "students"
+    assert result.params["mask_names"] == ["scratch", "kd"]
+    assert result.params["n_samples"] == int(students_right.sum())
+    assert result.values["scratch/entire"] == pytest.approx(expected(Z, students_right)[0])
+    # the teacher's entropies are reported too, on the same samples
+    assert result.values["teacher/entire"] == pytest.approx(expected(Z @ FLIP, students_right)[0])
+
+
+def test_mask_over_all_models_includes_the_teacher() -> None:
+    models, roles, students_right, teacher_right = three_models()
+    probe = create_probe("class_similarity", mask_models="all")
+    result = probe.run(models, logit_data(Z, Y, CATEGORIES), roles)
+    both = students_right & teacher_right
+    assert result.params["mask_names"] == ["teacher", "scratch", "kd"]
+    assert result.params["n_samples"] == int(both.sum()) < int(students_right.sum())
+    assert result.values["kd/category"] == pytest.approx(expected(Z * SHARP, both)[1])
+
+
+def test_mask_over_listed_models() -> None:
+    models, roles, _, teacher_right = three_models()
+    probe = create_probe("class_similarity", mask_models=["teacher"])
+    result = probe.run(models, logit_data(Z, Y, CATEGORIES), roles)
+    assert result.params["mask_names"] == ["teacher"]
+    assert result.params["n_samples"] == int(teacher_right.sum())
+    with pytest.raises(ConfigError, match=r"mask_models names \['ls'\].*'scratch'"):
+        create_probe("class_similarity", mask_models=["ls"]).run(
+            models, logit_data(Z, Y, CATEGORIES), roles
+        )
+
+
+def test_students_mask_without_students_is_skipped_with_the_reason() -> None:
+    models = {"a": Logits(torch.eye(K, dtype=torch.float64))}
+    result = create_probe("class_similarity").run(models, logit_data(Z, Y), Roles(["a"]))
+    assert result.values == {}
+    assert "mask_models: all" in result.params["skipped"]["a/entire"]
+
+
+@pytest.mark.parametrize("bad", ["teacher", [], [""], 3, ["a", 1]])
+def test_invalid_mask_models_is_a_config_error(bad: object) -> None:
+    with pytest.raises(ConfigError, match="class_similarity.mask_models=.*students, all"):
+        create_probe("class_similarity", mask_models=bad)

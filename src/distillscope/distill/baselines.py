@@ -28,6 +28,9 @@ from distillscope.registry import register_loss
 
 # Paper 000, appendix B.2: "For the LS, we set the alpha value to 0.1".
 LABEL_SMOOTHING_ALPHA = 0.1
+# Paper 003, appendix C.2: pseudo soft labels are used "with the KL method", whose temperature
+# is 4 (appendix A: "The temperature used in KL (Eq. 1 in main paper) is set to 4").
+PSEUDO_SOFT_KL_TEMPERATURE = 4.0
 
 
 @register_loss("ce")
@@ -98,12 +101,19 @@ class LabelSmoothing(LossTerm):
 
 @register_loss("pseudo_soft")
 class PseudoSoftLabels(LossTerm):
-    """Pseudo soft labels without a teacher (paper 003, appendix C.2).
+    """Pseudo soft labels without a teacher, used "with the KL method" (paper 003, appendix C.2).
 
-    The target replaces the teacher's distribution by one made from the label alone,
-    ``p = sigma((onehot(y) + epsilon) / T)`` with ``epsilon ~ N(0, variance)``, and the
-    student matches it: ``L = mean_b(-sum_k p_bk log sigma(z_s)_bk)``, which equals
-    ``KL(p || sigma(z_s))`` up to the entropy of ``p`` (a constant for the student).
+    The target replaces the teacher's distribution of paper 003's KL loss (eq. 1) by one made
+    from the label alone, ``p = sigma((onehot(y) + epsilon) / T)`` with
+    ``epsilon ~ N(0, variance)`` (variance 0.2, ``T = 0.15``), and the student matches it as in
+    eq. 1, at the KL method's temperature ``tau`` and with its ``tau^2`` factor:
+
+        ``L = tau^2 mean_b(-sum_k p_bk log sigma(z_s / tau)_bk)``
+
+    which equals ``tau^2 KL(p || sigma(z_s / tau))`` up to the entropy of ``p`` (a constant for
+    the student). Paper 003 uses ``tau = 4`` for KL (appendix A). ``kl_temperature=1`` gives the
+    plain soft cross-entropy ``mean_b(-sum_k p_bk log sigma(z_s)_bk)`` (this project's earlier
+    default).
 
     The noise of a sample is a fixed function of ``(seed, batch.index)``
     (:func:`~distillscope.functional.distill.indexed_normal`), so each training image keeps
@@ -114,9 +124,11 @@ class PseudoSoftLabels(LossTerm):
         variance: Noise variance (standard deviation ``sqrt(variance)``); paper 003: 0.2.
         temperature: Softmax temperature of the target; paper 003: 0.15.
         seed: Selects the noise realisation, an int in ``[0, 2^32)``.
+        kl_temperature: ``tau > 0``, the temperature of the student's softmax, with the
+            ``tau^2`` factor; paper 003 (KL method): 4.
 
     Parts:
-        ``pseudo_soft/soft``: the soft cross-entropy (equal to ``loss``).
+        ``pseudo_soft/soft``: ``tau^2`` times the soft cross-entropy (equal to ``loss``).
     """
 
     name: ClassVar[str] = "pseudo_soft"
@@ -127,6 +139,7 @@ class PseudoSoftLabels(LossTerm):
         variance: float = PSEUDO_SOFT_VARIANCE,
         temperature: float = PSEUDO_SOFT_TEMPERATURE,
         seed: int = 0,
+        kl_temperature: float = PSEUDO_SOFT_KL_TEMPERATURE,
     ) -> None:
         super().__init__()
         self.variance = check_range("pseudo_soft.variance", variance, 0.0)
@@ -136,6 +149,9 @@ class PseudoSoftLabels(LossTerm):
                 f"pseudo_soft.seed={seed!r} is out of range; use an int in [0, {2**32 - 1}]"
             )
         self.seed = seed
+        self.kl_temperature = check_range(
+            "pseudo_soft.kl_temperature", kl_temperature, 0.0, low_open=True
+        )
 
     def targets(self, batch: Batch, num_classes: int) -> Tensor:
         """The ``(B, K)`` pseudo soft labels of ``batch``; identical for a given dataset index."""
@@ -149,10 +165,14 @@ class PseudoSoftLabels(LossTerm):
         )  # (B, K)
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
+        tau = self.kl_temperature
         logits = student.logits  # (B, K)
         target = self.targets(batch, logits.shape[1]).to(logits.device, logits.dtype)  # (B, K)
-        soft = soft_cross_entropy(logits, target)  # ()
+        soft = tau**2 * soft_cross_entropy(logits / tau, target)  # ()
         return {"loss": soft, "pseudo_soft/soft": soft}
 
     def extra_repr(self) -> str:
-        return f"variance={self.variance}, temperature={self.temperature}, seed={self.seed}"
+        return (
+            f"variance={self.variance}, temperature={self.temperature}, seed={self.seed}, "
+            f"kl_temperature={self.kl_temperature}"
+        )

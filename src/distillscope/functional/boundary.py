@@ -4,7 +4,8 @@ Paper 004 (Trustworthy Distillation?), section 5.1.1: a model trained at tempera
 one class to the next *smoothly*, through a sizable "twilight zone" where several classes have
 significant probability (a sigmoid across the boundary); a model trained at a high temperature
 switches almost like a step function, its probabilities near one-hot right up to the boundary.
-Two numbers capture this on a ``(H, W, K)`` grid of softmax outputs ``p``:
+The paper shows this in pictures and words only; the two numbers below are **this project's**
+measures of it (not the paper's), on a ``(H, W, K)`` grid of softmax outputs ``p``:
 
 * twilight = fraction of grid points whose top probability is below ``c`` (default 0.9):
   ``1/(HW) sum_g 1[max_k p_gk < c]``. The paper's twilight zone as an area share; it also grows

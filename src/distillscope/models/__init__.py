@@ -19,7 +19,12 @@ from typing import Any
 from torch import nn
 
 from distillscope.errors import ConfigError, ModelError
-from distillscope.models import adapters, resnet_cifar, small  # noqa: F401  (registers the zoo)
+from distillscope.models import (  # noqa: F401  (registers the zoo)
+    adapters,
+    paper004,
+    resnet_cifar,
+    small,
+)
 from distillscope.models.forward import count_parameters, forward_outputs, model_device
 from distillscope.models.taps import FeatureTap, check_module_paths
 from distillscope.registry import MODELS

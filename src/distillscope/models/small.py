@@ -21,7 +21,10 @@ class MLP(nn.Module):
 
     Paper 004 (Sec. 5.1) uses a "three-layer MLP with 32 hidden neurons" as the Full
     architecture and the same with 16 hidden neurons as the Reduced one on its 2-D ring
-    dataset; ``depth`` counts the Linear layers, the last of which is the classifier.
+    dataset. The authors' code shows the three layers are of *neurons* (input, one hidden
+    layer, output): ``Linear(2, 32) - ReLU - Linear(32, 3)``, i.e. ``depth=2`` here
+    (``mlp_full`` / ``mlp_reduced``). ``depth`` counts the Linear layers, the last of which is
+    the classifier.
 
     Args:
         num_classes: Number of classes K.
@@ -68,15 +71,34 @@ class MLP(nn.Module):
 
 
 @register_model("mlp_full")
-def mlp_full(*, num_classes: int, in_features: int = 2, depth: int = 3) -> MLP:
-    """Paper 004's Full toy architecture: a three-layer MLP with 32 hidden neurons."""
-    return MLP(num_classes=num_classes, in_features=in_features, hidden=32, depth=depth)
+def mlp_full(*, num_classes: int, in_features: int = 2) -> MLP:
+    """Paper 004's Full toy network: ``Linear(2, 32) - ReLU - Linear(32, K)``.
+
+    Section 5.1's "three-layer MLP with 32 hidden neurons", as in the authors' published code
+    (input, one hidden layer of 32, output).
+    """
+    return MLP(num_classes=num_classes, in_features=in_features, hidden=32, depth=2)
 
 
 @register_model("mlp_reduced")
-def mlp_reduced(*, num_classes: int, in_features: int = 2, depth: int = 3) -> MLP:
-    """Paper 004's Reduced toy architecture: a three-layer MLP with 16 hidden neurons."""
-    return MLP(num_classes=num_classes, in_features=in_features, hidden=16, depth=depth)
+def mlp_reduced(*, num_classes: int, in_features: int = 2) -> MLP:
+    """Paper 004's Reduced toy network: ``Linear(2, 16) - ReLU - Linear(16, K)``."""
+    return MLP(num_classes=num_classes, in_features=in_features, hidden=16, depth=2)
+
+
+@register_model("mlp_full_deep")
+def mlp_full_deep(*, num_classes: int, in_features: int = 2) -> MLP:
+    """Ours: two hidden layers of 32 (``Linear - ReLU - Linear - ReLU - Linear``).
+
+    Not paper 004's network (see :func:`mlp_full`); a deeper variant for comparisons.
+    """
+    return MLP(num_classes=num_classes, in_features=in_features, hidden=32, depth=3)
+
+
+@register_model("mlp_reduced_deep")
+def mlp_reduced_deep(*, num_classes: int, in_features: int = 2) -> MLP:
+    """Ours: two hidden layers of 16; the deeper counterpart of :func:`mlp_reduced`."""
+    return MLP(num_classes=num_classes, in_features=in_features, hidden=16, depth=3)
 
 
 def _check_input_size(model: str, input_size: int, minimum: int) -> None:

@@ -34,8 +34,10 @@ class DecisionMapProbe(Probe):
 
     Paper 004 (Trustworthy Distillation?), section 5.1.1 (Figure 2): models trained at
     temperature 1 pass from class to class through a blurry "twilight zone"; models trained at a
-    high temperature have step-like boundaries. On a ``resolution x resolution`` grid spanning the
-    samples' bounding box widened by ``margin`` on every side, with ``p_g = softmax(f(g))``:
+    high temperature have step-like boundaries. The maps are the paper's decision heatmaps; the
+    two numbers are **ours** (the paper describes the twilight zone only in words). On a
+    ``resolution x resolution`` grid spanning the samples' bounding box widened by ``margin`` on
+    every side, with ``p_g = softmax(f(g))``:
 
         twilight(f) = share of grid points with max_k p_gk < 0.9
         hardness(f) = mean over grid points touching the boundary of p_g,(1) - p_g,(2)

@@ -32,26 +32,35 @@ PROBE_DESCRIPTIONS = {
     ),
     "class_similarity": (
         "Mean softmax entropy over all classes (entire) and within the true class's category "
-        "(category), on samples every model classifies correctly: a higher category entropy "
-        "means more class-similarity information in the outputs.",
+        "(category), on the samples that every model of the mask classifies correctly (by "
+        "default the compared students, as in the paper, not the teacher; see params "
+        "mask_names): a higher category entropy means more class-similarity information.",
         "000",
     ),
     "adherence": (
         "Cosine similarity between the teacher's and the model's attributions of the true "
         "class: saliency (absolute input gradient), Integrated Gradients (zero baseline; signed, "
-        "so in [-1, 1]) and GradCAM.",
+        "so in [-1, 1]), GradCAM (per image) and guided_gradcam (captum-style Guided Grad-CAM: "
+        "guided backpropagation times a nearest-upsampled ReLU GradCAM of the last conv block, "
+        "paper 004's GradCAM column).",
         "004",
     ),
     "adversarial": (
-        "Accuracy on clean inputs and under FGSM and PGD (L-inf) attacks; the strong variants "
-        "attack the logits divided by the model's training temperature, undoing gradient "
-        "masking. Series, if any: accuracy against the attack budget eps.",
+        "Accuracy on clean inputs and under FGSM and PGD (L-inf budget eps) and DeepFool "
+        "(values <m>/deepfool, <m>/deepfool_strong: the smallest step across the linearised "
+        "nearest boundary, 50 steps, overshoot 0.02) attacks; the strong variants attack the "
+        "logits divided by the model's training temperature, undoing gradient masking. Paper 004 "
+        "attacks CIFAR-10 and TSRD images; attacking 2-D toy points (the decision-map data) is "
+        "this project's extension. Series, if any: accuracy against the attack budget eps.",
         "004",
     ),
     "decision_map": (
-        "Predicted class probabilities over a 2-D input grid. Hardness: mean top-2 probability "
-        "margin at grid points beside a boundary (near 1 = step-like, near 0 = sigmoid-like); "
-        "twilight: share of the grid whose top probability is below 0.9.",
+        "Predicted class probabilities over a 2-D input grid, as in paper 004's decision "
+        "heatmaps. The two numbers are this project's measures, not the paper's (it describes "
+        "the blurry 'twilight zone' only in words): hardness = mean of p(1) - p(2), the top-2 "
+        "probability margin, over grid points that have a 4-neighbour with another predicted "
+        "class (near 1 = step-like boundary, near 0 = sigmoid-like); twilight = share of grid "
+        "points whose top probability max_k p_k is below 0.9.",
         "004",
     ),
 }

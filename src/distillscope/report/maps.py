@@ -3,7 +3,8 @@
 A decision map colours each grid point by mixing the K class colours in proportion to the
 model's predicted probabilities: where a model is sure, the colour is pure and the boundary
 crisp; in the "twilight zone" where several classes are likely, colours blend and the boundary
-looks blurry, which is what paper 004 reads the hardness of a boundary from.
+looks blurry, which is what paper 004 reads the hardness of a boundary from (by eye; the
+hardness number in the titles is this project's measure, see ``functional.boundary``).
 """
 
 from __future__ import annotations
