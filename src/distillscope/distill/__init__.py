@@ -58,7 +58,7 @@ def create_loss(name: str, **params: Any) -> LossTerm:
 
     Example:
         >>> create_loss("kd", temperature=2.0)
-        KnowledgeDistillation(temperature=2.0, alpha=0.9)
+        KnowledgeDistillation(temperature=2.0, alpha=0.5)
     """
     term = LOSSES.create(name, **params)
     if not isinstance(term, LossTerm):
