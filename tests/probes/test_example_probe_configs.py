@@ -1,0 +1,20 @@
+"""The shipped probe example configs load and build their probes with the paper's settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from distillscope.config import load_config
+from distillscope.probes import create_probe
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "configs" / "examples"
+
+
+def test_adherence_paper004_example_builds_paper_probes() -> None:
+    cfg = load_config(EXAMPLES / "adherence-paper004.yaml")
+    probes = {name: create_probe(name, **params) for name, params in cfg.probes.items()}
+    adherence = probes["adherence"]
+    assert adherence.methods == ["saliency", "integrated_gradients", "guided_gradcam"]
+    assert (adherence.aggregate, adherence.aggregate_batch) == ("batch", 100)
+    assert probes["adversarial"].attacks == ["fgsm", "pgd", "deepfool"]
+    assert cfg.teachers["FT_tempT"].train == {"temperature": 20}
