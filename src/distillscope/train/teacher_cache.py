@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
 import torch
@@ -22,6 +23,7 @@ from distillscope.data.base import DistillDataset, TensorDataset, iter_batches, 
 from distillscope.errors import CheckpointError, ConfigError
 from distillscope.models.taps import FeatureTap
 from distillscope.train.checkpoint import load_checkpoint, save_checkpoint
+from distillscope.train.layout import channels_last, to_layout
 from distillscope.train.seeding import resolve_device
 
 
@@ -90,7 +92,9 @@ class TeacherCache:
         """Run the frozen ``teacher`` once over ``dataset`` in order and keep its outputs.
 
         The teacher runs in eval mode under :func:`torch.inference_mode` (its mode is restored
-        afterwards). For an in-memory dataset with a transform, the un-augmented inputs are used.
+        afterwards), on the CPU in channels-last layout where it can (see
+        :mod:`distillscope.train.layout`; the stored tensors are contiguous either way). For an
+        in-memory dataset with a transform, the un-augmented inputs are used.
         The stored tensors are ordinary tensors, usable in autograd-tracked losses.
 
         Args:
@@ -111,15 +115,22 @@ class TeacherCache:
         teacher.to(device).eval()
         logits: Tensor | None = None
         features: dict[str, Tensor] = {}
+        sample = source[0][0].unsqueeze(0).to(device) if n else None  # (1, ...)
         try:
-            with FeatureTap(teacher, feature_paths, detach=True) as tap:
+            with ExitStack() as stack:
+                layout = (
+                    stack.enter_context(channels_last(teacher, sample, device))
+                    if sample is not None
+                    else False
+                )
+                tap = stack.enter_context(FeatureTap(teacher, feature_paths, detach=True))
                 batches = iter_batches(source, batch_size, shuffle=False)
                 total = num_batches(source, batch_size)
                 bar = tqdm(batches, total=total, desc="teacher cache", file=sys.stderr,
                            disable=not progress, leave=False)  # fmt: skip
                 for batch in bar:
                     batch = batch.to(device)
-                    out = teacher(batch.inputs)  # (B, K)
+                    out = teacher(to_layout(batch.inputs, layout))  # (B, K)
                     captured = tap.features
                     if logits is None:
                         logits = _empty(n, out)  # (N, K)

@@ -1,0 +1,133 @@
+"""Channels-last training on the CPU: same results to rounding, deterministic, resumable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_train_parts import CE, KD, Recording, SimulatedKill, config, state_close, state_equal
+from torch import Tensor, nn
+
+from distillscope.data.base import DatasetInfo, TensorDataset
+from distillscope.train import TeacherCache, Trainer
+from distillscope.train.layout import channels_last
+
+CPU = torch.device("cpu")
+
+
+def images(n: int = 40, seed: int = 0, augmented: bool = False) -> TensorDataset:
+    """``n`` 1x8x8 images in 3 classes (class = which third of the image is bright)."""
+    g = torch.Generator().manual_seed(seed)
+    targets = torch.randint(0, 3, (n,), generator=g)
+    x = torch.randn(n, 1, 8, 8, generator=g)  # (n, 1, 8, 8)
+    for c in range(3):
+        x[targets == c, :, :, c * 2 : c * 2 + 3] += 2.0
+    info = DatasetInfo("tiny-img", 3, (1, 8, 8), ["a", "b", "c"])
+    transform = (lambda b: b + 0.05 * torch.randn_like(b)) if augmented else None
+    return TensorDataset(x, targets, info, transform=transform)
+
+
+class ConvNet(nn.Module):
+    """conv-BN-ReLU twice, dropout, linear: the layers whose kernels change with the layout."""
+
+    def __init__(self, seed: int = 0, flatten_with_view: bool = False) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+            nn.Conv2d(4, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        )  # fmt: skip
+        self.drop = nn.Dropout(0.2)
+        self.fc = nn.Linear(8 * 4 * 4, 3)
+        self.flatten_with_view = flatten_with_view
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.body(x)  # (B, 8, 4, 4)
+        h = h.view(h.shape[0], -1) if self.flatten_with_view else h.flatten(1)  # (B, 128)
+        return self.fc(self.drop(h))  # (B, 3)
+
+
+def fit(model: nn.Module, tmp: Path | None = None, **kwargs: object) -> Trainer:
+    loss = kwargs.pop("loss", CE())
+    cfg = config(epochs=3, **kwargs.pop("cfg", {}))  # type: ignore[arg-type]
+    trainer = Trainer(model, loss, cfg, progress=False, seed=3, name="net",
+                      checkpoint_dir=tmp, **kwargs)  # type: ignore[arg-type]  # fmt: skip
+    trainer.fit(images(augmented=True), val=images(16, seed=1), resume=tmp is not None)
+    return trainer
+
+
+def test_conv_model_trains_channels_last_and_leaves_in_the_default_layout() -> None:
+    model = ConvNet()
+    trainer = fit(model)
+    assert trainer.channels_last
+    assert all(p.is_contiguous() for p in model.parameters())
+
+
+def test_channels_last_is_deterministic_and_matches_the_default_layout_to_rounding() -> None:
+    a, b, plain = ConvNet(), ConvNet(), ConvNet()
+    fit(a)
+    fit(b)
+    trainer = fit(plain, channels_last=False)
+    assert not trainer.channels_last
+    assert state_equal(a, b)
+    assert state_close(a, plain, atol=1e-4)
+
+
+@pytest.mark.parametrize("cfg", [{"optimizer": "sgd"}, {"optimizer": "adam", "lr": 0.01}])
+def test_killed_channels_last_run_resumes_bit_identical(tmp_path: Path, cfg: dict) -> None:
+    straight = ConvNet(seed=7)
+    fit(straight, tmp_path / "a", cfg=cfg, loss=Recording(CE()))
+    with pytest.raises(SimulatedKill):
+        fit(ConvNet(seed=7), tmp_path / "b", cfg=cfg, loss=Recording(CE(), kill_at=5 + 3))
+    resumed = ConvNet(seed=99)  # a fresh process builds other initial weights
+    trainer = fit(resumed, tmp_path / "b", cfg=cfg, loss=Recording(CE()))
+    assert trainer.channels_last
+    assert state_equal(straight, resumed)
+
+
+def test_model_that_cannot_run_channels_last_keeps_the_default_layout() -> None:
+    viewing, reference = ConvNet(flatten_with_view=True), ConvNet(flatten_with_view=True)
+    before = torch.get_rng_state()
+    with channels_last(viewing, images().inputs[:2], CPU) as on:
+        assert not on and all(p.is_contiguous() for p in viewing.parameters())
+    assert torch.equal(before, torch.get_rng_state())  # the trial pass drew nothing
+    trainer = fit(viewing)
+    fit(reference, channels_last=False)
+    assert not trainer.channels_last
+    assert state_equal(viewing, reference)  # the same run as with the layout switched off
+
+
+def test_loss_reading_features_keeps_the_default_layout() -> None:
+    class FeatureCE(CE):
+        def student_paths(self) -> list[str]:
+            return ["body"]
+
+    class Tap:
+        features = {"body": torch.zeros(())}
+
+    trainer = fit(ConvNet(), loss=FeatureCE(), student_tap=Tap())
+    assert not trainer.channels_last
+
+
+def test_live_teacher_runs_channels_last_and_is_restored() -> None:
+    teacher = ConvNet(seed=5)
+    fit(teacher)
+    trainer = fit(ConvNet(), loss=KD(), teacher=teacher)
+    assert trainer.teacher_channels_last
+    assert all(p.is_contiguous() for p in teacher.parameters())
+
+
+def test_teacher_cache_leaves_a_teacher_usable_for_backward() -> None:
+    teacher = ConvNet(seed=5)
+    fit(teacher)
+    data = images()
+    cache = TeacherCache.build(teacher, data, batch_size=16, device="cpu", progress=False)
+    teacher.eval()
+    with torch.no_grad():
+        live = teacher(data.inputs)  # (N, 3)
+    assert torch.allclose(cache.logits, live, atol=1e-5)
+    assert all(p.is_contiguous() and not p.is_inference() for p in teacher.parameters())
+    x = data.inputs[:4].clone().requires_grad_(True)
+    teacher(x).sum().backward()  # parameters made in inference mode would fail here
+    assert x.grad is not None
