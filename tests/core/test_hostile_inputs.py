@@ -163,3 +163,17 @@ def test_resume_refuses_flags_it_cannot_honour(tmp_path, capsys, extra, needles)
     code, _, err = run(["run", "--resume", str(run_dir), *extra], capsys)
     assert_one_line_exit_2(code, err, *needles)
     assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml"]
+
+
+def test_interrupt_names_the_run_directory_to_resume(setup, capsys, monkeypatch) -> None:
+    from distillscope.experiment import Experiment
+
+    def interrupted(self, members, splits, start):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Experiment, "_run", interrupted)
+    cfg, out = setup
+    code, _, err = run(["run", str(cfg), "--output-dir", str(out)], capsys)
+    (run_dir,) = list(out.iterdir())
+    assert code == 130
+    assert f"distillscope run --resume {run_dir}`" in err and "RUN_DIR" not in err
