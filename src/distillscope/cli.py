@@ -136,7 +136,7 @@ def _grid_run(args: argparse.Namespace, config: str | None, overrides: list[str]
             if args.config or args.overrides:
                 raise UserError("--resume continues a grid from its grid.yaml; drop the config")
             root = resume_grid(resume, jobs=jobs, data_root=args.data_root)
-        elif resume is None and config is not None and is_grid_config(config):
+        elif resume is None and config is not None and is_grid_config(config, overrides):
             root = run_grid(
                 config,
                 overrides,

@@ -170,6 +170,9 @@ class ExperimentConfig(Strict):
             has no random augmentation (else once per step); ``frozen`` caches them even with
             augmentation (the teacher then sees the un-augmented image: "fixed teaching");
             ``off`` runs the teacher every step. ``true`` / ``false`` mean ``auto`` / ``off``.
+        teacher_cache_mb: Memory budget of one teacher's cache (its logits and the features a
+            loss reads, over the whole training set), estimated before it is built; a cache
+            that would not fit is not built and the teacher runs live (one line says so).
         teacher_store: Folder of trained teachers reused across runs (default:
             ``$DISTILLSCOPE_CACHE/teachers`` or ``~/.cache/distillscope/teachers``).
         progress: Show progress bars.
@@ -191,6 +194,7 @@ class ExperimentConfig(Strict):
     )
     probe_defaults: ProbeDefaults = Field(default_factory=ProbeDefaults)
     teacher_cache: Literal["auto", "frozen", "off"] = "auto"
+    teacher_cache_mb: float = Field(2048.0, gt=0)
     teacher_store: str | None = None
     progress: bool = True
 

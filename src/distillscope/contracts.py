@@ -33,14 +33,28 @@ class Batch:
 class Outputs:
     """What a forward pass yields to losses and probes.
 
+    ``logits`` are the network's logits divided by ``temperature``. Probes, caches and the
+    teacher side of a loss see ``temperature == 1`` (the raw logits). The student side of a loss
+    sees its logits divided by the student's *training* temperature (paper 004, section 4.1:
+    a network trained at temperature ``T`` computes its softmax over ``z / T``), and
+    ``temperature`` says so: ``logits * temperature`` are always the raw logits.
+
     Attributes:
-        logits: ``(B, K)`` raw logits at temperature 1.
+        logits: ``(B, K)`` logits divided by ``temperature``.
         features: module path -> activation, only the tapped ones.
+        temperature: The divisor already applied to ``logits`` (1.0: raw logits).
     """
 
     logits: Tensor
     features: dict[str, Tensor] = field(default_factory=dict)
+    temperature: float = 1.0
+
+    @property
+    def raw_logits(self) -> Tensor:
+        """``(B, K)`` logits at temperature 1, whatever ``temperature`` was applied."""
+        return self.logits if self.temperature == 1.0 else self.logits * self.temperature
 
     def detach(self) -> Outputs:
         """A copy cut from the autograd graph."""
-        return Outputs(self.logits.detach(), {k: v.detach() for k, v in self.features.items()})
+        features = {k: v.detach() for k, v in self.features.items()}
+        return Outputs(self.logits.detach(), features, self.temperature)

@@ -29,7 +29,7 @@ from distillscope.config import (
 )
 from distillscope.data import load_dataset
 from distillscope.data.base import DistillDataset
-from distillscope.distill import build_loss
+from distillscope.distill import CombinedLoss, build_loss
 from distillscope.errors import ConfigError, DataError, RunInterrupted
 from distillscope.files import clean_stale_temporaries, read_jsonl
 from distillscope.models import create_model
@@ -45,9 +45,10 @@ from distillscope.teacher_store import (
     check_writable_dir,
     default_store_root,
 )
+from distillscope.train.bind import bind_loss
 from distillscope.train.checkpoint import load_model_weights, save_model
 from distillscope.train.seeding import resolve_device, seed_everything
-from distillscope.train.teacher_cache import TeacherCache, cache_allowed
+from distillscope.train.teacher_cache import TeacherCache, cache_allowed, cache_bytes
 from distillscope.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class Member:
     checkpoint: str | None = None
     reused: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
+    bound_loss: CombinedLoss | None = None  # a student's loss, bound at start-up
 
 
 def load_splits(cfg: ExperimentConfig, data_root: str | None = None) -> Splits:
@@ -170,7 +172,14 @@ def teacher_key(cfg: ExperimentConfig, member: Member, fingerprint: str) -> str:
 
 
 def plan_members(cfg: ExperimentConfig, splits: Splits) -> dict[str, Member]:
-    """Build every network (fails early on bad model parameters, before anything is written)."""
+    """Build every network and bind every student's loss: the start-up dry run.
+
+    Bad model parameters, a wrong feature path or a loss that cannot apply to its
+    teacher/student pair fail here, in seconds, before anything is written or trained. Each
+    student's loss is bound (:func:`~distillscope.train.bind.bind_loss`) on a sample batch
+    through its model and its (not yet trained) teacher, whose shapes are all binding reads;
+    binding is deterministic, so a resumed run binds again and loads the saved state over it.
+    """
     members: dict[str, Member] = {}
     for name, t in cfg.teachers.items():
         seed_everything(cfg.seed)
@@ -202,7 +211,13 @@ def plan_members(cfg: ExperimentConfig, splits: Splits) -> dict[str, Member]:
             loss=s.loss_spec(),
             teacher=s.teacher,
         )
-        build_loss(members[name].loss)  # validate now
+    for m in members.values():
+        if m.role == "teacher":
+            continue
+        loss = build_loss(m.loss)
+        teacher = members[m.teacher].model if m.teacher and loss.needs_teacher else None
+        bind_loss(loss, m.model, teacher, splits.train, device="cpu", seed=cfg.seed, name=m.name)
+        m.bound_loss = loss
     return members
 
 
@@ -400,26 +415,57 @@ class Experiment:
             m.history = self._history_from_metrics(m.name)
             say(f"{m.role} {m.name}: already trained, loaded")
             return
-        loss = build_loss(m.loss).to(self.device)
+        loss = m.bound_loss if m.bound_loss is not None else build_loss(m.loss)
+        loss = loss.to(self.device)
         teacher = members[m.teacher] if m.teacher and loss.needs_teacher else None
-        cache = None
-        mode = self.cfg.teacher_cache
-        cacheable = mode != "off" and cache_allowed(splits.train, frozen=mode == "frozen")
-        if teacher is not None and cacheable and not loss.teacher_paths():
-            if teacher.name not in caches:
-                say(f"caching teacher {teacher.name} outputs on {len(splits.train)} images")
-                caches[teacher.name] = TeacherCache.build(
-                    teacher.model,
-                    splits.train,  # the cache reads un-augmented inputs itself
-                    batch_size=512,
-                    device=self.device,
-                    progress=self.cfg.progress,
-                )
-            cache = caches[teacher.name]
+        cache = self._cache(m, teacher, loss, splits, caches) if teacher is not None else None
         terms = ", ".join(m.loss)
         say(f"{m.role} {m.name}: training {m.spec.name} with {terms} for {m.train.epochs} epochs")
         m.history = self._fit(m, teacher.model if teacher else None, cache, splits, loss=loss)
         save_model(out, m.model, {"name": m.name})
+
+    def _cache(
+        self,
+        m: Member,
+        teacher: Member,
+        loss: CombinedLoss,
+        splits: Splits,
+        caches: dict[str, TeacherCache],
+    ) -> TeacherCache | None:
+        """The teacher's cache for ``m`` (built once per teacher and feature set), or ``None``.
+
+        ``None`` when caching is off, when augmentation makes cached outputs differ from live
+        ones (``teacher_cache: auto``), or when the logits and features would exceed
+        ``teacher_cache_mb`` (one line says so; the teacher then runs live).
+        """
+        mode = self.cfg.teacher_cache
+        if mode == "off" or not cache_allowed(splits.train, frozen=mode == "frozen"):
+            return None
+        paths = loss.teacher_paths()
+        key = "|".join([teacher.name, *sorted(paths)])
+        if key in caches:
+            return caches[key]
+        n = len(splits.train)
+        need = cache_bytes(teacher.model, splits.train, paths)
+        budget = self.cfg.teacher_cache_mb * 2**20
+        if need > budget:
+            say(
+                f"{m.name}: not caching teacher {teacher.name} (logits and features "
+                f"{', '.join(paths) or '-'} on {n} images need {need / 2**20:.0f} MB, over "
+                f"teacher_cache_mb={self.cfg.teacher_cache_mb:g}); the teacher runs live"
+            )
+            return None
+        what = f"outputs and features {', '.join(paths)}" if paths else "outputs"
+        say(f"caching teacher {teacher.name} {what} on {n} images ({need / 2**20:.0f} MB)")
+        caches[key] = TeacherCache.build(
+            teacher.model,
+            splits.train,  # the cache reads un-augmented inputs itself
+            batch_size=512,
+            device=self.device,
+            feature_paths=paths,
+            progress=self.cfg.progress,
+        )
+        return caches[key]
 
     def _fit(
         self,
@@ -435,7 +481,7 @@ class Experiment:
         student_tap = FeatureTap(m.model, loss.student_paths()) if loss.student_paths() else None
         teacher_tap = (
             FeatureTap(teacher, loss.teacher_paths())
-            if teacher is not None and loss.teacher_paths()
+            if teacher is not None and cache is None and loss.teacher_paths()
             else None
         )
         seed_everything(self.cfg.seed)

@@ -78,7 +78,14 @@ class Registry:
                 )
             return self._prefixes[prefix](rest, **params)
         fn = self.get(name)
-        check_params(fn, params, f"{self.kind} {name!r}", label=name)
+        what = f"{self.kind} {name!r}"
+        check_params(fn, params, what, label=name)
+        missing = [p for p in required_params(fn) if p not in params]
+        if missing:
+            raise ConfigError(
+                f"{what} needs parameter {missing[0]!r} (required: "
+                f"{', '.join(required_params(fn))}); give it, e.g. {{{missing[0]}: ...}}"
+            )
         return fn(**params)
 
     def names(self) -> list[str]:
@@ -117,6 +124,18 @@ def check_params(
                 f"{', '.join(sorted(valid)) or '(none)'}"
             )
     check_param_types(fn, params, label or what)
+
+
+def required_params(fn: Callable[..., Any]) -> list[str]:
+    """Keyword parameters of ``fn`` without a default, in signature order."""
+    target = fn.__init__ if inspect.isclass(fn) else fn
+    return [
+        p.name
+        for p in inspect.signature(target).parameters.values()
+        if p.name != "self"
+        and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        and p.default is p.empty
+    ]
 
 
 def check_param_types(fn: Callable[..., Any], params: dict[str, Any], label: str) -> None:

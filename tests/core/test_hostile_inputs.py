@@ -87,6 +87,21 @@ def files_under(folder: Path) -> list[Path]:
         # unknown keys inside named sections list the section's keys
         (["teacher.model.bogus=1"], ["teachers.teacher.model.bogus", "valid keys: name, params"]),
         (["probes.adversarial.eps=!!python/name:os.system"], ["tags are not allowed"]),
+        # feature losses: a wrong layer path or a missing/odd parameter fails at start-up,
+        # before the teacher trains (the student's taps once attached after teacher training)
+        (
+            ["students.hint={loss: {hint: {student_layer: body.nope, teacher_layer: body.act1}}}"],
+            ["'hint'", "no module 'body.nope'", "valid paths"],
+        ),
+        (
+            ["students.hint={loss: {hint: {student_layer: body.act1, teacher_layer: bogus}}}"],
+            ["'hint'", "no module 'bogus'"],
+        ),
+        (["students.hint={loss: {hint: {}}}"], ["hint", "student_layer"]),
+        (
+            ["students.hint={loss: {hint: {student_layer: 3, teacher_layer: body.act1}}}"],
+            ["student_layer"],
+        ),
     ],
 )
 def test_bad_values_exit_2_before_anything_is_written(setup, capsys, overrides, needles) -> None:

@@ -26,7 +26,7 @@ class ScaledMean(LossTerm):
     """Test term: a trainable scale times the mean logit, with feature paths and prepare."""
 
     name: ClassVar[str] = "scaled_mean"
-    needs: ClassVar[set[str]] = {"logits", "features"}
+    needs: ClassVar[set[str]] = {"logits", "features", "teacher"}
 
     def __init__(self, paths: list[str], value: float = 1.0) -> None:
         super().__init__()
@@ -40,7 +40,9 @@ class ScaledMean(LossTerm):
     def teacher_paths(self) -> list[str]:
         return [f"teacher.{p}" for p in self.paths]
 
-    def prepare(self, teacher: nn.Module | None, batches: Iterable[Batch]) -> None:
+    def prepare(
+        self, student: nn.Module, teacher: nn.Module | None, batches: Iterable[Batch]
+    ) -> None:
         self.prepared_with = [len(b) for b in batches]
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
@@ -107,7 +109,7 @@ def test_paths_needs_and_prepare_are_forwarded() -> None:
     assert loss.needs == {"logits", "features", "teacher"}
     assert loss.needs_teacher
     batches = [inputs()[2], inputs()[2]]
-    loss.prepare(None, batches)
+    loss.prepare(nn.Linear(1, 4), None, batches)
     assert a.prepared_with == [6, 6] and b.prepared_with == [6, 6]
 
 

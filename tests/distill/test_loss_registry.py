@@ -16,6 +16,8 @@ B, K = 8, 5
 KNOWN_NEEDS = {"logits", "features", "teacher", "explanation"}
 # Terms that need features or explanations get their inputs in their own family's tests.
 LOGIT_ONLY = {"logits", "teacher"}
+# Parameters of terms that have required ones (layer paths), for the generated tests.
+EXAMPLE_PARAMS = {"hint": {"student_layer": "a", "teacher_layer": "b"}}
 
 
 def random_inputs(seed: int = 0) -> tuple[Outputs, Outputs, Batch]:
@@ -31,7 +33,7 @@ def random_inputs(seed: int = 0) -> tuple[Outputs, Outputs, Batch]:
 
 
 def build(name: str) -> LossTerm:
-    term = create_loss(name)
+    term = create_loss(name, **EXAMPLE_PARAMS.get(name, {}))
     if not term.needs <= LOGIT_ONLY:
         pytest.skip(f"{name} needs {sorted(term.needs - LOGIT_ONLY)}; tested with its family")
     return term
@@ -120,3 +122,8 @@ def test_unknown_parameter_is_rejected(name: str) -> None:
     # A term without its own __init__ inherits nn.Module's **kwargs and would accept anything.
     with pytest.raises(ConfigError, match=f"unknown parameter 'not_a_param' for loss {name!r}"):
         create_loss(name, not_a_param=1)
+
+
+def test_a_missing_required_parameter_is_one_config_error() -> None:
+    with pytest.raises(ConfigError, match="loss 'hint' needs parameter 'student_layer'"):
+        create_loss("hint", teacher_layer="layer2")

@@ -197,3 +197,17 @@ def test_jobs_needs_a_grid(tmp_path, capsys):
     assert main(["run", str(path), "--jobs", "2"]) == 2
     assert "no grid: section" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_grid_override_turns_a_plain_config_into_a_grid(tmp_path):
+    from distillscope.study import is_grid_config
+
+    raw = tiny_grid(tmp_path, {"seed": [0]})
+    raw.pop("grid")
+    raw["students"]["kd"] = {"loss": "kd", "temperature": 4}
+    path = write_yaml(tmp_path / "plain.yaml", raw)
+    assert not is_grid_config(path)
+    assert is_grid_config(path, ["grid.seed=[0,1,2]"])
+    assert not is_grid_config(path, ["train.epochs=1", "name=grid"])
+    grid = load_grid(path, ["grid.seed=[0,1,2]"])
+    assert [c.config.seed for c in grid.cells] == [0, 1, 2]

@@ -10,6 +10,7 @@ from tiny_train_parts import CE, KD, Recording, SimulatedKill, config, state_clo
 from torch import Tensor, nn
 
 from distillscope.data.base import DatasetInfo, TensorDataset
+from distillscope.models.taps import FeatureTap
 from distillscope.train import TeacherCache, Trainer
 from distillscope.train.layout import channels_last
 
@@ -103,10 +104,9 @@ def test_loss_reading_features_keeps_the_default_layout() -> None:
         def student_paths(self) -> list[str]:
             return ["body"]
 
-    class Tap:
-        features = {"body": torch.zeros(())}
-
-    trainer = fit(ConvNet(), loss=FeatureCE(), student_tap=Tap())
+    net = ConvNet()
+    with FeatureTap(net, ["body"]) as tap:
+        trainer = fit(net, loss=FeatureCE(), student_tap=tap)
     assert not trainer.channels_last
 
 

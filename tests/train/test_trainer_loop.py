@@ -13,7 +13,6 @@ from tiny_train_parts import (
     CE,
     KD,
     FeatureMatch,
-    HookTap,
     Recording,
     ScaledCE,
     TinyNet,
@@ -26,6 +25,7 @@ from torch import nn
 
 from distillscope.data.base import DatasetInfo, TensorDataset
 from distillscope.errors import ConfigError, TrainingError
+from distillscope.models.taps import FeatureTap
 from distillscope.train import TeacherCache, Trainer, evaluate
 
 
@@ -75,7 +75,8 @@ def test_live_teacher_is_frozen_eval_and_restored() -> None:
     weights = copy.deepcopy(teacher.state_dict())
     loss = Recording(KD())
     Trainer(TinyNet(), loss, config(epochs=1), teacher=teacher, progress=False).fit(make_data(16))
-    assert modes == [False, False]  # one call per step, always in eval mode
+    # one call to bind the loss on a sample, then one per step; always in eval mode
+    assert modes == [False, False, False]
     assert teacher.training and all(p.grad is None for p in teacher.parameters())
     assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in weights.items())
     assert not loss.teachers[0].logits.requires_grad
@@ -189,9 +190,9 @@ def test_feature_loss_gets_tapped_features_live_and_cached() -> None:
     for kwargs in ({"teacher": teacher}, {"teacher_cache": cache}):
         student = TinyNet(seed=1, dropout=0.0)
         loss = Recording(FeatureMatch())
-        taps = {"teacher_tap": HookTap(teacher, ["act"])} if "teacher" in kwargs else {}
+        taps = {"teacher_tap": FeatureTap(teacher, ["act"])} if "teacher" in kwargs else {}
         trainer = Trainer(student, loss, config(epochs=1), progress=False,
-                          student_tap=HookTap(student, ["act"]), **taps, **kwargs)  # fmt: skip
+                          student_tap=FeatureTap(student, ["act"]), **taps, **kwargs)  # fmt: skip
         history = trainer.fit(data)
         assert history[0]["match/hint"] > 0
         assert loss.teachers[0].features["act"].shape == (8, 16)
@@ -207,7 +208,7 @@ def test_feature_loss_without_taps_is_a_config_error() -> None:
         )
     student = TinyNet()
     trainer = Trainer(student, FeatureMatch(), config(), teacher=teacher, progress=False,
-                      student_tap=HookTap(student, ["act"]))  # fmt: skip
+                      student_tap=FeatureTap(student, ["act"]))  # fmt: skip
     with pytest.raises(ConfigError, match="pass teacher_tap=FeatureTap"):
         trainer.fit(make_data(8))
 

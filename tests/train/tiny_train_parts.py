@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import ClassVar
 
 import torch
@@ -139,7 +138,7 @@ class Recording(LossTerm):
     def teacher_paths(self) -> list[str]:
         return self.inner.teacher_paths()
 
-    def prepare(self, teacher: nn.Module | None, batches: object) -> None:
+    def prepare(self, student: nn.Module, teacher: nn.Module | None, batches: object) -> None:
         self.prepare_passes = [sum(1 for _ in batches) for _ in range(2)]  # type: ignore[attr-defined]
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
@@ -167,21 +166,6 @@ def state_close(a: nn.Module, b: nn.Module, atol: float = 1e-6) -> bool:
     """State dicts equal up to float rounding (BLAS kernels may group a batch differently)."""
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.allclose(sa[k], sb[k], atol=atol) for k in sa)
-
-
-class HookTap:
-    """Minimal feature tap: forward hooks storing the outputs of named modules."""
-
-    def __init__(self, model: nn.Module, paths: list[str]) -> None:
-        self.features: dict[str, Tensor] = {}
-        modules = dict(model.named_modules())
-        self.handles = [modules[p].register_forward_hook(self._store(p)) for p in paths]
-
-    def _store(self, path: str) -> Callable[[nn.Module, object, Tensor], None]:
-        def hook(module: nn.Module, inputs: object, output: Tensor) -> None:
-            self.features[path] = output
-
-        return hook
 
 
 class FeatureMatch(LossTerm):

@@ -13,6 +13,7 @@ from typing import Any
 from distillscope.distill.base import LossTerm
 from distillscope.distill.baselines import CrossEntropy, LabelSmoothing, PseudoSoftLabels
 from distillscope.distill.combine import CombinedLoss
+from distillscope.distill.feature import Hint
 from distillscope.distill.logit import KnowledgeDistillation, SoftTargets, require_teacher
 from distillscope.errors import ConfigError
 from distillscope.registry import LOSSES
@@ -20,6 +21,7 @@ from distillscope.registry import LOSSES
 __all__ = [
     "CombinedLoss",
     "CrossEntropy",
+    "Hint",
     "KnowledgeDistillation",
     "LabelSmoothing",
     "LossTerm",

@@ -3,19 +3,60 @@
 A :class:`LossTerm` is one registered distillation loss. It never reaches into a model: the
 trainer hands it the student's and the teacher's :class:`~distillscope.contracts.Outputs`
 (logits and the tapped features it asked for) and the :class:`~distillscope.contracts.Batch`.
-Terms may own trainable modules (regressors, paraphrasers); the trainer optimises their
-parameters together with the student's. A term that needs a pre-training stage (FT's
-paraphraser, IE-KD's auto-encoder) overrides :meth:`LossTerm.prepare`.
+
+A term's life has three stages:
+
+1. **bind** (:meth:`LossTerm.bind`), once, before anything trains: the term sees the student,
+   the teacher, one sample batch run through both (with the features it asked for) and the
+   training set's size, and builds the modules it owns (a hint regressor sized to the teacher's
+   feature, an embedding, a memory bank over the training set) from the shapes it sees. Binding
+   is deterministic (it runs under a seed of its own), so ``--resume`` binds again and then loads
+   the saved state. A pair the term cannot apply to fails here, in seconds, with one line.
+2. **prepare** (:meth:`LossTerm.prepare`), optional, after the teacher is trained and before the
+   student trains: a pre-training stage (FitNets' hint stage trains the student's lower half, FT's
+   paraphraser and IE-KD's auto-encoder train on teacher features).
+3. **forward**, every step; the trainer optimises the term's trainable parameters together with
+   the student's and saves its state with the student's checkpoint.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import ClassVar
 
 from torch import Tensor, nn
 
 from distillscope.contracts import Batch, Outputs
+
+#: What a term may say it reads (:attr:`LossTerm.needs`).
+NEEDS = frozenset({"logits", "features", "teacher", "explanation"})
+
+
+@dataclass
+class BindContext:
+    """What a loss term sees when it is bound (:meth:`LossTerm.bind`).
+
+    Attributes:
+        student: The student network (not yet trained).
+        teacher: The teacher network, or ``None`` for a term without a teacher. Only its
+            structure and output shapes may be relied on: at start-up it may not be trained yet.
+        batch: A small sample batch of the training set, on the training device.
+        student_outputs: ``batch`` through the student in eval mode, detached, with the student
+            features the term asked for.
+        teacher_outputs: The same through the teacher, or ``None``.
+        num_train: Number of items of the training set (memory banks are indexed by
+            ``Batch.index`` in ``[0, num_train)``).
+        num_classes: Number of classes.
+    """
+
+    student: nn.Module
+    teacher: nn.Module | None
+    batch: Batch
+    student_outputs: Outputs
+    teacher_outputs: Outputs | None
+    num_train: int
+    num_classes: int
 
 
 class LossTerm(nn.Module):
@@ -23,8 +64,10 @@ class LossTerm(nn.Module):
 
     Class attributes:
         name: Registered name, used as the prefix of the logged parts.
-        needs: What the term reads: subset of ``{"logits", "features", "teacher", "explanation"}``.
-        feature_paths: Module paths the term needs tapped on ``("student", "teacher")``.
+        needs: What the term reads, a subset of :data:`NEEDS`. ``"teacher"``: the trainer runs
+            the teacher (or its cache) and passes its outputs; ``"features"``: the term names
+            module paths in :meth:`student_paths` / :meth:`teacher_paths` and the trainer taps
+            them (a term that names paths must declare ``"features"``).
     """
 
     name: ClassVar[str] = "loss"
@@ -47,8 +90,25 @@ class LossTerm(nn.Module):
     def needs_teacher(self) -> bool:
         return "teacher" in self.needs
 
-    def prepare(self, teacher: nn.Module | None, batches: Iterable[Batch]) -> None:
-        """Optional pre-training stage run once before the student's training (default: none)."""
+    def bind(self, ctx: BindContext) -> None:
+        """Build the modules this term owns from the shapes in ``ctx`` (default: none).
+
+        Called once before training, under a fixed seed; must build the same modules (same
+        shapes, same initial values) every time it is called with the same context. Raise
+        :class:`~distillscope.errors.ConfigError` with one line when the term cannot apply to
+        this teacher/student pair.
+        """
+
+    def prepare(
+        self, student: nn.Module, teacher: nn.Module | None, batches: Iterable[Batch]
+    ) -> None:
+        """Optional pre-training stage run once before the student's training (default: none).
+
+        Args:
+            student: The student (a stage may train part of it, e.g. FitNets' hint stage).
+            teacher: The trained, frozen teacher, or ``None``.
+            batches: Re-iterable training batches on the training device.
+        """
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
         raise NotImplementedError

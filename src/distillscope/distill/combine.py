@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
 
 from distillscope.contracts import Batch, Outputs
-from distillscope.distill.base import LossTerm
+from distillscope.distill.base import NEEDS, BindContext, LossTerm
 from distillscope.errors import ConfigError
 
 
@@ -68,12 +69,15 @@ class CombinedLoss(nn.Module):
                     f"{key}.weight={weight!r} is out of range; use a finite number >= 0"
                 )
             self.weights[key] = float(weight)
+        for key, term in terms.items():
+            _check_needs(key, term)
         try:
             self.terms = nn.ModuleDict(dict(terms))
         except (KeyError, TypeError) as err:
             raise ConfigError(
                 f"bad loss term key: {err.args[0]}; use plain names without '.', e.g. 'kd_t4'"
             ) from err
+        self.bound = False
 
     def __getitem__(self, key: str) -> LossTerm:
         return self.terms[key]  # type: ignore[return-value]
@@ -96,14 +100,29 @@ class CombinedLoss(nn.Module):
         """Union of the terms' teacher feature paths, in first-seen order."""
         return list(dict.fromkeys(p for t in self.terms.values() for p in t.teacher_paths()))
 
-    def prepare(self, teacher: nn.Module | None, batches: Iterable[Batch]) -> None:
+    def bind(self, ctx: BindContext, seed: int = 0) -> None:
+        """Bind every term (:meth:`LossTerm.bind`), each under a seed of its own.
+
+        Term ``key`` is bound with the global generators seeded from ``seed`` and ``key``
+        alone (restored afterwards), so binding builds the same modules on every call, in any
+        order of terms, and leaves the caller's random state untouched.
+        """
+        for key, term in self.terms.items():
+            with torch.random.fork_rng(devices=_devices(ctx.batch.inputs)):
+                torch.manual_seed(bind_seed(seed, key))
+                term.bind(ctx)
+        self.bound = True
+
+    def prepare(
+        self, student: nn.Module, teacher: nn.Module | None, batches: Iterable[Batch]
+    ) -> None:
         """Run every term's pre-training stage, in order.
 
         ``batches`` is iterated once per term, so pass a re-iterable (a ``DataLoader`` or a
         list), not a generator.
         """
         for term in self.terms.values():
-            term.prepare(teacher, batches)
+            term.prepare(student, teacher, batches)
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
         """``{"loss": sum_i w_i L_i, "<key>/loss": L_i, "<key>/<part>": ...}`` for the batch."""
@@ -123,3 +142,36 @@ class CombinedLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return ", ".join(f"{key}: weight={w:g}" for key, w in self.weights.items())
+
+
+def bind_seed(seed: int, key: str) -> int:
+    """The seed term ``key`` is bound under: a function of the run's seed and the key alone.
+
+    Example:
+        >>> bind_seed(0, "hint") == bind_seed(0, "hint") != bind_seed(1, "hint")
+        True
+    """
+    return (int(seed) * 1_000_003 + zlib.crc32(key.encode())) % (2**63)
+
+
+def _devices(x: Tensor) -> list[int]:
+    return [x.device.index or 0] if x.device.type == "cuda" else []
+
+
+def _check_needs(key: str, term: LossTerm) -> None:
+    """A term's ``needs`` must be known words, and name ``"features"`` iff it taps paths."""
+    unknown = set(term.needs) - NEEDS
+    if unknown:
+        raise ValueError(
+            f"loss term {key!r} declares needs {sorted(unknown)}; use a subset of {sorted(NEEDS)}"
+        )
+    paths = bool(term.student_paths() or term.teacher_paths())
+    if paths and "features" not in term.needs:
+        raise ValueError(
+            f"loss term {key!r} names feature paths but its needs {sorted(term.needs)} lack "
+            "'features'; declare it"
+        )
+    if term.teacher_paths() and "teacher" not in term.needs:
+        raise ValueError(
+            f"loss term {key!r} reads teacher features but its needs lack 'teacher'; declare it"
+        )

@@ -121,9 +121,11 @@ class Grid:
         return Path(str(root)) / f"{self.name}-grid-{self.key}"
 
 
-def is_grid_config(path: str | Path) -> bool:
-    """Whether the YAML file at ``path`` has a top-level ``grid:`` section."""
-    return GRID_KEY in read_config_file(path)
+def is_grid_config(path: str | Path, overrides: list[str] | None = None) -> bool:
+    """Whether the YAML file at ``path`` has a top-level ``grid:`` section, or an override
+    adds one (``grid.seed=[0,1,2]`` turns any config into a grid over seeds)."""
+    added = any(o.split("=", 1)[0].split(".", 1)[0] == GRID_KEY for o in overrides or [])
+    return added or GRID_KEY in read_config_file(path)
 
 
 def load_grid(config: str | Path | dict[str, Any], overrides: list[str] | None = None) -> Grid:

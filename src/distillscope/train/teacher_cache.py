@@ -21,6 +21,7 @@ from tqdm import tqdm
 from distillscope.contracts import Batch, Outputs
 from distillscope.data.base import DistillDataset, TensorDataset, iter_batches, num_batches
 from distillscope.errors import CheckpointError, ConfigError
+from distillscope.models.forward import forward_outputs
 from distillscope.models.taps import FeatureTap
 from distillscope.train.checkpoint import load_checkpoint, save_checkpoint
 from distillscope.train.layout import channels_last, to_layout
@@ -123,22 +124,25 @@ class TeacherCache:
                     if sample is not None
                     else False
                 )
-                tap = stack.enter_context(FeatureTap(teacher, feature_paths, detach=True))
+                tap = (
+                    stack.enter_context(FeatureTap(teacher, feature_paths, detach=True))
+                    if feature_paths
+                    else None
+                )
                 batches = iter_batches(source, batch_size, shuffle=False)
                 total = num_batches(source, batch_size)
                 bar = tqdm(batches, total=total, desc="teacher cache", file=sys.stderr,
                            disable=not progress, leave=False)  # fmt: skip
                 for batch in bar:
                     batch = batch.to(device)
-                    out = teacher(to_layout(batch.inputs, layout))  # (B, K)
-                    captured = tap.features
+                    out = forward_outputs(teacher, to_layout(batch.inputs, layout), tap)
                     if logits is None:
-                        logits = _empty(n, out)  # (N, K)
-                    logits[batch.index] = out
-                    for path in feature_paths:
+                        logits = _empty(n, out.logits)  # (N, K)
+                    logits[batch.index] = out.logits
+                    for path, value in out.features.items():
                         if path not in features:
-                            features[path] = _empty(n, captured[path])  # (N, ...)
-                        features[path][batch.index] = captured[path]
+                            features[path] = _empty(n, value)  # (N, ...)
+                        features[path][batch.index] = value
         finally:
             teacher.train(was_training)
         if logits is None:
@@ -204,6 +208,41 @@ class TeacherCache:
             if key.startswith("features/")
         }
         return cls(tensors["logits"], features).to(resolve_device(device))
+
+
+def cache_bytes(
+    teacher: nn.Module, dataset: DistillDataset, feature_paths: Sequence[str] = ()
+) -> int:
+    """Bytes a :class:`TeacherCache` of ``teacher`` over ``dataset`` would hold, estimated
+    from one item run through the teacher (eval mode, no gradients; its mode is restored).
+
+    Example:
+        >>> from distillscope.data.base import DatasetInfo
+        >>> data = TensorDataset(torch.randn(10, 3), torch.zeros(10),
+        ...                      DatasetInfo("toy", 2, (3,), ["a", "b"]))
+        >>> net = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 2))
+        >>> cache_bytes(net, data), cache_bytes(net, data, ["1"])  # 10 x (2 [+ 5]) float32
+        (80, 280)
+    """
+    if len(dataset) == 0:
+        return 0
+    device = next(iter(teacher.parameters()), torch.zeros(())).device
+    with torch.random.fork_rng(devices=[]):
+        x = torch.as_tensor(dataset[0][0]).unsqueeze(0).to(device)  # (1, ...)
+    was_training = teacher.training
+    teacher.eval()
+    try:
+        with ExitStack() as stack, torch.no_grad():
+            tap = (
+                stack.enter_context(FeatureTap(teacher, feature_paths, detach=True))
+                if feature_paths
+                else None
+            )
+            out = forward_outputs(teacher, x, tap)
+    finally:
+        teacher.train(was_training)
+    per_item = sum(t.numel() * t.element_size() for t in [out.logits, *out.features.values()])
+    return per_item * len(dataset)
 
 
 def unaugmented(dataset: DistillDataset) -> DistillDataset:

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, nullcontext
 from itertools import islice
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -35,6 +35,9 @@ from distillscope.config_train import TrainConfig
 from distillscope.contracts import Batch, Outputs
 from distillscope.data.base import DistillDataset, iter_batches, num_batches
 from distillscope.errors import CheckpointError, ConfigError, TrainingError
+from distillscope.models.forward import forward_outputs
+from distillscope.models.taps import FeatureTap
+from distillscope.train.bind import bind_loss
 from distillscope.train.checkpoint import (
     TrainState,
     load_state_strict,
@@ -60,13 +63,6 @@ LAST_CHECKPOINT = "last.safetensors"
 FINAL_WEIGHTS = "final.safetensors"
 #: The progress bar reads the running loss (one sync) once per this many steps.
 POSTFIX_EVERY = 10
-
-
-class FeatureSource(Protocol):
-    """What the trainer needs of a feature tap: the features recorded by the last forward."""
-
-    @property
-    def features(self) -> dict[str, Tensor]: ...
 
 
 class Trainer:
@@ -123,8 +119,8 @@ class Trainer:
         name: str = "model",
         progress: bool = True,
         seed: int = 0,
-        student_tap: FeatureSource | None = None,
-        teacher_tap: FeatureSource | None = None,
+        student_tap: FeatureTap | None = None,
+        teacher_tap: FeatureTap | None = None,
         channels_last: bool = True,
     ) -> None:
         self.device = resolve_device(device)
@@ -172,6 +168,8 @@ class Trainer:
         state = self._read_state(steps) if resume else None
         self.model.to(self.device)
         self.loss.to(self.device)
+        if not getattr(self.loss, "bound", False):
+            self._bind(train)
         teacher_mode = self.teacher.training if self.teacher is not None else False
         if self.teacher is not None:
             self.teacher.to(self.device).eval()
@@ -187,6 +185,22 @@ class Trainer:
                 self.teacher.train(teacher_mode)
 
     # ----------------------------------------------------------------- set-up
+    def _bind(self, train: DistillDataset) -> None:
+        """Bind the loss on a sample batch (before a resumed state is loaded over it)."""
+        teacher = self.teacher.to(self.device) if self.teacher is not None else None
+        cache = self.teacher_cache
+        bind_loss(
+            self.loss,
+            self.model,
+            teacher if cache is None else None,
+            train,
+            device=self.device,
+            seed=self.seed,
+            name=self.name,
+            teacher_outputs=cache.outputs if cache is not None else None,
+        )
+        self.loss.to(self.device)
+
     def _enter_layouts(self, stack: ExitStack, train: DistillDataset) -> None:
         """Channels-last for the student (and the live teacher) where allowed and safe."""
         self.channels_last = self.teacher_channels_last = False
@@ -291,7 +305,8 @@ class Trainer:
         if not prepared:
             prepare = getattr(self.loss, "prepare", None)
             if prepare is not None:
-                prepare(self.teacher, _PrepareBatches(train, cfg.batch_size, self, steps))
+                batches = _PrepareBatches(train, cfg.batch_size, self, steps)
+                prepare(self.model, self.teacher, batches)
         named = self._named_trainable(state)
         optimizer = build_optimizer([p for _, p in named], cfg)
         scheduler = build_scheduler(optimizer, cfg, steps)
@@ -341,9 +356,12 @@ class Trainer:
         with bar:
             for b, batch in enumerate(batches):
                 batch = batch.to(device)
-                logits = model(to_layout(batch.inputs, self.channels_last))  # (B, K)
+                out = forward_outputs(
+                    model, to_layout(batch.inputs, self.channels_last), self.student_tap
+                )
+                logits = out.logits  # (B, K) at T = 1
                 scaled = logits / temperature if temperature != 1.0 else logits  # (B, K)
-                student = Outputs(scaled, self._features(self.student_tap))
+                student = Outputs(scaled, out.features, temperature)
                 teacher = self._teacher_outputs(batch)
                 parts = loss(student, teacher, batch)
                 if not keys:
@@ -378,9 +396,6 @@ class Trainer:
         record.update({"train_acc": accuracy, "time": elapsed})
         return record
 
-    def _features(self, tap: FeatureSource | None) -> dict[str, Tensor]:
-        return dict(tap.features) if tap is not None else {}
-
     def _teacher_outputs(self, batch: Batch) -> Outputs | None:
         if not self.needs_teacher:
             return None
@@ -388,8 +403,8 @@ class Trainer:
             return self.teacher_cache.outputs(batch)
         assert self.teacher is not None
         with torch.no_grad():
-            logits = self.teacher(to_layout(batch.inputs, self.teacher_channels_last))  # (B, K)
-        return Outputs(logits, self._features(self.teacher_tap))
+            x = to_layout(batch.inputs, self.teacher_channels_last)
+            return forward_outputs(self.teacher, x, self.teacher_tap)
 
     def _check_first_step(
         self, parts: dict[str, Tensor], student: Outputs, teacher: Outputs | None

@@ -1,0 +1,160 @@
+"""Bind a loss to its networks on one sample batch, before anything trains.
+
+:func:`bind_loss` is the start-up dry run of DESIGN.md's second contract step: it taps the
+feature paths the loss asks for (a wrong path fails here, naming the valid ones), runs a small
+sample batch through the student and the teacher in eval mode, lets every term build its owned
+modules from the shapes it sees (:meth:`~distillscope.distill.base.LossTerm.bind`, under a seed
+of its own), and runs the loss once on a throw-away copy, so a pair the loss cannot apply to
+fails in seconds with one line instead of after the teachers have trained. Binding is
+deterministic: a resumed run binds again and then loads the saved loss state over it.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from contextlib import ExitStack
+
+import torch
+from torch import nn
+
+from distillscope.contracts import Batch, Outputs
+from distillscope.data.base import DistillDataset
+from distillscope.distill.base import BindContext, LossTerm
+from distillscope.distill.combine import bind_seed
+from distillscope.errors import ConfigError, UserError
+from distillscope.models.forward import forward_outputs
+from distillscope.models.taps import FeatureTap
+
+#: Items in the sample batch a loss is bound on.
+BIND_SAMPLES = 8
+
+
+def sample_batch(
+    dataset: DistillDataset, device: str | torch.device, n: int = BIND_SAMPLES
+) -> Batch:
+    """The first ``n`` items of ``dataset`` as a batch on ``device``, global RNGs untouched.
+
+    Example:
+        >>> from distillscope.data.base import DatasetInfo, TensorDataset
+        >>> data = TensorDataset(torch.randn(20, 3), torch.zeros(20),
+        ...                      DatasetInfo("toy", 2, (3,), ["a", "b"]))
+        >>> sample_batch(data, "cpu").index.tolist()
+        [0, 1, 2, 3, 4, 5, 6, 7]
+    """
+    n = min(n, len(dataset))
+    if n == 0:
+        raise ConfigError("cannot bind a loss on an empty training set; check the dataset")
+    with torch.random.fork_rng(devices=[]):  # __getitem__ may augment at random
+        items = [dataset[i] for i in range(n)]
+    inputs = torch.stack([torch.as_tensor(x) for x, _, _ in items])  # (n, ...)
+    targets = torch.as_tensor([int(y) for _, y, _ in items], dtype=torch.long)  # (n,)
+    return Batch(inputs, targets, torch.arange(n)).to(device)
+
+
+def run_outputs(model: nn.Module, batch: Batch, paths: list[str]) -> Outputs:
+    """``batch`` through ``model`` in eval mode under ``no_grad``, with ``paths`` tapped.
+
+    The model's train/eval mode is restored; BatchNorm statistics are not touched.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with ExitStack() as stack:
+            tap = stack.enter_context(FeatureTap(model, paths, detach=True)) if paths else None
+            with torch.no_grad():
+                return forward_outputs(model, batch.inputs, tap).detach()
+    finally:
+        model.train(was_training)
+
+
+def bind_loss(
+    loss: nn.Module,
+    student: nn.Module,
+    teacher: nn.Module | None,
+    train: DistillDataset,
+    *,
+    device: str | torch.device,
+    seed: int = 0,
+    name: str = "student",
+    teacher_outputs: Callable[[Batch], Outputs] | None = None,
+) -> None:
+    """Bind ``loss`` (a :class:`~distillscope.distill.CombinedLoss` or anything with ``bind``).
+
+    Args:
+        loss: The student's loss; its owned modules are built on its current device.
+        student: The student network (on ``device``).
+        teacher: The teacher network (on ``device``), or ``None`` when the loss reads no teacher
+            or only a cache is at hand (then pass ``teacher_outputs``).
+        train: The training set (its size sizes memory banks; its first items are the sample).
+        device: Where the sample batch goes.
+        seed: The run's seed; each term binds under a seed made from it and the term's key.
+        name: The member's name, for messages.
+        teacher_outputs: Gives the teacher's outputs for a batch when ``teacher`` is ``None``
+            (a teacher cache).
+
+    Raises:
+        ModelError: A feature path names no module of the network.
+        ConfigError: The loss cannot apply to this pair (a term refuses it, or the loss fails
+            on the sample batch); the message names the member and the term.
+    """
+    batch = sample_batch(train, device)
+    try:
+        paths = list(getattr(loss, "student_paths", list)())
+        role = "student"
+        student_out = run_outputs(student, batch, paths)
+        teacher_out = None
+        if getattr(loss, "needs_teacher", False) and teacher is not None:
+            paths = list(getattr(loss, "teacher_paths", list)())
+            role = "teacher"
+            teacher_out = run_outputs(teacher, batch, paths)
+    except UserError as exc:
+        raise type(exc)(f"{name!r} (its {role}'s layers {paths}): {exc}") from None
+    if getattr(loss, "needs_teacher", False) and teacher_out is None:
+        if teacher_outputs is not None:
+            teacher_out = teacher_outputs(batch)
+        else:
+            raise ConfigError(f"{name!r}: its loss needs a teacher; give it one (teacher: <name>)")
+    ctx = BindContext(
+        student=student,
+        teacher=teacher,
+        batch=batch,
+        student_outputs=student_out,
+        teacher_outputs=teacher_out,
+        num_train=len(train),
+        num_classes=int(student_out.logits.shape[1]),
+    )
+    try:
+        if isinstance(loss, LossTerm):  # a single term: bind it as CombinedLoss binds its terms
+            with torch.random.fork_rng(devices=_devices(batch)):
+                torch.manual_seed(bind_seed(seed, loss.name))
+                loss.bind(ctx)
+        elif hasattr(loss, "bind"):
+            loss.bind(ctx, seed=seed)
+    except UserError as exc:
+        raise type(exc)(f"{name!r}: {exc}") from None
+    _dry_run(loss, ctx, name)
+    loss.bound = True
+
+
+def _dry_run(loss: nn.Module, ctx: BindContext, name: str) -> None:
+    """Run a copy of the bound loss once on the sample; a failure is the pair's, told in a line."""
+    trial = copy.deepcopy(loss)
+    try:
+        with torch.random.fork_rng(devices=_devices(ctx.batch)), torch.no_grad():
+            parts = trial(ctx.student_outputs, ctx.teacher_outputs, ctx.batch)
+    except UserError as exc:
+        raise type(exc)(f"{name!r}: {exc}") from None
+    except (RuntimeError, ValueError, IndexError, KeyError) as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise ConfigError(
+            f"{name!r}: its loss cannot run on this teacher/student pair ({type(exc).__name__}: "
+            f"{detail}); check the loss's layer paths and that the method applies to these models"
+        ) from None
+    if "loss" not in parts:
+        raise ConfigError(f"{name!r}: its loss returned {sorted(parts)} without 'loss'")
+
+
+def _devices(batch: Batch) -> list[int]:
+    x = batch.inputs
+    return [x.device.index or 0] if x.device.type == "cuda" else []
