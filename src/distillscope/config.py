@@ -109,6 +109,9 @@ class StudentSpec(Strict):
         role: ``independent`` (no teacher, the baseline) or ``student``; default ``independent`` for
             the key ``independent``, else ``student``.
         train: Overrides of the top-level ``train`` settings.
+        group: Name of a group of students trained together in one loop (mutual learning:
+            every member's ``dml`` term learns from the others); two or more students, with
+            the same training settings.
     """
 
     model_config = ConfigDict(extra="allow", validate_assignment=True)
@@ -118,6 +121,7 @@ class StudentSpec(Strict):
     teacher: str | None = None
     role: Literal["independent", "student"] | None = None
     train: dict[str, Any] = Field(default_factory=dict)
+    group: str | None = None
     _key: str = PrivateAttr("")
 
     def loss_spec(self) -> dict[str, dict[str, Any]]:
@@ -521,6 +525,46 @@ def _check_names(cfg: ExperimentConfig) -> None:
         check_name(name, f"teachers.{name}")
     for name in cfg.students:
         check_name(name, f"students.{name}")
+    _check_groups(cfg)
+
+
+def _check_groups(cfg: ExperimentConfig) -> None:
+    """Groups: a safe name that is no model's, two or more members, one training setting."""
+    groups: dict[str, list[str]] = {}
+    for name, spec in cfg.students.items():
+        if spec.group is not None:
+            groups.setdefault(check_name(spec.group, f"students.{name}.group"), []).append(name)
+    for group, members in groups.items():
+        key = f"students.{members[0]}.group"
+        if group in cfg.students or group in cfg.teachers:
+            raise ConfigError(
+                f"config key {key!r}: group {group!r} has the name of a model; name it otherwise"
+            )
+        if len(members) < 2:
+            raise ConfigError(
+                f"config key {key!r}: group {group!r} has one member ({members[0]}); a group "
+                "trains two or more students together"
+            )
+        settings = {json.dumps(cfg.train_for(cfg.students[m].train).model_dump(mode="json"),
+                               sort_keys=True) for m in members}  # fmt: skip
+        teachers = {cfg.students[m].teacher for m in members}
+        if len(teachers) > 1:
+            raise ConfigError(
+                f"config key {key!r}: the members of group {group!r} have different teachers "
+                f"({', '.join(sorted(str(t) for t in teachers))}); a group shares one teacher"
+            )
+        if len(settings) > 1:
+            raise ConfigError(
+                f"config key {key!r}: the members of group {group!r} ({', '.join(members)}) "
+                "have different training settings; a group trains in one loop, give them the same"
+            )
+    for name, spec in cfg.students.items():
+        terms = spec.loss_spec()
+        if spec.group is None and "dml" in terms:
+            raise ConfigError(
+                f"config key 'students.{name}.loss': dml learns from peers; put {name!r} and "
+                "at least one other dml student in a group (students.<name>.group: <group>)"
+            )
 
 
 def _check_built(cfg: ExperimentConfig) -> None:

@@ -30,6 +30,7 @@ from distillscope.config import (
 from distillscope.data import load_dataset
 from distillscope.data.base import DistillDataset
 from distillscope.distill import CombinedLoss, build_loss
+from distillscope.distill.combine import bind_seed
 from distillscope.errors import ConfigError, DataError, RunInterrupted
 from distillscope.files import clean_stale_temporaries, read_jsonl
 from distillscope.models import create_model
@@ -47,6 +48,7 @@ from distillscope.teacher_store import (
 )
 from distillscope.train.bind import bind_loss
 from distillscope.train.checkpoint import load_model_weights, save_model
+from distillscope.train.group import GroupTrainer
 from distillscope.train.seeding import resolve_device, seed_everything
 from distillscope.train.teacher_cache import TeacherCache, cache_allowed, cache_bytes
 from distillscope.train.trainer import Trainer
@@ -82,6 +84,7 @@ class Member:
     reused: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
     bound_loss: CombinedLoss | None = None  # a student's loss, bound at start-up
+    group: str | None = None  # students trained together (DML)
 
 
 def load_splits(cfg: ExperimentConfig, data_root: str | None = None) -> Splits:
@@ -199,9 +202,12 @@ def plan_members(cfg: ExperimentConfig, splits: Splits) -> dict[str, Member]:
                     "give an existing .safetensors file or remove the key to train the teacher"
                 )
             load_model_weights(t.checkpoint, members[name].model)  # corrupt -> CheckpointError
+    seen_groups: set[str] = set()
     for name, s in cfg.students.items():
         spec = s.model or cfg.student
-        seed_everything(cfg.seed)
+        seed_everything(peer_seed(cfg.seed, name) if s.group in seen_groups else cfg.seed)
+        if s.group is not None:
+            seen_groups.add(s.group)
         members[name] = Member(
             name=name,
             role=s.role or "student",
@@ -210,6 +216,7 @@ def plan_members(cfg: ExperimentConfig, splits: Splits) -> dict[str, Member]:
             train=cfg.train_for(s.train),
             loss=s.loss_spec(),
             teacher=s.teacher,
+            group=s.group,
         )
     for m in members.values():
         if m.role == "teacher":
@@ -219,6 +226,19 @@ def plan_members(cfg: ExperimentConfig, splits: Splits) -> dict[str, Member]:
         bind_loss(loss, m.model, teacher, splits.train, device="cpu", seed=cfg.seed, name=m.name)
         m.bound_loss = loss
     return members
+
+
+def peer_seed(seed: int, name: str) -> int:
+    """Initial-weights seed of a group member after the first (mutual learning needs peers that
+    start apart: identical peers agree from the first step and never teach each other). Every
+    other student, and the first member of a group, starts from the run's seed, so students of one
+    architecture begin with the same weights.
+
+    Example:
+        >>> peer_seed(0, "dml_b") == peer_seed(0, "dml_b") != peer_seed(0, "dml_c")
+        True
+    """
+    return bind_seed(seed, f"peer:{name}") % (2**32)
 
 
 #: History fields that differ between identical runs (wall times); kept out of model files so
@@ -344,8 +364,10 @@ class Experiment:
             if m.role == "teacher":
                 self._teacher(m, splits)
         for m in members.values():
-            if m.role != "teacher":
+            if m.role != "teacher" and m.group is None:
                 self._student(m, members, splits, caches)
+            elif m.group is not None and not m.history:
+                self._group(m.group, members, splits, caches)
         results = self._probes(members, splits)
         payload = self._payload(members, splits, results, time.time() - start)
         rd.write_results(payload)
@@ -423,6 +445,52 @@ class Experiment:
         say(f"{m.role} {m.name}: training {m.spec.name} with {terms} for {m.train.epochs} epochs")
         m.history = self._fit(m, teacher.model if teacher else None, cache, splits, loss=loss)
         save_model(out, m.model, {"name": m.name})
+
+    def _group(
+        self,
+        group: str,
+        members: dict[str, Member],
+        splits: Splits,
+        caches: dict[str, TeacherCache],
+    ) -> None:
+        """Train the students of ``group`` together in one loop (DML peers)."""
+        rd = self.run_dir
+        assert rd is not None
+        peers = [m for m in members.values() if m.group == group]
+        if self.resume and all(rd.model(m.name).is_file() for m in peers):
+            for m in peers:
+                load_model_weights(rd.model(m.name), m.model)
+                m.history = self._history_from_metrics(m.name)
+            say(f"group {group}: already trained, loaded")
+            return
+        losses = {m.name: (m.bound_loss or build_loss(m.loss)).to(self.device) for m in peers}
+        first = peers[0]
+        teacher = None
+        if first.teacher and any(loss.needs_teacher for loss in losses.values()):
+            teacher = members[first.teacher]
+        cache = None
+        if teacher is not None:
+            cache = self._cache(first, teacher, losses[first.name], splits, caches)
+        names = ", ".join(m.name for m in peers)
+        say(f"group {group}: training {names} together for {first.train.epochs} epochs")
+        seed_everything(self.cfg.seed)
+        trainer = GroupTrainer(
+            {m.name: m.model for m in peers},
+            losses,
+            first.train,
+            teacher=teacher.model if teacher is not None else None,
+            teacher_cache=cache,
+            device=self.device,
+            checkpoint_dir=rd.checkpoints(group),
+            metrics_path=rd.metrics,
+            name=group,
+            progress=self.cfg.progress,
+            seed=self.cfg.seed,
+        )
+        history = trainer.fit(splits.train, splits.test, resume=self.resume)
+        for m in peers:
+            m.history = history[m.name]
+            save_model(rd.model(m.name), m.model, {"name": m.name, "group": group})
 
     def _cache(
         self,
@@ -577,6 +645,7 @@ class Experiment:
                     "teacher": m.teacher,
                     "loss": m.loss if m.role != "teacher" else None,
                     "reused": m.reused,
+                    "group": m.group,
                 }
                 for m in members.values()
             },

@@ -98,6 +98,21 @@ def files_under(folder: Path) -> list[Path]:
             ["'hint'", "no module 'bogus'"],
         ),
         (["students.hint={loss: {hint: {}}}"], ["hint", "student_layer"]),
+        # mutual-learning groups
+        (["students.kd.loss=dml"], ["'students.kd.loss'", "put 'kd'", "in a group"]),
+        (["students.kd={loss: dml, group: g}"], ["group 'g' has one member"]),
+        (
+            ["students.kd={loss: dml, group: kd}", "students.ls={loss: dml, group: kd}"],
+            ["group 'kd' has the name of a model"],
+        ),
+        (
+            [
+                "students.a={loss: dml, group: g}",
+                "students.b={loss: dml, group: g, train: {lr: 1}}",
+            ],
+            ["members of group 'g' (a, b) have different training settings"],
+        ),
+        (["students.kd={loss: dml, group: ../g}"], ["students.kd.group", "not a valid name"]),
         (
             ["students.hint={loss: {hint: {student_layer: 3, teacher_layer: body.act1}}}"],
             ["student_layer"],

@@ -8,12 +8,12 @@ import torch
 import distillscope.distill  # noqa: F401  (registers every loss term)
 from distillscope.contracts import Batch, Outputs
 from distillscope.distill import create_loss, loss_names
+from distillscope.distill.base import NEEDS as KNOWN_NEEDS
 from distillscope.distill.base import LossTerm
 from distillscope.errors import ConfigError, TrainingError
 from distillscope.registry import LOSSES
 
 B, K = 8, 5
-KNOWN_NEEDS = {"logits", "features", "teacher", "explanation"}
 # Terms that need features or explanations get their inputs in their own family's tests.
 LOGIT_ONLY = {"logits", "teacher"}
 # Parameters of terms that have required ones (layer paths), for the generated tests.

@@ -186,3 +186,48 @@ def test_temperature_toy_study_smoke(tmp_path):
     values = results["probes"]["adversarial"]["values"]
     assert "FT_tempT/fgsm_strong" in values and "FT_temp1/fgsm" in values
     assert "FT_tempT" in results["probes"]["decision_map"]["images"]
+
+
+def test_killed_run_with_a_hint_student_and_a_dml_group_resumes_identical(tmp_path, monkeypatch):
+    """Owned modules (hint's regressor) and a group (DML peers) survive a kill bit for bit."""
+    from distillscope.train import group as group_module
+
+    students = {
+        "hint": {
+            "loss": {"ce": {}, "hint": {"student_layer": "body.act1", "teacher_layer": "body.act1"}}
+        },  # fmt: skip
+        "dml_a": {"loss": "dml", "group": "mutual"},
+        "dml_b": {"loss": "dml", "group": "mutual"},
+    }
+    cfg = tiny_config(tmp_path, probes={"accuracy": {}}, students=students)
+    cfg["train"]["epochs"] = 3
+    whole = run_experiment(cfg).path
+    killed = None  # the run directory, once the first kill made it
+    killers = {"hint": (trainer_module.Trainer, "_train_epoch"),
+               "mutual": (group_module.GroupTrainer, "_train_epoch")}  # fmt: skip
+    for victim, (cls, method) in killers.items():
+        original = getattr(cls, method)
+        calls = {"n": 0}
+
+        def dying(self, *args, _original=original, _victim=victim, _calls=calls, **kwargs):
+            if self.name == _victim:
+                _calls["n"] += 1
+                if _calls["n"] == 3:  # during the third epoch, two checkpointed
+                    raise Killed
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, method, dying)
+        with pytest.raises(Killed):
+            run_experiment(cfg) if victim == "hint" else resume_experiment(killed)
+        monkeypatch.setattr(cls, method, original)
+        if victim == "hint":
+            killed = max((tmp_path / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
+    resumed = resume_experiment(killed).path
+    for name in ("hint", "dml_a", "dml_b"):
+        a = load_file(str(whole / "models" / f"{name}.safetensors"))
+        b = load_file(str(resumed / "models" / f"{name}.safetensors"))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    rb = json.loads((resumed / "results.json").read_text())
+    assert rb["models"]["dml_a"]["group"] == "mutual"
+    assert [r["epoch"] for r in rb["training"]["dml_b"]] == [1, 2, 3]
+    assert rb["training"]["dml_a"][0]["dml/kl"] > 0

@@ -15,12 +15,14 @@ from distillscope.distill.baselines import CrossEntropy, LabelSmoothing, PseudoS
 from distillscope.distill.combine import CombinedLoss
 from distillscope.distill.feature import Hint
 from distillscope.distill.logit import KnowledgeDistillation, SoftTargets, require_teacher
+from distillscope.distill.mutual import DeepMutualLearning
 from distillscope.errors import ConfigError
 from distillscope.registry import LOSSES
 
 __all__ = [
     "CombinedLoss",
     "CrossEntropy",
+    "DeepMutualLearning",
     "Hint",
     "KnowledgeDistillation",
     "LabelSmoothing",

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from distillscope.contracts import Batch, Outputs
 
 #: What a term may say it reads (:attr:`LossTerm.needs`).
-NEEDS = frozenset({"logits", "features", "teacher", "explanation"})
+NEEDS = frozenset({"logits", "features", "teacher", "explanation", "peers"})
 
 
 @dataclass
@@ -67,7 +67,9 @@ class LossTerm(nn.Module):
         needs: What the term reads, a subset of :data:`NEEDS`. ``"teacher"``: the trainer runs
             the teacher (or its cache) and passes its outputs; ``"features"``: the term names
             module paths in :meth:`student_paths` / :meth:`teacher_paths` and the trainer taps
-            them (a term that names paths must declare ``"features"``).
+            them (a term that names paths must declare ``"features"``); ``"peers"``: the term
+            belongs to a group trained together (DML) and ``forward`` takes ``peers=``, the
+            other networks' detached outputs on the same batch.
     """
 
     name: ClassVar[str] = "loss"
@@ -89,6 +91,10 @@ class LossTerm(nn.Module):
     @property
     def needs_teacher(self) -> bool:
         return "teacher" in self.needs
+
+    @property
+    def needs_peers(self) -> bool:
+        return "peers" in self.needs
 
     def bind(self, ctx: BindContext) -> None:
         """Build the modules this term owns from the shapes in ``ctx`` (default: none).

@@ -124,12 +124,29 @@ class CombinedLoss(nn.Module):
         for term in self.terms.values():
             term.prepare(student, teacher, batches)
 
-    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
-        """``{"loss": sum_i w_i L_i, "<key>/loss": L_i, "<key>/<part>": ...}`` for the batch."""
+    @property
+    def needs_peers(self) -> bool:
+        """Whether any term reads the other peers of a group (DML)."""
+        return any(term.needs_peers for term in self.terms.values())
+
+    def forward(
+        self,
+        student: Outputs,
+        teacher: Outputs | None,
+        batch: Batch,
+        peers: list[Outputs] | None = None,
+    ) -> dict[str, Tensor]:
+        """``{"loss": sum_i w_i L_i, "<key>/loss": L_i, "<key>/<part>": ...}`` for the batch.
+
+        ``peers`` (the other networks of a group, detached) goes to the terms that need them.
+        """
         out: dict[str, Tensor] = {}
         totals: list[Tensor] = []
         for key, term in self.terms.items():
-            parts = term(student, teacher, batch)
+            if term.needs_peers:
+                parts = term(student, teacher, batch, peers=peers)
+            else:
+                parts = term(student, teacher, batch)
             totals.append(self.weights[key] * parts["loss"])  # ()
             for part, value in parts.items():
                 prefix, sep, rest = part.partition("/")

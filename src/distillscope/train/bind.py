@@ -142,7 +142,8 @@ def _dry_run(loss: nn.Module, ctx: BindContext, name: str) -> None:
     trial = copy.deepcopy(loss)
     try:
         with torch.random.fork_rng(devices=_devices(ctx.batch)), torch.no_grad():
-            parts = trial(ctx.student_outputs, ctx.teacher_outputs, ctx.batch)
+            extra = {"peers": [ctx.student_outputs]} if getattr(loss, "needs_peers", False) else {}
+            parts = trial(ctx.student_outputs, ctx.teacher_outputs, ctx.batch, **extra)
     except UserError as exc:
         raise type(exc)(f"{name!r}: {exc}") from None
     except (RuntimeError, ValueError, IndexError, KeyError) as exc:

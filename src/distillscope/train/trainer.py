@@ -248,15 +248,7 @@ class Trainer:
         if not path.exists():
             return None
         state = load_train_state(path)
-        saved = {**state.meta.get("config", {}), "seed": state.meta.get("seed")}
-        saved["steps_per_epoch"] = state.meta.get("steps_per_epoch")
-        now = {**self.cfg.model_dump(mode="json"), "seed": self.seed, "steps_per_epoch": steps}
-        for key, value in now.items():
-            if saved.get(key) != value:
-                raise ConfigError(
-                    f"{path} was written with {key}={saved.get(key)!r} but this run has "
-                    f"{key}={value!r}; resume with the same settings or delete {path} to start over"
-                )
+        check_same_settings(path, state, self.cfg, seed=self.seed, steps_per_epoch=steps)
         return state
 
     def _named_trainable(self, state: TrainState | None) -> list[tuple[str, nn.Parameter]]:
@@ -514,29 +506,54 @@ class Trainer:
         save_model(self.checkpoint_dir / FINAL_WEIGHTS, self.model, meta)
 
     def _append_metrics(self, records: list[dict[str, Any]]) -> None:
-        if self.metrics_path is None or not records:
-            return
-        self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
-        lines = "".join(json.dumps(r) + "\n" for r in records)
-        if not _ends_with_newline(self.metrics_path):
-            lines = "\n" + lines  # a previous run was killed mid-line
-        with open(self.metrics_path, "a", encoding="utf-8") as f:
-            f.write(lines)
+        if self.metrics_path is not None:
+            append_metrics(self.metrics_path, records)
 
     def _sync_metrics(self) -> None:
         """On resume, append history epochs the killed run checkpointed but did not log."""
         if self.metrics_path is None:
             return
-        logged: set[int] = set()
-        if self.metrics_path.exists():
-            for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(row, dict) and row.get("model") == self.name:
-                    logged.add(row.get("epoch"))
+        logged = logged_epochs(self.metrics_path, self.name)
         self._append_metrics([r for r in self.history if r["epoch"] not in logged])
+
+
+def check_same_settings(path: Path, state: TrainState, cfg: TrainConfig, **extra: Any) -> None:
+    """Raise :class:`ConfigError` unless ``state`` was saved with ``cfg`` and ``extra`` (seed,
+    steps per epoch, ...), which a bit-identical resume needs."""
+    now = {**cfg.model_dump(mode="json"), **extra}
+    saved = {**state.meta.get("config", {}), **{k: state.meta.get(k) for k in extra}}
+    for key, value in now.items():
+        if saved.get(key) != value:
+            raise ConfigError(
+                f"{path} was written with {key}={saved.get(key)!r} but this run has "
+                f"{key}={value!r}; resume with the same settings or delete {path} to start over"
+            )
+
+
+def append_metrics(path: Path, records: list[dict[str, Any]]) -> None:
+    """Append one JSON line per record to ``path`` (after a line a kill cut short, if any)."""
+    if not records:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = "".join(json.dumps(r) + "\n" for r in records)
+    if not _ends_with_newline(path):
+        lines = "\n" + lines  # a previous run was killed mid-line
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(lines)
+
+
+def logged_epochs(path: Path, name: str) -> set[int]:
+    """Epochs of model ``name`` already in the metrics file (lines cut by a kill skipped)."""
+    logged: set[int] = set()
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict) and row.get("model") == name:
+                logged.add(row.get("epoch"))
+    return logged
 
 
 class _PrepareBatches:
