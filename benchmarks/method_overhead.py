@@ -1,0 +1,246 @@
+"""What each distillation method costs per epoch, against plain KD on the same pair.
+
+Pair: a resnet20 teacher and a resnet8 student (the configs/methods/ pair), on the same
+Fashion-MNIST training subset (synthetic 28x28 images if it is not installed), batch 128, SGD,
+the same initial weights and batch order for every variant. One epoch per variant:
+
+- ``teacher_forward``: the teacher over the training set under ``no_grad`` at batch 128 (what a
+  live teacher costs per epoch);
+- ``cache_build``: :meth:`TeacherCache.build` (logits) over the same images;
+- ``bare_kd_live``: a hand-written KD epoch (teacher forward under ``no_grad``, student forward,
+  ``kd`` loss, backward, SGD step);
+- ``kd_live`` / ``kd_cached``: the Trainer with ``kd`` and the live teacher / a prebuilt cache;
+- ``<method>_live`` (and ``<method>_cached`` where the cache can hold what it reads) for every
+  method in :data:`METHODS` that is registered.
+
+Ratios: ``kd_live_vs_bare`` (the Trainer's cost over the hand loop, target <= 1.05),
+``cache_build_vs_teacher_forward`` (target <= 1), ``kd_cached_vs_kd_live`` (what the cache
+saves), and ``<method>_vs_kd`` (each method's step time relative to KD, both live; and
+``<method>_cached_vs_live``, what the feature cache saves). torchdistill's KD is timed too
+where torchdistill is installed (``torchdistill_kd``). One untimed warm-up round, ``--reps``
+interleaved rounds, medians kept. Ratios within one run, never thresholds.
+
+Usage: ``python benchmarks/method_overhead.py [--n 3200] [--reps 3] [--threads 2]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from distillscope.config_train import TrainConfig
+from distillscope.data import load_dataset
+from distillscope.data.base import DatasetInfo, TensorDataset, iter_batches
+from distillscope.distill import build_loss, loss_names
+from distillscope.errors import DataError
+from distillscope.functional.distill import kd_loss
+from distillscope.models import create_model
+from distillscope.models.taps import FeatureTap
+from distillscope.train import TeacherCache, Trainer, epoch_generator
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "method_overhead.json"
+SEED = 0
+#: Method name -> its loss spec on the resnet20 -> resnet8 pair (the configs/methods/ settings).
+METHODS: dict[str, dict[str, Any]] = {
+    "hint": {
+        "ce": {},
+        "hint": {"weight": 100, "student_layer": "layer2", "teacher_layer": "layer2"},
+    },
+}
+
+
+def load_data(n: int) -> tuple[TensorDataset, str]:
+    try:
+        data = load_dataset("fashion-mnist", "train", per_class=n // 10, seed=SEED)
+        assert isinstance(data, TensorDataset)
+        return data, "fashion-mnist"
+    except DataError:
+        g = torch.Generator().manual_seed(SEED)
+        info = DatasetInfo("synthetic28", 10, (1, 28, 28), [str(i) for i in range(10)])
+        x = torch.randn(n, 1, 28, 28, generator=g)  # (n, 1, 28, 28)
+        return TensorDataset(x, torch.randint(0, 10, (n,), generator=g), info), "synthetic"
+
+
+def networks() -> tuple[nn.Module, nn.Module]:
+    torch.manual_seed(SEED)
+    teacher = create_model("resnet20", num_classes=10, in_channels=1).eval()
+    student = create_model("resnet8", num_classes=10, in_channels=1)
+    return teacher, student
+
+
+def teacher_forward(teacher: nn.Module, data: TensorDataset, cfg: TrainConfig) -> None:
+    with torch.no_grad():
+        for batch in iter_batches(data, cfg.batch_size):
+            teacher(batch.inputs)
+
+
+def bare_kd(teacher: nn.Module, student: nn.Module, data: TensorDataset, cfg: TrainConfig) -> None:
+    """One KD epoch by hand, the Trainer's batch order and loss (alpha 0.5, T 4)."""
+    opt = torch.optim.SGD(
+        student.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    )
+    student.train()
+    order = torch.randperm(len(data), generator=epoch_generator(SEED, 0))  # (N,)
+    for start in range(0, len(data), cfg.batch_size):
+        idx = order[start : start + cfg.batch_size]  # (B,)
+        x, y = data.inputs[idx], data.targets[idx]
+        with torch.no_grad():
+            t = teacher(x)  # (B, K)
+        z = student(x)  # (B, K)
+        loss = 0.5 * F.cross_entropy(z, y) + 0.5 * kd_loss(z, t, 4.0)  # ()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+
+def trainer_epoch(
+    teacher: nn.Module,
+    student: nn.Module,
+    data: TensorDataset,
+    cfg: TrainConfig,
+    spec: dict[str, Any],
+    cache: TeacherCache | None = None,
+) -> None:
+    loss = build_loss(spec)
+    s_tap = FeatureTap(student, loss.student_paths()) if loss.student_paths() else None
+    t_tap = None
+    if cache is None and loss.teacher_paths():
+        t_tap = FeatureTap(teacher, loss.teacher_paths())
+    try:
+        Trainer(student, loss, cfg, teacher=teacher, teacher_cache=cache, progress=False,
+                seed=SEED, student_tap=s_tap, teacher_tap=t_tap).fit(data)  # fmt: skip
+    finally:
+        for tap in (s_tap, t_tap):
+            if tap is not None:
+                tap.remove()
+
+
+def torchdistill_kd(teacher: nn.Module, student: nn.Module, data: TensorDataset,
+                    cfg: TrainConfig) -> Callable[[], None] | None:  # fmt: skip
+    """torchdistill's KD loss in the hand loop, where torchdistill is installed."""
+    try:
+        from torchdistill.losses.mid_level import KDLoss  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    criterion = KDLoss(nn.KLDivLoss(reduction="batchmean"), temperature=4.0, alpha=0.5)
+    return lambda: _td_epoch(teacher, student, data, cfg, criterion)
+
+
+def _td_epoch(teacher, student, data, cfg, criterion) -> None:  # type: ignore[no-untyped-def]
+    opt = torch.optim.SGD(student.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    order = torch.randperm(len(data), generator=epoch_generator(SEED, 0))
+    for start in range(0, len(data), cfg.batch_size):
+        idx = order[start : start + cfg.batch_size]
+        x, y = data.inputs[idx], data.targets[idx]
+        with torch.no_grad():
+            t = teacher(x)
+        loss = criterion(student(x), t, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=3200, help="training images")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    data, source = load_data(args.n)
+    cfg = TrainConfig(epochs=1, batch_size=128, optimizer="sgd", lr=0.05, momentum=0.9,
+                      weight_decay=5e-4, schedule="constant")  # fmt: skip
+    teacher, student0 = networks()
+    kd = {"kd": {"temperature": 4.0, "alpha": 0.5}}
+    cache = TeacherCache.build(teacher, data, 512, "cpu", progress=False)
+
+    def fresh() -> nn.Module:
+        return copy.deepcopy(student0)
+
+    variants: dict[str, Callable[[], None]] = {
+        "teacher_forward": lambda: teacher_forward(teacher, data, cfg),
+        "cache_build": lambda: TeacherCache.build(teacher, data, 512, "cpu", progress=False),
+        "bare_kd_live": lambda: bare_kd(teacher, fresh(), data, cfg),
+        "kd_live": lambda: trainer_epoch(teacher, fresh(), data, cfg, kd),
+        "kd_cached": lambda: trainer_epoch(teacher, fresh(), data, cfg, kd, cache),
+    }
+    td = torchdistill_kd(teacher, fresh(), data, cfg)
+    if td is not None:
+        variants["torchdistill_kd"] = td
+    registered = set(loss_names())
+    methods = {m: spec for m, spec in METHODS.items() if set(spec) <= registered}
+    feature_caches: dict[str, TeacherCache] = {}
+    for method, spec in methods.items():
+        variants[f"{method}_live"] = lambda spec=spec: trainer_epoch(
+            teacher, fresh(), data, cfg, spec
+        )
+        paths = build_loss(spec).teacher_paths()
+        feature_caches[method] = TeacherCache.build(teacher, data, 512, "cpu", paths, False)
+        variants[f"{method}_cached"] = lambda spec=spec, m=method: trainer_epoch(
+            teacher, fresh(), data, cfg, spec, feature_caches[m]
+        )
+    names = list(variants)
+    times: dict[str, list[float]] = {k: [] for k in names}
+    for r in range(args.reps + 1):  # round 0: warm-up, not kept
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order:
+            start = time.perf_counter()
+            variants[name]()
+            if r:
+                times[name].append(time.perf_counter() - start)
+        if r:
+            print(f"round {r}/{args.reps}: " + ", ".join(f"{k}={times[k][-1]:.2f}s" for k in names))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    ratios = {
+        "kd_live_vs_bare": med["kd_live"] / med["bare_kd_live"],
+        "cache_build_vs_teacher_forward": med["cache_build"] / med["teacher_forward"],
+        "kd_cached_vs_kd_live": med["kd_cached"] / med["kd_live"],
+    }
+    if "torchdistill_kd" in med:
+        ratios["kd_live_vs_torchdistill"] = med["kd_live"] / med["torchdistill_kd"]
+    for method in methods:
+        ratios[f"{method}_vs_kd"] = med[f"{method}_live"] / med["kd_live"]
+        ratios[f"{method}_cached_vs_live"] = med[f"{method}_cached"] / med[f"{method}_live"]
+    result = {
+        "benchmark": "method_overhead",
+        "setup": {
+            "data": source,
+            "train_images": len(data),
+            "batch_size": cfg.batch_size,
+            "teacher": "resnet20",
+            "student": "resnet8",
+            "reps": args.reps,
+            "threads": args.threads,
+            "load_average": list(os.getloadavg()),
+            "methods": methods,
+        },  # fmt: skip
+        "median_s": med,
+        "times_s": times,
+        "ratios": ratios,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    for k, v in ratios.items():
+        print(f"{k}: {v:.3f}")
+    print(f"wrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
