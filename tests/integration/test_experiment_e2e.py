@@ -231,3 +231,21 @@ def test_killed_run_with_a_hint_student_and_a_dml_group_resumes_identical(tmp_pa
     assert rb["models"]["dml_a"]["group"] == "mutual"
     assert [r["epoch"] for r in rb["training"]["dml_b"]] == [1, 2, 3]
     assert rb["training"]["dml_a"][0]["dml/kl"] > 0
+
+
+@pytest.mark.parametrize("budget", [64.0, 0.001])
+def test_teacher_features_are_cached_within_the_budget(tmp_path, capsys, budget):
+    students = {"hint": {"loss": {"ce": {}, "hint": {"student_layer": "body.act1",
+                                                     "teacher_layer": "body.act1"}}}}  # fmt: skip
+    cfg = tiny_config(tmp_path, probes={"accuracy": {}}, students=students,
+                      teacher_cache_mb=budget)  # fmt: skip
+    cfg["train"]["epochs"] = 1
+    run_experiment(cfg)
+    err = capsys.readouterr().err
+    if budget > 1:  # 1,200 points x (3 logits + 32 features) x 4 bytes: well inside 64 MB
+        assert "caching teacher teacher outputs and features body.act1 on 1200 images" in err
+        assert "not caching" not in err
+    else:
+        lines = [line for line in err.splitlines() if "not caching" in line]
+        assert len(lines) == 1 and "teacher_cache_mb=0.001" in lines[0]
+        assert "the teacher runs live" in lines[0]
