@@ -193,3 +193,11 @@ def test_skipped_entries_are_explained():
     }
     html = render_html(results)
     assert "Not computed — decision_map: inputs of shape (1, 8, 8) are not 2-D points." in html
+
+
+def test_models_table_names_the_group_of_mutual_learning_peers(tmp_path):
+    results = only(load_fixture(), "accuracy")
+    results["models"]["kd"]["group"] = "mutual"
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    models = section(render_report(tmp_path).read_text(encoding="utf-8"), "models")
+    assert models.count("(trained together in group mutual)") == 1

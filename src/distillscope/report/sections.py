@@ -156,7 +156,7 @@ def models_section(results: Mapping[str, Any], palette: Palette) -> str:
                 escape(format_value(spec.get("params"))),
                 escape(_plain(spec.get("train_temperature"))),
                 escape(_plain(spec.get("teacher"))),
-                escape(_loss(spec.get("loss"))),
+                escape(_loss(spec.get("loss")) + _group(spec.get("group"))),
                 escape(format_value(epochs[-1].get("val_acc"))),
                 MISSING if reused is None else ("yes" if reused else "no"),
             ]
@@ -173,6 +173,11 @@ def models_section(results: Mapping[str, Any], palette: Palette) -> str:
         "reused from cache",
     ]
     return f'<section id="models"><h2>Models</h2>{_table(head, rows, numeric={3, 4, 7})}</section>'
+
+
+def _group(group: Any) -> str:
+    """`` (trained with group g)`` for a member of a mutual-learning group, else nothing."""
+    return f" (trained together in group {group})" if isinstance(group, str) and group else ""
 
 
 def training_section(results: Mapping[str, Any], palette: Palette) -> str:
