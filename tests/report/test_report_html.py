@@ -201,3 +201,30 @@ def test_models_table_names_the_group_of_mutual_learning_peers(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps(results))
     models = section(render_report(tmp_path).read_text(encoding="utf-8"), "models")
     assert models.count("(trained together in group mutual)") == 1
+
+
+def test_ranking_orders_students_by_top1_beside_agreement(rendered, tmp_path):
+    from distillscope.report.ranking import ranking_rows
+
+    results = load_fixture()
+    rows = ranking_rows(results)
+    top1 = results["probes"]["accuracy"]["values"]
+    assert [r["model"] for r in rows] == sorted(
+        ["independent", "kd", "kd_hot"], key=lambda m: -top1[f"{m}/top1"]
+    )
+    assert rows[0]["top1_rank"] == 1
+    agree = results["probes"]["agreement"]["values"]
+    best = max(rows, key=lambda r: r["agreement"])
+    assert best["agreement"] == agree[f"teacher->{best['model']}"] and best["agreement_rank"] == 1
+    _, page = rendered
+    ranking = section(page, "ranking")
+    assert ranking.index(">" + rows[0]["model"] + "</td>") < ranking.index(
+        ">" + rows[-1]["model"] + "</td>"
+    )
+    assert '<a href="#ranking">Ranking</a>' in page
+    # two students only: nothing to rank, no section and no link
+    small = only(results, "accuracy")
+    del small["models"]["kd_hot"]
+    (tmp_path / "results.json").write_text(json.dumps(small))
+    page = render_report(tmp_path).read_text(encoding="utf-8")
+    assert 'id="ranking"' not in page and "#ranking" not in page

@@ -15,6 +15,7 @@ from typing import Any
 from distillscope.errors import UserError
 from distillscope.files import atomic_write_text
 from distillscope.report.plots import Palette
+from distillscope.report.ranking import ranking_section
 from distillscope.report.results import FIX, SCHEMA_VERSION, check_results, load_results
 from distillscope.report.sections import header, models_section, probe_section, training_section
 from distillscope.report.style import CSS
@@ -66,12 +67,16 @@ def render_html(results: Mapping[str, Any]) -> str:
     palette = Palette.for_models(results["models"])
     probes = results.get("probes", {})
     anchors = _anchors(list(probes))
-    nav = [("run", "Run"), ("models", "Models"), ("training", "Training")]
+    ranking = _drawn("ranking", ranking_section, results, palette)
+    nav = [("run", "Run"), ("models", "Models")]
+    nav += [("ranking", "Ranking")] if ranking else []
+    nav += [("training", "Training")]
     nav += [(anchors[name], name) for name in probes]
     sections = [
         _drawn("run", header, results),
         "<nav>" + "".join(f'<a href="#{a}">{escape(t)}</a>' for a, t in nav) + "</nav>",
         _drawn("models", models_section, results, palette),
+        ranking,
         _drawn("training", training_section, results, palette),
         *(
             _drawn(f"probes.{name}", probe_section, name, p, anchors[name], results, palette)
