@@ -69,3 +69,18 @@ def _teacher_overrides(config: Path) -> list[str]:
     if raw.get("teacher"):
         return ["teacher.train.epochs=1"]
     return [f"teachers.{t}.train.epochs=1" for t in raw.get("teachers") or {}]
+
+
+def test_an_inapplicable_pair_fails_before_any_training(tmp_path: Path, capsys) -> None:
+    """resnet8's layer3 (7 x 7) cannot be regressed onto resnet20's layer1 (28 x 28): one line,
+    exit 2, before the teacher trains (nothing in the run folder or the teacher store)."""
+    data = fake_fashion_mnist(tmp_path / "fm")
+    hint = "students.hint.loss={ce: {}, hint: {student_layer: layer3, teacher_layer: layer1}}"
+    args = ["run", str(REPO / "configs" / "methods" / "hint.yaml"), *SHRINK, hint,
+            f"teacher_store={tmp_path / 'store'}"]  # fmt: skip
+    code = main([*args, "--data-root", str(data), "--output-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1, err
+    assert "'hint'" in lines[0] and "smaller than the teacher" in lines[0]
+    assert not (tmp_path / "out").exists() and not (tmp_path / "store").exists()
