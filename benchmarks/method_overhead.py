@@ -53,11 +53,21 @@ from distillscope.train import TeacherCache, Trainer, epoch_generator
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "method_overhead.json"
 SEED = 0
 #: Method name -> its loss spec on the resnet20 -> resnet8 pair (the configs/methods/ settings).
+STAGES = ["layer1", "layer2", "layer3"]
+POOL = {"student_layer": "pool", "teacher_layer": "pool"}
 METHODS: dict[str, dict[str, Any]] = {
     "hint": {
         "ce": {},
         "hint": {"weight": 100, "student_layer": "layer2", "teacher_layer": "layer2"},
     },
+    "at": {"ce": {}, "at": {"weight": 1000, "student_layers": STAGES, "teacher_layers": STAGES}},
+    "nst": {"ce": {}, "nst": {"weight": 50, "student_layers": STAGES, "teacher_layers": STAGES}},
+    "sp": {"ce": {}, "sp": {"weight": 3000, **POOL}},
+    "rkd": {"ce": {}, "rkd": POOL},
+    "pkt": {"ce": {}, "pkt": {"weight": 30000, **POOL}},
+    "cc": {"ce": {}, "cc": {"weight": 0.02, **POOL}},
+    "crd": {"ce": {}, "crd": {"weight": 0.8, **POOL}},
+    "dkd": {"dkd": {}},
 }
 
 

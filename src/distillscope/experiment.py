@@ -37,7 +37,7 @@ from distillscope.models import create_model
 from distillscope.models.forward import count_parameters
 from distillscope.models.taps import FeatureTap
 from distillscope.probes import create_probe
-from distillscope.probes.base import ProbeData, Roles
+from distillscope.probes.base import ProbeData, Roles, with_directions
 from distillscope.registry import MODELS, accepted_params
 from distillscope.rundir import RunDir
 from distillscope.teacher_store import (
@@ -602,7 +602,7 @@ class Experiment:
             probe.progress = self.cfg.progress
             say(f"probe {name}")
             seed_everything(self.cfg.seed)
-            result = probe.run(models, data, roles)
+            result = with_directions(probe, probe.run(models, data, roles))
             out[name] = result.to_dict()
             say(f"probe {name}: done in {time.time() - t0:.1f}s")
         return out

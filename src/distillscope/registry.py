@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
+import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +41,14 @@ class Registry:
         def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is already registered")
+            if inspect.isclass(fn):  # the class's ``name`` is its key, written once (here)
+                own = vars(fn).get("name")
+                if own is not None and own != name:
+                    raise ValueError(
+                        f"{self.kind} class {fn.__name__} says name {own!r} but is registered "
+                        f"as {name!r}; drop its name attribute (registration sets it)"
+                    )
+                fn.name = name
             self._entries[name] = fn
             return fn
 
@@ -98,12 +107,16 @@ class Registry:
 
 
 def accepted_params(fn: Callable[..., Any]) -> set[str] | None:
-    """Keyword parameters ``fn`` accepts, or ``None`` when it takes ``**kwargs``."""
+    """Keyword parameters ``fn`` accepts, or ``None`` when it takes free ``**kwargs``.
+
+    ``**kwargs: Unpack[SomeTypedDict]`` counts as the TypedDict's keys (the probes take their
+    shared parameters so, declared once in :class:`~distillscope.probes.base.ProbeParams`).
+    """
     target = fn.__init__ if inspect.isclass(fn) else fn
     sig = inspect.signature(target)
-    names = set()
+    names = set(_unpacked(fn))
     for p in sig.parameters.values():
-        if p.kind is p.VAR_KEYWORD:
+        if p.kind is p.VAR_KEYWORD and not _unpacked(fn):
             return None
         if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
             names.add(p.name)
@@ -202,8 +215,28 @@ def _annotations(fn: Callable[..., Any]) -> dict[str, Any]:
                 ann = eval(ann, namespace)  # noqa: S307 - annotations of our own code
             except Exception:
                 continue
+        if typing.get_origin(ann) is typing.Unpack:
+            out.update(typing.get_type_hints(typing.get_args(ann)[0]))
+            continue
         out[name] = ann
     return out
+
+
+def _unpacked(fn: Callable[..., Any]) -> dict[str, Any]:
+    """The keys and types of ``fn``'s ``**kwargs: Unpack[TypedDict]``, if it has one."""
+    target = fn.__init__ if inspect.isclass(fn) else fn
+    kwargs = [p for p in inspect.signature(target).parameters.values() if p.kind is p.VAR_KEYWORD]
+    if not kwargs:
+        return {}
+    ann = (getattr(target, "__annotations__", {}) or {}).get(kwargs[0].name)
+    if isinstance(ann, str):
+        try:
+            ann = eval(ann, dict(getattr(target, "__globals__", {})))  # noqa: S307
+        except Exception:
+            return {}
+    if typing.get_origin(ann) is not typing.Unpack:
+        return {}
+    return typing.get_type_hints(typing.get_args(ann)[0])
 
 
 _ADAPTERS: dict[Any, Any] = {}

@@ -68,3 +68,41 @@ def test_check_params_accepts_known():
     check_params(f, {"a": 1, "b": 2}, "f")
     with pytest.raises(ConfigError):
         check_params(f, {"c": 1}, "f")
+
+
+def test_registration_sets_a_class_name_once_and_refuses_a_different_one():
+    reg = Registry("widget")
+
+    @reg.register("round")
+    class Round:
+        pass
+
+    assert Round.name == "round"
+
+    class Square:
+        name = "box"
+
+    with pytest.raises(ValueError, match="says name 'box' but is registered as 'square'"):
+        reg.register("square")(Square)
+
+    @reg.register("fn")
+    def make() -> int:  # a function keeps no name attribute
+        return 1
+
+    assert not hasattr(make, "name")
+
+
+def test_probes_take_the_shared_parameters_once_and_still_check_them():
+    from distillscope.probes import create_probe
+    from distillscope.registry import PROBES, accepted_params
+
+    assert {"batch_size", "max_samples", "seed", "attacks"} <= accepted_params(
+        PROBES.get("adversarial")
+    )
+    assert create_probe("adversarial", batch_size=8).batch_size == 8
+    with pytest.raises(ConfigError, match="unknown parameter 'bogus' for probe 'adversarial'"):
+        create_probe("adversarial", bogus=1)
+    with pytest.raises(ConfigError, match=r"adversarial.max_samples='9' is invalid"):
+        create_probe("adversarial", max_samples="9")
+    with pytest.raises(ConfigError, match=r"accuracy.seed=True is invalid"):
+        create_probe("accuracy", seed=True)

@@ -17,7 +17,10 @@ B, K = 8, 5
 # Terms that need features or explanations get their inputs in their own family's tests.
 LOGIT_ONLY = {"logits", "teacher"}
 # Parameters of terms that have required ones (layer paths), for the generated tests.
-EXAMPLE_PARAMS = {"hint": {"student_layer": "a", "teacher_layer": "b"}}
+PAIR = {"student_layer": "a", "teacher_layer": "b"}
+LAYERS = {"student_layers": ["a"], "teacher_layers": ["b"]}
+EXAMPLE_PARAMS = {"hint": PAIR, "sp": PAIR, "rkd": PAIR, "pkt": PAIR, "cc": PAIR,
+                  "crd": PAIR, "at": LAYERS, "nst": LAYERS}  # fmt: skip
 
 
 def random_inputs(seed: int = 0) -> tuple[Outputs, Outputs, Batch]:

@@ -51,6 +51,8 @@ def test_method_config_trains_through_the_cli(config: Path, tmp_path: Path, caps
     assert code == 0, err
     run_dir = Path(out.strip().splitlines()[-1])
     results = json.loads((run_dir / "results.json").read_text())
+    directions = results["probes"]["accuracy"]["higher_is_better"]
+    assert directions and all(d is True for d in directions.values())  # top-1, top-k: higher
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     for name, model in results["models"].items():
         if model["role"] == "teacher":

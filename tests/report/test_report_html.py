@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import pytest
 import distillscope.files as files_module
 from distillscope.report import render_html, render_report
 from distillscope.report.descriptions import GENERIC, PAPERS
-from distillscope.report.tables import format_value
+from distillscope.report.tables import format_value, row_label
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "results_small.json"
 
@@ -228,3 +229,24 @@ def test_ranking_orders_students_by_top1_beside_agreement(rendered, tmp_path):
     (tmp_path / "results.json").write_text(json.dumps(small))
     page = render_report(tmp_path).read_text(encoding="utf-8")
     assert 'id="ranking"' not in page and "#ranking" not in page
+
+
+def test_directions_mark_headers_and_the_best_student_per_column(tmp_path):
+    results = only(load_fixture(), "agreement")
+    values = results["probes"]["agreement"]["values"]
+    results["probes"]["agreement"]["higher_is_better"] = {"": True, "kl": False}
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    agreement = section(render_report(tmp_path).read_text(encoding="utf-8"), "probe-agreement")
+    assert "<th>agreement ↑</th>" in agreement and "<th>kl ↓</th>" in agreement
+    best_agree = max((v, k) for k, v in values.items() if "/" not in k)[1]
+    best_kl = min((v, k) for k, v in values.items() if k.endswith("/kl"))[1]
+    for key in (best_agree, best_kl):
+        row = agreement[agreement.index(escape(row_label(key.partition("/")[0])) + "</td>") :]
+        row = row[: row.index("</tr>")]
+        assert f"<strong>{format_value(values[key])}</strong>" in row, key
+    assert agreement.count("<strong>") == 2
+    # results written before directions existed: no arrows, nothing bold
+    del results["probes"]["agreement"]["higher_is_better"]
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    old = section(render_report(tmp_path).read_text(encoding="utf-8"), "probe-agreement")
+    assert "↑" not in old and "<strong>" not in old

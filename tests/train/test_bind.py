@@ -106,10 +106,16 @@ def test_trainer_binds_an_unbound_loss_and_trains_the_regressor(tmp_path: Path) 
     assert any(not torch.equal(before[k], v) for k, v in after.items())
 
 
-def run(tmp: Path, kill_at: int | None, resume: bool, stage1: int = 0) -> tuple[TinyNet, nn.Module]:
-    """Train a hint student for 3 epochs; the loss's ``kill_at``-th call raises (a kill)."""
+def run(
+    tmp: Path, kill_at: int | None, resume: bool, stage1: int = 0, method: str = "hint"
+) -> tuple[TinyNet, nn.Module]:
+    """Train a hint (or CRD) student for 3 epochs; the loss's ``kill_at``-th call raises."""
     teacher, student = TinyNet(hidden=32, seed=5), TinyNet(seed=1)
-    loss = hint_loss(stage1_epochs=stage1)
+    if method == "crd":
+        pair = {"student_layer": "act", "teacher_layer": "act"}
+        loss = build_loss({"ce": {}, "crd": {"weight": 0.8, "negatives": 20, **pair}})
+    else:
+        loss = hint_loss(stage1_epochs=stage1)
     calls = [0]
 
     def count(module: nn.Module, args: object) -> None:
@@ -134,3 +140,14 @@ def test_killed_run_with_an_owned_regressor_resumes_identical(tmp_path: Path, st
     resumed, resumed_loss = run(tmp_path / "b", None, True, stage1)
     assert state_equal(straight, resumed)
     assert state_equal(straight_loss, resumed_loss)
+
+
+def test_killed_crd_run_resumes_identical_banks_and_weights(tmp_path: Path) -> None:
+    """The memory banks, Z and the negatives drawn after the kill match an unbroken run."""
+    straight, straight_loss = run(tmp_path / "a", None, False, method="crd")
+    with pytest.raises(SimulatedKill):
+        run(tmp_path / "b", 1 + 6 + 4, False, method="crd")
+    resumed, resumed_loss = run(tmp_path / "b", None, True, method="crd")
+    assert state_equal(straight, resumed)
+    assert state_equal(straight_loss, resumed_loss)  # banks and Z included
+    assert float(resumed_loss["crd"].z_student) > 0

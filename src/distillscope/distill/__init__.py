@@ -10,16 +10,34 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from distillscope.distill.attention import AttentionTransfer, NeuronSelectivityTransfer
 from distillscope.distill.base import LossTerm
 from distillscope.distill.baselines import CrossEntropy, LabelSmoothing, PseudoSoftLabels
 from distillscope.distill.combine import CombinedLoss
+from distillscope.distill.contrastive import ContrastiveRepresentation
 from distillscope.distill.feature import Hint
 from distillscope.distill.logit import KnowledgeDistillation, SoftTargets, require_teacher
+from distillscope.distill.logit_variants import DecoupledKD, TeacherFreeKD
 from distillscope.distill.mutual import DeepMutualLearning
+from distillscope.distill.relation import (
+    CorrelationCongruence,
+    ProbabilisticKT,
+    RelationalKD,
+    SimilarityPreserving,
+)
 from distillscope.errors import ConfigError
 from distillscope.registry import LOSSES
 
 __all__ = [
+    "AttentionTransfer",
+    "ContrastiveRepresentation",
+    "CorrelationCongruence",
+    "DecoupledKD",
+    "NeuronSelectivityTransfer",
+    "ProbabilisticKT",
+    "RelationalKD",
+    "SimilarityPreserving",
+    "TeacherFreeKD",
     "CombinedLoss",
     "CrossEntropy",
     "DeepMutualLearning",

@@ -51,7 +51,6 @@ class CrossEntropy(LossTerm):
         1.3863
     """
 
-    name: ClassVar[str] = "ce"
     needs: ClassVar[set[str]] = {"logits"}
 
     def __init__(self) -> None:
@@ -79,7 +78,6 @@ class LabelSmoothing(LossTerm):
         ``label_smoothing/uniform``: ``CE(z, u)``, unweighted.
     """
 
-    name: ClassVar[str] = "label_smoothing"
     needs: ClassVar[set[str]] = {"logits"}
 
     def __init__(self, alpha: float = LABEL_SMOOTHING_ALPHA) -> None:
@@ -131,7 +129,6 @@ class PseudoSoftLabels(LossTerm):
         ``pseudo_soft/soft``: ``tau^2`` times the soft cross-entropy (equal to ``loss``).
     """
 
-    name: ClassVar[str] = "pseudo_soft"
     needs: ClassVar[set[str]] = {"logits"}
 
     def __init__(

@@ -25,13 +25,58 @@ from distillscope.models.taps import FeatureTap
 from distillscope.registry import register_loss
 
 
-def _check_path(name: str, value: object) -> str:
+def check_path(name: str, value: object) -> str:
+    """``value`` if it can be a module path (a non-empty string), else a one-line ConfigError."""
     if not isinstance(value, str) or not value or value.strip() != value:
         raise ConfigError(
             f"{name}={value!r} is not a module path; give a path of model.named_modules(), "
             "e.g. 'layer2'"
         )
     return value
+
+
+def check_paths(name: str, student: object, teacher: object) -> tuple[list[str], list[str]]:
+    """Two equally long, non-empty lists of module paths (layer pairs), or a ConfigError."""
+    for side, value in (("student_layers", student), ("teacher_layers", teacher)):
+        if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
+            raise ConfigError(
+                f"{name}.{side}={value!r} is not a list of module paths; give e.g. "
+                "[layer1, layer2, layer3]"
+            )
+    s = [check_path(f"{name}.student_layers", v) for v in student]  # type: ignore[union-attr]
+    t = [check_path(f"{name}.teacher_layers", v) for v in teacher]  # type: ignore[union-attr]
+    if len(s) != len(t):
+        raise ConfigError(
+            f"{name}: {len(s)} student layers but {len(t)} teacher layers; give one teacher "
+            "layer per student layer"
+        )
+    return s, t
+
+
+class PairedFeatureTerm(LossTerm):
+    """A term reading one student feature and one teacher feature (``student_layer``,
+    ``teacher_layer``), detaching the teacher's."""
+
+    needs: ClassVar[set[str]] = {"features", "teacher"}
+
+    def __init__(self, student_layer: str, teacher_layer: str) -> None:
+        super().__init__()
+        self.student_layer = check_path(f"{self.name}.student_layer", student_layer)
+        self.teacher_layer = check_path(f"{self.name}.teacher_layer", teacher_layer)
+
+    def student_paths(self) -> list[str]:
+        return [self.student_layer]
+
+    def teacher_paths(self) -> list[str]:
+        return [self.teacher_layer]
+
+    def pair(self, student: Outputs, teacher: Outputs | None) -> tuple[Tensor, Tensor]:
+        """``(f_s, f_t)``: the student's feature and the teacher's, detached."""
+        teacher = require_teacher(self.name, teacher)
+        return student.features[self.student_layer], teacher.features[self.teacher_layer].detach()
+
+    def extra_repr(self) -> str:
+        return f"student_layer={self.student_layer!r}, teacher_layer={self.teacher_layer!r}"
 
 
 def build_regressor(student_shape: tuple[int, ...], teacher_shape: tuple[int, ...]) -> nn.Module:
@@ -99,7 +144,6 @@ class Hint(LossTerm):
         ``hint/hint``: the mean squared error (equal to ``loss``).
     """
 
-    name: ClassVar[str] = "hint"
     needs: ClassVar[set[str]] = {"features", "teacher"}
 
     def __init__(
@@ -110,8 +154,8 @@ class Hint(LossTerm):
         stage1_lr: float = 0.001,
     ) -> None:
         super().__init__()
-        self.student_layer = _check_path("hint.student_layer", student_layer)
-        self.teacher_layer = _check_path("hint.teacher_layer", teacher_layer)
+        self.student_layer = check_path("hint.student_layer", student_layer)
+        self.teacher_layer = check_path("hint.teacher_layer", teacher_layer)
         self.stage1_epochs = check_int("hint.stage1_epochs", stage1_epochs, minimum=0)
         self.stage1_lr = check_positive("hint.stage1_lr", stage1_lr)
         self.regressor: nn.Module | None = None

@@ -66,7 +66,6 @@ class KnowledgeDistillation(LossTerm):
         ``kd/hard``: ``CE(z_s, y)``, unweighted.
     """
 
-    name: ClassVar[str] = "kd"
     needs: ClassVar[set[str]] = {"logits", "teacher"}
 
     def __init__(self, temperature: float = KD_TEMPERATURE, alpha: float = KD_ALPHA) -> None:
@@ -107,7 +106,6 @@ class SoftTargets(LossTerm):
         ``soft_targets/soft``: the soft cross-entropy (equal to ``loss``).
     """
 
-    name: ClassVar[str] = "soft_targets"
     needs: ClassVar[set[str]] = {"logits", "teacher"}
 
     def __init__(self, temperature: float = SOFT_TARGETS_TEMPERATURE) -> None:

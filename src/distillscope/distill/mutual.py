@@ -43,7 +43,6 @@ class DeepMutualLearning(LossTerm):
         ``dml/kl``: the mean ``T^2 KL`` to the other peers.
     """
 
-    name: ClassVar[str] = "dml"
     needs: ClassVar[set[str]] = {"logits", "peers"}
 
     def __init__(self, temperature: float = 1.0) -> None:

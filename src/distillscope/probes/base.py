@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, ClassVar, TypedDict
 
 from torch import nn
 
@@ -67,6 +67,9 @@ class ProbeResult:
             any, is stored under ``"x"`` or ``"x/<metric>"``.
         params: Every knob that produced the numbers, seed included.
         images: Optional ``name -> (H, W) or (H, W, C)`` nested lists (decision maps).
+        higher_is_better: Metric (``""`` for the main value) -> whether a higher value is
+            better (``None``: neither); filled from the probe's class attributes by
+            :func:`with_directions`, read by the report.
     """
 
     probe: str
@@ -74,6 +77,7 @@ class ProbeResult:
     series: dict[str, list[float]] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
     images: dict[str, Any] = field(default_factory=dict)
+    higher_is_better: dict[str, bool | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,6 +85,15 @@ class ProbeResult:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ProbeResult:
         return cls(**dict(d))
+
+
+class ProbeParams(TypedDict, total=False):
+    """Parameters every probe takes (defaults in :class:`Probe`); subclasses accept them as
+    ``**base: Unpack[ProbeParams]`` and pass them on, so they are declared only here."""
+
+    batch_size: int
+    max_samples: int
+    seed: int
 
 
 class Probe:
@@ -93,7 +106,10 @@ class Probe:
     """
 
     name: ClassVar[str] = "probe"
+    #: Whether a higher main value is better (``None``: neither direction is better).
     higher_is_better: ClassVar[bool | None] = None
+    #: Metrics whose direction differs from :attr:`higher_is_better` (e.g. agreement's ``kl``).
+    metric_directions: ClassVar[dict[str, bool | None]] = {}
     #: Show a progress bar over the probe's batches (set by the experiment runner).
     progress: bool = False
 
@@ -107,3 +123,19 @@ class Probe:
 
     def run(self, models: Mapping[str, nn.Module], data: ProbeData, roles: Roles) -> ProbeResult:
         raise NotImplementedError
+
+
+def with_directions(probe: Probe, result: ProbeResult) -> ProbeResult:
+    """``result`` with ``higher_is_better`` set for every metric among its values.
+
+    Example:
+        >>> class Toy(Probe):
+        ...     higher_is_better = True
+        ...     metric_directions = {"kl": False}
+        >>> r = with_directions(Toy(), ProbeResult("toy", {"a": 1.0, "t->a/kl": 0.2}))
+        >>> r.higher_is_better
+        {'': True, 'kl': False}
+    """
+    metrics = dict.fromkeys(key.partition("/")[2] for key in result.values)
+    directions = {m: probe.metric_directions.get(m, probe.higher_is_better) for m in metrics}
+    return replace(result, higher_is_better=directions)

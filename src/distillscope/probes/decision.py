@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Unpack
 
 import torch
 from torch import Tensor, nn
@@ -16,7 +16,7 @@ from distillscope.functional.boundary import (
     boundary_hardness,
     twilight_fraction,
 )
-from distillscope.probes.base import Probe, ProbeData, ProbeResult, Roles
+from distillscope.probes.base import Probe, ProbeData, ProbeParams, ProbeResult, Roles
 from distillscope.probes.sampling import evaluating, probe_batches
 from distillscope.registry import register_probe
 
@@ -60,18 +60,15 @@ class DecisionMapProbe(Probe):
     Inputs that are not 2-D vectors give empty values and ``params["skipped"]``.
     """
 
-    name = "decision_map"
     higher_is_better = None
 
     def __init__(
         self,
         resolution: int = 100,
         margin: float = 0.5,
-        batch_size: int = 256,
-        max_samples: int = 1000,
-        seed: int = 0,
+        **base: Unpack[ProbeParams],
     ) -> None:
-        super().__init__(batch_size, max_samples, seed)
+        super().__init__(**base)
         self.resolution = check_int("decision_map.resolution", resolution, minimum=2)
         if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not margin >= 0:
             raise ConfigError(f"decision_map.margin={margin!r} is invalid; use a number >= 0")

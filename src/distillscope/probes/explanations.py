@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Unpack
 
 import torch
 from torch import Tensor, nn
@@ -12,7 +12,7 @@ from distillscope.checks import check_int
 from distillscope.errors import ConfigError
 from distillscope.explain.attribution import CAM_METHODS, IG_STEPS, METHODS, attribute
 from distillscope.functional.similarity import cosine_parts, flat_cosine, pooled_cosine
-from distillscope.probes.base import Probe, ProbeData, ProbeResult, Roles
+from distillscope.probes.base import Probe, ProbeData, ProbeParams, ProbeResult, Roles
 from distillscope.probes.sampling import evaluating, probe_batches
 from distillscope.registry import register_probe
 
@@ -106,7 +106,6 @@ class AdherenceProbe(Probe):
     has no ``cam_layer`` or the inputs are not images.
     """
 
-    name = "adherence"
     higher_is_better = True
 
     def __init__(
@@ -116,11 +115,9 @@ class AdherenceProbe(Probe):
         aggregate: str | None = None,
         aggregate_batch: int | None = None,
         preset: str | None = None,
-        batch_size: int = 256,
-        max_samples: int = 1000,
-        seed: int = 0,
+        **base: Unpack[ProbeParams],
     ) -> None:
-        super().__init__(batch_size, max_samples, seed)
+        super().__init__(**base)
         given = {
             "methods": None if methods is None else _method_list(methods),
             "ig_steps": ig_steps,

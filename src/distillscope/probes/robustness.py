@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Unpack
 
 import torch
 from torch import Tensor, nn
@@ -14,7 +14,7 @@ from distillscope.attacks.gradient import IMAGE_EPS, PGD_STEP_FRACTION, PGD_STEP
 from distillscope.attacks.temperature import PixelSpaceModel, TemperatureScaled, to_pixels
 from distillscope.checks import check_int, check_positive, check_range
 from distillscope.errors import ConfigError
-from distillscope.probes.base import Probe, ProbeData, ProbeResult, Roles
+from distillscope.probes.base import Probe, ProbeData, ProbeParams, ProbeResult, Roles
 from distillscope.probes.sampling import evaluating, probe_batches
 from distillscope.registry import register_probe
 
@@ -96,7 +96,6 @@ class AdversarialProbe(Probe):
     reason in ``params["skipped"]``, when DeepFool fooled no sample of that model).
     """
 
-    name = "adversarial"
     higher_is_better = True
 
     def __init__(
@@ -110,11 +109,9 @@ class AdversarialProbe(Probe):
         deepfool_overshoot: float = DEEPFOOL_OVERSHOOT,
         strong: bool = True,
         sweep: Sequence[float] = (),
-        batch_size: int = 256,
-        max_samples: int = 1000,
-        seed: int = 0,
+        **base: Unpack[ProbeParams],
     ) -> None:
-        super().__init__(batch_size, max_samples, seed)
+        super().__init__(**base)
         if (
             not isinstance(attacks, (list, tuple))
             or not attacks

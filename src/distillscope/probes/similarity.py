@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Unpack
 
 import torch
 from torch import nn
 
 from distillscope.errors import ConfigError
 from distillscope.functional.entropy import category_mask, softmax_entropy
-from distillscope.probes.base import Probe, ProbeData, ProbeResult, Roles
+from distillscope.probes.base import Probe, ProbeData, ProbeParams, ProbeResult, Roles
 from distillscope.probes.sampling import evaluating, forward_all, probe_batches
 from distillscope.registry import register_probe
 
@@ -60,17 +60,14 @@ class ClassSimilarityProbe(Probe):
             construction), or names a model that is not probed (in :meth:`run`).
     """
 
-    name = "class_similarity"
     higher_is_better = None
 
     def __init__(
         self,
         mask_models: str | Sequence[str] = "students",
-        batch_size: int = 256,
-        max_samples: int = 1000,
-        seed: int = 0,
+        **base: Unpack[ProbeParams],
     ) -> None:
-        super().__init__(batch_size, max_samples, seed)
+        super().__init__(**base)
         self.mask_models = _check_mask_models(mask_models)
 
     def base_params(self) -> dict[str, Any]:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Unpack
 
 import torch
 from torch import nn
 
 from distillscope.checks import check_int
 from distillscope.functional.agreement import kl_divergence, top1_match, topk_correct
-from distillscope.probes.base import Probe, ProbeData, ProbeResult, Roles
+from distillscope.probes.base import Probe, ProbeData, ProbeParams, ProbeResult, Roles
 from distillscope.probes.sampling import evaluating, forward_all, probe_batches
 from distillscope.registry import register_probe
 
@@ -33,13 +33,10 @@ class AccuracyProbe(Probe):
     Values: ``"<m>/top1"`` and ``"<m>/top<k>"`` (k after clipping; absent when k = 1).
     """
 
-    name = "accuracy"
     higher_is_better = True
 
-    def __init__(
-        self, topk: int = 5, batch_size: int = 256, max_samples: int = 1000, seed: int = 0
-    ) -> None:
-        super().__init__(batch_size, max_samples, seed)
+    def __init__(self, topk: int = 5, **base: Unpack[ProbeParams]) -> None:
+        super().__init__(**base)
         self.topk = check_int("accuracy.topk", topk)
 
     def run(self, models: Mapping[str, nn.Module], data: ProbeData, roles: Roles) -> ProbeResult:
@@ -78,8 +75,8 @@ class AgreementProbe(Probe):
     ``roles.pairs()``. Without pairs the values are empty and ``params["skipped"]`` says why.
     """
 
-    name = "agreement"
     higher_is_better = True
+    metric_directions = {"kl": False}
 
     def run(self, models: Mapping[str, nn.Module], data: ProbeData, roles: Roles) -> ProbeResult:
         pairs = roles.pairs()

@@ -20,6 +20,7 @@ from distillscope.report.tables import (
     group_series,
     order_rows,
     row_label,
+    subject,
     value_table,
 )
 
@@ -175,6 +176,37 @@ def models_section(results: Mapping[str, Any], palette: Palette) -> str:
     return f'<section id="models"><h2>Models</h2>{_table(head, rows, numeric={3, 4, 7})}</section>'
 
 
+def _directions(raw: object, columns: list[str]) -> dict[str, bool | None]:
+    """Each column's direction from a probe's ``higher_is_better`` (a mapping or one bool;
+    missing in results written before it existed: ``None``, neither)."""
+    if isinstance(raw, Mapping):
+        return {c: raw.get(c) if isinstance(raw.get(c), bool) else None for c in columns}
+    return {c: raw if isinstance(raw, bool) else None for c in columns}
+
+
+def _best_cells(
+    table: Any, directions: Mapping[str, bool | None], results: Mapping[str, Any]
+) -> set[tuple[str, str]]:
+    """``(row, column)`` of the best non-teacher value per column with a known direction."""
+    models = results.get("models", {})
+    candidates = [r for r in table.rows if (models.get(subject(r)) or {}).get("role") != "teacher"]
+    best: set[tuple[str, str]] = set()
+    for column, higher in directions.items():
+        if higher is None:
+            continue
+        values = {r: table.get(r, column) for r in candidates}
+        finite = {r: v for r, v in values.items() if v is not None and math.isfinite(v)}
+        if len(finite) < 2:
+            continue
+        target = max(finite.values()) if higher else min(finite.values())
+        best |= {(r, column) for r, v in finite.items() if v == target}
+    return best
+
+
+def _marked(cell: str, best: bool) -> str:
+    return f"<strong>{cell}</strong>" if best else cell
+
+
 def _group(group: Any) -> str:
     """`` (trained with group g)`` for a member of a mutual-learning group, else nothing."""
     return f" (trained together in group {group})" if isinstance(group, str) and group else ""
@@ -213,13 +245,24 @@ def probe_section(
     parts = [f'<section id="{anchor}"><h2>{title}</h2>']
     parts.append(f'<p class="desc">{escape(describe(registered))}</p>')
     if table.rows:
-        head = ["model", *(column or name for column in table.columns)]
+        directions = _directions(probe.get("higher_is_better"), table.columns)
+        arrows = {True: " ↑", False: " ↓", None: ""}
+        head = ["model", *((c or name) + arrows[directions[c]] for c in table.columns)]
+        best = _best_cells(table, directions, results)
         rows = [
             [_row_cell(row, palette)]
-            + [escape(format_value(table.get(row, c))) for c in table.columns]
+            + [
+                _marked(escape(format_value(table.get(row, c))), (row, c) in best)
+                for c in table.columns
+            ]
             for row in table.rows
         ]
         parts.append(_table(head, rows, numeric=range(1, len(head))))
+        if any(d is not None for d in directions.values()):
+            parts.append(
+                '<p class="note">↑ higher is better, ↓ lower is better (no arrow: neither); '
+                "bold: the best student or independent model in that column.</p>"
+            )
         parts.append(_figure(bar_chart(table, palette, name), f"{name} values"))
     else:
         parts.append('<p class="note">No values recorded.</p>')

@@ -1,0 +1,151 @@
+"""Contrastive representation distillation (CRD; Tian, Krishnan & Isola 2020).
+
+The CRD method of papers 000 and 003: the student's embedding of an image is pulled towards the
+teacher's embedding of the same image and pushed from the teacher's embeddings of other images,
+kept in a memory bank over the whole training set (indexed by ``Batch.index``), with a noise-
+contrastive estimate of the softmax over the bank.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from distillscope.checks import check_int, check_range
+from distillscope.contracts import Batch, Outputs
+from distillscope.distill.base import BindContext
+from distillscope.distill.feature import PairedFeatureTerm
+from distillscope.distill.relation import Embed
+from distillscope.errors import ConfigError, TrainingError
+from distillscope.registry import register_loss
+
+#: Guards the NCE logs, as the reference implementation.
+NCE_EPS = 1e-7
+
+
+def nce_loss(scores: Tensor, num_items: int) -> Tensor:
+    """The NCE loss of one side: ``scores`` ``(B, 1 + K)``, the positive in column 0.
+
+    With noise probability ``P_n = 1 / N`` (``N = num_items``):
+    ``L = -(1/B) sum_b [log(s_b0 / (s_b0 + K P_n)) + sum_k log(K P_n / (s_bk + K P_n))]``
+    (Tian et al. 2020, eq. 15-16, as RepDistiller's ``ContrastLoss``, with its ``eps = 1e-7``).
+    """
+    k = scores.shape[1] - 1
+    noise = k / num_items
+    pos = scores[:, 0]  # (B,)
+    neg = scores[:, 1:]  # (B, K)
+    log_d1 = torch.log(pos / (pos + noise + NCE_EPS))  # (B,)
+    log_d0 = torch.log(noise / (neg + noise + NCE_EPS))  # (B, K)
+    return -(log_d1.sum() + log_d0.sum()) / scores.shape[0]
+
+
+@register_loss("crd")
+class ContrastiveRepresentation(PairedFeatureTerm):
+    """Contrastive representation distillation (Tian et al. 2020; papers 000 and 003).
+
+    Both features (``student_layer``, ``teacher_layer``; the pooled penultimate ones in the
+    paper) are embedded (linear to ``dim`` + L2 normalisation; heads built at bind and trained
+    with the student). Two memory banks of ``N x dim`` (``N`` = the training set's size, known at
+    bind) hold a running embedding of every image, one per network. For a batch, ``K`` indices
+    are drawn uniformly from ``[0, N)`` per sample and the first is replaced by the sample's own
+    index; the student's embedding is scored against the teacher bank's rows and vice versa,
+    ``s = exp(<v, m> / tau) / Z``, with ``Z`` estimated once from the first training batch as
+    ``N * mean(exp(<v, m> / tau))``; ``L = NCE(student side) + NCE(teacher side)``
+    (:func:`nce_loss`). After each training step the banks' rows of the batch move towards the
+    new embeddings with momentum ``m`` and are renormalised.
+
+    Constants as the paper and RepDistiller: ``K = 16384`` negatives (fewer when the training
+    set is smaller: ``min(K, N - 1)``), ``tau = 0.07``, ``m = 0.5``, ``dim = 128``, banks
+    initialised uniformly in ``+-1 / sqrt(dim / 3)``; RepDistiller weighs CRD 0.8 beside CE.
+    Negatives are drawn from the global torch generator, whose state the trainer saves with each
+    checkpoint, so a resumed run draws the same ones. The banks and ``Z`` are buffers saved with
+    the student's checkpoint; the banks are updated in training mode only.
+
+    Args:
+        dim: Embedding size (128).
+        negatives: ``K`` (16384).
+        temperature: ``tau > 0`` (0.07).
+        momentum: Bank momentum ``m`` in ``[0, 1)`` (0.5).
+
+    Parts: ``crd/student`` (NCE of the student's embedding against the teacher bank),
+    ``crd/teacher`` (the teacher's against the student bank).
+    """
+
+    def __init__(
+        self,
+        student_layer: str,
+        teacher_layer: str,
+        dim: int = 128,
+        negatives: int = 16384,
+        temperature: float = 0.07,
+        momentum: float = 0.5,
+    ) -> None:
+        super().__init__(student_layer, teacher_layer)
+        self.dim = check_int("crd.dim", dim)
+        self.negatives = check_int("crd.negatives", negatives)
+        self.temperature = check_range("crd.temperature", temperature, 0.0, low_open=True)
+        self.momentum = check_range("crd.momentum", momentum, 0.0, 1.0, high_open=True)
+        self.embed_s: Embed | None = None
+        self.embed_t: Embed | None = None
+        self.k = 0
+
+    def bind(self, ctx: BindContext) -> None:
+        if ctx.teacher_outputs is None:
+            raise ConfigError("crd needs a teacher; give the student one")
+        if ctx.num_train < 2:
+            raise ConfigError("crd needs a training set of two or more items for its memory bank")
+        s = ctx.student_outputs.features[self.student_layer]
+        t = ctx.teacher_outputs.features[self.teacher_layer]
+        device = s.device
+        self.embed_s = Embed(s.reshape(s.shape[0], -1).shape[1], self.dim).to(device)
+        self.embed_t = Embed(t.reshape(t.shape[0], -1).shape[1], self.dim).to(device)
+        self.k = min(self.negatives, ctx.num_train - 1)
+        bound = 1.0 / math.sqrt(self.dim / 3)
+        for side in ("student", "teacher"):
+            bank = torch.rand(ctx.num_train, self.dim, device=device) * 2 * bound - bound
+            self.register_buffer(f"bank_{side}", bank)  # (N, dim)
+            self.register_buffer(f"z_{side}", torch.full((), -1.0, device=device))
+
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
+        if self.embed_s is None or self.embed_t is None:
+            raise TrainingError("crd was not bound; bind the loss (Trainer.fit does) first")
+        s, t = self.pair(student, teacher)
+        v_s, v_t = self.embed_s(s), self.embed_t(t)  # (B, dim) each
+        bank_s: Tensor = self.bank_student  # type: ignore[assignment]
+        bank_t: Tensor = self.bank_teacher  # type: ignore[assignment]
+        n, index = bank_s.shape[0], batch.index.to(bank_s.device)
+        if int(index.max()) >= n:
+            raise TrainingError(
+                f"crd's memory bank holds {n} items but the batch has index {int(index.max())}; "
+                "train on the data the loss was bound to"
+            )
+        draws = torch.randint(0, n, (len(index), self.k + 1), device=bank_s.device)  # (B, 1+K)
+        draws[:, 0] = index
+        score_s = self._scores(bank_t, draws, v_s, "z_student", n)  # (B, 1+K)
+        score_t = self._scores(bank_s, draws, v_t, "z_teacher", n)  # (B, 1+K)
+        loss_s, loss_t = nce_loss(score_s, n), nce_loss(score_t, n)
+        if self.training:
+            self._update(bank_s, index, v_s)
+            self._update(bank_t, index, v_t)
+        return {"loss": loss_s + loss_t, "crd/student": loss_s, "crd/teacher": loss_t}
+
+    def _scores(self, bank: Tensor, draws: Tensor, v: Tensor, z_name: str, n: int) -> Tensor:
+        rows = bank[draws]  # (B, 1+K, dim)
+        scores = torch.exp(torch.bmm(rows, v.unsqueeze(2)).squeeze(2) / self.temperature)
+        z: Tensor = getattr(self, z_name)
+        if float(z) < 0:  # the first training batch fixes the normalising constant
+            estimate = scores.detach().mean() * n
+            if self.training:
+                z.fill_(float(estimate))
+            return scores / estimate
+        return scores / z
+
+    def _update(self, bank: Tensor, index: Tensor, v: Tensor) -> None:
+        with torch.no_grad():
+            moved = bank[index] * self.momentum + v.detach() * (1 - self.momentum)  # (B, dim)
+            bank[index] = moved / moved.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, dim={self.dim}, negatives={self.k or self.negatives}"

@@ -1,0 +1,201 @@
+"""Relation-based distillation: the student matches relations between the samples of a batch.
+
+Each term reads one student feature and one teacher feature (``student_layer``,
+``teacher_layer``; usually the pooled penultimate features, ``pool`` of the zoo's CIFAR ResNets),
+flattened per sample, so the two networks' feature sizes may differ. Reductions and constants
+follow RepDistiller (Tian et al. 2020), the reference implementation behind paper 000's and
+paper 002's comparison tables, where the papers leave them open; each docstring says so.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from distillscope.checks import check_int, check_range
+from distillscope.contracts import Batch, Outputs
+from distillscope.distill.base import BindContext
+from distillscope.distill.feature import PairedFeatureTerm
+from distillscope.errors import ConfigError, TrainingError
+from distillscope.registry import register_loss
+
+
+def _flat(x: Tensor) -> Tensor:
+    return x.reshape(x.shape[0], -1)  # (B, D)
+
+
+def _check_batch(name: str, f: Tensor) -> None:
+    if f.shape[0] < 2:
+        raise TrainingError(f"{name} relates the samples of a batch and needs two or more")
+
+
+@register_loss("sp")
+class SimilarityPreserving(PairedFeatureTerm):
+    """Similarity-preserving KD (Tung & Mori 2019, eq. 1-4).
+
+    ``G = f f^T`` (``B x B``) over the flattened features, each row L2-normalised;
+    ``L = ||G_t - G_s||_F^2 / B^2``.
+
+    As the paper and RepDistiller. RepDistiller's CIFAR setting weighs it 3000.
+
+    Parts: ``sp/sp``.
+    """
+
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
+        s, t = (_flat(x) for x in self.pair(student, teacher))
+        _check_batch(self.name, s)
+        g_s = F.normalize(s @ s.T, dim=1)  # (B, B)
+        g_t = F.normalize(t @ t.T, dim=1)  # (B, B)
+        loss = (g_t - g_s).pow(2).sum() / (s.shape[0] ** 2)  # ()
+        return {"loss": loss, "sp/sp": loss}
+
+
+def pairwise_distances(e: Tensor, eps: float = 1e-12) -> Tensor:
+    """``(B, B)`` Euclidean distances between the rows of ``e``, zero on the diagonal.
+
+    Squared distances are clamped at ``eps`` before the square root (a finite gradient for
+    identical rows), as RepDistiller's RKD does.
+    """
+    sq = e.pow(2).sum(1)  # (B,)
+    d2 = (sq.unsqueeze(0) + sq.unsqueeze(1) - 2 * e @ e.T).clamp_min(eps)  # (B, B)
+    d = d2.sqrt()
+    return d * (1 - torch.eye(e.shape[0], dtype=d.dtype, device=d.device))
+
+
+@register_loss("rkd")
+class RelationalKD(PairedFeatureTerm):
+    """Relational KD (Park, Kim, Lu & Cho 2019): distance-wise and angle-wise terms.
+
+    Distance: ``psi_D(t_i, t_j) = ||t_i - t_j|| / mu`` with ``mu`` the mean distance over the
+    pairs ``i != j`` of the batch; ``L_D = huber(psi_D(s), psi_D(t))``.
+    Angle: ``psi_A(t_i, t_j, t_k) = <e_ij, e_kj>`` with ``e_ij = (t_i - t_j) / ||t_i - t_j||``;
+    ``L_A = huber(psi_A(s), psi_A(t))`` over all triplets.
+    ``L = distance_weight * L_D + angle_weight * L_A``.
+
+    Huber is PyTorch's smooth L1 (``beta = 1``) averaged over all pairs / triplets; weights 25 and
+    50 as the authors' code and RepDistiller.
+
+    Args:
+        distance_weight: Weight of ``L_D`` (25).
+        angle_weight: Weight of ``L_A`` (50).
+
+    Parts: ``rkd/distance``, ``rkd/angle`` (unweighted).
+    """
+
+    def __init__(
+        self,
+        student_layer: str,
+        teacher_layer: str,
+        distance_weight: float = 25.0,
+        angle_weight: float = 50.0,
+    ) -> None:
+        super().__init__(student_layer, teacher_layer)
+        self.distance_weight = check_range("rkd.distance_weight", distance_weight, 0.0)
+        self.angle_weight = check_range("rkd.angle_weight", angle_weight, 0.0)
+
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
+        s, t = (_flat(x) for x in self.pair(student, teacher))
+        _check_batch(self.name, s)
+        distance = F.smooth_l1_loss(_normalised_distances(s), _normalised_distances(t))  # ()
+        angle = F.smooth_l1_loss(_angles(s), _angles(t))  # ()
+        loss = self.distance_weight * distance + self.angle_weight * angle
+        return {"loss": loss, "rkd/distance": distance, "rkd/angle": angle}
+
+
+def _normalised_distances(e: Tensor) -> Tensor:
+    d = pairwise_distances(e)  # (B, B)
+    mu = d[d > 0].mean()
+    return d / mu
+
+
+def _angles(e: Tensor) -> Tensor:
+    diff = F.normalize(e.unsqueeze(0) - e.unsqueeze(1), p=2, dim=2)  # (B, B, D): e_j - e_i
+    return torch.bmm(diff, diff.transpose(1, 2)).reshape(-1)  # (B^3,)
+
+
+@register_loss("pkt")
+class ProbabilisticKT(PairedFeatureTerm):
+    """Probabilistic knowledge transfer (Passalis & Tefas 2018), cosine-kernel form.
+
+    Features are L2-normalised; ``K_ij = (cos(f_i, f_j) + 1) / 2``; each row is normalised to a
+    conditional distribution ``p_{j|i} = K_ij / sum_j K_ij``;
+    ``L = mean_ij p^t_{j|i} log((p^t_{j|i} + eps) / (p^s_{j|i} + eps))``, ``eps = 1e-7``.
+
+    The mean over all ``B x B`` entries (not a per-row sum) and ``eps`` follow the authors' code
+    and RepDistiller, whose CIFAR setting weighs it 30000.
+
+    Parts: ``pkt/pkt``.
+    """
+
+    EPS: ClassVar[float] = 1e-7
+
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
+        s, t = (_flat(x) for x in self.pair(student, teacher))
+        p_s, p_t = self._conditional(s), self._conditional(t)  # (B, B)
+        loss = (p_t * torch.log((p_t + self.EPS) / (p_s + self.EPS))).mean()  # ()
+        return {"loss": loss, "pkt/pkt": loss}
+
+    def _conditional(self, f: Tensor) -> Tensor:
+        f = f / (f.norm(dim=1, keepdim=True) + self.EPS)  # (B, D)
+        k = (f @ f.T + 1.0) / 2.0  # (B, B)
+        return k / k.sum(dim=1, keepdim=True)
+
+
+class Embed(nn.Module):
+    """Linear projection followed by L2 normalisation (RepDistiller's embedding head)."""
+
+    def __init__(self, in_features: int, dim: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_features, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.normalize(self.linear(_flat(x)), dim=1)  # (B, dim)
+
+
+@register_loss("cc")
+class CorrelationCongruence(PairedFeatureTerm):
+    """Correlation congruence (Peng et al. 2019), in RepDistiller's form.
+
+    Both features are embedded (linear to ``dim`` + L2 normalisation, heads built at bind from
+    the feature sizes and trained with the student); with ``d_i = |e^s_i - e^t_i|``,
+    ``L = mean_i sum_k d_ik d_(i+1)k`` over consecutive samples of the batch.
+
+    The paper correlates the embeddings through a Gaussian-RBF kernel approximated by a Taylor
+    series; RepDistiller, behind the comparison tables of papers 000 and 002, uses this simpler
+    consecutive-pair correlation of the embedding differences, and so do we (its CIFAR setting
+    weighs it 0.02, embedding size 128).
+
+    Args:
+        dim: Embedding size (128).
+
+    Parts: ``cc/cc``.
+    """
+
+    def __init__(self, student_layer: str, teacher_layer: str, dim: int = 128) -> None:
+        super().__init__(student_layer, teacher_layer)
+        self.dim = check_int("cc.dim", dim)
+        self.embed_s: Embed | None = None
+        self.embed_t: Embed | None = None
+
+    def bind(self, ctx: BindContext) -> None:
+        if ctx.teacher_outputs is None:
+            raise ConfigError("cc needs a teacher; give the student one")
+        s = ctx.student_outputs.features[self.student_layer]
+        t = ctx.teacher_outputs.features[self.teacher_layer]
+        self.embed_s = Embed(_flat(s).shape[1], self.dim).to(s.device)
+        self.embed_t = Embed(_flat(t).shape[1], self.dim).to(s.device)
+
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
+        if self.embed_s is None or self.embed_t is None:
+            raise TrainingError("cc was not bound; bind the loss (Trainer.fit does) first")
+        s, t = self.pair(student, teacher)
+        _check_batch(self.name, s)
+        delta = (self.embed_s(s) - self.embed_t(t)).abs()  # (B, dim)
+        loss = (delta[:-1] * delta[1:]).sum(1).mean()  # ()
+        return {"loss": loss, "cc/cc": loss}
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, dim={self.dim}"
