@@ -62,6 +62,8 @@ METHODS: dict[str, dict[str, Any]] = {
     },
     "at": {"ce": {}, "at": {"weight": 1000, "student_layers": STAGES, "teacher_layers": STAGES}},
     "nst": {"ce": {}, "nst": {"weight": 50, "student_layers": STAGES, "teacher_layers": STAGES}},
+    "vid": {"ce": {}, "vid": {"student_layers": STAGES, "teacher_layers": STAGES}},
+    "ft": {"ce": {}, "ft": {"weight": 200, "student_layer": "layer3", "teacher_layer": "layer3"}},
     "sp": {"ce": {}, "sp": {"weight": 3000, **POOL}},
     "rkd": {"ce": {}, "rkd": POOL},
     "pkt": {"ce": {}, "pkt": {"weight": 30000, **POOL}},

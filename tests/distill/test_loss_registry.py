@@ -20,7 +20,7 @@ LOGIT_ONLY = {"logits", "teacher"}
 PAIR = {"student_layer": "a", "teacher_layer": "b"}
 LAYERS = {"student_layers": ["a"], "teacher_layers": ["b"]}
 EXAMPLE_PARAMS = {"hint": PAIR, "sp": PAIR, "rkd": PAIR, "pkt": PAIR, "cc": PAIR,
-                  "crd": PAIR, "at": LAYERS, "nst": LAYERS}  # fmt: skip
+                  "crd": PAIR, "ft": PAIR, "at": LAYERS, "vid": LAYERS, "nst": LAYERS}  # fmt: skip
 
 
 def random_inputs(seed: int = 0) -> tuple[Outputs, Outputs, Batch]:

@@ -174,3 +174,60 @@ def test_crd_refuses_an_index_outside_its_bank() -> None:
     b.index[0] = 40
     with pytest.raises(TrainingError, match="memory bank holds 40 items"):
         term(student, teacher, b)
+
+
+def test_vid_is_the_gaussian_nll_with_variances_sized_at_bind() -> None:
+    term = create_loss("vid", **LISTED)
+    student, teacher = outputs("map")
+    term.bind(BindContext(nn.Identity(), nn.Identity(), batch(), student.detach(), teacher, 4, 5))
+    term.double()
+    assert [p.shape for p in term.log_scales] == [(2,)]  # one variance per teacher channel
+    for conv in term.means[0]:
+        if isinstance(conv, nn.Conv2d):
+            assert conv.in_channels in (3, 2) and conv.out_channels == 2
+    with torch.no_grad():
+        term.means[0][-1].weight.zero_()  # mu(s) = 0: the loss is the teacher's NLL alone
+    out = term(student, teacher, batch())
+    assert out["loss"].item() == pytest.approx(GOLDEN["vid_zero_mean"], rel=1e-6)
+    out["loss"].backward()
+    assert term.log_scales[0].grad.abs().sum() > 0  # the variances are learned
+
+
+def test_ft_factor_distance_matches_the_golden_value() -> None:
+    from distillscope.distill.factor import factor
+
+    from_maps = tensor("s_map")[:, :2]
+    pooled = torch.nn.functional.avg_pool2d(tensor("t_map"), 2)
+    got = (factor(from_maps) - factor(pooled)).abs().mean()
+    assert got.item() == pytest.approx(GOLDEN["ft_factor_l1"], rel=1e-9)
+
+
+def test_ft_pretrains_then_freezes_the_paraphraser_and_trains_the_translator() -> None:
+    from distillscope.data.base import DatasetInfo, TensorDataset, iter_batches
+    from distillscope.distill import build_loss
+    from distillscope.models.taps import FeatureTap
+    from distillscope.train.bind import bind_loss
+
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                            nn.Linear(4 * 8 * 8, 3))  # fmt: skip
+    student = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                            nn.Linear(2 * 8 * 8, 3))  # fmt: skip
+    info = DatasetInfo("tiny", 3, (1, 8, 8), ["a", "b", "c"])
+    data = TensorDataset(torch.randn(32, 1, 8, 8), torch.arange(32) % 3, info)
+
+    loss = build_loss({"ft": {"student_layer": "1", "teacher_layer": "1",
+                              "paraphraser_epochs": 5, "paraphraser_lr": 0.01}})  # fmt: skip
+    bind_loss(loss, student, teacher, data, device="cpu")
+    ft = loss["ft"]
+    assert ft.translator[-2].out_channels == 2  # k = 0.5 of the teacher's 4 channels
+    batches = list(iter_batches(data, 8))
+    with FeatureTap(teacher, ["1"], detach=True) as tap:
+        teacher(batches[0].inputs)
+        t = tap.features["1"]
+    before = torch.nn.functional.mse_loss(ft.decoder(ft.encoder(t)), t).item()
+    loss.prepare(student, teacher, batches)
+    after = torch.nn.functional.mse_loss(ft.decoder(ft.encoder(t)), t).item()
+    assert after < before  # the paraphraser learned to reconstruct the teacher's map
+    assert not any(p.requires_grad for p in ft.encoder.parameters())
+    assert all(p.requires_grad for p in ft.translator.parameters())

@@ -15,6 +15,7 @@ from distillscope.distill.base import LossTerm
 from distillscope.distill.baselines import CrossEntropy, LabelSmoothing, PseudoSoftLabels
 from distillscope.distill.combine import CombinedLoss
 from distillscope.distill.contrastive import ContrastiveRepresentation
+from distillscope.distill.factor import FactorTransfer
 from distillscope.distill.feature import Hint
 from distillscope.distill.logit import KnowledgeDistillation, SoftTargets, require_teacher
 from distillscope.distill.logit_variants import DecoupledKD, TeacherFreeKD
@@ -41,6 +42,7 @@ __all__ = [
     "CombinedLoss",
     "CrossEntropy",
     "DeepMutualLearning",
+    "FactorTransfer",
     "Hint",
     "KnowledgeDistillation",
     "LabelSmoothing",

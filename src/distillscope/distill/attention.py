@@ -1,7 +1,8 @@
-"""Distillation of where and how feature maps activate, over one or more layer pairs.
+"""Distillation of feature maps over one or more layer pairs: where and how they activate.
 
 ``at`` is attention transfer (Zagoruyko & Komodakis 2017), used by papers 000 and 002; ``nst``
-is neuron selectivity transfer (Huang & Wang 2017). Both take ``student_layers`` and
+is neuron selectivity transfer (Huang & Wang 2017); ``vid`` is variational information
+distillation (Ahn et al. 2019). All take ``student_layers`` and
 ``teacher_layers`` (lists of module paths, paired in order) whose outputs are feature maps
 ``(B, C, H, W)``; channel counts may differ, and a larger map is average-pooled to the smaller
 one's size, as RepDistiller does.
@@ -9,18 +10,19 @@ one's size, as RepDistiller does.
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from distillscope.checks import check_positive
 from distillscope.contracts import Batch, Outputs
 from distillscope.distill.base import BindContext, LossTerm
 from distillscope.distill.feature import check_paths
 from distillscope.distill.logit import require_teacher
-from distillscope.errors import ConfigError
+from distillscope.errors import ConfigError, TrainingError
 from distillscope.registry import register_loss
 
 
@@ -143,3 +145,62 @@ class NeuronSelectivityTransfer(LayerPairsTerm):
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
         loss = torch.stack([polynomial_mmd(s, t) for s, t in self.pairs(student, teacher)]).sum()
         return {"loss": loss, "nst/nst": loss}
+
+
+def _conv1x1(c_in: int, c_out: int) -> nn.Conv2d:
+    return nn.Conv2d(c_in, c_out, kernel_size=1, bias=False)
+
+
+@register_loss("vid")
+class VariationalInformation(LayerPairsTerm):
+    """Variational information distillation (Ahn, Hu, Damianou, Lawrence & Dai 2019, eq. 2-6).
+
+    Per layer pair, a Gaussian ``q(t | s) = N(mu(s), sigma^2)`` with ``mu`` a small network on
+    the student's map (1x1 conv, ReLU, 1x1 conv, ReLU, 1x1 conv to the teacher's channels) and
+    a variance per teacher channel ``sigma_c^2 = softplus(a_c) + eps``;
+    ``L = sum_pairs mean_{b, c, h, w} 0.5 (log sigma_c^2 + (t - mu(s))^2 / sigma_c^2)``
+    (the negative log-likelihood without its constant).
+
+    As RepDistiller's ``VIDLoss``: hidden width = the teacher's channels, ``a`` initialised so
+    that ``sigma^2`` starts at 5, ``eps = 1e-5``, and the larger map average-pooled to the
+    smaller one's size; its CIFAR setting applies it to the three stages with weight 1. The
+    networks ``mu`` and the variances are built at bind from the channel counts and trained
+    with the student.
+
+    Parts: ``vid/vid`` (the sum over pairs).
+    """
+
+    INIT_VARIANCE: ClassVar[float] = 5.0
+    EPS: ClassVar[float] = 1e-5
+
+    def __init__(self, student_layers: list[str], teacher_layers: list[str]) -> None:
+        super().__init__(student_layers, teacher_layers)
+        self.means = nn.ModuleList()
+        self.log_scales = nn.ParameterList()
+
+    def bind(self, ctx: BindContext) -> None:
+        super().bind(ctx)
+        assert ctx.teacher_outputs is not None
+        self.means = nn.ModuleList()
+        self.log_scales = nn.ParameterList()
+        for s_path, t_path in zip(self.student_layers, self.teacher_layers):
+            c_s = ctx.student_outputs.features[s_path].shape[1]
+            c_t = ctx.teacher_outputs.features[t_path].shape[1]
+            mean = nn.Sequential(_conv1x1(c_s, c_t), nn.ReLU(), _conv1x1(c_t, c_t), nn.ReLU(),
+                                 _conv1x1(c_t, c_t))  # fmt: skip
+            self.means.append(mean.to(ctx.batch.inputs.device))
+            start = math.log(math.exp(self.INIT_VARIANCE - self.EPS) - 1.0)  # softplus^-1
+            self.log_scales.append(
+                nn.Parameter(torch.full((c_t,), start, device=ctx.batch.inputs.device))
+            )
+
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
+        if len(self.means) != len(self.student_layers):
+            raise TrainingError("vid was not bound; bind the loss (Trainer.fit does) first")
+        losses = []
+        for (s, t), mean, scale in zip(self.pairs(student, teacher), self.means, self.log_scales):
+            var = (F.softplus(scale) + self.EPS).view(1, -1, 1, 1)  # (1, C_t, 1, 1)
+            nll = 0.5 * ((t - mean(s)) ** 2 / var + torch.log(var))  # (B, C_t, H, W)
+            losses.append(nll.mean())
+        loss = torch.stack(losses).sum()  # ()
+        return {"loss": loss, "vid/vid": loss}

@@ -1,0 +1,141 @@
+"""Factor transfer (FT; Kim, Park & Kwak 2018, "Paraphrasing Complex Network").
+
+A paraphraser (a convolutional auto-encoder on the teacher's feature map) is first trained to
+reconstruct the teacher's features; its code is the teacher's "factor". A translator on the
+student's feature map produces the student's factor, and the student learns to match the
+teacher's. Paper 002 builds IE-FT on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from distillscope.checks import check_int, check_positive, check_range
+from distillscope.contracts import Batch, Outputs
+from distillscope.distill.attention import same_size
+from distillscope.distill.base import BindContext
+from distillscope.distill.feature import PairedFeatureTerm
+from distillscope.errors import ConfigError, TrainingError
+from distillscope.models.forward import forward_outputs
+from distillscope.models.taps import FeatureTap
+from distillscope.registry import register_loss
+
+
+def _conv_stack(channels: list[int], transpose: bool = False) -> nn.Sequential:
+    """3x3 (transposed) convolutions, stride 1, each followed by LeakyReLU(0.1)."""
+    conv = nn.ConvTranspose2d if transpose else nn.Conv2d
+    layers: list[nn.Module] = []
+    for c_in, c_out in zip(channels, channels[1:]):
+        layers += [conv(c_in, c_out, 3, stride=1, padding=1), nn.LeakyReLU(0.1)]
+    return nn.Sequential(*layers)
+
+
+def factor(x: Tensor) -> Tensor:
+    """``(B, D)``: the flattened factor, L2-normalised per sample."""
+    return F.normalize(x.reshape(x.shape[0], -1), dim=1)
+
+
+@register_loss("ft")
+class FactorTransfer(PairedFeatureTerm):
+    """Factor transfer (Kim et al. 2018, eq. 1-3; paper 002's FT).
+
+    Paraphraser on the teacher's map ``(C_t, H, W)``: encoder ``C_t -> C_t -> k C_t -> k C_t``,
+    decoder back to ``C_t`` (3x3 convolutions, LeakyReLU 0.1), trained in :meth:`prepare` to
+    reconstruct the teacher's features (mean squared error) and then frozen. Translator on the
+    student's map: ``C_s -> C_s -> k C_t -> k C_t``, trained with the student.
+    ``L = mean |F_t / ||F_t|| - F_s / ||F_s|| |`` between the flattened factors (p = 1).
+
+    As the paper and RepDistiller: rate ``k = 0.5``, LeakyReLU 0.1, L1 on L2-normalised factors,
+    its CIFAR weight 200 beside CE. RepDistiller pre-trains the paraphraser for 30 epochs with the
+    student's SGD settings; ours trains it for ``paraphraser_epochs`` passes with Adam at
+    ``paraphraser_lr`` (a CPU-sized choice of ours). A larger map is average-pooled to the smaller
+    one's size. Both modules are built at bind from the two maps' shapes.
+
+    Args:
+        rate: ``k`` in ``(0, 1]``, the factor's channels per teacher channel (0.5).
+        paraphraser_epochs: Passes over the training set to pre-train the paraphraser (1).
+        paraphraser_lr: Adam learning rate of that stage (0.001).
+
+    Parts: ``ft/ft``; the paraphraser's last reconstruction error is ``paraphraser_loss``.
+    """
+
+    def __init__(
+        self,
+        student_layer: str,
+        teacher_layer: str,
+        rate: float = 0.5,
+        paraphraser_epochs: int = 1,
+        paraphraser_lr: float = 0.001,
+    ) -> None:
+        super().__init__(student_layer, teacher_layer)
+        self.rate = check_range("ft.rate", rate, 0.0, 1.0, low_open=True)
+        self.paraphraser_epochs = check_int("ft.paraphraser_epochs", paraphraser_epochs, minimum=0)
+        self.paraphraser_lr = check_positive("ft.paraphraser_lr", paraphraser_lr)
+        self.encoder: nn.Module | None = None
+        self.decoder: nn.Module | None = None
+        self.translator: nn.Module | None = None
+        self.paraphraser_loss = float("nan")
+
+    def bind(self, ctx: BindContext) -> None:
+        if ctx.teacher_outputs is None:
+            raise ConfigError("ft needs a teacher; give the student one")
+        s = ctx.student_outputs.features[self.student_layer]
+        t = ctx.teacher_outputs.features[self.teacher_layer]
+        if s.dim() != 4 or t.dim() != 4:
+            raise ConfigError(
+                f"ft paraphrases feature maps (B, C, H, W) but student {self.student_layer!r} "
+                f"gives {tuple(s.shape[1:])} and teacher {self.teacher_layer!r} "
+                f"{tuple(t.shape[1:])}; "
+                "pick convolutional layers of both networks"
+            )
+        c_s, c_t = s.shape[1], t.shape[1]
+        c_f = max(1, int(c_t * self.rate))
+        device = s.device
+        self.encoder = _conv_stack([c_t, c_t, c_f, c_f]).to(device)
+        self.decoder = _conv_stack([c_f, c_f, c_t, c_t], transpose=True).to(device)
+        self.translator = _conv_stack([c_s, c_s, c_f, c_f]).to(device)
+
+    def prepare(
+        self, student: nn.Module, teacher: nn.Module | None, batches: Iterable[Batch]
+    ) -> None:
+        """Train the paraphraser to reconstruct the teacher's map, then freeze it."""
+        encoder, decoder = self._paraphraser()
+        if self.paraphraser_epochs and teacher is None:
+            raise TrainingError("ft's paraphraser stage needs the teacher network; pass it")
+        if self.paraphraser_epochs:
+            params = [*encoder.parameters(), *decoder.parameters()]
+            optimizer = torch.optim.Adam(params, lr=self.paraphraser_lr)
+            assert teacher is not None
+            teacher.eval()
+            with FeatureTap(teacher, [self.teacher_layer], detach=True) as tap:
+                for _ in range(self.paraphraser_epochs):
+                    for batch in batches:
+                        with torch.no_grad():
+                            t = forward_outputs(teacher, batch.inputs, tap)
+                        t = t.features[self.teacher_layer]
+                        loss = F.mse_loss(decoder(encoder(t)), t)
+                        optimizer.zero_grad(set_to_none=True)
+                        loss.backward()
+                        optimizer.step()
+                        self.paraphraser_loss = float(loss.detach())
+        for p in (*encoder.parameters(), *decoder.parameters()):
+            p.requires_grad_(False)  # frozen while the student trains (not optimised)
+
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
+        encoder, _ = self._paraphraser()
+        assert self.translator is not None
+        s, t = same_size(*self.pair(student, teacher))
+        with torch.no_grad():
+            f_t = factor(encoder(t))  # (B, D)
+        f_s = factor(self.translator(s))  # (B, D)
+        loss = (f_s - f_t).abs().mean()  # ()
+        return {"loss": loss, "ft/ft": loss}
+
+    def _paraphraser(self) -> tuple[nn.Module, nn.Module]:
+        if self.encoder is None or self.decoder is None or self.translator is None:
+            raise TrainingError("ft was not bound; bind the loss (Trainer.fit does) first")
+        return self.encoder, self.decoder
