@@ -19,8 +19,10 @@ LOGIT_ONLY = {"logits", "teacher"}
 # Parameters of terms that have required ones (layer paths), for the generated tests.
 PAIR = {"student_layer": "a", "teacher_layer": "b"}
 LAYERS = {"student_layers": ["a"], "teacher_layers": ["b"]}
-EXAMPLE_PARAMS = {"hint": PAIR, "sp": PAIR, "rkd": PAIR, "pkt": PAIR, "cc": PAIR,
-                  "crd": PAIR, "ft": PAIR, "at": LAYERS, "vid": LAYERS, "nst": LAYERS}  # fmt: skip
+EXAMPLE_PARAMS = {
+    **dict.fromkeys(["hint", "sp", "rkd", "pkt", "cc", "crd", "ft"], PAIR),
+    **dict.fromkeys(["at", "nst", "vid", "ab"], LAYERS),
+}
 
 
 def random_inputs(seed: int = 0) -> tuple[Outputs, Outputs, Batch]:

@@ -231,3 +231,19 @@ def test_ft_pretrains_then_freezes_the_paraphraser_and_trains_the_translator() -
     assert after < before  # the paraphraser learned to reconstruct the teacher's map
     assert not any(p.requires_grad for p in ft.encoder.parameters())
     assert all(p.requires_grad for p in ft.translator.parameters())
+
+
+def test_ab_boundary_loss_matches_the_golden_value_and_connectors_come_from_bind() -> None:
+    from distillscope.distill.attention import boundary_loss
+
+    s = tensor("s_map")[:, :2]
+    t = torch.nn.functional.avg_pool2d(tensor("t_map"), 2)
+    assert boundary_loss(s, t, 1.0).item() == pytest.approx(GOLDEN["ab_boundary"], rel=1e-9)
+    term = create_loss("ab", student_layers=["s", "s"], teacher_layers=["t", "t"])
+    student, teacher = outputs("map")
+    term.bind(BindContext(nn.Identity(), nn.Identity(), batch(), student.detach(), teacher, 4, 5))
+    assert [c[0].in_channels for c in term.connectors] == [3, 3]
+    assert [c[0].out_channels for c in term.connectors] == [2, 2]
+    out = term.double()(student, teacher, batch())
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and student.features["s"].grad.abs().sum() > 0

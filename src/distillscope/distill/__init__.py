@@ -10,7 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from distillscope.distill.attention import AttentionTransfer, NeuronSelectivityTransfer
+from distillscope.distill.attention import (
+    ActivationBoundaries,
+    AttentionTransfer,
+    NeuronSelectivityTransfer,
+    VariationalInformation,
+)
 from distillscope.distill.base import LossTerm
 from distillscope.distill.baselines import CrossEntropy, LabelSmoothing, PseudoSoftLabels
 from distillscope.distill.combine import CombinedLoss
@@ -30,6 +35,7 @@ from distillscope.errors import ConfigError
 from distillscope.registry import LOSSES
 
 __all__ = [
+    "ActivationBoundaries",
     "AttentionTransfer",
     "ContrastiveRepresentation",
     "CorrelationCongruence",
@@ -39,6 +45,7 @@ __all__ = [
     "RelationalKD",
     "SimilarityPreserving",
     "TeacherFreeKD",
+    "VariationalInformation",
     "CombinedLoss",
     "CrossEntropy",
     "DeepMutualLearning",

@@ -2,7 +2,8 @@
 
 ``at`` is attention transfer (Zagoruyko & Komodakis 2017), used by papers 000 and 002; ``nst``
 is neuron selectivity transfer (Huang & Wang 2017); ``vid`` is variational information
-distillation (Ahn et al. 2019). All take ``student_layers`` and
+distillation (Ahn et al. 2019); ``ab`` is activation-boundary distillation (Heo et al.
+2019). All take ``student_layers`` and
 ``teacher_layers`` (lists of module paths, paired in order) whose outputs are feature maps
 ``(B, C, H, W)``; channel counts may differ, and a larger map is average-pooled to the smaller
 one's size, as RepDistiller does.
@@ -11,18 +12,21 @@ one's size, as RepDistiller does.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distillscope.checks import check_positive
+from distillscope.checks import check_int, check_positive
 from distillscope.contracts import Batch, Outputs
 from distillscope.distill.base import BindContext, LossTerm
 from distillscope.distill.feature import check_paths
 from distillscope.distill.logit import require_teacher
 from distillscope.errors import ConfigError, TrainingError
+from distillscope.models.forward import forward_outputs
+from distillscope.models.taps import FeatureTap
 from distillscope.registry import register_loss
 
 
@@ -204,3 +208,106 @@ class VariationalInformation(LayerPairsTerm):
             losses.append(nll.mean())
         loss = torch.stack(losses).sum()  # ()
         return {"loss": loss, "vid/vid": loss}
+
+
+@register_loss("ab")
+class ActivationBoundaries(LayerPairsTerm):
+    """Activation boundaries (Heo, Lee, Yun & Choi 2019, AAAI), the alternative L2 loss.
+
+    Per layer pair ``i`` (``n`` pairs), the student's map goes through a connector (1x1 conv +
+    batch norm to the teacher's channels, built at bind) to ``s``; with margin ``mu``:
+    ``l_i = sum (s + mu)^2 [s > -mu and t <= 0] + (s - mu)^2 [s <= mu and t > 0]``,
+    ``L = sum_i 2^(i - n + 1) * l_i / B * 3 / 1000``: the student learns on which side of zero
+    each teacher neuron is, with a margin.
+
+    As RepDistiller's ``ABLoss`` (margin 1, the weights ``2^(i - n + 1)``, the ``/ B * 3 / 1000``
+    scaling, its connectors). RepDistiller uses AB only in a 30-epoch initialisation stage and
+    then trains with CE alone; ``stage1_epochs`` passes of that stage run in :meth:`prepare`
+    (student and connectors, Adam at ``stage1_lr``, a CPU-sized choice of ours), and the term's
+    weight decides whether it also acts during training (0: RepDistiller's form). The paper
+    reads the teacher's pre-ReLU responses; the zoo's ResNet stages end in a ReLU, where
+    ``t <= 0`` means an inactive neuron, the same boundary.
+
+    Args:
+        margin: ``mu > 0`` (1).
+        stage1_epochs: Passes of the AB-only initialisation stage (0: none).
+        stage1_lr: Adam learning rate of that stage (0.001).
+
+    Parts: ``ab/ab``.
+    """
+
+    def __init__(
+        self,
+        student_layers: list[str],
+        teacher_layers: list[str],
+        margin: float = 1.0,
+        stage1_epochs: int = 0,
+        stage1_lr: float = 0.001,
+    ) -> None:
+        super().__init__(student_layers, teacher_layers)
+        self.margin = check_positive("ab.margin", margin)
+        self.stage1_epochs = check_int("ab.stage1_epochs", stage1_epochs, minimum=0)
+        self.stage1_lr = check_positive("ab.stage1_lr", stage1_lr)
+        self.connectors = nn.ModuleList()
+
+    def bind(self, ctx: BindContext) -> None:
+        super().bind(ctx)
+        assert ctx.teacher_outputs is not None
+        self.connectors = nn.ModuleList()
+        for s_path, t_path in zip(self.student_layers, self.teacher_layers):
+            c_s = ctx.student_outputs.features[s_path].shape[1]
+            c_t = ctx.teacher_outputs.features[t_path].shape[1]
+            connector = nn.Sequential(_conv1x1(c_s, c_t), nn.BatchNorm2d(c_t))
+            self.connectors.append(connector.to(ctx.batch.inputs.device))
+
+    def prepare(
+        self, student: nn.Module, teacher: nn.Module | None, batches: Iterable[Batch]
+    ) -> None:
+        if self.stage1_epochs == 0:
+            return
+        if teacher is None:
+            raise TrainingError("ab's initialisation stage needs the teacher network; pass it")
+        params = [p for p in (*student.parameters(), *self.connectors.parameters())
+                  if p.requires_grad]  # fmt: skip
+        optimizer = torch.optim.Adam(params, lr=self.stage1_lr)
+        was_training = student.training
+        student.train()
+        teacher.eval()
+        with (
+            FeatureTap(student, self.student_layers) as s_tap,
+            FeatureTap(teacher, self.teacher_layers, detach=True) as t_tap,
+        ):
+            for _ in range(self.stage1_epochs):
+                for batch in batches:
+                    with torch.no_grad():
+                        t_out = forward_outputs(teacher, batch.inputs, t_tap)
+                    s_out = forward_outputs(student, batch.inputs, s_tap)
+                    loss = self._loss(s_out, t_out)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+        student.train(was_training)
+
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
+        loss = self._loss(student, teacher)
+        return {"loss": loss, "ab/ab": loss}
+
+    def _loss(self, student: Outputs, teacher: Outputs | None) -> Tensor:
+        if len(self.connectors) != len(self.student_layers):
+            raise TrainingError("ab was not bound; bind the loss (Trainer.fit does) first")
+        n = len(self.connectors)
+        losses = []
+        for i, (connector, s_path, t_path) in enumerate(
+            zip(self.connectors, self.student_layers, self.teacher_layers)
+        ):
+            t_out = require_teacher(self.name, teacher)
+            s, t = same_size(connector(student.features[s_path]), t_out.features[t_path].detach())
+            losses.append(2.0 ** (i - n + 1) * boundary_loss(s, t, self.margin) / s.shape[0])
+        return torch.stack(losses).sum() * 3.0 / 1000.0
+
+
+def boundary_loss(s: Tensor, t: Tensor, margin: float) -> Tensor:
+    """``sum (s + mu)^2 [s > -mu, t <= 0] + (s - mu)^2 [s <= mu, t > 0]`` (Heo et al. 2019)."""
+    off = ((s > -margin) & (t <= 0)).to(s.dtype)
+    on = ((s <= margin) & (t > 0)).to(s.dtype)
+    return ((s + margin) ** 2 * off + (s - margin) ** 2 * on).sum()
