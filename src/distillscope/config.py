@@ -174,9 +174,10 @@ class ExperimentConfig(Strict):
             has no random augmentation (else once per step); ``frozen`` caches them even with
             augmentation (the teacher then sees the un-augmented image: "fixed teaching");
             ``off`` runs the teacher every step. ``true`` / ``false`` mean ``auto`` / ``off``.
-        teacher_cache_mb: Memory budget of one teacher's cache (its logits and the features a
-            loss reads, over the whole training set), estimated before it is built; a cache
-            that would not fit is not built and the teacher runs live (one line says so).
+        teacher_cache_mb: Memory budget of the teacher caches held at once (logits and the
+            features the losses read, over the whole training set), estimated before a cache is
+            built; older caches are dropped to make room, and a cache that would not fit alone
+            is not built: the teacher then runs live (one line says so).
         teacher_store: Folder of trained teachers reused across runs (default:
             ``$DISTILLSCOPE_CACHE/teachers`` or ``~/.cache/distillscope/teachers``).
         progress: Show progress bars.

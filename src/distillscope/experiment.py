@@ -228,6 +228,11 @@ def plan_members(cfg: ExperimentConfig, splits: Splits) -> dict[str, Member]:
     return members
 
 
+def _cache_size(cache: TeacherCache) -> int:
+    tensors = [cache.logits, *cache.features.values()]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
 def peer_seed(seed: int, name: str) -> int:
     """Initial-weights seed of a group member after the first (mutual learning needs peers that
     start apart: identical peers agree from the first step and never teach each other). Every
@@ -504,7 +509,8 @@ class Experiment:
 
         ``None`` when caching is off, when augmentation makes cached outputs differ from live
         ones (``teacher_cache: auto``), or when the logits and features would exceed
-        ``teacher_cache_mb`` (one line says so; the teacher then runs live).
+        ``teacher_cache_mb`` (one line says so; the teacher then runs live). Caches kept for
+        other students count against the same budget: the oldest are dropped to make room.
         """
         mode = self.cfg.teacher_cache
         if mode == "off" or not cache_allowed(splits.train, frozen=mode == "frozen"):
@@ -523,6 +529,10 @@ class Experiment:
                 f"teacher_cache_mb={self.cfg.teacher_cache_mb:g}); the teacher runs live"
             )
             return None
+        held = {k: _cache_size(c) for k, c in caches.items()}
+        while held and sum(held.values()) + need > budget:  # the oldest caches go first
+            oldest = next(iter(held))
+            del caches[oldest], held[oldest]
         what = f"outputs and features {', '.join(paths)}" if paths else "outputs"
         say(f"caching teacher {teacher.name} {what} on {n} images ({need / 2**20:.0f} MB)")
         caches[key] = TeacherCache.build(

@@ -249,3 +249,29 @@ def test_teacher_features_are_cached_within_the_budget(tmp_path, capsys, budget)
         lines = [line for line in err.splitlines() if "not caching" in line]
         assert len(lines) == 1 and "teacher_cache_mb=0.001" in lines[0]
         assert "the teacher runs live" in lines[0]
+
+
+def test_older_teacher_caches_make_room_within_the_budget(tmp_path, monkeypatch):
+    """Two feature caches that fit alone but not together: the first is dropped for the second."""
+    from distillscope import experiment as experiment_module
+
+    built: list[str] = []
+    original = experiment_module.TeacherCache.build
+
+    def recording(*args, **kwargs):
+        built.append(",".join(kwargs.get("feature_paths") or []))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(experiment_module.TeacherCache, "build", recording)
+    hint = {"student_layer": "body.act1", "teacher_layer": "body.act1"}
+    students = {
+        "h1": {"loss": {"ce": {}, "hint": hint}},
+        "h2": {"loss": {"ce": {}, "hint": {**hint, "teacher_layer": "body"}}},
+        "h3": {"loss": {"ce": {}, "hint": hint}},
+    }
+    # each cache: 1,200 x (3 + 32) x 4 bytes = 168,000 bytes; the budget holds one
+    cfg = tiny_config(tmp_path, probes={"accuracy": {}}, students=students,
+                      teacher_cache_mb=0.2)  # fmt: skip
+    cfg["train"]["epochs"] = 1
+    run_experiment(cfg)
+    assert built == ["body.act1", "body", "body.act1"]  # h3 rebuilds what h2's cache pushed out
