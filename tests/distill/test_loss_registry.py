@@ -17,7 +17,14 @@ KNOWN_NEEDS = {"logits", "features", "teacher", "explanation"}
 # Terms that need features or explanations get their inputs in their own family's tests.
 LOGIT_ONLY = {"logits", "teacher"}
 # Parameters of terms that have required ones (layer paths), for the generated tests.
-EXAMPLE_PARAMS = {"hint": {"student_layer": "a", "teacher_layer": "b"}}
+EXAMPLE_PARAMS = {
+    "hint": {"student_layer": "a", "teacher_layer": "b"},
+    "ft": {"student_layer": "a", "teacher_layer": "b"},
+    **{
+        name: {"student_layers": ["a"], "teacher_layers": ["b"]}
+        for name in ("at", "nst", "ofd", "ab", "vid")
+    },
+}
 
 
 def random_inputs(seed: int = 0) -> tuple[Outputs, Outputs, Batch]:
