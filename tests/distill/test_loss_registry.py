@@ -19,11 +19,7 @@ LOGIT_ONLY = {"logits", "teacher"}
 # Parameters of terms that have required ones (layer paths), for the generated tests.
 EXAMPLE_PARAMS = {
     "hint": {"student_layer": "a", "teacher_layer": "b"},
-    "ft": {"student_layer": "a", "teacher_layer": "b"},
-    **{
-        name: {"student_layers": ["a"], "teacher_layers": ["b"]}
-        for name in ("at", "nst", "ofd", "ab", "vid")
-    },
+    "ofd": {"student_layers": ["a"], "teacher_layers": ["b"]},
 }
 
 

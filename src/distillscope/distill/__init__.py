@@ -10,33 +10,25 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from distillscope.distill.activation import ActivationBoundaries, OverhaulFeatureDistillation
-from distillscope.distill.attention import AttentionTransfer, NeuronSelectivityTransfer
 from distillscope.distill.base import LossTerm
 from distillscope.distill.baselines import CrossEntropy, LabelSmoothing, PseudoSoftLabels
 from distillscope.distill.combine import CombinedLoss
-from distillscope.distill.factor import FactorTransfer
 from distillscope.distill.feature import Hint
 from distillscope.distill.logit import KnowledgeDistillation, SoftTargets, require_teacher
-from distillscope.distill.variational import VariationalInformationDistillation
+from distillscope.distill.overhaul import OverhaulFeatureDistillation
 from distillscope.errors import ConfigError
 from distillscope.registry import LOSSES
 
 __all__ = [
-    "ActivationBoundaries",
-    "AttentionTransfer",
     "CombinedLoss",
     "CrossEntropy",
-    "FactorTransfer",
     "Hint",
     "KnowledgeDistillation",
     "LabelSmoothing",
     "LossTerm",
-    "NeuronSelectivityTransfer",
     "OverhaulFeatureDistillation",
     "PseudoSoftLabels",
     "SoftTargets",
-    "VariationalInformationDistillation",
     "build_loss",
     "create_loss",
     "loss_names",

@@ -1,6 +1,6 @@
-"""The feature methods on real (tiny) zoo networks: binding by layer path, the pre-ReLU tap,
-the prepare stages (FT's paraphraser, AB's initialisation, OFD's margin), pairs across
-architectures, and a killed run that resumes to identical weights."""
+"""OFD on real (tiny) zoo networks: the pre-ReLU tap, binding by layer path, the margin set in
+prepare from the trained teacher, pairs across architectures, and a killed run that resumes to
+identical weights."""
 
 from __future__ import annotations
 
@@ -24,23 +24,14 @@ from distillscope.train.bind import bind_loss, run_outputs
 
 SIZE, CLASSES = 8, 3
 # Student ResNet-8 (one block per stage) and teacher ResNet-14 (two), both narrow.
-S_STAGES = ["layer1", "layer2", "layer3"]
 S_PRE = ["layer2.0.preact", "layer3.0.preact"]
 T_PRE = ["layer2.1.preact", "layer3.1.preact"]
 T_BNS = ["layer2.1.bn2", "layer3.1.bn2"]
-ALL_SIX = {
+OFD = {"weight": 0.001, "student_layers": S_PRE, "teacher_layers": T_PRE, "teacher_bns": T_BNS}
+LOSS = {
     "ce": {},
-    "at": {"weight": 1000, "student_layers": S_STAGES, "teacher_layers": S_STAGES},
-    "nst": {"weight": 50, "student_layers": ["layer3"], "teacher_layers": ["layer3"]},
-    "ft": {"weight": 200, "student_layer": "layer3", "teacher_layer": "layer3", "stage1_epochs": 1},
-    "ofd": {
-        "weight": 0.001,
-        "student_layers": S_PRE,
-        "teacher_layers": T_PRE,
-        "teacher_bns": T_BNS,
-    },
-    "ab": {"weight": 0.0, "student_layers": S_PRE, "teacher_layers": T_PRE, "stage1_epochs": 1},
-    "vid": {"student_layers": S_STAGES, "teacher_layers": S_STAGES},
+    "ofd": OFD,
+    "hint": {"weight": 10, "student_layer": "layer2", "teacher_layer": "layer2"},
 }
 
 
@@ -83,29 +74,20 @@ def test_resnet_preact_tap_is_the_block_sum_before_its_relu() -> None:
     assert (pre < 0).any() and torch.equal(torch.relu(pre), post)
 
 
-def test_all_six_bind_together_on_zoo_resnets_by_layer_path() -> None:
-    loss = build_loss(ALL_SIX)
-    bind_loss(loss, student(), teacher(), data(), device="cpu")  # includes the dry run
-    assert loss.bound
-    assert loss["ft"].paraphraser.encoder[-2].out_channels == 8  # int(0.5 * 16)
-    assert [c[0].out_channels for c in loss["ofd"].connectors] == [8, 16]  # teacher widths
-    assert [c[0].in_channels for c in loss["ab"].connectors] == [4, 8]  # student widths
-    assert [a.shape[0] for a in loss["vid"].log_scales] == [4, 8, 16]
-
-
 def test_a_cnn_map_paired_with_an_mlp_vector_fails_at_bind_naming_the_member() -> None:
     mlp = create_model("mlp", num_classes=CLASSES, in_features=SIZE * SIZE, hidden=6)
-    loss = build_loss({"at": {"student_layers": ["body.act1"], "teacher_layers": ["layer3"]}})
-    with pytest.raises(ConfigError, match=r"^'mlp_student': at cannot pair .*\(6,\).*\(16, 2, 2\)"):
+    loss = build_loss({"ofd": {"student_layers": ["body.fc1"], "teacher_layers": ["layer3"]}})
+    with pytest.raises(
+        ConfigError, match=r"^'mlp_student': ofd cannot pair .*\(6,\).*\(16, 2, 2\)"
+    ):
         bind_loss(loss, mlp, teacher(), data(), device="cpu", name="mlp_student")
 
 
-@pytest.mark.parametrize("name", ["ofd", "ab", "vid"])
-def test_vector_methods_pair_two_mlps_through_linear_connectors(name: str) -> None:
+def test_two_mlps_pair_through_a_linear_connector() -> None:
     def mlp(hidden: int) -> nn.Module:
         return create_model("mlp", num_classes=CLASSES, in_features=SIZE * SIZE, hidden=hidden)
 
-    loss = build_loss({name: {"student_layers": ["body.fc1"], "teacher_layers": ["body.fc2"]}})
+    loss = build_loss({"ofd": {"student_layers": ["body.fc1"], "teacher_layers": ["body.fc2"]}})
     s, t = mlp(6), mlp(10)
     bind_loss(loss, s, t, data(), device="cpu")
     batch = batches()[0]
@@ -120,8 +102,7 @@ def test_vector_methods_pair_two_mlps_through_linear_connectors(name: str) -> No
 
 def test_ofd_prepare_takes_the_margin_from_the_trained_teachers_batch_norms() -> None:
     t = teacher()
-    spec = {"ofd": ALL_SIX["ofd"]}
-    loss = build_loss(spec)
+    loss = build_loss({"ofd": OFD})
     bind_loss(loss, student(), t, data(), device="cpu")
     with torch.no_grad():  # "training" the teacher after start-up binding
         t.get_submodule("layer3.1.bn2").bias.add_(0.7)
@@ -143,51 +124,21 @@ def test_ofd_without_batch_norms_measures_the_margin_over_the_training_batches()
     assert torch.allclose(loss["ofd"].margin(1), expected, atol=1e-5)
 
 
-def test_ft_prepare_trains_then_freezes_the_paraphraser() -> None:
-    t = teacher()
-    loss = build_loss({"ft": {**ALL_SIX["ft"], "stage1_epochs": 4, "stage1_lr": 0.05}})
-    bind_loss(loss, student(), t, data(), device="cpu")
-    ft = loss["ft"]
-    before = [p.clone() for p in ft.paraphraser.parameters()]
-    f_t = run_outputs(t, batches()[0], ["layer3"]).features["layer3"]
-    error_before = nn.functional.mse_loss(ft.paraphraser(f_t), f_t).item()
-    loss.prepare(student(), t, batches())
-    after = nn.functional.mse_loss(ft.paraphraser(f_t), f_t).item()
-    assert after < error_before and ft.reconstruction_error is not None
-    assert any(not torch.equal(a, b) for a, b in zip(before, ft.paraphraser.parameters()))
-    assert not any(p.requires_grad for p in ft.paraphraser.parameters())
-
-
-def test_ab_prepare_initialises_the_student_on_the_boundary_loss() -> None:
-    s, t = student(), teacher()
-    loss = build_loss({"ab": {**ALL_SIX["ab"], "stage1_epochs": 10, "stage1_lr": 0.05}})
-    bind_loss(loss, s, t, data(), device="cpu")
-    t_out = run_outputs(t, batches()[0], T_PRE)
-
-    def ab_now() -> float:
-        loss.eval()
-        value = loss(run_outputs(s, batches()[0], S_PRE), t_out, batches()[0])["ab/loss"].item()
-        loss.train()
-        return value
-
-    head = s.fc.weight.clone()
-    start = ab_now()
-    loss.prepare(s, t, batches())
-    assert ab_now() < 0.8 * start
-    assert torch.equal(head, s.fc.weight)  # the classifier gets no gradient from AB
-
-
 class Kill(Exception):
     """Stands for the process being killed."""
 
 
 def fit(folder: Path, kill_at: int | None, resume: bool) -> tuple[nn.Module, nn.Module]:
+    """Bind at "start-up", then "train" the teacher (shift a batch norm) and fit 3 epochs."""
     s, t = student(), teacher()
-    loss = build_loss(ALL_SIX)
+    loss = build_loss(LOSS)
+    bind_loss(loss, s, t, data(), device="cpu", seed=3)  # margins from the untrained teacher
+    with torch.no_grad():
+        t.get_submodule("layer3.1.bn2").bias.add_(0.7)  # prepare must read the trained one
     calls = [0]
 
     def count(module: nn.Module, args: object) -> None:
-        calls[0] += 1  # the bind's dry run counts too
+        calls[0] += 1
         if calls[0] == kill_at:
             raise Kill
 
@@ -197,6 +148,8 @@ def fit(folder: Path, kill_at: int | None, resume: bool) -> tuple[nn.Module, nn.
         trainer = Trainer(s, loss, cfg, teacher=t, progress=False, checkpoint_dir=folder,
                           student_tap=s_tap, teacher_tap=t_tap, seed=3)  # fmt: skip
         trainer.fit(data(), resume=resume)
+    bn = t.get_submodule("layer3.1.bn2")
+    assert torch.allclose(loss["ofd"].margin(1), ofd_margin(bn.weight, bn.bias))
     return s, loss
 
 
@@ -205,11 +158,12 @@ def same(a: nn.Module, b: nn.Module) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def test_a_killed_run_of_all_six_resumes_to_identical_weights(tmp_path: Path) -> None:
+def test_a_killed_ofd_run_resumes_to_identical_weights(tmp_path: Path) -> None:
     straight, straight_loss = fit(tmp_path / "a", None, False)
     with pytest.raises(Kill):
-        fit(tmp_path / "b", 1 + 3 + 2, False)  # dry run, epoch 1 (3 steps), into epoch 2
+        fit(tmp_path / "b", 3 + 2, False)  # epoch 1 (3 steps), into epoch 2
     resumed, resumed_loss = fit(tmp_path / "b", None, True)
     assert same(straight, resumed)
     assert same(straight_loss, resumed_loss)
-    assert any(k.startswith("terms.ofd.margin_") for k in resumed_loss.state_dict())
+    margins = [k for k in resumed_loss.state_dict() if k.startswith("terms.ofd.margin_")]
+    assert margins == ["terms.ofd.margin_0", "terms.ofd.margin_1"]
