@@ -64,11 +64,20 @@ METHODS: dict[str, dict[str, Any]] = {
     "nst": {"ce": {}, "nst": {"weight": 50, "student_layers": STAGES, "teacher_layers": STAGES}},
     "vid": {"ce": {}, "vid": {"student_layers": STAGES, "teacher_layers": STAGES}},
     "ft": {"ce": {}, "ft": {"weight": 200, "student_layer": "layer3", "teacher_layer": "layer3"}},
+    "ofd": {
+        "ce": {},
+        "ofd": {
+            "weight": 0.001,
+            "student_layers": [f"{stage}.0.preact" for stage in STAGES],
+            "teacher_layers": [f"{stage}.2.preact" for stage in STAGES],
+            "teacher_bns": [f"{stage}.2.bn2" for stage in STAGES],
+        },
+    },
     "sp": {"ce": {}, "sp": {"weight": 3000, **POOL}},
     "rkd": {"ce": {}, "rkd": POOL},
     "pkt": {"ce": {}, "pkt": {"weight": 30000, **POOL}},
     "cc": {"ce": {}, "cc": {"weight": 0.02, **POOL}},
-    "crd": {"ce": {}, "crd": {"weight": 0.8, **POOL}},
+    "crd": {"ce": {}, "crd": {"weight": 0.8, "negatives": 4096, **POOL}},
     "dkd": {"dkd": {}},
 }
 

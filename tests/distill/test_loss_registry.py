@@ -21,7 +21,7 @@ PAIR = {"student_layer": "a", "teacher_layer": "b"}
 LAYERS = {"student_layers": ["a"], "teacher_layers": ["b"]}
 EXAMPLE_PARAMS = {
     **dict.fromkeys(["hint", "sp", "rkd", "pkt", "cc", "crd", "ft"], PAIR),
-    **dict.fromkeys(["at", "nst", "vid", "ab"], LAYERS),
+    **dict.fromkeys(["at", "nst", "vid", "ab", "ofd"], LAYERS),
 }
 
 

@@ -25,6 +25,7 @@ from distillscope.distill.feature import Hint
 from distillscope.distill.logit import KnowledgeDistillation, SoftTargets, require_teacher
 from distillscope.distill.logit_variants import DecoupledKD, TeacherFreeKD
 from distillscope.distill.mutual import DeepMutualLearning
+from distillscope.distill.overhaul import OverhaulFeatureDistillation
 from distillscope.distill.relation import (
     CorrelationCongruence,
     ProbabilisticKT,
@@ -54,6 +55,7 @@ __all__ = [
     "KnowledgeDistillation",
     "LabelSmoothing",
     "LossTerm",
+    "OverhaulFeatureDistillation",
     "PseudoSoftLabels",
     "SoftTargets",
     "build_loss",

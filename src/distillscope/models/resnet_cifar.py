@@ -22,6 +22,10 @@ NAMED_DEPTHS = (8, 14, 20, 32, 44, 56, 110)
 class BasicBlock(nn.Module):
     """Two 3x3 conv-BN layers with a residual shortcut: ``relu(F(x) + shortcut(x))``.
 
+    ``preact`` is an identity on ``F(x) + shortcut(x)``, the block's output before its last
+    ReLU: a tap point for methods that read pre-ReLU features (OFD, AB; the batch norm that
+    precedes it is ``bn2``). It holds no weights, so checkpoints are unchanged.
+
     Args:
         in_channels: Input channels.
         out_channels: Output channels.
@@ -35,6 +39,7 @@ class BasicBlock(nn.Module):
         self.act1 = nn.ReLU()
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_channels)
+        self.preact = nn.Identity()
         self.act2 = nn.ReLU()
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_channels != out_channels:
@@ -46,7 +51,7 @@ class BasicBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         out = self.act1(self.bn1(self.conv1(x)))  # (B, C_out, H/s, W/s)
         out = self.bn2(self.conv2(out))  # (B, C_out, H/s, W/s)
-        return self.act2(out + self.shortcut(x))  # (B, C_out, H/s, W/s)
+        return self.act2(self.preact(out + self.shortcut(x)))  # (B, C_out, H/s, W/s)
 
 
 @register_model("resnet_cifar")
