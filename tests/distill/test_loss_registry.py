@@ -17,7 +17,11 @@ B, K = 8, 5
 # Terms that need features or explanations get their inputs in their own family's tests.
 LOGIT_ONLY = {"logits", "teacher"}
 # Parameters of terms that have required ones (layer paths), for the generated tests.
-EXAMPLE_PARAMS = {"hint": {"student_layer": "a", "teacher_layer": "b"}}
+EXAMPLE_PARAMS = {
+    "hint": {"student_layer": "a", "teacher_layer": "b"},
+    "reviewkd": {"student_layers": ["a"], "teacher_layers": ["b"]},
+    "cat_kd": {"student_layer": "a", "teacher_layer": "b"},
+}
 
 
 def random_inputs(seed: int = 0) -> tuple[Outputs, Outputs, Batch]:

@@ -12,14 +12,17 @@ from typing import Any
 
 from distillscope.distill.base import LossTerm
 from distillscope.distill.baselines import CrossEntropy, LabelSmoothing, PseudoSoftLabels
+from distillscope.distill.class_attention import ClassAttentionTransfer
 from distillscope.distill.combine import CombinedLoss
 from distillscope.distill.feature import Hint
 from distillscope.distill.logit import KnowledgeDistillation, SoftTargets, require_teacher
 from distillscope.distill.mutual import DeepMutualLearning
+from distillscope.distill.review import ReviewKD
 from distillscope.errors import ConfigError
 from distillscope.registry import LOSSES
 
 __all__ = [
+    "ClassAttentionTransfer",
     "CombinedLoss",
     "CrossEntropy",
     "DeepMutualLearning",
@@ -28,6 +31,7 @@ __all__ = [
     "LabelSmoothing",
     "LossTerm",
     "PseudoSoftLabels",
+    "ReviewKD",
     "SoftTargets",
     "build_loss",
     "create_loss",
