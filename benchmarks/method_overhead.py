@@ -73,6 +73,24 @@ METHODS: dict[str, dict[str, Any]] = {
             "teacher_bns": [f"{stage}.2.bn2" for stage in STAGES],
         },
     },
+    "reviewkd": {
+        "ce": {},
+        "reviewkd": {
+            "student_layers": [*STAGES, "pool"],
+            "teacher_layers": [*STAGES, "pool"],
+            "warmup_epochs": 0,
+        },
+    },
+    "cat_kd": {
+        "ce": {},
+        "cat_kd": {
+            "weight": 0.7,
+            "student_layer": "layer3",
+            "teacher_layer": "layer3",
+            "resolution": 2,
+            "normalize": False,
+        },  # fmt: skip
+    },
     "sp": {"ce": {}, "sp": {"weight": 3000, **POOL}},
     "rkd": {"ce": {}, "rkd": POOL},
     "pkt": {"ce": {}, "pkt": {"weight": 30000, **POOL}},

@@ -20,8 +20,8 @@ LOGIT_ONLY = {"logits", "teacher"}
 PAIR = {"student_layer": "a", "teacher_layer": "b"}
 LAYERS = {"student_layers": ["a"], "teacher_layers": ["b"]}
 EXAMPLE_PARAMS = {
-    **dict.fromkeys(["hint", "sp", "rkd", "pkt", "cc", "crd", "ft"], PAIR),
-    **dict.fromkeys(["at", "nst", "vid", "ab", "ofd"], LAYERS),
+    **dict.fromkeys(["hint", "sp", "rkd", "pkt", "cc", "crd", "ft", "cat_kd"], PAIR),
+    **dict.fromkeys(["at", "nst", "vid", "ab", "ofd", "reviewkd"], LAYERS),
 }
 
 

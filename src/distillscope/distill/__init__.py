@@ -18,6 +18,7 @@ from distillscope.distill.attention import (
 )
 from distillscope.distill.base import LossTerm
 from distillscope.distill.baselines import CrossEntropy, LabelSmoothing, PseudoSoftLabels
+from distillscope.distill.class_attention import ClassAttentionTransfer
 from distillscope.distill.combine import CombinedLoss
 from distillscope.distill.contrastive import ContrastiveRepresentation
 from distillscope.distill.factor import FactorTransfer
@@ -32,6 +33,7 @@ from distillscope.distill.relation import (
     RelationalKD,
     SimilarityPreserving,
 )
+from distillscope.distill.review import ReviewKD
 from distillscope.errors import ConfigError
 from distillscope.registry import LOSSES
 
@@ -47,6 +49,7 @@ __all__ = [
     "SimilarityPreserving",
     "TeacherFreeKD",
     "VariationalInformation",
+    "ClassAttentionTransfer",
     "CombinedLoss",
     "CrossEntropy",
     "DeepMutualLearning",
@@ -57,6 +60,7 @@ __all__ = [
     "LossTerm",
     "OverhaulFeatureDistillation",
     "PseudoSoftLabels",
+    "ReviewKD",
     "SoftTargets",
     "build_loss",
     "create_loss",

@@ -27,6 +27,12 @@ from distillscope.functional.distill import (
     soft_labels,
 )
 from distillscope.functional.entropy import category_mask, entropy, softmax_entropy
+from distillscope.functional.feature_maps import (
+    HCL_LEVELS,
+    cat_loss,
+    class_activation_maps,
+    hcl_loss,
+)
 from distillscope.functional.similarity import (
     batch_cosine,
     cosine_parts,
@@ -35,17 +41,21 @@ from distillscope.functional.similarity import (
 )
 
 __all__ = [
+    "HCL_LEVELS",
     "PSEUDO_SOFT_TEMPERATURE",
     "PSEUDO_SOFT_VARIANCE",
     "TWILIGHT_CONFIDENCE",
     "batch_cosine",
     "boundary_hardness",
     "boundary_points",
+    "cat_loss",
     "category_mask",
+    "class_activation_maps",
     "cosine_parts",
     "cross_entropy_to_uniform",
     "entropy",
     "flat_cosine",
+    "hcl_loss",
     "indexed_normal",
     "kd_loss",
     "kl_divergence",
