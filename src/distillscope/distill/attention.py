@@ -225,8 +225,9 @@ class ActivationBoundaries(LayerPairsTerm):
     then trains with CE alone; ``stage1_epochs`` passes of that stage run in :meth:`prepare`
     (student and connectors, Adam at ``stage1_lr``, a CPU-sized choice of ours), and the term's
     weight decides whether it also acts during training (0: RepDistiller's form). The paper
-    reads the teacher's pre-ReLU responses; the zoo's ResNet stages end in a ReLU, where
-    ``t <= 0`` means an inactive neuron, the same boundary.
+    and RepDistiller read pre-ReLU responses of both networks: tap the zoo ResNet blocks'
+    ``preact`` points (``configs/methods/ab.yaml`` does); on a post-ReLU tap ``t <= 0`` still
+    marks the teacher's inactive neurons, but the connector never sees negative responses.
 
     Args:
         margin: ``mu > 0`` (1).
