@@ -87,6 +87,8 @@ class TensorDataset(DistillDataset):
         info: Dataset metadata.
         transform: Optional batch transform ``f(inputs) -> inputs`` applied by the loader
             (random augmentation; sets :attr:`augmented`).
+        masks: Optional ``(N, H, W)`` boolean object masks (localisation probes, paper 001
+            4.2); kept through :meth:`subset`, never augmented (probes read un-augmented data).
     """
 
     def __init__(
@@ -95,9 +97,20 @@ class TensorDataset(DistillDataset):
         targets: Tensor,
         info: DatasetInfo,
         transform: Callable[[Tensor], Tensor] | None = None,
+        masks: Tensor | None = None,
     ) -> None:
         if inputs.shape[0] != targets.shape[0]:
             raise ValueError(f"inputs ({inputs.shape[0]}) and targets ({targets.shape[0]}) differ")
+        if masks is not None and (
+            masks.dim() != 3
+            or masks.shape[0] != inputs.shape[0]
+            or tuple(masks.shape[1:]) != tuple(inputs.shape[-2:])
+        ):
+            raise ValueError(
+                f"masks must be (N, H, W) = ({inputs.shape[0]}, {tuple(inputs.shape[-2:])}), "
+                f"got {tuple(masks.shape)}"
+            )
+        self.masks = None if masks is None else masks.bool()
         self.inputs = inputs
         self.targets = targets.long()
         self.info = info
@@ -122,7 +135,8 @@ class TensorDataset(DistillDataset):
     def subset(self, indices: Sequence[int] | Tensor) -> TensorDataset:
         """A new dataset holding ``indices`` (re-indexed from 0)."""
         idx = torch.as_tensor(indices, dtype=torch.long)
-        return TensorDataset(self.inputs[idx], self.targets[idx], self.info, self.transform)
+        masks = None if self.masks is None else self.masks[idx]
+        return TensorDataset(self.inputs[idx], self.targets[idx], self.info, self.transform, masks)
 
 
 #: Items whose inputs enter a dataset's fingerprint (evenly spaced over the dataset).

@@ -1,0 +1,38 @@
+"""Object masks ride along with an in-memory dataset (localisation probes)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from distillscope.data.base import DatasetInfo, TensorDataset
+from distillscope.train.teacher_cache import unaugmented
+
+INFO = DatasetInfo("toy", 2, (1, 4, 4), ["a", "b"])
+
+
+def _data(masks=None, transform=None):
+    inputs = torch.arange(3 * 16, dtype=torch.float32).reshape(3, 1, 4, 4)
+    return TensorDataset(inputs, torch.tensor([0, 1, 0]), INFO, transform, masks)
+
+
+def test_masks_follow_subsets_and_unaugmented_copies():
+    masks = torch.zeros(3, 4, 4)
+    masks[1, :2] = 1
+    masks[2, :, :1] = 1
+    data = _data(masks, transform=lambda x: x + 1)
+    sub = data.subset([2, 1])
+    assert sub.masks.dtype == torch.bool
+    assert torch.equal(sub.masks[0], masks[2].bool()) and torch.equal(sub.masks[1], masks[1].bool())
+    plain = unaugmented(data)
+    assert plain.transform is None and torch.equal(plain.masks, data.masks)
+
+
+def test_no_masks_by_default():
+    assert _data().masks is None and _data().subset([0]).masks is None
+
+
+@pytest.mark.parametrize("shape", [(3, 4), (2, 4, 4), (3, 4, 5), (3, 1, 4, 4)])
+def test_wrong_mask_shapes_are_refused(shape):
+    with pytest.raises(ValueError, match="masks must be"):
+        _data(torch.zeros(shape))
