@@ -142,6 +142,10 @@ def build_model(spec: ModelSpec, data: DistillDataset) -> nn.Module:
     if len(shape) == 3:
         offer("in_channels", shape[0])
         offer("input_size", shape[-1])
+        # models that read pixels (B-cos's [x, 1 - x] encoding) undo the data's normalisation
+        if info.mean is not None and info.std is not None and factory_params is not None:
+            offer("input_mean", tuple(info.mean))
+            offer("input_std", tuple(info.std))
     offer("in_features", math.prod(shape))
     return create_model(spec.name, **params)
 
