@@ -35,6 +35,7 @@ from distillscope.errors import ConfigError
 __all__ = [
     "DataConfig",
     "ExperimentConfig",
+    "MemberData",
     "ModelSpec",
     "ProbeDefaults",
     "StudentSpec",
@@ -72,6 +73,34 @@ class DataConfig(Strict):
     seed: int = 0
 
 
+class MemberData(Strict):
+    """The training data of one network, when it is not the top-level ``data``.
+
+    Only the training split changes: every model is still validated and probed on the
+    top-level held-out split. Keys left out are taken from the top-level ``data``; a
+    different ``name`` starts from that dataset's defaults (no ``params`` or subset keys are
+    carried over to another dataset). Uses: a teacher trained on the full data and students
+    distilled on ``train_per_class`` images (few-shot, paper 001 4.1), students distilled on
+    unrelated images (paper 001 4.3), a teacher trained on other group proportions (paper 001
+    4.2, paper 003 6.2).
+    """
+
+    name: str | None = None
+    root: str | None = None
+    params: dict[str, Any] | None = None
+    train_per_class: int | None = Field(None, ge=1)
+    train_fraction: float | None = Field(None, gt=0, le=1)
+    seed: int | None = None
+
+    def over(self, base: DataConfig) -> DataConfig:
+        """``base`` with this override applied (see the class docstring)."""
+        same = self.name is None or self.name == base.name
+        merged = base.model_dump() if same else {"name": self.name, "root": base.root}
+        merged["seed"] = base.seed
+        merged.update(self.model_dump(exclude_none=True))
+        return DataConfig(**merged)
+
+
 class ModelSpec(Strict):
     """A registered model and its parameters (``num_classes`` and input size come from the data)."""
 
@@ -87,12 +116,14 @@ class TeacherSpec(Strict):
         train: Overrides of the top-level ``train`` settings for this teacher.
         checkpoint: A ``.safetensors`` file to load instead of training.
         loss: Loss terms used to train it (default plain cross-entropy).
+        data: Its own training data (see :class:`MemberData`); default the top-level ``data``.
     """
 
     model: ModelSpec
     train: dict[str, Any] = Field(default_factory=dict)
     checkpoint: str | None = None
     loss: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"ce": {}})
+    data: MemberData | None = None
 
 
 class StudentSpec(Strict):
@@ -112,6 +143,8 @@ class StudentSpec(Strict):
         group: Name of a group of students trained together in one loop (mutual learning:
             every member's ``dml`` term learns from the others); two or more students, with
             the same training settings.
+        data: Its own training (distillation) data (see :class:`MemberData`); default the
+            top-level ``data``.
     """
 
     model_config = ConfigDict(extra="allow", validate_assignment=True)
@@ -122,6 +155,7 @@ class StudentSpec(Strict):
     role: Literal["independent", "student"] | None = None
     train: dict[str, Any] = Field(default_factory=dict)
     group: str | None = None
+    data: MemberData | None = None
     _key: str = PrivateAttr("")
 
     def loss_spec(self) -> dict[str, dict[str, Any]]:
@@ -249,6 +283,10 @@ class ExperimentConfig(Strict):
         if clash:
             raise ValueError(f"name {sorted(clash)[0]!r} is used by a teacher and a student")
         return self
+
+    def data_for(self, override: MemberData | None) -> DataConfig:
+        """The training data of a member with data ``override`` (``None``: the top level)."""
+        return self.data if override is None else override.over(self.data)
 
     def train_for(self, overrides: dict[str, Any]) -> TrainConfig:
         """The top-level training settings with ``overrides`` applied."""
@@ -558,6 +596,13 @@ def _check_groups(cfg: ExperimentConfig) -> None:
             raise ConfigError(
                 f"config key {key!r}: the members of group {group!r} ({', '.join(members)}) "
                 "have different training settings; a group trains in one loop, give them the same"
+            )
+        datas = {json.dumps(cfg.data_for(cfg.students[m].data).model_dump(mode="json"),
+                            sort_keys=True) for m in members}  # fmt: skip
+        if len(datas) > 1:
+            raise ConfigError(
+                f"config key {key!r}: the members of group {group!r} ({', '.join(members)}) "
+                "have different data; a group trains on one set of batches, give them the same"
             )
     for name, spec in cfg.students.items():
         terms = spec.loss_spec()

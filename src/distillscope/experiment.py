@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,18 +21,19 @@ import torch
 from torch import nn
 
 from distillscope.config import (
+    DataConfig,
     ExperimentConfig,
     ModelSpec,
     config_hash,
     dump_config,
     load_config,
 )
-from distillscope.data import load_dataset
 from distillscope.data.base import DistillDataset
 from distillscope.distill import CombinedLoss, build_loss
 from distillscope.distill.combine import bind_seed
 from distillscope.errors import ConfigError, DataError, RunInterrupted
 from distillscope.files import clean_stale_temporaries, read_jsonl
+from distillscope.messages import say
 from distillscope.models import create_model
 from distillscope.models.forward import count_parameters
 from distillscope.models.taps import FeatureTap
@@ -40,6 +41,7 @@ from distillscope.probes import create_probe
 from distillscope.probes.base import ProbeData, Roles, with_directions
 from distillscope.registry import MODELS, accepted_params
 from distillscope.rundir import RunDir
+from distillscope.splits import Splits, load_splits
 from distillscope.teacher_store import (
     STORE_VERSION,
     TeacherStore,
@@ -58,17 +60,6 @@ log = logging.getLogger(__name__)
 RESULTS_SCHEMA = 1
 
 
-def say(msg: str) -> None:
-    """Progress message on stderr (stdout's last line is the run directory)."""
-    print(f"[distillscope] {msg}", file=sys.stderr, flush=True)
-
-
-@dataclass
-class Splits:
-    train: DistillDataset
-    test: DistillDataset
-
-
 @dataclass
 class Member:
     """One network of the experiment and how it is made."""
@@ -85,45 +76,7 @@ class Member:
     history: list[dict[str, Any]] = field(default_factory=list)
     bound_loss: CombinedLoss | None = None  # a student's loss, bound at start-up
     group: str | None = None  # students trained together (DML)
-
-
-def load_splits(cfg: ExperimentConfig, data_root: str | None = None) -> Splits:
-    """The training and held-out splits the config asks for (neither may be empty).
-
-    Raises:
-        ConfigError: A dataset parameter the dataset rejects, or an empty split.
-        DataError: The data cannot be found or read.
-    """
-    d = cfg.data
-    root = data_root or d.root
-    test_params = {k: v for k, v in d.params.items() if k != "augment"}
-    splits = {}
-    for split, params, per_class, fraction in (
-        ("train", d.params, d.train_per_class, d.train_fraction),
-        ("test", test_params, d.test_per_class, d.test_fraction),
-    ):
-        try:
-            data = load_dataset(
-                d.name,
-                split,
-                root=root,
-                per_class=per_class,
-                fraction=fraction,
-                seed=d.seed,
-                **params,
-            )
-        except (TypeError, ValueError) as exc:  # a value the dataset's own code rejects
-            raise ConfigError(
-                f"config key 'data.params': {d.name} rejects {params}: "
-                f"{' '.join(str(exc).split())[:200]}; fix the value"
-            ) from None
-        if len(data) == 0:
-            raise ConfigError(
-                f"the {split} split of {d.name} is empty (data: {d.model_dump(exclude={'params'})})"
-                "; check the data folder and the subset keys"
-            )
-        splits[split] = data
-    return Splits(splits["train"], splits["test"])
+    data: DataConfig | None = None  # its own training data (None: the top-level data)
 
 
 def build_model(spec: ModelSpec, data: DistillDataset) -> nn.Module:
@@ -153,11 +106,12 @@ def build_model(spec: ModelSpec, data: DistillDataset) -> nn.Module:
 def teacher_key(cfg: ExperimentConfig, member: Member, fingerprint: str) -> str:
     """Key of everything that determines a trained teacher's weights.
 
-    ``fingerprint`` is the training split's :meth:`~distillscope.data.base.DistillDataset.
-    fingerprint`: the same config pointed at other files (other labels, other images) gets
-    another key, so a stored teacher is never reused for data it was not trained on.
+    ``fingerprint`` is the teacher's training split's :meth:`~distillscope.data.base.
+    DistillDataset.fingerprint`: the same config pointed at other files (other labels, other
+    images) gets another key, so a stored teacher is never reused for data it was not trained
+    on. A teacher with its own ``data`` is keyed by that data.
     """
-    d = cfg.data
+    d = member.data or cfg.data
     return config_hash(
         {
             "version": STORE_VERSION,
@@ -198,6 +152,7 @@ def plan_members(cfg: ExperimentConfig, splits: Splits) -> dict[str, Member]:
             train=cfg.train_for(t.train),
             loss=t.loss,
             checkpoint=t.checkpoint,
+            data=None if t.data is None else cfg.data_for(t.data),
         )
         if t.checkpoint is not None:
             if not Path(t.checkpoint).is_file():
@@ -221,13 +176,15 @@ def plan_members(cfg: ExperimentConfig, splits: Splits) -> dict[str, Member]:
             loss=s.loss_spec(),
             teacher=s.teacher,
             group=s.group,
+            data=None if s.data is None else cfg.data_for(s.data),
         )
     for m in members.values():
         if m.role == "teacher":
             continue
         loss = build_loss(m.loss)
         teacher = members[m.teacher].model if m.teacher and loss.needs_teacher else None
-        bind_loss(loss, m.model, teacher, splits.train, device="cpu", seed=cfg.seed, name=m.name)
+        data = splits.train_of(m.name)
+        bind_loss(loss, m.model, teacher, data, device="cpu", seed=cfg.seed, name=m.name)
         m.bound_loss = loss
     return members
 
@@ -317,7 +274,7 @@ class Experiment:
         seed_everything(cfg.seed)
         splits = load_splits(cfg, self.data_root)
         members = plan_members(cfg, splits)
-        self.fingerprint = splits.train.fingerprint()
+        self.fingerprints = _fingerprints(splits)
         self.store = TeacherStore(default_store_root(cfg.teacher_store))
         self._check_store(members)
         if self.run_dir is None:
@@ -352,7 +309,8 @@ class Experiment:
                 continue
             if self.resume and self.run_dir is not None and self.run_dir.model(m.name).is_file():
                 continue
-            entry = self.store.entry(m.spec.name, teacher_key(self.cfg, m, self.fingerprint))
+            key = teacher_key(self.cfg, m, self.fingerprints[m.name])
+            entry = self.store.entry(m.spec.name, key)
             if self.retrain_teacher or not (entry / "model.safetensors").is_file():
                 self.store.check_writable()
                 return
@@ -366,6 +324,8 @@ class Experiment:
             f"data {cfg.data.name}: {len(splits.train)} train / {len(splits.test)} held-out, "
             f"device {self.device}"
         )
+        for name, data in splits.member_train.items():
+            say(f"{name}: trains on its own data, {data.info.name}: {len(data)} images")
         for m in members.values():
             m.model.to(self.device)
         caches: dict[str, TeacherCache] = {}
@@ -400,7 +360,9 @@ class Experiment:
             m.reused = bool(meta.get("reused", False))
             m.history = list(meta.get("history") or self._history_from_metrics(m.name))
             return
-        key = teacher_key(self.cfg, m, self.fingerprint)
+        fingerprint = self.fingerprints[m.name]
+        train = splits.train_of(m.name)
+        key = teacher_key(self.cfg, m, fingerprint)
         store = self.store
         entry = store.entry(m.spec.name, key)
         if not self.retrain_teacher:
@@ -410,7 +372,7 @@ class Experiment:
                 say(
                     f"teacher {m.name}: reusing stored teacher {entry} (same architecture, "
                     f"training settings, loss and seed; training data fingerprint "
-                    f"{self.fingerprint} over {len(splits.train)} images; checksum verified)"
+                    f"{fingerprint} over {len(train)} images; checksum verified)"
                 )
             elif why != "not stored":
                 say(f"teacher {m.name}: stored teacher {entry} is unusable ({why}); retraining")
@@ -419,9 +381,9 @@ class Experiment:
             m.history = self._fit(m, None, None, splits)
             matches = {
                 "model": m.spec.model_dump(mode="json"),
-                "data": self.cfg.data.name,
-                "n_train": len(splits.train),
-                "fingerprint": self.fingerprint,
+                "data": train.info.name,
+                "n_train": len(train),
+                "fingerprint": fingerprint,
                 "seed": self.cfg.seed,
             }
             try:
@@ -496,7 +458,7 @@ class Experiment:
             progress=self.cfg.progress,
             seed=self.cfg.seed,
         )
-        history = trainer.fit(splits.train, splits.test, resume=self.resume)
+        history = trainer.fit(splits.train_of(first.name), splits.test, resume=self.resume)
         for m in peers:
             m.history = history[m.name]
             save_model(rd.model(m.name), m.model, {"name": m.name, "group": group})
@@ -517,14 +479,15 @@ class Experiment:
         other students count against the same budget: the oldest are dropped to make room.
         """
         mode = self.cfg.teacher_cache
-        if mode == "off" or not cache_allowed(splits.train, frozen=mode == "frozen"):
+        train = splits.train_of(m.name)
+        if mode == "off" or not cache_allowed(train, frozen=mode == "frozen"):
             return None
         paths = loss.teacher_paths()
-        key = "|".join([teacher.name, *sorted(paths)])
+        key = "|".join([teacher.name, str(id(train)), *sorted(paths)])  # data shared by object
         if key in caches:
             return caches[key]
-        n = len(splits.train)
-        need = cache_bytes(teacher.model, splits.train, paths)
+        n = len(train)
+        need = cache_bytes(teacher.model, train, paths)
         budget = self.cfg.teacher_cache_mb * 2**20
         if need > budget:
             say(
@@ -541,7 +504,7 @@ class Experiment:
         say(f"caching teacher {teacher.name} {what} on {n} images ({need / 2**20:.0f} MB)")
         caches[key] = TeacherCache.build(
             teacher.model,
-            splits.train,  # the cache reads un-augmented inputs itself
+            train,  # the cache reads un-augmented inputs itself
             batch_size=512,
             device=self.device,
             feature_paths=paths,
@@ -583,7 +546,7 @@ class Experiment:
             teacher_tap=teacher_tap,
         )
         try:
-            return trainer.fit(splits.train, splits.test, resume=self.resume)
+            return trainer.fit(splits.train_of(m.name), splits.test, resume=self.resume)
         finally:
             for tap in (student_tap, teacher_tap):
                 if tap is not None:
@@ -660,12 +623,30 @@ class Experiment:
                     "loss": m.loss if m.role != "teacher" else None,
                     "reused": m.reused,
                     "group": m.group,
+                    **_own_data(splits, m.name),
                 }
                 for m in members.values()
             },
             "training": {m.name: m.history for m in members.values()},
             "probes": probes,
         }
+
+
+def _fingerprints(splits: Splits) -> dict[str, str]:
+    """Member name -> fingerprint of its training split (``""``: the top-level split)."""
+    top = splits.train.fingerprint()
+    own = {id(d): d for d in splits.member_train.values()}
+    prints = {i: d.fingerprint() for i, d in own.items()}
+    out = {name: prints[id(d)] for name, d in splits.member_train.items()}
+    return defaultdict(lambda: top, out)
+
+
+def _own_data(splits: Splits, name: str) -> dict[str, Any]:
+    """``{"data": {...}}`` for a member trained on its own data, else nothing."""
+    if name not in splits.member_train:
+        return {}
+    data = splits.member_train[name]
+    return {"data": {"name": data.info.name, "n_train": len(data)}}
 
 
 def run_experiment(

@@ -164,16 +164,16 @@ def test_python_tags_are_refused_as_tags_not_as_syntax(tmp_path, capsys) -> None
 
 
 def test_empty_training_split_is_refused_before_writing(setup, capsys, monkeypatch) -> None:
-    import distillscope.experiment as experiment
+    import distillscope.splits as splits_module
 
     cfg, out = setup
-    real = experiment.load_dataset
+    real = splits_module.load_dataset
 
     def empty_train(name, split, **kwargs):
         data = real(name, split, **kwargs)
         return data.subset([]) if split == "train" else data
 
-    monkeypatch.setattr(experiment, "load_dataset", empty_train)
+    monkeypatch.setattr(splits_module, "load_dataset", empty_train)
     code, _, err = run(["run", str(cfg), "--output-dir", str(out)], capsys)
     assert_one_line_exit_2(code, err, "train split of toy2d-ring is empty")
     assert files_under(out) == []

@@ -204,6 +204,14 @@ def test_models_table_names_the_group_of_mutual_learning_peers(tmp_path):
     assert models.count("(trained together in group mutual)") == 1
 
 
+def test_models_table_names_a_network_s_own_training_data(tmp_path):
+    results = only(load_fixture(), "accuracy")
+    results["models"]["kd"]["data"] = {"name": "digits", "n_train": 1438}
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    models = section(render_report(tmp_path).read_text(encoding="utf-8"), "models")
+    assert models.count("(trained on digits, 1,438 images)") == 1
+
+
 def test_ranking_orders_students_by_top1_beside_agreement(rendered, tmp_path):
     from distillscope.report.ranking import ranking_rows
 

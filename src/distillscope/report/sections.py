@@ -157,7 +157,9 @@ def models_section(results: Mapping[str, Any], palette: Palette) -> str:
                 escape(format_value(spec.get("params"))),
                 escape(_plain(spec.get("train_temperature"))),
                 escape(_plain(spec.get("teacher"))),
-                escape(_loss(spec.get("loss")) + _group(spec.get("group"))),
+                escape(
+                    _loss(spec.get("loss")) + _group(spec.get("group")) + _data(spec.get("data"))
+                ),
                 escape(format_value(epochs[-1].get("val_acc"))),
                 MISSING if reused is None else ("yes" if reused else "no"),
             ]
@@ -210,6 +212,15 @@ def _marked(cell: str, best: bool) -> str:
 def _group(group: Any) -> str:
     """`` (trained with group g)`` for a member of a mutual-learning group, else nothing."""
     return f" (trained together in group {group})" if isinstance(group, str) and group else ""
+
+
+def _data(data: Any) -> str:
+    """`` (trained on d, n images)`` for a network with its own training data, else nothing."""
+    if not isinstance(data, Mapping) or not data.get("name"):
+        return ""
+    n = data.get("n_train")
+    count = f", {n:,} images" if isinstance(n, int) else ""
+    return f" (trained on {data['name']}{count})"
 
 
 def training_section(results: Mapping[str, Any], palette: Palette) -> str:

@@ -151,12 +151,14 @@ def preflight(grid: Grid, data_root: str | None = None) -> None:
 
     Datasets are loaded once per distinct data section; nothing is trained or written.
     """
-    from distillscope.experiment import load_splits, plan_members
+    from distillscope.experiment import plan_members
+    from distillscope.splits import load_splits
 
     splits: dict[str, Any] = {}
     for cell in grid.cells:
         cfg = cell.config
-        key = repr(cfg.data.model_dump(mode="json"))
+        own = {n: m.data for n, m in [*cfg.teachers.items(), *cfg.students.items()] if m.data}
+        key = repr([cfg.data.model_dump(mode="json"), {n: d.model_dump() for n, d in own.items()}])
         try:
             if key not in splits:
                 splits[key] = load_splits(cfg, data_root)
