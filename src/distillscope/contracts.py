@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from torch import Tensor
 
@@ -15,15 +16,25 @@ class Batch:
         inputs: ``(B, ...)`` model inputs, already normalised.
         targets: ``(B,)`` class indices.
         index: ``(B,)`` dataset indices (teacher cache, memory banks, frozen explanations).
+        augmentation: The parameters of the geometric augmentation applied to ``inputs``
+            (e.g. :class:`~distillscope.data.vision.CropFlipParams`), so a frozen teacher
+            explanation can be moved exactly as its image was; ``None``: not augmented.
     """
 
     inputs: Tensor
     targets: Tensor
     index: Tensor
+    augmentation: Any = None
 
     def to(self, device: str | object) -> Batch:
         """A copy of the batch on ``device``."""
-        return Batch(self.inputs.to(device), self.targets.to(device), self.index.to(device))
+        aug = self.augmentation
+        return Batch(
+            self.inputs.to(device),
+            self.targets.to(device),
+            self.index.to(device),
+            aug.to(device) if aug is not None else None,
+        )
 
     def __len__(self) -> int:
         return int(self.targets.shape[0])
@@ -43,11 +54,15 @@ class Outputs:
         logits: ``(B, K)`` logits divided by ``temperature``.
         features: module path -> activation, only the tapped ones.
         temperature: The divisor already applied to ``logits`` (1.0: raw logits).
+        explanation: The teacher's explanation of its top-1 class, detached (``(B, H, W)``
+            GradCAM maps or ``(B, C, H, W)`` B-cos weights), for terms that need
+            ``"explanation"`` (e2KD, paper 001); ``None`` otherwise.
     """
 
     logits: Tensor
     features: dict[str, Tensor] = field(default_factory=dict)
     temperature: float = 1.0
+    explanation: Tensor | None = None
 
     @property
     def raw_logits(self) -> Tensor:
@@ -57,4 +72,5 @@ class Outputs:
     def detach(self) -> Outputs:
         """A copy cut from the autograd graph."""
         features = {k: v.detach() for k, v in self.features.items()}
-        return Outputs(self.logits.detach(), features, self.temperature)
+        explanation = None if self.explanation is None else self.explanation.detach()
+        return Outputs(self.logits.detach(), features, self.temperature, explanation)

@@ -483,11 +483,14 @@ class Experiment:
         if mode == "off" or not cache_allowed(train, frozen=mode == "frozen"):
             return None
         paths = loss.teacher_paths()
-        key = "|".join([teacher.name, str(id(train)), *sorted(paths)])  # data shared by object
+        explaining = [repr(t) for t in loss.terms.values() if "explanation" in t.needs]
+        # data is shared by object; explanations differ by the term's settings
+        key = "|".join([teacher.name, str(id(train)), *sorted(paths), *explaining])
         if key in caches:
             return caches[key]
         n = len(train)
-        need = cache_bytes(teacher.model, train, paths)
+        explain = loss.explain_teacher if explaining else None
+        need = cache_bytes(teacher.model, train, paths, explain)
         budget = self.cfg.teacher_cache_mb * 2**20
         if need > budget:
             say(
@@ -501,6 +504,7 @@ class Experiment:
             oldest = next(iter(held))
             del caches[oldest], held[oldest]
         what = f"outputs and features {', '.join(paths)}" if paths else "outputs"
+        what += " and explanations" if explain is not None else ""
         say(f"caching teacher {teacher.name} {what} on {n} images ({need / 2**20:.0f} MB)")
         caches[key] = TeacherCache.build(
             teacher.model,
@@ -509,6 +513,7 @@ class Experiment:
             device=self.device,
             feature_paths=paths,
             progress=self.cfg.progress,
+            explain=explain,
         )
         return caches[key]
 

@@ -12,13 +12,23 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from distillscope.contracts import Batch
+
+
+@runtime_checkable
+class GeometricTransform(Protocol):
+    """A random batch transform whose draw is kept (:class:`Batch` ``.augmentation``) so that
+    per-pixel companions of the images (frozen explanations) can be moved the same way."""
+
+    def sample(self, b: int, device: Any = "cpu") -> Any: ...
+
+    def apply(self, x: Tensor, params: Any, fill: Sequence[float] | None = None) -> Tensor: ...
 
 
 @dataclass
@@ -180,9 +190,14 @@ def iter_batches(
         for start in range(0, stop, batch_size):
             idx = order[start : start + batch_size]
             x = dataset.inputs[idx]
-            if dataset.transform is not None:
-                x = dataset.transform(x)
-            yield Batch(x, dataset.targets[idx], idx)
+            params = None
+            transform = dataset.transform
+            if isinstance(transform, GeometricTransform):  # keep the draw (frozen maps)
+                params = transform.sample(len(idx), x.device)
+                x = transform.apply(x, params)
+            elif transform is not None:
+                x = transform(x)
+            yield Batch(x, dataset.targets[idx], idx, params)
         return
     loader = DataLoader(
         torch.utils.data.Subset(dataset, order.tolist()),

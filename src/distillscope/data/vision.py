@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,11 +58,32 @@ def normalised_tensor(images: np.ndarray, mean: Sequence[float], std: Sequence[f
     return x.mul_(1.0 / (255.0 * s)).sub_(m / s)
 
 
+@dataclass
+class CropFlipParams:
+    """The random draw of one :class:`RandomCropFlip` call: per-image offsets and flips.
+
+    Attributes:
+        dy: ``(B,)`` row offset into the padded image, in ``[0, 2 * padding]``.
+        dx: ``(B,)`` column offset.
+        flipped: ``(B,)`` bool, flipped horizontally after the crop (all ``False`` without flip).
+    """
+
+    dy: Tensor
+    dx: Tensor
+    flipped: Tensor
+
+    def to(self, device: str | object) -> CropFlipParams:
+        return CropFlipParams(self.dy.to(device), self.dx.to(device), self.flipped.to(device))
+
+
 class RandomCropFlip:
     """Random crop after padding, and optionally a horizontal flip, of a whole batch at once.
 
     The standard CIFAR augmentation (pad 4, crop back, flip with p = 0.5). Offsets and flips
-    come from torch's global CPU RNG, so ``torch.manual_seed`` makes runs repeat.
+    come from torch's global CPU RNG, so ``torch.manual_seed`` makes runs repeat. The draw and
+    its application are separate (:meth:`sample`, :meth:`apply`), so anything tied to the image
+    pixel by pixel (a frozen teacher explanation, paper 001 3.3) can be moved exactly as the
+    image was, with its own padding value.
 
     Args:
         padding: Pixels added on every side before cropping back to the input size.
@@ -81,18 +103,38 @@ class RandomCropFlip:
         self.fill = tuple(float(f) for f in fill)
 
     def __call__(self, x: Tensor) -> Tensor:
+        return self.apply(x, self.sample(x.shape[0], x.device))
+
+    def sample(self, b: int, device: str | torch.device = "cpu") -> CropFlipParams:
+        """Draw offsets and flips for ``b`` images (from torch's global CPU RNG)."""
+        p = self.padding
+        dy = torch.randint(0, 2 * p + 1, (b,)).to(device)  # (B,)
+        dx = torch.randint(0, 2 * p + 1, (b,)).to(device)  # (B,)
+        flipped = torch.rand(b) < 0.5 if self.flip else torch.zeros(b, dtype=torch.bool)
+        return CropFlipParams(dy, dx, flipped.to(device))
+
+    def apply(
+        self, x: Tensor, params: CropFlipParams, fill: Sequence[float] | None = None
+    ) -> Tensor:
+        """Crop (and flip) ``x`` as ``params`` say.
+
+        Args:
+            x: ``(B, C, H, W)`` images, or ``(B, H, W)`` maps.
+            params: A draw of :meth:`sample` for ``B`` images.
+            fill: Padding value per channel (default: this augmentation's ``fill``; maps
+                use ``(0.0,)``).
+        """
+        if x.dim() == 3:
+            return self.apply(x[:, None], params, fill)[:, 0]
         b, c, h, w = x.shape
         p = self.padding
-        fill = torch.tensor(self.fill, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-        padded = fill.expand(b, c, h + 2 * p, w + 2 * p).clone()  # (B, C, H+2p, W+2p)
+        values = self.fill if fill is None else tuple(fill)
+        fill_t = torch.tensor(values, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        padded = fill_t.expand(b, c, h + 2 * p, w + 2 * p).clone()  # (B, C, H+2p, W+2p)
         padded[:, :, p : p + h, p : p + w] = x
-        dy = torch.randint(0, 2 * p + 1, (b,)).to(x.device)  # (B,)
-        dx = torch.randint(0, 2 * p + 1, (b,)).to(x.device)  # (B,)
-        rows = dy[:, None] + torch.arange(h, device=x.device)  # (B, H)
-        cols = dx[:, None] + torch.arange(w, device=x.device)  # (B, W)
-        if self.flip:
-            flipped = (torch.rand(b) < 0.5).to(x.device)  # (B,)
-            cols = torch.where(flipped[:, None], cols.flip(1), cols)  # (B, W)
+        rows = params.dy[:, None] + torch.arange(h, device=x.device)  # (B, H)
+        cols = params.dx[:, None] + torch.arange(w, device=x.device)  # (B, W)
+        cols = torch.where(params.flipped[:, None], cols.flip(1), cols)  # (B, W)
         bi = torch.arange(b, device=x.device)[:, None, None, None]
         ci = torch.arange(c, device=x.device)[None, :, None, None]
         return padded[bi, ci, rows[:, None, :, None], cols[:, None, None, :]]  # (B, C, H, W)

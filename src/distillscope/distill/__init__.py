@@ -21,6 +21,7 @@ from distillscope.distill.baselines import CrossEntropy, LabelSmoothing, PseudoS
 from distillscope.distill.class_attention import ClassAttentionTransfer
 from distillscope.distill.combine import CombinedLoss
 from distillscope.distill.contrastive import ContrastiveRepresentation
+from distillscope.distill.explanation import ExplanationEnhancedKD
 from distillscope.distill.factor import FactorTransfer
 from distillscope.distill.feature import Hint
 from distillscope.distill.logit import KnowledgeDistillation, SoftTargets, require_teacher
@@ -53,6 +54,7 @@ __all__ = [
     "CombinedLoss",
     "CrossEntropy",
     "DeepMutualLearning",
+    "ExplanationEnhancedKD",
     "FactorTransfer",
     "Hint",
     "KnowledgeDistillation",

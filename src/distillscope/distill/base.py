@@ -69,7 +69,11 @@ class LossTerm(nn.Module):
             module paths in :meth:`student_paths` / :meth:`teacher_paths` and the trainer taps
             them (a term that names paths must declare ``"features"``); ``"peers"``: the term
             belongs to a group trained together (DML) and ``forward`` takes ``peers=``, the
-            other networks' detached outputs on the same batch.
+            other networks' detached outputs on the same batch. ``"explanation"``: the term
+            explains the teacher (:meth:`explain_teacher`); the trainer (live) or the teacher
+            cache (once per image, "frozen explanations") calls it and hands the term teacher
+            :class:`~distillscope.contracts.Outputs` whose ``explanation`` is set. At most one
+            term of a loss may need it.
     """
 
     name: ClassVar[str] = "loss"
@@ -96,6 +100,15 @@ class LossTerm(nn.Module):
     def needs_peers(self) -> bool:
         return "peers" in self.needs
 
+    def attach(self, student: nn.Module, teacher: nn.Module | None) -> None:
+        """Fill in what the config left to the models, before any tap is set (default: none).
+
+        Called once before :meth:`bind`, so :meth:`student_paths` / :meth:`teacher_paths`
+        may depend on it (e2KD explains each model's ``cam_layer`` unless told otherwise).
+        Must be deterministic; raise :class:`~distillscope.errors.ConfigError` with one line
+        when a model lacks what the term needs.
+        """
+
     def bind(self, ctx: BindContext) -> None:
         """Build the modules this term owns from the shapes in ``ctx`` (default: none).
 
@@ -115,6 +128,15 @@ class LossTerm(nn.Module):
             teacher: The trained, frozen teacher, or ``None``.
             batches: Re-iterable training batches on the training device.
         """
+
+    def explain_teacher(self, teacher: nn.Module, inputs: Tensor) -> Outputs:
+        """The teacher's detached logits on ``inputs``, with ``explanation`` set.
+
+        Only for terms that need ``"explanation"``. Called with autograd enabled (an
+        explanation is a gradient) and the teacher in eval mode; the term taps what it
+        explains itself (a teacher path it names in :meth:`teacher_paths` would be cached).
+        """
+        raise NotImplementedError(f"loss term {self.name!r} does not explain the teacher")
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
         raise NotImplementedError

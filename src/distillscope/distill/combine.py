@@ -71,6 +71,9 @@ class CombinedLoss(nn.Module):
             self.weights[key] = float(weight)
         for key, term in terms.items():
             _check_needs(key, term)
+        explaining = [key for key, term in terms.items() if "explanation" in term.needs]
+        if len(explaining) > 1:
+            raise ConfigError(f"loss terms {explaining} both explain the teacher; keep one of them")
         try:
             self.terms = nn.ModuleDict(dict(terms))
         except (KeyError, TypeError) as err:
@@ -100,6 +103,11 @@ class CombinedLoss(nn.Module):
         """Union of the terms' teacher feature paths, in first-seen order."""
         return list(dict.fromkeys(p for t in self.terms.values() for p in t.teacher_paths()))
 
+    def attach(self, student: nn.Module, teacher: nn.Module | None) -> None:
+        """Let every term read what it needs from the models (:meth:`LossTerm.attach`)."""
+        for term in self.terms.values():
+            term.attach(student, teacher)
+
     def bind(self, ctx: BindContext, seed: int = 0) -> None:
         """Bind every term (:meth:`LossTerm.bind`), each under a seed of its own.
 
@@ -123,6 +131,13 @@ class CombinedLoss(nn.Module):
         """
         for term in self.terms.values():
             term.prepare(student, teacher, batches)
+
+    def explain_teacher(self, teacher: nn.Module, inputs: Tensor) -> Outputs:
+        """The teacher's outputs with its explanation, from the one term that needs it."""
+        for term in self.terms.values():
+            if "explanation" in term.needs:
+                return term.explain_teacher(teacher, inputs)
+        raise ValueError("no loss term needs the teacher's explanation")
 
     @property
     def needs_peers(self) -> bool:

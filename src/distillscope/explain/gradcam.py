@@ -17,6 +17,8 @@ backpropagation, e2KD's student explanation).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -24,7 +26,7 @@ from torch import Tensor, nn
 from distillscope.errors import ModelError
 from distillscope.models.taps import check_module_paths
 
-__all__ = ["find_layer", "gradcam"]
+__all__ = ["find_layer", "gradcam", "gradcam_from"]
 
 
 def find_layer(model: nn.Module, layer_path: str) -> nn.Module:
@@ -89,13 +91,53 @@ def gradcam(
                     f"GradCAM needs a (B, C, h, w) activation at {layer_path!r}, "
                     f"got shape {tuple(acts.shape)}; pass a convolutional layer"
                 )
-            selected = logits.gather(1, target.view(-1, 1).to(logits.device)).sum()
-            (grads,) = torch.autograd.grad(selected, acts, create_graph=create_graph)
-            weights = grads.mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
-            cam = F.relu((weights * acts).sum(1, keepdim=True))  # (B, 1, h, w)
-            align = False if resize == "bilinear" else None
-            cam = F.interpolate(cam, size=inputs.shape[-2:], mode=resize, align_corners=align)
+            cam = gradcam_from(logits, acts, target, inputs.shape[-2:], create_graph, resize)
     finally:
         handle.remove()
-    cam = cam[:, 0]  # (B, H, W)
-    return cam if create_graph else cam.detach()
+    return cam
+
+
+def gradcam_from(
+    logits: Tensor,
+    acts: Tensor,
+    target: Tensor,
+    size: Sequence[int],
+    create_graph: bool = False,
+    resize: str = "bilinear",
+) -> Tensor:
+    """GradCAM maps from a forward pass that already ran: no second pass through the model.
+
+    The e2KD loss uses this on the student's training forward (its tapped last conv block), so
+    BatchNorm statistics move once per step (paper 001; the authors' code does the same).
+
+    Args:
+        logits: ``(B, K)`` logits of the pass, in the graph of ``acts``.
+        acts: ``(B, C, h, w)`` activation of the explained layer in that pass.
+        target: ``(B,)`` class index per sample.
+        size: ``(H, W)`` of the maps returned (the input's).
+        create_graph: Keep the graph of the map (training on it); else the map is detached.
+        resize: ``"bilinear"`` or ``"nearest"`` upsampling.
+
+    Returns:
+        ``(B, H, W)`` non-negative maps.
+
+    Raises:
+        ModelError: ``acts`` is not a 4-D activation, or not in the graph of ``logits``.
+    """
+    if acts.dim() != 4:
+        raise ModelError(
+            f"GradCAM needs a (B, C, h, w) activation, got shape {tuple(acts.shape)}; "
+            "explain a convolutional layer"
+        )
+    if not acts.requires_grad:
+        raise ModelError(
+            "GradCAM's activation is not in the autograd graph; run the forward pass with "
+            "gradients enabled"
+        )
+    selected = logits.gather(1, target.view(-1, 1).to(logits.device)).sum()
+    (grads,) = torch.autograd.grad(selected, acts, create_graph=create_graph)
+    weights = grads.mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
+    cam = F.relu((weights * acts).sum(1, keepdim=True))  # (B, 1, h, w)
+    align = False if resize == "bilinear" else None
+    cam = F.interpolate(cam, size=tuple(size), mode=resize, align_corners=align)[:, 0]
+    return cam if create_graph else cam.detach()  # (B, H, W)

@@ -14,9 +14,10 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import replace
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from distillscope.contracts import Batch, Outputs
 from distillscope.data.base import DistillDataset
@@ -52,20 +53,39 @@ def sample_batch(
     return Batch(inputs, targets, torch.arange(n)).to(device)
 
 
-def run_outputs(model: nn.Module, batch: Batch, paths: list[str]) -> Outputs:
-    """``batch`` through ``model`` in eval mode under ``no_grad``, with ``paths`` tapped.
+def run_outputs(model: nn.Module, batch: Batch, paths: list[str], grad: bool = False) -> Outputs:
+    """``batch`` through ``model`` in eval mode, with ``paths`` tapped.
 
-    The model's train/eval mode is restored; BatchNorm statistics are not touched.
+    Under ``no_grad`` and detached, unless ``grad``: then the logits and features keep their
+    graph (a loss that explains the student differentiates through them). The model's
+    train/eval mode is restored; BatchNorm statistics are not touched.
     """
     was_training = model.training
     model.eval()
     try:
         with ExitStack() as stack:
-            tap = stack.enter_context(FeatureTap(model, paths, detach=True)) if paths else None
+            tap = stack.enter_context(FeatureTap(model, paths, detach=not grad)) if paths else None
+            if grad:
+                return forward_outputs(model, batch.inputs, tap)
             with torch.no_grad():
                 return forward_outputs(model, batch.inputs, tap).detach()
     finally:
         model.train(was_training)
+
+
+def explained_outputs(loss: nn.Module, teacher: nn.Module, inputs: Tensor) -> Outputs:
+    """The teacher's outputs with its explanation (``loss.explain_teacher``), eval mode.
+
+    The teacher's train/eval mode is restored; gradients flow only to the explained
+    activations, never into the teacher's parameters' ``.grad``.
+    """
+    was_training = teacher.training
+    teacher.eval()
+    try:
+        with torch.enable_grad():
+            return loss.explain_teacher(teacher, inputs).detach()
+    finally:
+        teacher.train(was_training)
 
 
 def bind_loss(
@@ -99,15 +119,24 @@ def bind_loss(
             on the sample batch); the message names the member and the term.
     """
     batch = sample_batch(train, device)
+    explains = "explanation" in getattr(loss, "needs", set())
+    try:
+        if hasattr(loss, "attach"):
+            loss.attach(student, teacher)
+    except UserError as exc:
+        raise type(exc)(f"{name!r}: {exc}") from None
     try:
         paths = list(getattr(loss, "student_paths", list)())
         role = "student"
-        student_out = run_outputs(student, batch, paths)
+        student_out = run_outputs(student, batch, paths, grad=explains)
         teacher_out = None
         if getattr(loss, "needs_teacher", False) and teacher is not None:
             paths = list(getattr(loss, "teacher_paths", list)())
             role = "teacher"
             teacher_out = run_outputs(teacher, batch, paths)
+            if explains:
+                explained = explained_outputs(loss, teacher, batch.inputs)
+                teacher_out = replace(teacher_out, explanation=explained.explanation)
     except UserError as exc:
         raise type(exc)(f"{name!r} (its {role}'s layers {paths}): {exc}") from None
     if getattr(loss, "needs_teacher", False) and teacher_out is None:
@@ -133,15 +162,18 @@ def bind_loss(
             loss.bind(ctx, seed=seed)
     except UserError as exc:
         raise type(exc)(f"{name!r}: {exc}") from None
-    _dry_run(loss, ctx, name)
+    _dry_run(loss, ctx, name, grad=explains)
     loss.bound = True
 
 
-def _dry_run(loss: nn.Module, ctx: BindContext, name: str) -> None:
-    """Run a copy of the bound loss once on the sample; a failure is the pair's, told in a line."""
+def _dry_run(loss: nn.Module, ctx: BindContext, name: str, grad: bool = False) -> None:
+    """Run a copy of the bound loss once on the sample; a failure is the pair's, told in a line.
+
+    With ``grad`` (a loss that differentiates the student's explanation) autograd stays on.
+    """
     trial = copy.deepcopy(loss)
     try:
-        with torch.random.fork_rng(devices=_devices(ctx.batch)), torch.no_grad():
+        with torch.random.fork_rng(devices=_devices(ctx.batch)), torch.set_grad_enabled(grad):
             extra = {"peers": [ctx.student_outputs]} if getattr(loss, "needs_peers", False) else {}
             parts = trial(ctx.student_outputs, ctx.teacher_outputs, ctx.batch, **extra)
     except UserError as exc:

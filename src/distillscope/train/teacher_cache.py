@@ -10,7 +10,7 @@ cache holds the teacher's answer on the un-augmented image, as e2KD's frozen exp
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -19,13 +19,22 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from distillscope.contracts import Batch, Outputs
-from distillscope.data.base import DistillDataset, TensorDataset, iter_batches, num_batches
+from distillscope.data.base import (
+    DistillDataset,
+    GeometricTransform,
+    TensorDataset,
+    iter_batches,
+    num_batches,
+)
 from distillscope.errors import CheckpointError, ConfigError
 from distillscope.models.forward import forward_outputs
 from distillscope.models.taps import FeatureTap
 from distillscope.train.checkpoint import load_checkpoint, save_checkpoint
 from distillscope.train.layout import channels_last, to_layout
 from distillscope.train.seeding import resolve_device
+
+#: Gives a teacher's detached outputs with its explanation: ``(teacher, inputs)``.
+Explainer = Callable[[nn.Module, Tensor], Outputs]
 
 
 def cache_allowed(dataset: DistillDataset, frozen: bool = False) -> bool:
@@ -50,6 +59,11 @@ class TeacherCache:
     Args:
         logits: ``(N, K)`` teacher logits at temperature 1, row ``i`` for dataset index ``i``.
         features: Module path -> ``(N, ...)`` activations.
+        explanation: ``(N, ...)`` teacher explanations of its top-1 class (frozen
+            explanations, paper 001 3.3), or ``None``.
+        transform: The training data's geometric augmentation: a batch's cached explanations
+            are moved by the batch's own draw (``Batch.augmentation``), exactly as its images
+            were ("augmenting images and pre-computed explanations jointly", paper 001).
 
     Example:
         >>> from distillscope.data.base import DatasetInfo
@@ -62,15 +76,26 @@ class TeacherCache:
         True
     """
 
-    def __init__(self, logits: Tensor, features: dict[str, Tensor] | None = None) -> None:
+    def __init__(
+        self,
+        logits: Tensor,
+        features: dict[str, Tensor] | None = None,
+        explanation: Tensor | None = None,
+        transform: GeometricTransform | None = None,
+    ) -> None:
         features = dict(features or {})
-        for path, value in features.items():
+        rows = {f"feature {p!r}": v for p, v in features.items()}
+        if explanation is not None:
+            rows["explanation"] = explanation
+        for what, value in rows.items():
             if value.shape[0] != logits.shape[0]:
                 raise ValueError(
-                    f"feature {path!r} has {value.shape[0]} rows but logits have {logits.shape[0]}"
+                    f"{what} has {value.shape[0]} rows but logits have {logits.shape[0]}"
                 )
         self.logits = logits
         self.features = features
+        self.explanation = explanation
+        self.transform = transform
 
     @property
     def device(self) -> torch.device:
@@ -80,7 +105,6 @@ class TeacherCache:
         return int(self.logits.shape[0])
 
     @classmethod
-    @torch.inference_mode()
     def build(
         cls,
         teacher: nn.Module,
@@ -89,6 +113,7 @@ class TeacherCache:
         device: str | torch.device,
         feature_paths: Sequence[str] = (),
         progress: bool = True,
+        explain: Explainer | None = None,
     ) -> TeacherCache:
         """Run the frozen ``teacher`` once over ``dataset`` in order and keep its outputs.
 
@@ -97,6 +122,11 @@ class TeacherCache:
         :mod:`distillscope.train.layout`; the stored tensors are contiguous either way). For an
         in-memory dataset with a transform, the un-augmented inputs are used.
         The stored tensors are ordinary tensors, usable in autograd-tracked losses.
+
+        With ``explain`` (a loss's :meth:`~distillscope.distill.base.LossTerm.explain_teacher`)
+        the teacher runs with autograd on instead, once per image, and its explanations are
+        kept too: frozen explanations (paper 001 3.3). A geometric augmentation of the dataset
+        is kept with the cache to move them as each batch's images were moved.
 
         Args:
             teacher: The teacher network (moved to ``device``).
@@ -115,17 +145,23 @@ class TeacherCache:
         was_training = teacher.training
         teacher.to(device).eval()
         logits: Tensor | None = None
+        explanation: Tensor | None = None
         features: dict[str, Tensor] = {}
         sample = source[0][0].unsqueeze(0).to(device) if n else None  # (1, ...)
         try:
             with ExitStack() as stack:
-                layout = (
-                    stack.enter_context(channels_last(teacher, sample, device))
-                    if sample is not None
-                    else False
-                )
+                if explain is None:
+                    stack.enter_context(torch.inference_mode())
+                    layout = (
+                        stack.enter_context(channels_last(teacher, sample, device))
+                        if sample is not None
+                        else False
+                    )
+                else:
+                    stack.enter_context(torch.enable_grad())
+                    layout = False
                 tap = (
-                    stack.enter_context(FeatureTap(teacher, feature_paths, detach=True))
+                    stack.enter_context(FeatureTap(teacher, feature_paths, detach=explain is None))
                     if feature_paths
                     else None
                 )
@@ -135,19 +171,29 @@ class TeacherCache:
                            disable=not progress, leave=False)  # fmt: skip
                 for batch in bar:
                     batch = batch.to(device)
-                    out = forward_outputs(teacher, to_layout(batch.inputs, layout), tap)
+                    x = to_layout(batch.inputs, layout)
+                    out = forward_outputs(teacher, x, tap)
+                    if explain is not None:
+                        explained = explain(teacher, x).detach()
+                        out = Outputs(out.logits, out.features, explanation=explained.explanation)
                     if logits is None:
                         logits = _empty(n, out.logits)  # (N, K)
                     logits[batch.index] = out.logits
+                    if out.explanation is not None:
+                        if explanation is None:
+                            explanation = _empty(n, out.explanation)  # (N, ...)
+                        explanation[batch.index] = out.explanation
                     for path, value in out.features.items():
                         if path not in features:
                             features[path] = _empty(n, value)  # (N, ...)
-                        features[path][batch.index] = value
+                        features[path][batch.index] = value.detach()
         finally:
             teacher.train(was_training)
         if logits is None:
             raise ConfigError("cannot build a teacher cache over an empty dataset")
-        return cls(logits, features)
+        transform = getattr(dataset, "transform", None)
+        moves = transform if isinstance(transform, GeometricTransform) else None
+        return cls(logits, features, explanation, moves if explanation is not None else None)
 
     def outputs(self, batch: Batch) -> Outputs:
         """The cached teacher :class:`Outputs` for ``batch`` (rows ``batch.index``)."""
@@ -155,7 +201,14 @@ class TeacherCache:
         if index.device != self.logits.device:
             index = index.to(self.logits.device)
         features = {path: value[index] for path, value in self.features.items()}
-        return Outputs(self.logits[index], features)  # (B, K)
+        explanation = None
+        if self.explanation is not None:
+            explanation = self.explanation[index]  # (B, ...)
+            if self.transform is not None and batch.augmentation is not None:
+                explanation = self.transform.apply(
+                    explanation, batch.augmentation.to(explanation.device), fill=(0.0,)
+                )
+        return Outputs(self.logits[index], features, explanation=explanation)  # (B, K)
 
     def check(self, dataset: DistillDataset, feature_paths: Sequence[str] = ()) -> None:
         """Raise :class:`ConfigError` unless the cache covers ``dataset`` and ``feature_paths``."""
@@ -174,14 +227,20 @@ class TeacherCache:
 
     def to(self, device: str | torch.device) -> TeacherCache:
         """A copy of the cache on ``device``."""
+        explanation = None if self.explanation is None else self.explanation.to(device)
         return TeacherCache(
-            self.logits.to(device), {p: v.to(device) for p, v in self.features.items()}
+            self.logits.to(device),
+            {p: v.to(device) for p, v in self.features.items()},
+            explanation,
+            self.transform,
         )
 
     def save(self, path: str | Path) -> None:
         """Write the cache to a safetensors file atomically."""
         tensors = {"logits": self.logits}
         tensors.update({f"features/{p}": v for p, v in self.features.items()})
+        if self.explanation is not None:  # the augmentation is not saved: pass it to load
+            tensors["explanation"] = self.explanation
         meta = {
             "kind": "teacher_cache",
             "num_items": len(self),
@@ -207,14 +266,19 @@ class TeacherCache:
             for key, value in tensors.items()
             if key.startswith("features/")
         }
-        return cls(tensors["logits"], features).to(resolve_device(device))
+        explanation = tensors.get("explanation")
+        return cls(tensors["logits"], features, explanation).to(resolve_device(device))
 
 
 def cache_bytes(
-    teacher: nn.Module, dataset: DistillDataset, feature_paths: Sequence[str] = ()
+    teacher: nn.Module,
+    dataset: DistillDataset,
+    feature_paths: Sequence[str] = (),
+    explain: Explainer | None = None,
 ) -> int:
     """Bytes a :class:`TeacherCache` of ``teacher`` over ``dataset`` would hold, estimated
-    from one item run through the teacher (eval mode, no gradients; its mode is restored).
+    from one item run through the teacher (eval mode, no gradients unless ``explain`` is
+    given, whose explanation is counted too; the teacher's mode is restored).
 
     Example:
         >>> from distillscope.data.base import DatasetInfo
@@ -232,16 +296,22 @@ def cache_bytes(
     was_training = teacher.training
     teacher.eval()
     try:
-        with ExitStack() as stack, torch.no_grad():
+        with ExitStack() as stack, torch.set_grad_enabled(explain is not None):
             tap = (
-                stack.enter_context(FeatureTap(teacher, feature_paths, detach=True))
+                stack.enter_context(FeatureTap(teacher, feature_paths, detach=explain is None))
                 if feature_paths
                 else None
             )
             out = forward_outputs(teacher, x, tap)
+            if explain is not None:
+                explained = explain(teacher, x)
+                out = Outputs(out.logits, out.features, explanation=explained.explanation)
     finally:
         teacher.train(was_training)
-    per_item = sum(t.numel() * t.element_size() for t in [out.logits, *out.features.values()])
+    kept = [out.logits, *out.features.values()]
+    if out.explanation is not None:
+        kept.append(out.explanation)
+    per_item = sum(t.numel() * t.element_size() for t in kept)
     return per_item * len(dataset)
 
 

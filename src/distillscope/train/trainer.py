@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, nullcontext
+from dataclasses import replace
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -394,8 +395,16 @@ class Trainer:
         if self.teacher_cache is not None:
             return self.teacher_cache.outputs(batch)
         assert self.teacher is not None
+        x = to_layout(batch.inputs, self.teacher_channels_last)
+        if "explanation" in getattr(self.loss, "needs", ()):  # e2KD: a gradient of the teacher
+            with torch.enable_grad():
+                explained = self.loss.explain_teacher(self.teacher, x).detach()
+            if self.teacher_tap is None:
+                return explained
+            with torch.no_grad():  # other terms' teacher features: a plain pass
+                out = forward_outputs(self.teacher, x, self.teacher_tap)
+            return replace(out, explanation=explained.explanation)
         with torch.no_grad():
-            x = to_layout(batch.inputs, self.teacher_channels_last)
             return forward_outputs(self.teacher, x, self.teacher_tap)
 
     def _check_first_step(

@@ -1,0 +1,172 @@
+"""Explanation-enhanced knowledge distillation: the student matches the teacher's explanations.
+
+Paper 001 (Parchami-Araghi et al., "Good Teachers Explain", ECCV 2024), eqs. 1-3:
+
+    L_KD  = tau^2 KL(sigma(z_T / tau) || sigma(z_S / tau))                      (eq. 1)
+    L_exp = 1 - cos(E(T, x, y_T), E(S, x, y_T)),  y_T = argmax z_T              (eq. 3)
+    L     = L_KD + lambda L_exp                                                 (eq. 2)
+
+``E(M, x, c)`` is GradCAM for standard models: the gradient of ``z_c`` w.r.t. the last conv
+block's output ``A``, channel weights ``w = mean_ij dz_c / dA``, map ``ReLU(sum_k w_k A_k)``
+resized bilinearly to the input; the cosine is over the flattened maps of each image, averaged
+over the batch. The student's map keeps its graph (double backpropagation), the teacher's is
+detached. Both maps come from the forward passes that also give the logits, so the student's
+BatchNorm statistics move once per step, as in the authors' code.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch  # noqa: F401  (doctests)
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from distillscope.checks import check_range
+from distillscope.contracts import Batch, Outputs
+from distillscope.distill.base import LossTerm
+from distillscope.distill.logit import require_teacher
+from distillscope.errors import ConfigError, TrainingError
+from distillscope.explain.gradcam import gradcam_from
+from distillscope.functional.distill import kd_loss
+from distillscope.models.forward import forward_outputs
+from distillscope.models.taps import FeatureTap, check_module_paths
+from distillscope.registry import register_loss
+
+#: The authors' default explanation coefficient (their sweep: 0, 0.2, 1, 5, 10).
+E2KD_WEIGHT = 1.0
+#: Softmax temperature; the authors sweep {1, 5} and keep the best on validation data.
+E2KD_TEMPERATURE = 5.0
+#: Weight of the KD term against cross-entropy; 1 = no cross-entropy, as eq. 1 and the
+#: authors' code (``gt_logit_loss_coef = 0``).
+E2KD_ALPHA = 1.0
+
+
+def explanation_loss(student: Tensor, teacher: Tensor) -> Tensor:
+    """``mean_b (1 - cos(flat(E_S[b]), flat(E_T[b])))`` (paper 001, eq. 3).
+
+    Args:
+        student: ``(B, ...)`` student explanations.
+        teacher: ``(B, ...)`` teacher explanations of the same shape.
+
+    Example:
+        >>> e = torch.rand(3, 4, 4)
+        >>> round(explanation_loss(e, 2 * e).item(), 6)  # the cosine ignores scale
+        0.0
+    """
+    if student.shape != teacher.shape:
+        raise TrainingError(
+            f"student explanations {tuple(student.shape)} and teacher explanations "
+            f"{tuple(teacher.shape)} differ in shape; explain inputs of the same size"
+        )
+    b = student.shape[0]
+    cos = F.cosine_similarity(student.reshape(b, -1), teacher.reshape(b, -1), dim=1)  # (B,)
+    return (1.0 - cos).mean()
+
+
+@register_loss("e2kd")
+class ExplanationEnhancedKD(LossTerm):
+    """e2KD (paper 001, eq. 2): ``alpha L_KD + (1 - alpha) CE + lambda (1 - cos(E_T, E_S))``.
+
+    Explanations are GradCAM maps for the teacher's top-1 class ``y_T`` (see the module
+    docstring), of each model's ``cam_layer`` unless ``student_layer`` / ``teacher_layer``
+    name another 4-D activation. With ``teacher_cache: frozen`` the teacher's maps are computed
+    once per image and moved with each batch's augmentation (paper 001 3.3).
+
+    Reference choices: the authors' code (GoodTeachersExplain) trains with ``alpha = 1`` (no
+    cross-entropy), sweeps ``tau`` over {1, 5} and ``lambda`` over {0, 0.2, 1, 5, 10}; we
+    default to ``tau = 5``, ``lambda = 1``. ``alpha < 1`` adds the label term of our ``kd``.
+
+    Args:
+        explanation_weight: ``lambda >= 0``, the explanation term's coefficient (``weight``
+            is the whole term's weight in a combined loss, as for every term).
+        temperature: ``tau > 0`` of the KD term.
+        alpha: Weight of the KD term in ``[0, 1]``; ``1 - alpha`` weighs cross-entropy.
+        student_layer: Student module path explained (default ``student.cam_layer``).
+        teacher_layer: Teacher module path explained (default ``teacher.cam_layer``).
+
+    Parts:
+        ``e2kd/kd``: ``tau^2 KL``; ``e2kd/hard``: CE; ``e2kd/explanation``: ``1 - cos``
+        (each unweighted).
+    """
+
+    needs: ClassVar[set[str]] = {"logits", "teacher", "features", "explanation"}
+
+    def __init__(
+        self,
+        explanation_weight: float = E2KD_WEIGHT,
+        temperature: float = E2KD_TEMPERATURE,
+        alpha: float = E2KD_ALPHA,
+        student_layer: str | None = None,
+        teacher_layer: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.explanation_weight = check_range("e2kd.explanation_weight", explanation_weight, 0.0)
+        self.temperature = check_range("e2kd.temperature", temperature, 0.0, low_open=True)
+        self.alpha = check_range("e2kd.alpha", alpha, 0.0, 1.0)
+        self.student_layer = student_layer
+        self.teacher_layer = teacher_layer
+
+    def attach(self, student: nn.Module, teacher: nn.Module | None) -> None:
+        self.student_layer = _layer("student", student, self.student_layer)
+        if teacher is not None:
+            self.teacher_layer = _layer("teacher", teacher, self.teacher_layer)
+
+    def student_paths(self) -> list[str]:
+        return [self.student_layer] if self.student_layer else []
+
+    def explain_teacher(self, teacher: nn.Module, inputs: Tensor) -> Outputs:
+        """The teacher's logits and GradCAM map of its top-1 class, detached."""
+        if not self.teacher_layer:
+            raise ConfigError("e2kd explains the teacher's cam_layer; bind the loss first")
+        x = inputs.detach().requires_grad_(True)  # a graph even when the teacher is frozen
+        with FeatureTap(teacher, [self.teacher_layer]) as tap:
+            out = forward_outputs(teacher, x, tap)
+            top1 = out.logits.argmax(1)  # (B,)
+            acts = out.features[self.teacher_layer]  # (B, C, h, w)
+            cam = gradcam_from(out.logits, acts, top1, x.shape[-2:])  # (B, H, W)
+        return Outputs(out.logits.detach(), {}, explanation=cam)
+
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
+        teacher = require_teacher(self.name, teacher)
+        if teacher.explanation is None:
+            raise TrainingError(
+                "e2kd got the teacher's outputs without its explanation; run it through the "
+                "Trainer (live teacher or teacher cache), which asks the loss to explain it"
+            )
+        t_logits = teacher.logits.detach()  # (B, K)
+        top1 = t_logits.argmax(1)  # (B,)
+        acts = student.features[self.student_layer]  # (B, C, h, w)
+        # the class choice and the map use the student's raw logits, at its own T = 1
+        cam = gradcam_from(
+            student.raw_logits, acts, top1, batch.inputs.shape[-2:], create_graph=True
+        )  # (B, H, W)
+        exp = explanation_loss(cam, teacher.explanation.to(cam.dtype))
+        soft = kd_loss(student.logits, t_logits, self.temperature)  # ()
+        hard = F.cross_entropy(student.logits, batch.targets)  # ()
+        total = self.alpha * soft + (1.0 - self.alpha) * hard + self.explanation_weight * exp
+        return {"loss": total, "e2kd/kd": soft, "e2kd/hard": hard, "e2kd/explanation": exp}
+
+    def extra_repr(self) -> str:
+        return (
+            f"explanation_weight={self.explanation_weight}, temperature={self.temperature}, "
+            f"alpha={self.alpha}, "
+            f"student_layer={self.student_layer!r}, teacher_layer={self.teacher_layer!r}"
+        )
+
+
+def _layer(role: str, model: nn.Module, path: str | None) -> str:
+    """The explained layer of ``model``: ``path`` if given (checked), else its ``cam_layer``."""
+    if path is None:
+        path = getattr(model, "cam_layer", None)
+        if not path:
+            raise ConfigError(
+                f"e2kd explains the {role} with GradCAM, but {type(model).__name__} has no "
+                f"cam_layer (no convolutional map); pass e2kd.{role}_layer=<module path of a "
+                "(B, C, h, w) activation>"
+            )
+    check_module_paths(model, [path])
+    return path
+
+
+__all__ = ["ExplanationEnhancedKD", "explanation_loss"]
