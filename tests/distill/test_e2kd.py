@@ -193,3 +193,15 @@ def test_copies_of_a_bound_loss_are_independent():
     loss = bound(student, teacher, data())
     twin = copy.deepcopy(loss)
     assert twin["e2kd"].student_layer == "layer3" and twin.needs == loss.needs
+
+
+def test_the_trainer_taps_what_the_bound_loss_reads_and_removes_it_after():
+    student, teacher = pair()
+    loss = build_loss({"e2kd": {}})  # unbound: its layers come from the models at bind
+    assert loss.student_paths() == []
+    tr = Trainer(student, loss, TrainConfig(epochs=1, batch_size=16), teacher=teacher,
+                 progress=False)  # fmt: skip
+    history = tr.fit(data(32))
+    assert history[0]["e2kd/explanation"] > 0 and loss.student_paths() == ["layer3"]
+    assert tr.student_tap is None
+    assert not any(m._forward_hooks for m in [*student.modules(), *teacher.modules()])

@@ -176,6 +176,7 @@ class Trainer:
             self.teacher.to(self.device).eval()
         try:
             with ExitStack() as stack:
+                self._own_taps(stack)
                 stack.enter_context(
                     deterministic_mode(True) if self.cfg.deterministic else nullcontext()
                 )
@@ -186,6 +187,23 @@ class Trainer:
                 self.teacher.train(teacher_mode)
 
     # ----------------------------------------------------------------- set-up
+    def _own_taps(self, stack: ExitStack) -> None:
+        """Tap what the bound loss reads when the caller gave no tap (removed after ``fit``).
+
+        A term may learn its paths from the models at bind (e2KD's ``cam_layer``), after a
+        caller built its taps from the unbound loss.
+        """
+        paths = list(getattr(self.loss, "student_paths", list)())
+        if paths and self.student_tap is None:
+            self.student_tap = stack.enter_context(FeatureTap(self.model, paths))
+            stack.callback(setattr, self, "student_tap", None)
+        paths = list(getattr(self.loss, "teacher_paths", list)())
+        live = self.teacher is not None and self.teacher_cache is None and self.needs_teacher
+        if paths and live and self.teacher_tap is None:
+            assert self.teacher is not None
+            self.teacher_tap = stack.enter_context(FeatureTap(self.teacher, paths))
+            stack.callback(setattr, self, "teacher_tap", None)
+
     def _bind(self, train: DistillDataset) -> None:
         """Bind the loss on a sample batch (before a resumed state is loaded over it)."""
         teacher = self.teacher.to(self.device) if self.teacher is not None else None

@@ -1,0 +1,140 @@
+"""What e2KD's explanations cost per step, live and frozen, against plain KD on the same pair.
+
+Pair and data as ``method_overhead.py`` (resnet20 teacher, resnet8 student, Fashion-MNIST
+subset or synthetic 28x28 images), with random crop (pad 2) so that frozen explanations must
+be moved with each image. One epoch per variant, same initial weights and batch order:
+
+- ``kd_live``: ``kd`` (tau 5, alpha 1) with the teacher run every step;
+- ``kd_frozen``: ``kd`` with the teacher's logits cached once per image (``teacher_cache:
+  frozen``);
+- ``e2kd_live``: ``e2kd`` (tau 5, alpha 1, lambda 1); every step explains the teacher (a
+  forward with autograd and a backward to its last block) and the student (double backprop);
+- ``e2kd_frozen``: ``e2kd`` with the teacher's logits and maps cached once per image and
+  moved with each batch's crop draw (paper 001 3.3);
+- ``cache_build`` / ``cache_build_explained``: building the logit cache and the cache with
+  explanations.
+
+Ratios (paper-independent goals from the issue): ``e2kd_live_vs_kd_live`` (goal <= 2),
+``e2kd_frozen_vs_kd_live`` (goal <= 1.2; also against ``kd_frozen``) and
+``cache_build_explained_vs_plain``. One untimed warm-up round, ``--reps`` interleaved rounds,
+medians kept; ratios within one run, never thresholds.
+
+Usage: ``python benchmarks/e2kd_overhead.py [--n 3200] [--reps 3] [--threads 2]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from method_overhead import load_data, networks, trainer_epoch  # noqa: E402
+
+from distillscope.config_train import TrainConfig  # noqa: E402
+from distillscope.data.base import TensorDataset  # noqa: E402
+from distillscope.data.vision import RandomCropFlip  # noqa: E402
+from distillscope.distill import build_loss  # noqa: E402
+from distillscope.train import TeacherCache  # noqa: E402
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "e2kd_overhead.json"
+KD = {"kd": {"temperature": 5.0, "alpha": 1.0}}
+E2KD = {"e2kd": {"temperature": 5.0, "alpha": 1.0, "explanation_weight": 1.0}}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=3200, help="training images")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    plain, source = load_data(args.n)
+    fill = tuple(-m / s for m, s in zip(plain.info.mean or (0.0,), plain.info.std or (1.0,)))
+    data = TensorDataset(plain.inputs, plain.targets, plain.info, RandomCropFlip(2, fill=fill))
+    cfg = TrainConfig(epochs=1, batch_size=128, optimizer="sgd", lr=0.05, momentum=0.9,
+                      weight_decay=5e-4, schedule="constant")  # fmt: skip
+    teacher, student0 = networks()
+    e2kd_loss = build_loss(E2KD)
+    e2kd_loss.attach(student0, teacher)
+    explain = e2kd_loss.explain_teacher
+
+    def build(explained: bool) -> TeacherCache:
+        return TeacherCache.build(teacher, data, 512, "cpu", progress=False,
+                                  explain=explain if explained else None)  # fmt: skip
+
+    logit_cache, explained_cache = build(False), build(True)
+
+    def fresh() -> torch.nn.Module:
+        return copy.deepcopy(student0)
+
+    variants: dict[str, Callable[[], object]] = {
+        "kd_live": lambda: trainer_epoch(teacher, fresh(), data, cfg, KD),
+        "kd_frozen": lambda: trainer_epoch(teacher, fresh(), data, cfg, KD, logit_cache),
+        "e2kd_live": lambda: trainer_epoch(teacher, fresh(), data, cfg, E2KD),
+        "e2kd_frozen": lambda: trainer_epoch(teacher, fresh(), data, cfg, E2KD, explained_cache),
+        "cache_build": lambda: build(False),
+        "cache_build_explained": lambda: build(True),
+    }
+    names = list(variants)
+    times: dict[str, list[float]] = {k: [] for k in names}
+    for r in range(args.reps + 1):  # round 0: warm-up, not kept
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order:
+            start = time.perf_counter()
+            variants[name]()
+            if r:
+                times[name].append(time.perf_counter() - start)
+        if r:
+            print(f"round {r}/{args.reps}: " + ", ".join(f"{k}={times[k][-1]:.2f}s" for k in names))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    ratios = {
+        "e2kd_live_vs_kd_live": med["e2kd_live"] / med["kd_live"],
+        "e2kd_frozen_vs_kd_live": med["e2kd_frozen"] / med["kd_live"],
+        "e2kd_frozen_vs_kd_frozen": med["e2kd_frozen"] / med["kd_frozen"],
+        "kd_frozen_vs_kd_live": med["kd_frozen"] / med["kd_live"],
+        "cache_build_explained_vs_plain": med["cache_build_explained"] / med["cache_build"],
+    }
+    result = {
+        "benchmark": "e2kd_overhead",
+        "setup": {
+            "data": source,
+            "train_images": len(data),
+            "augmentation": "RandomCropFlip(padding=2)",
+            "batch_size": cfg.batch_size,
+            "teacher": "resnet20",
+            "student": "resnet8",
+            "kd": KD,
+            "e2kd": E2KD,
+            "reps": args.reps,
+            "threads": args.threads,
+            "load_average": list(os.getloadavg()),
+        },
+        "median_s": med,
+        "times_s": times,
+        "ratios": ratios,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    for k, v in ratios.items():
+        print(f"{k}: {v:.3f}")
+    print(f"wrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
