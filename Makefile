@@ -44,6 +44,7 @@ format: setup
 bench: setup
 	$(BIN)/python benchmarks/trainer_overhead.py
 	$(BIN)/python benchmarks/epoch_time.py
+	$(BIN)/python benchmarks/e2kd_overhead.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache

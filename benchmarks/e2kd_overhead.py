@@ -26,12 +26,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
-import os
-import platform
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,6 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from method_overhead import load_data, networks, trainer_epoch  # noqa: E402
+from rounds import interleaved, write_result  # noqa: E402
 
 from distillscope.config_train import TrainConfig  # noqa: E402
 from distillscope.data.base import TensorDataset  # noqa: E402
@@ -87,18 +83,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "cache_build": lambda: build(False),
         "cache_build_explained": lambda: build(True),
     }
-    names = list(variants)
-    times: dict[str, list[float]] = {k: [] for k in names}
-    for r in range(args.reps + 1):  # round 0: warm-up, not kept
-        order = names[r % len(names) :] + names[: r % len(names)]
-        for name in order:
-            start = time.perf_counter()
-            variants[name]()
-            if r:
-                times[name].append(time.perf_counter() - start)
-        if r:
-            print(f"round {r}/{args.reps}: " + ", ".join(f"{k}={times[k][-1]:.2f}s" for k in names))
-    med = {k: statistics.median(v) for k, v in times.items()}
+    times, med = interleaved(variants, args.reps)
     ratios = {
         "e2kd_live_vs_kd_live": med["e2kd_live"] / med["kd_live"],
         "e2kd_frozen_vs_kd_live": med["e2kd_frozen"] / med["kd_live"],
@@ -106,9 +91,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "kd_frozen_vs_kd_live": med["kd_frozen"] / med["kd_live"],
         "cache_build_explained_vs_plain": med["cache_build_explained"] / med["cache_build"],
     }
-    result = {
-        "benchmark": "e2kd_overhead",
-        "setup": {
+    return write_result(
+        args.out,
+        "e2kd_overhead",
+        {
             "data": source,
             "train_images": len(data),
             "augmentation": "RandomCropFlip(padding=2)",
@@ -119,21 +105,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "e2kd": E2KD,
             "reps": args.reps,
             "threads": args.threads,
-            "load_average": list(os.getloadavg()),
         },
-        "median_s": med,
-        "times_s": times,
-        "ratios": ratios,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    for k, v in ratios.items():
-        print(f"{k}: {v:.3f}")
-    print(f"wrote {args.out}")
-    return result
+        times,
+        med,
+        ratios,
+    )
 
 
 if __name__ == "__main__":

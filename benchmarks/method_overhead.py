@@ -27,11 +27,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
-import os
-import platform
-import statistics
-import time
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,15 +36,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distillscope.config_train import TrainConfig
-from distillscope.data import load_dataset
-from distillscope.data.base import DatasetInfo, TensorDataset, iter_batches
-from distillscope.distill import build_loss, loss_names
-from distillscope.errors import DataError
-from distillscope.functional.distill import kd_loss
-from distillscope.models import create_model
-from distillscope.models.taps import FeatureTap
-from distillscope.train import TeacherCache, Trainer, epoch_generator
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rounds import interleaved, write_result  # noqa: E402
+
+from distillscope.config_train import TrainConfig  # noqa: E402
+from distillscope.data import load_dataset  # noqa: E402
+from distillscope.data.base import DatasetInfo, TensorDataset, iter_batches  # noqa: E402
+from distillscope.distill import build_loss, loss_names  # noqa: E402
+from distillscope.errors import DataError  # noqa: E402
+from distillscope.functional.distill import kd_loss  # noqa: E402
+from distillscope.models import create_model  # noqa: E402
+from distillscope.models.taps import FeatureTap  # noqa: E402
+from distillscope.train import TeacherCache, Trainer, epoch_generator  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "method_overhead.json"
 SEED = 0
@@ -231,18 +230,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         variants[f"{method}_cached"] = lambda spec=spec, m=method: trainer_epoch(
             teacher, fresh(), data, cfg, spec, feature_caches[m]
         )
-    names = list(variants)
-    times: dict[str, list[float]] = {k: [] for k in names}
-    for r in range(args.reps + 1):  # round 0: warm-up, not kept
-        order = names[r % len(names) :] + names[: r % len(names)]
-        for name in order:
-            start = time.perf_counter()
-            variants[name]()
-            if r:
-                times[name].append(time.perf_counter() - start)
-        if r:
-            print(f"round {r}/{args.reps}: " + ", ".join(f"{k}={times[k][-1]:.2f}s" for k in names))
-    med = {k: statistics.median(v) for k, v in times.items()}
+    times, med = interleaved(variants, args.reps)
     ratios = {
         "kd_live_vs_bare": med["kd_live"] / med["bare_kd_live"],
         "cache_build_vs_teacher_forward": med["cache_build"] / med["teacher_forward"],
@@ -253,9 +241,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for method in methods:
         ratios[f"{method}_vs_kd"] = med[f"{method}_live"] / med["kd_live"]
         ratios[f"{method}_cached_vs_live"] = med[f"{method}_cached"] / med[f"{method}_live"]
-    result = {
-        "benchmark": "method_overhead",
-        "setup": {
+    return write_result(
+        args.out,
+        "method_overhead",
+        {
             "data": source,
             "train_images": len(data),
             "batch_size": cfg.batch_size,
@@ -263,22 +252,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "student": "resnet8",
             "reps": args.reps,
             "threads": args.threads,
-            "load_average": list(os.getloadavg()),
             "methods": methods,
-        },  # fmt: skip
-        "median_s": med,
-        "times_s": times,
-        "ratios": ratios,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    for k, v in ratios.items():
-        print(f"{k}: {v:.3f}")
-    print(f"wrote {args.out}")
-    return result
+        },
+        times,
+        med,
+        ratios,
+    )
 
 
 if __name__ == "__main__":
