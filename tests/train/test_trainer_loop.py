@@ -200,17 +200,24 @@ def test_feature_loss_gets_tapped_features_live_and_cached() -> None:
     assert state_equal(*students)
 
 
-def test_feature_loss_without_taps_is_a_config_error() -> None:
+def test_feature_loss_without_taps_gets_the_trainer_s_own_taps() -> None:
+    """Same weights as with the caller's taps; the trainer's taps are gone after fit."""
+    data = make_data(16)
     teacher = TinyNet(seed=5)
-    with pytest.raises(ConfigError, match="pass student_tap=FeatureTap"):
-        Trainer(TinyNet(), FeatureMatch(), config(), teacher=teacher, progress=False).fit(
-            make_data(8)
-        )
-    student = TinyNet()
-    trainer = Trainer(student, FeatureMatch(), config(), teacher=teacher, progress=False,
-                      student_tap=FeatureTap(student, ["act"]))  # fmt: skip
-    with pytest.raises(ConfigError, match="pass teacher_tap=FeatureTap"):
-        trainer.fit(make_data(8))
+    students = []
+    for own in (False, True):
+        student = TinyNet(seed=1, dropout=0.0)
+        taps = {} if own else {"student_tap": FeatureTap(student, ["act"]),
+                               "teacher_tap": FeatureTap(teacher, ["act"])}  # fmt: skip
+        trainer = Trainer(student, FeatureMatch(), config(epochs=1), teacher=teacher,
+                          progress=False, **taps)  # fmt: skip
+        assert trainer.fit(data)[0]["match/hint"] > 0
+        for tap in taps.values():
+            tap.remove()
+        assert trainer.student_tap is (None if own else taps["student_tap"])
+        assert not any(m._forward_hooks for m in [*student.modules(), *teacher.modules()])
+        students.append(student)
+    assert state_equal(*students)
 
 
 def test_progress_bar_and_deterministic_mode(capsys: pytest.CaptureFixture[str]) -> None:

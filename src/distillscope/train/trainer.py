@@ -237,7 +237,6 @@ class Trainer:
 
     def _check_setup(self, train: DistillDataset, resume: bool) -> None:
         loss_name = type(self.loss).__name__
-        student_paths = list(getattr(self.loss, "student_paths", list)())
         teacher_paths = list(getattr(self.loss, "teacher_paths", list)())
         if resume and self.checkpoint_dir is None:
             raise ConfigError("resume=True needs a checkpoint_dir to resume from; pass one")
@@ -246,20 +245,10 @@ class Trainer:
                 f"{self.name!r}: the loss {loss_name} needs a teacher; pass teacher= or "
                 "teacher_cache= to the Trainer"
             )
-        if student_paths and self.student_tap is None:
-            raise ConfigError(
-                f"{self.name!r}: the loss reads student features {student_paths}; pass "
-                "student_tap=FeatureTap(student, loss.student_paths())"
-            )
         if self.teacher_cache is not None:
             self.teacher_cache.check(train, teacher_paths if self.needs_teacher else ())
             if self.teacher_cache.device != self.device:
                 self.teacher_cache = self.teacher_cache.to(self.device)
-        elif self.needs_teacher and teacher_paths and self.teacher_tap is None:
-            raise ConfigError(
-                f"{self.name!r}: the loss reads teacher features {teacher_paths}; pass "
-                "teacher_tap=FeatureTap(teacher, loss.teacher_paths())"
-            )
 
     def _read_state(self, steps: int) -> TrainState | None:
         assert self.checkpoint_dir is not None
