@@ -96,6 +96,8 @@ METHODS: dict[str, dict[str, Any]] = {
     "cc": {"ce": {}, "cc": {"weight": 0.02, **POOL}},
     "crd": {"ce": {}, "crd": {"weight": 0.8, "negatives": 4096, **POOL}},
     "dkd": {"dkd": {}},
+    "sskd": {"sskd": {"head_epochs": 1}},
+    "e2kd": {"e2kd": {"temperature": 4.0, "alpha": 1.0}},
 }
 
 

@@ -64,6 +64,15 @@ class Outputs:
     temperature: float = 1.0
     explanation: Tensor | None = None
 
+    def split(self, n: int) -> tuple[Outputs, Outputs]:
+        """The first ``n`` rows and the rest, as two :class:`Outputs` (one pass over a batch
+        and its transformed views, e.g. SSKD's rotations)."""
+        head = Outputs(self.logits[:n], {k: v[:n] for k, v in self.features.items()},
+                       self.temperature)  # fmt: skip
+        tail = Outputs(self.logits[n:], {k: v[n:] for k, v in self.features.items()},
+                       self.temperature)  # fmt: skip
+        return head, tail
+
     @property
     def raw_logits(self) -> Tensor:
         """``(B, K)`` logits at temperature 1, whatever ``temperature`` was applied."""
@@ -74,3 +83,20 @@ class Outputs:
         features = {k: v.detach() for k, v in self.features.items()}
         explanation = None if self.explanation is None else self.explanation.detach()
         return Outputs(self.logits.detach(), features, self.temperature, explanation)
+
+
+@dataclass
+class Views:
+    """Outputs on transformed copies of a batch, for terms that need ``"views"``.
+
+    SSKD (paper 000 B.4.4) runs the student and the teacher on rotated copies of every image;
+    the term makes the copies (``make_views``), the trainer runs them in the same pass as the
+    batch and hands the outputs over.
+
+    Attributes:
+        student: The student's outputs on the views, ``(V * B, ...)``, view-major.
+        teacher: The teacher's, or ``None`` for a term without a teacher.
+    """
+
+    student: Outputs
+    teacher: Outputs | None = None

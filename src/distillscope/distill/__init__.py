@@ -35,6 +35,7 @@ from distillscope.distill.relation import (
     SimilarityPreserving,
 )
 from distillscope.distill.review import ReviewKD
+from distillscope.distill.self_supervised import SelfSupervisedKD
 from distillscope.errors import ConfigError
 from distillscope.registry import LOSSES
 
@@ -63,6 +64,7 @@ __all__ = [
     "OverhaulFeatureDistillation",
     "PseudoSoftLabels",
     "ReviewKD",
+    "SelfSupervisedKD",
     "SoftTargets",
     "build_loss",
     "create_loss",

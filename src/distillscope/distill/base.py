@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from distillscope.contracts import Batch, Outputs
 
 #: What a term may say it reads (:attr:`LossTerm.needs`).
-NEEDS = frozenset({"logits", "features", "teacher", "explanation", "peers"})
+NEEDS = frozenset({"logits", "features", "teacher", "explanation", "peers", "views"})
 
 
 @dataclass
@@ -73,7 +73,10 @@ class LossTerm(nn.Module):
             explains the teacher (:meth:`explain_teacher`); the trainer (live) or the teacher
             cache (once per image, "frozen explanations") calls it and hands the term teacher
             :class:`~distillscope.contracts.Outputs` whose ``explanation`` is set. At most one
-            term of a loss may need it.
+            term of a loss may need it. ``"views"``: the term makes transformed copies of the
+            batch (:meth:`make_views`); the trainer runs the student (and the teacher) on the
+            batch and its views in one pass and ``forward`` takes ``views=``
+            (:class:`~distillscope.contracts.Views`). At most one term may need it.
     """
 
     name: ClassVar[str] = "loss"
@@ -128,6 +131,11 @@ class LossTerm(nn.Module):
             teacher: The trained, frozen teacher, or ``None``.
             batches: Re-iterable training batches on the training device.
         """
+
+    def make_views(self, inputs: Tensor) -> Tensor:
+        """``(V * B, ...)`` transformed copies of ``inputs`` ``(B, ...)``, view-major; only for
+        terms that need ``"views"``."""
+        raise NotImplementedError(f"loss term {self.name!r} makes no views")
 
     def explain_teacher(self, teacher: nn.Module, inputs: Tensor) -> Outputs:
         """The teacher's detached logits on ``inputs``, with ``explanation`` set.

@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from distillscope.contracts import Batch, Outputs
+from distillscope.contracts import Batch, Outputs, Views
 from distillscope.distill.base import NEEDS, BindContext, LossTerm
 from distillscope.errors import ConfigError
 
@@ -71,9 +72,10 @@ class CombinedLoss(nn.Module):
             self.weights[key] = float(weight)
         for key, term in terms.items():
             _check_needs(key, term)
-        explaining = [key for key, term in terms.items() if "explanation" in term.needs]
-        if len(explaining) > 1:
-            raise ConfigError(f"loss terms {explaining} both explain the teacher; keep one of them")
+        for need, what in (("explanation", "explain the teacher"), ("views", "make views")):
+            keys = [key for key, term in terms.items() if need in term.needs]
+            if len(keys) > 1:
+                raise ConfigError(f"loss terms {keys} both {what}; keep one of them")
         try:
             self.terms = nn.ModuleDict(dict(terms))
         except (KeyError, TypeError) as err:
@@ -132,6 +134,13 @@ class CombinedLoss(nn.Module):
         for term in self.terms.values():
             term.prepare(student, teacher, batches)
 
+    def make_views(self, inputs: Tensor) -> Tensor:
+        """The transformed copies of ``inputs`` made by the one term that needs views."""
+        for term in self.terms.values():
+            if "views" in term.needs:
+                return term.make_views(inputs)
+        raise ValueError("no loss term needs views")
+
     def explain_teacher(self, teacher: nn.Module, inputs: Tensor) -> Outputs:
         """The teacher's outputs with its explanation, from the one term that needs it."""
         for term in self.terms.values():
@@ -150,18 +159,22 @@ class CombinedLoss(nn.Module):
         teacher: Outputs | None,
         batch: Batch,
         peers: list[Outputs] | None = None,
+        views: Views | None = None,
     ) -> dict[str, Tensor]:
         """``{"loss": sum_i w_i L_i, "<key>/loss": L_i, "<key>/<part>": ...}`` for the batch.
 
-        ``peers`` (the other networks of a group, detached) goes to the terms that need them.
+        ``peers`` (the other networks of a group, detached) goes to the terms that need them,
+        ``views`` (outputs on the batch's transformed copies) to the term that made them.
         """
         out: dict[str, Tensor] = {}
         totals: list[Tensor] = []
         for key, term in self.terms.items():
+            extra: dict[str, Any] = {}
             if term.needs_peers:
-                parts = term(student, teacher, batch, peers=peers)
-            else:
-                parts = term(student, teacher, batch)
+                extra["peers"] = peers
+            if "views" in term.needs:
+                extra["views"] = views
+            parts = term(student, teacher, batch, **extra)
             totals.append(self.weights[key] * parts["loss"])  # ()
             for part, value in parts.items():
                 prefix, sep, rest = part.partition("/")

@@ -15,11 +15,12 @@ import copy
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import replace
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from distillscope.contracts import Batch, Outputs
+from distillscope.contracts import Batch, Outputs, Views
 from distillscope.data.base import DistillDataset
 from distillscope.distill.base import BindContext, LossTerm
 from distillscope.distill.combine import bind_seed
@@ -174,7 +175,11 @@ def _dry_run(loss: nn.Module, ctx: BindContext, name: str, grad: bool = False) -
     trial = copy.deepcopy(loss)
     try:
         with torch.random.fork_rng(devices=_devices(ctx.batch)), torch.set_grad_enabled(grad):
-            extra = {"peers": [ctx.student_outputs]} if getattr(loss, "needs_peers", False) else {}
+            extra: dict[str, Any] = {}
+            if getattr(loss, "needs_peers", False):
+                extra["peers"] = [ctx.student_outputs]
+            if "views" in getattr(loss, "needs", ()):
+                extra["views"] = _views(trial, ctx)
             parts = trial(ctx.student_outputs, ctx.teacher_outputs, ctx.batch, **extra)
     except UserError as exc:
         raise type(exc)(f"{name!r}: {exc}") from None
@@ -186,6 +191,18 @@ def _dry_run(loss: nn.Module, ctx: BindContext, name: str, grad: bool = False) -
         ) from None
     if "loss" not in parts:
         raise ConfigError(f"{name!r}: its loss returned {sorted(parts)} without 'loss'")
+
+
+def _views(loss: nn.Module, ctx: BindContext) -> Views:
+    """The sample's views through the student and the teacher (eval mode, no gradients)."""
+    inputs = loss.make_views(ctx.batch.inputs)  # (V * B, ...)
+    n = inputs.shape[0]
+    views = Batch(inputs, ctx.batch.targets.repeat(n // len(ctx.batch)), torch.arange(n))
+    student = run_outputs(ctx.student, views, list(loss.student_paths()))
+    teacher = None
+    if ctx.teacher is not None and getattr(loss, "needs_teacher", False):
+        teacher = run_outputs(ctx.teacher, views, list(loss.teacher_paths()))
+    return Views(student, teacher)
 
 
 def _devices(batch: Batch) -> list[int]:

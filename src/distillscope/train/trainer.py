@@ -33,7 +33,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from tqdm import tqdm
 
 from distillscope.config_train import TrainConfig
-from distillscope.contracts import Batch, Outputs
+from distillscope.contracts import Batch, Outputs, Views
 from distillscope.data.base import DistillDataset, iter_batches, num_batches
 from distillscope.errors import CheckpointError, ConfigError, TrainingError
 from distillscope.models.forward import forward_outputs
@@ -138,6 +138,7 @@ class Trainer:
         self.student_tap = student_tap
         self.teacher_tap = teacher_tap
         self.needs_teacher = bool(getattr(loss, "needs_teacher", False))
+        self.makes_views = "views" in getattr(loss, "needs", ())
         self.allow_channels_last = channels_last
         self.channels_last = False  # whether the student runs channels-last (set by fit)
         self.teacher_channels_last = False
@@ -198,7 +199,8 @@ class Trainer:
             self.student_tap = stack.enter_context(FeatureTap(self.model, paths))
             stack.callback(setattr, self, "student_tap", None)
         paths = list(getattr(self.loss, "teacher_paths", list)())
-        live = self.teacher is not None and self.teacher_cache is None and self.needs_teacher
+        live = self.teacher is not None and self.needs_teacher
+        live = live and (self.teacher_cache is None or self.makes_views)  # views run live
         if paths and live and self.teacher_tap is None:
             assert self.teacher is not None
             self.teacher_tap = stack.enter_context(FeatureTap(self.teacher, paths))
@@ -211,7 +213,7 @@ class Trainer:
         bind_loss(
             self.loss,
             self.model,
-            teacher if cache is None else None,
+            teacher if cache is None or self.makes_views else None,  # views run live
             train,
             device=self.device,
             seed=self.seed,
@@ -356,14 +358,17 @@ class Trainer:
         with bar:
             for b, batch in enumerate(batches):
                 batch = batch.to(device)
-                out = forward_outputs(
-                    model, to_layout(batch.inputs, self.channels_last), self.student_tap
-                )
-                logits = out.logits  # (B, K) at T = 1
-                scaled = logits / temperature if temperature != 1.0 else logits  # (B, K)
-                student = Outputs(scaled, out.features, temperature)
-                teacher = self._teacher_outputs(batch)
-                parts = loss(student, teacher, batch)
+                if self.makes_views:
+                    student, teacher, views = self._with_views(batch, temperature)
+                    parts = loss(student, teacher, batch, views=views)
+                else:
+                    out = forward_outputs(
+                        model, to_layout(batch.inputs, self.channels_last), self.student_tap
+                    )
+                    student = _scaled(out, temperature)
+                    teacher = self._teacher_outputs(batch)
+                    parts = loss(student, teacher, batch)
+                logits = student.raw_logits  # (B, K) at T = 1
                 if not keys:
                     keys = self._check_first_step(parts, student, teacher)
                     key_set = set(keys)
@@ -395,6 +400,34 @@ class Trainer:
         record.update(zip(keys, means))
         record.update({"train_acc": accuracy, "time": elapsed})
         return record
+
+    def _with_views(
+        self, batch: Batch, temperature: float
+    ) -> tuple[Outputs, Outputs | None, Views]:
+        """The student (and teacher) on the batch and its views, one pass each (SSKD).
+
+        The student sees the batch and the views in one forward, as the SSKD authors' code
+        does, so its BatchNorm statistics cover both.
+        """
+        n = len(batch)
+        extra = self.loss.make_views(batch.inputs)  # (V * B, ...)
+        both = torch.cat([batch.inputs, extra])  # ((1 + V) B, ...)
+        out = forward_outputs(self.model, to_layout(both, self.channels_last), self.student_tap)
+        student, student_views = _scaled(out, temperature).split(n)
+        if not self.needs_teacher:
+            return student, None, Views(student_views)
+        assert self.teacher is not None
+        layout = self.teacher_channels_last
+        with torch.no_grad():
+            if self.teacher_cache is None:  # one pass over both
+                teacher, teacher_views = forward_outputs(
+                    self.teacher, to_layout(both, layout), self.teacher_tap
+                ).split(n)
+            else:  # the cache holds the batch; the views run live
+                teacher = self.teacher_cache.outputs(batch)
+                x = to_layout(extra, layout)
+                teacher_views = forward_outputs(self.teacher, x, self.teacher_tap)
+        return student, teacher, Views(student_views, teacher_views)
 
     def _teacher_outputs(self, batch: Batch) -> Outputs | None:
         if not self.needs_teacher:
@@ -608,3 +641,10 @@ def _ends_with_newline(path: Path) -> bool:
     with open(path, "rb") as f:
         f.seek(-1, 2)
         return f.read(1) == b"\n"
+
+
+def _scaled(out: Outputs, temperature: float) -> Outputs:
+    """The student's outputs with its logits divided by its training temperature."""
+    if temperature == 1.0:
+        return Outputs(out.logits, out.features, 1.0)
+    return Outputs(out.logits / temperature, out.features, temperature)

@@ -1,0 +1,282 @@
+"""SSKD: knowledge distillation meets self-supervision (Xu, Liu, Li & Loy, ECCV 2020).
+
+Paper 000 B.4.4 lists it among the methods whose students it audits. Every image ``x`` comes
+with three rotated copies (90, 180, 270 degrees); the student and the teacher see the batch
+and its copies in one pass. A projection head ``h`` (Linear-ReLU-Linear on the penultimate
+feature ``f``) turns features into representations ``r = h(f)``; the self-supervision task is
+to tell which original each rotated copy comes from:
+
+    S[j, i] = cos(r(x~_j), r(x_i))                     (3B, B): copy j against original i
+
+With ``KL_T(p, q) = T^2 KL(softmax(p / T) || softmax(q / T))`` (batch mean),
+
+    L = w_ce CE(z_S(x), y) + w_kd KL_Tkd(z_T(x), z_S(x))
+        + w_tf KL_Ttf(z_T(x~), z_S(x~))[kept_tf] + w_ss KL_Tss(S_T, S_S)[kept_ss]
+
+The rotated copies' terms keep the copies the teacher gets right and the first ``ratio`` of
+the ones it gets wrong, ranked by how far down the teacher's ranking the right answer sits
+(true class for ``tf``, own original for ``ss``): the paper's "error level ranking".
+
+The teacher's head is trained first (:meth:`SelfSupervisedKD.prepare`), the teacher frozen,
+with cross-entropy on ``S_T`` (no temperature), then frozen; the student's head trains with
+the student.
+
+Reference choices follow the authors' code (xuguodong03/SSKD): weights 0.1 / 0.9 / 2.7 / 10,
+temperatures 4 / 4 / 0.5, ratios 1.0 / 0.75, the head on the flattened penultimate feature,
+one student forward over the batch and its copies. Ours: the teacher head trains for
+``head_epochs`` (default 2) passes at ``head_lr`` 0.05 with SGD (momentum 0.9, weight decay
+5e-4) instead of their 60 epochs with a step schedule, to fit a CPU budget.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from distillscope.checks import check_int, check_range
+from distillscope.contracts import Batch, Outputs, Views
+from distillscope.distill.base import BindContext, LossTerm
+from distillscope.distill.logit import require_teacher
+from distillscope.errors import ConfigError, TrainingError
+from distillscope.functional.distill import kd_loss
+from distillscope.models.forward import forward_outputs
+from distillscope.models.taps import FeatureTap, check_module_paths
+from distillscope.registry import register_loss
+
+#: Rotations of the copies, as ``k`` of ``torch.rot90`` (90, 180, 270 degrees).
+ROTATIONS = (1, 2, 3)
+
+
+def rotated_views(inputs: Tensor) -> Tensor:
+    """``(3B, C, H, W)``: the batch rotated by 90, 180 and 270 degrees, view-major.
+
+    Example:
+        >>> x = torch.arange(4.0).view(1, 1, 2, 2)
+        >>> rotated_views(x)[:, 0].tolist()
+        [[[1.0, 3.0], [0.0, 2.0]], [[3.0, 2.0], [1.0, 0.0]], [[2.0, 0.0], [3.0, 1.0]]]
+    """
+    return torch.cat([torch.rot90(inputs, k, dims=(2, 3)) for k in ROTATIONS])
+
+
+def similarity(views: Tensor, originals: Tensor) -> Tensor:
+    """``(V B, B)`` cosine similarity of every view's representation to every original's."""
+    return F.cosine_similarity(views[:, :, None], originals.t()[None], dim=1)
+
+
+def kept_by_error_level(scores: Tensor, truth: Tensor, ratio: float) -> Tensor:
+    """Indices of the rows to distil: all rows whose ``truth`` is ranked first in ``scores``,
+    and the ``int(ratio * wrong)`` wrong rows whose truth ranks highest (SSKD's error-level
+    ranking), in ascending order.
+
+    Example:
+        >>> s = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+        >>> kept_by_error_level(s, torch.tensor([0, 0, 0]), ratio=0.0).tolist()
+        [0, 2]
+    """
+    order = torch.argsort(scores, dim=1, descending=True, stable=True)  # (N, K)
+    rank = (order == truth[:, None]).long().argmax(1)  # (N,) where the truth sits
+    wrong = int((rank > 0).sum())
+    keep = scores.shape[0] - wrong + int(wrong * ratio)
+    return torch.sort(torch.argsort(rank, stable=True)[:keep]).values
+
+
+def _kl_rows(student: Tensor, teacher: Tensor, temperature: float, rows: Tensor) -> Tensor:
+    """``T^2 KL`` over ``rows`` (0 when none is kept)."""
+    if rows.numel() == 0:
+        return student.sum() * 0.0
+    return kd_loss(student[rows], teacher[rows], temperature)
+
+
+def _head(dim: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
+
+
+@register_loss("sskd")
+class SelfSupervisedKD(LossTerm):
+    """SSKD (Xu et al. 2020; paper 000 B.4.4); see the module docstring for the formula.
+
+    Args:
+        ce_weight, kd_weight, tf_weight, ss_weight: ``w_ce``, ``w_kd``, ``w_tf``, ``w_ss``.
+        kd_temperature, tf_temperature, ss_temperature: ``T_kd``, ``T_tf``, ``T_ss``.
+        tf_ratio, ss_ratio: Share in ``[0, 1]`` of the wrongly ranked copies kept.
+        student_layer: Student path of the penultimate feature (default: the last of
+            ``model.feature_layers``).
+        teacher_layer: The same for the teacher.
+        head_epochs: Passes over the training set that train the teacher's head.
+        head_lr: Its learning rate.
+
+    Parts:
+        ``sskd/ce``, ``sskd/kd``, ``sskd/tf``, ``sskd/ss`` (unweighted), ``sskd/ss_acc``
+        (share of copies the student's head matches to their original; not in the loss).
+    """
+
+    needs: ClassVar[set[str]] = {"logits", "teacher", "features", "views"}
+
+    def __init__(
+        self,
+        ce_weight: float = 0.1,
+        kd_weight: float = 0.9,
+        tf_weight: float = 2.7,
+        ss_weight: float = 10.0,
+        kd_temperature: float = 4.0,
+        tf_temperature: float = 4.0,
+        ss_temperature: float = 0.5,
+        tf_ratio: float = 1.0,
+        ss_ratio: float = 0.75,
+        student_layer: str | None = None,
+        teacher_layer: str | None = None,
+        head_epochs: int = 2,
+        head_lr: float = 0.05,
+    ) -> None:
+        super().__init__()
+        self.weights = {
+            name: check_range(f"sskd.{name}_weight", value, 0.0)
+            for name, value in (
+                ("ce", ce_weight), ("kd", kd_weight), ("tf", tf_weight), ("ss", ss_weight)
+            )
+        }  # fmt: skip
+        given = (("kd", kd_temperature), ("tf", tf_temperature), ("ss", ss_temperature))
+        self.temperatures = {
+            name: check_range(f"sskd.{name}_temperature", value, 0.0, low_open=True)
+            for name, value in given
+        }
+        self.tf_ratio = check_range("sskd.tf_ratio", tf_ratio, 0.0, 1.0)
+        self.ss_ratio = check_range("sskd.ss_ratio", ss_ratio, 0.0, 1.0)
+        self.student_layer = student_layer
+        self.teacher_layer = teacher_layer
+        self.head_epochs = check_int("sskd.head_epochs", head_epochs, minimum=0)
+        self.head_lr = check_range("sskd.head_lr", head_lr, 0.0, low_open=True)
+        self.student_head: nn.Module | None = None
+        self.teacher_head: nn.Module | None = None
+
+    # ------------------------------------------------------------------ set-up
+    def attach(self, student: nn.Module, teacher: nn.Module | None) -> None:
+        self.student_layer = _penultimate("student", student, self.student_layer)
+        if teacher is not None:
+            self.teacher_layer = _penultimate("teacher", teacher, self.teacher_layer)
+
+    def student_paths(self) -> list[str]:
+        return [self.student_layer] if self.student_layer else []
+
+    def teacher_paths(self) -> list[str]:
+        return [self.teacher_layer] if self.teacher_layer else []
+
+    def make_views(self, inputs: Tensor) -> Tensor:
+        if inputs.dim() != 4 or inputs.shape[-1] != inputs.shape[-2]:
+            raise ConfigError(
+                f"sskd rotates images by 90 degrees; inputs {tuple(inputs.shape[1:])} are not "
+                "square images (C, H, H); use image data with H == W"
+            )
+        return rotated_views(inputs)
+
+    def bind(self, ctx: BindContext) -> None:
+        self.make_views(ctx.batch.inputs)  # refuses non-square or non-image inputs
+        if ctx.teacher_outputs is None:
+            raise ConfigError("sskd needs a teacher; give the student one")
+        s_dim = ctx.student_outputs.features[str(self.student_layer)].flatten(1).shape[1]
+        t_dim = ctx.teacher_outputs.features[str(self.teacher_layer)].flatten(1).shape[1]
+        self.student_head = _head(s_dim)
+        self.teacher_head = _head(t_dim)
+
+    def prepare(
+        self, student: nn.Module, teacher: nn.Module | None, batches: Iterable[Batch]
+    ) -> None:
+        """Train the teacher's head on the rotation task, the teacher frozen; then freeze it."""
+        head = self.teacher_head
+        if teacher is None or head is None or not self.teacher_layer:
+            raise TrainingError("sskd's teacher head is trained on the teacher; bind it first")
+        optimizer = torch.optim.SGD(
+            head.parameters(), lr=self.head_lr, momentum=0.9, weight_decay=5e-4
+        )
+        was_training = teacher.training
+        teacher.eval()
+        head.train()
+        try:
+            with FeatureTap(teacher, [self.teacher_layer], detach=True) as tap:
+                bar = tqdm(range(self.head_epochs), desc="sskd teacher head", file=sys.stderr,
+                           leave=False, disable=not sys.stderr.isatty())  # fmt: skip
+                for _ in bar:
+                    for batch in batches:
+                        x = batch.inputs
+                        with torch.no_grad():
+                            out = forward_outputs(teacher, torch.cat([x, rotated_views(x)]), tap)
+                        rep = head(out.features[self.teacher_layer].flatten(1))  # (4B, d)
+                        n = len(batch)
+                        simi = similarity(rep[n:], rep[:n])  # (3B, B)
+                        target = torch.arange(n, device=x.device).repeat(len(ROTATIONS))
+                        loss = F.cross_entropy(simi, target)
+                        optimizer.zero_grad(set_to_none=True)
+                        loss.backward()
+                        optimizer.step()
+        finally:
+            teacher.train(was_training)
+        head.requires_grad_(False)
+        head.eval()
+
+    # ------------------------------------------------------------------ loss
+    def forward(
+        self, student: Outputs, teacher: Outputs | None, batch: Batch, views: Views | None = None
+    ) -> dict[str, Tensor]:
+        teacher = require_teacher(self.name, teacher)
+        if views is None or views.teacher is None:
+            raise TrainingError(
+                "sskd got no rotated views; train it with the Trainer (not in a group), which "
+                "runs the student and the teacher on the views"
+            )
+        assert self.student_head is not None and self.teacher_head is not None
+        n, t = len(batch), self.temperatures
+        copies = len(ROTATIONS)
+        t_nor, t_aug = teacher.logits.detach(), views.teacher.logits.detach()  # (B, K), (3B, K)
+        ce = F.cross_entropy(student.logits, batch.targets)
+        kd = kd_loss(student.logits, t_nor, t["kd"])
+        aug_target = batch.targets.repeat(copies)  # (3B,) view-major, as the views
+        kept_tf = kept_by_error_level(t_aug, aug_target, self.tf_ratio)
+        tf = _kl_rows(views.student.logits, t_aug, t["tf"], kept_tf)
+        s_rep = self.student_head(_both(student, views.student, self.student_layer))  # (4B, d)
+        with torch.no_grad():
+            t_rep = self.teacher_head(_both(teacher, views.teacher, self.teacher_layer))
+        s_simi = similarity(s_rep[n:], s_rep[:n])  # (3B, B)
+        t_simi = similarity(t_rep[n:], t_rep[:n]).detach()  # (3B, B)
+        own = torch.arange(n, device=s_simi.device).repeat(copies)  # (3B,)
+        kept_ss = kept_by_error_level(t_simi, own, self.ss_ratio)
+        ss = _kl_rows(s_simi, t_simi, t["ss"], kept_ss)
+        w = self.weights
+        total = w["ce"] * ce + w["kd"] * kd + w["tf"] * tf + w["ss"] * ss
+        ss_acc = (s_simi.detach().argmax(1) == own).float().mean()
+        return {"loss": total, "sskd/ce": ce, "sskd/kd": kd, "sskd/tf": tf, "sskd/ss": ss,
+                "sskd/ss_acc": ss_acc}  # fmt: skip
+
+    def extra_repr(self) -> str:
+        return (
+            f"weights={self.weights}, temperatures={self.temperatures}, "
+            f"ratios=({self.tf_ratio}, {self.ss_ratio}), layers=({self.student_layer!r}, "
+            f"{self.teacher_layer!r})"
+        )
+
+
+def _both(batch_out: Outputs, view_out: Outputs, path: str | None) -> Tensor:
+    """``(4B, d)``: the flattened feature at ``path`` of the batch, then of its views."""
+    key = str(path)
+    return torch.cat([batch_out.features[key].flatten(1), view_out.features[key].flatten(1)])
+
+
+def _penultimate(role: str, model: nn.Module, path: str | None) -> str:
+    if path is None:
+        layers = list(getattr(model, "feature_layers", []) or [])
+        if not layers:
+            raise ConfigError(
+                f"sskd's head reads the {role}'s penultimate feature, but "
+                f"{type(model).__name__} lists no feature_layers; pass sskd.{role}_layer"
+            )
+        path = layers[-1]
+    check_module_paths(model, [path])
+    return path
+
+
+__all__ = ["SelfSupervisedKD", "kept_by_error_level", "rotated_views", "similarity"]
