@@ -134,6 +134,7 @@ class ExplanationShiftProbe(Probe):
         series: dict[str, list[float]] = {"x": [float(s) for s in shifts]} if curves else {}
         series.update(curves)
         params["shifts"] = shifts
+        params["x_label"] = "diagonal shift s (pixels)"
         params["n_samples"] = n
         if skipped:
             params["skipped"] = skipped
