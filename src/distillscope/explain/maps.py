@@ -73,10 +73,7 @@ def map_method(model: nn.Module, method: str) -> str:
         return "explain"
     if getattr(model, "cam_layer", None) is not None:
         return "gradcam"
-    raise ModelError(
-        f"{type(model).__name__} has neither an explain(inputs, target) method nor a cam_layer; "
-        "add one of them, or choose method: saliency"
-    )
+    raise ModelError(str(why_not(model, "auto")))
 
 
 def why_not(model: nn.Module, method: str) -> str | None:
@@ -84,15 +81,18 @@ def why_not(model: nn.Module, method: str) -> str | None:
 
     Example:
         >>> why_not(nn.Linear(2, 2), "explain")
-        'Linear has no explain(inputs, target) method'
+        'Linear has no explain(inputs, target) method; use method: auto'
     """
     name = type(model).__name__
     if method == "auto" and not _has_explain(model) and getattr(model, "cam_layer", None) is None:
-        return f"{name} has neither an explain(inputs, target) method nor a cam_layer"
+        return (
+            f"{name} has neither an explain(inputs, target) method nor a cam_layer; add one or "
+            "use method: saliency"
+        )
     if method == "explain" and not _has_explain(model):
-        return f"{name} has no explain(inputs, target) method"
+        return f"{name} has no explain(inputs, target) method; use method: auto"
     if method in ("gradcam", "guided_gradcam") and getattr(model, "cam_layer", None) is None:
-        return f"{name} has no cam_layer"
+        return f"{name} has no cam_layer; use method: auto (a model's own explain) or saliency"
     return None
 
 
@@ -141,7 +141,7 @@ def explanation_maps(
     chosen = map_method(model, method)
     reason = why_not(model, chosen)
     if reason is not None:
-        raise ModelError(f"{reason}; choose another explanation method")
+        raise ModelError(reason)
     target = target.to(inputs.device)
     if chosen == "explain":
         with torch.enable_grad():
