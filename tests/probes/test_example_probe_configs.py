@@ -18,3 +18,17 @@ def test_adherence_paper004_example_builds_paper_probes() -> None:
     assert (adherence.aggregate, adherence.aggregate_batch) == ("batch", 100)
     assert probes["adversarial"].attacks == ["fgsm", "pgd", "deepfool"]
     assert cfg.teachers["FT_tempT"].train == {"temperature": 20}
+
+
+def test_explanation_probes_example_builds_the_map_probes() -> None:
+    cfg = load_config(EXAMPLES / "explanation-probes.yaml")
+    probes = {name: create_probe(name, **params) for name, params in cfg.probes.items()}
+    assert probes["localisation"].mask_source == "foreground"
+    assert probes["explanation_shift"].shifts == list(range(17))  # paper 001 Fig. 5: 0..16
+    assert (probes["cam_similarity"].method, probes["cam_similarity"].target) == (
+        "gradcam",
+        "ground_truth",
+    )
+    independent = [n for n, s in cfg.students.items() if n.startswith("independent")]
+    assert len(independent) == 2  # the sanity pair of paper 003
+    assert {cfg.students[n].group for n in independent} == {"seeds"}

@@ -27,6 +27,16 @@ from distillscope.functional.distill import (
     soft_labels,
 )
 from distillscope.functional.entropy import category_mask, entropy, softmax_entropy
+from distillscope.functional.explanation_metrics import (
+    IOU_THRESHOLD,
+    closer_votes,
+    energy_pointing_game,
+    mask_share,
+    region_iou,
+    relevant_region,
+    shift_cosine,
+    shift_diagonal,
+)
 from distillscope.functional.feature_maps import (
     HCL_LEVELS,
     cat_loss,
@@ -42,6 +52,7 @@ from distillscope.functional.similarity import (
 
 __all__ = [
     "HCL_LEVELS",
+    "IOU_THRESHOLD",
     "PSEUDO_SOFT_TEMPERATURE",
     "PSEUDO_SOFT_VARIANCE",
     "TWILIGHT_CONFIDENCE",
@@ -51,8 +62,10 @@ __all__ = [
     "cat_loss",
     "category_mask",
     "class_activation_maps",
+    "closer_votes",
     "cosine_parts",
     "cross_entropy_to_uniform",
+    "energy_pointing_game",
     "entropy",
     "flat_cosine",
     "hcl_loss",
@@ -60,8 +73,13 @@ __all__ = [
     "kd_loss",
     "kl_divergence",
     "label_smoothing_targets",
+    "mask_share",
     "pooled_cosine",
     "pseudo_soft_targets",
+    "region_iou",
+    "relevant_region",
+    "shift_cosine",
+    "shift_diagonal",
     "soft_cross_entropy",
     "soft_labels",
     "softmax_entropy",

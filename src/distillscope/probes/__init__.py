@@ -13,7 +13,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from distillscope.probes import decision, explanations, robustness, similarity, task
+from distillscope.probes import (
+    cam_similarity,
+    decision,
+    explanations,
+    localisation,
+    robustness,
+    shift,
+    similarity,
+    task,
+)
 from distillscope.probes.base import Probe, ProbeData, ProbeResult, Roles
 from distillscope.registry import PROBES
 
@@ -22,11 +31,14 @@ __all__ = [
     "ProbeData",
     "ProbeResult",
     "Roles",
+    "cam_similarity",
     "create_probe",
     "decision",
     "explanations",
+    "localisation",
     "probe_names",
     "robustness",
+    "shift",
     "similarity",
     "task",
 ]

@@ -45,6 +45,32 @@ PROBE_DESCRIPTIONS = {
         "paper 004's GradCAM column).",
         "004",
     ),
+    "localisation": (
+        "How much of each model's explanation of the true class falls on the object (its mask): "
+        "EPG = positive attribution energy inside the mask / total positive energy (energy-based "
+        "pointing game), and IoU of the region where the min-max scaled map exceeds 0.5 with "
+        "the mask; higher = more focused on the object. Parameter mask_share is the EPG of a "
+        "uniform map (chance). mask_source: foreground (bright pixels as masks) is this "
+        "project's extension.",
+        "001",
+    ),
+    "explanation_shift": (
+        "Cosine similarity between the explanation of an image and that of the image shifted "
+        "diagonally by s pixels (shifted back, over the shared area), against s: 1 = the "
+        "explanation moves with the image; periodic dips reveal the patch or stride grid "
+        "(paper 001 Fig. 5). Our summaries: the model's mean cosine over s > 0, and "
+        "curve_gap = mean |c_model(s) - c_teacher(s)| (lower = the teacher's shift behaviour "
+        "was distilled).",
+        "001",
+    ),
+    "cam_similarity": (
+        "Grad-CAM similarity %: share of images on which the teacher's Grad-CAM (true class) is "
+        "closer, by cosine, to the row model's than to the column's independent model "
+        "(vs_<model>); 0.5 = chance, above = the distilled student looks where its teacher "
+        "looks. Rows between two independent models are the sanity check and should be near "
+        "0.5. Exact ties count 1/2 (ours).",
+        "003",
+    ),
     "adversarial": (
         "Accuracy on clean inputs and under FGSM and PGD (L-inf budget eps) and DeepFool "
         "(values <m>/deepfool, <m>/deepfool_strong: the smallest step across the linearised "
@@ -76,8 +102,13 @@ def describe(probe: str) -> str:
         True
         >>> describe("mystery") == GENERIC
         True
+        >>> describe("cam_similarity").endswith("Knowledge Distillation?")  # no "?."
+        True
     """
     if probe not in PROBE_DESCRIPTIONS:
         return GENERIC
     text, paper = PROBE_DESCRIPTIONS[probe]
-    return text if paper is None else f"{text} Source: [{paper}] {PAPERS[paper]}."
+    if paper is None:
+        return text
+    title = PAPERS[paper]
+    return f"{text} Source: [{paper}] {title}{'' if title[-1] in '.?!' else '.'}"

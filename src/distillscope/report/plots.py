@@ -175,13 +175,16 @@ def format_label(value: float) -> str:
     return f"{value:.3g}" if math.isfinite(value) else "—"
 
 
-def series_chart(groups: Sequence[SeriesGroup], palette: Palette, main: str) -> str | None:
+def series_chart(
+    groups: Sequence[SeriesGroup], palette: Palette, main: str, x_label: str | None = None
+) -> str | None:
     """Line plots of a probe's series: one panel per metric, one line per row.
 
     Args:
         groups: Series grouped by metric (see :func:`~distillscope.report.tables.group_series`).
         palette: The report's model colours; line styles mark the role group.
         main: Title of the ``""`` metric (the probe's name).
+        x_label: Label of every panel's x axis (a probe's ``params["x_label"]``), if any.
 
     Returns:
         A PNG data URI, or ``None`` when there is no series.
@@ -205,6 +208,8 @@ def series_chart(groups: Sequence[SeriesGroup], palette: Palette, main: str) -> 
                 )
                 handles.setdefault(row_label(row), line)
             ax.set_title(group.metric or main)
+            if x_label:
+                ax.set_xlabel(x_label)
         fig.legend(list(handles.values()), list(handles), loc="outside right upper")
         return to_data_uri(fig)
 

@@ -278,9 +278,10 @@ def probe_section(
     else:
         parts.append('<p class="note">No values recorded.</p>')
     groups = group_series(probe.get("series", {}), models)
-    parts.append(_figure(series_chart(groups, palette, name), f"{name} series"))
-    parts.append(_images(name, probe, results, palette))
     params = probe.get("params", {})
+    x_label = params.get("x_label") if isinstance(params.get("x_label"), str) else None
+    parts.append(_figure(series_chart(groups, palette, name, x_label), f"{name} series"))
+    parts.append(_images(name, probe, results, palette))
     skipped = params.get("skipped")
     if isinstance(skipped, Mapping) and skipped:
         items = "; ".join(f"{escape(str(k))}: {escape(str(v))}" for k, v in skipped.items())
