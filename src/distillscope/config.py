@@ -117,6 +117,8 @@ class TeacherSpec(Strict):
         checkpoint: A ``.safetensors`` file to load instead of training.
         loss: Loss terms used to train it (default plain cross-entropy).
         data: Its own training data (see :class:`MemberData`); default the top-level ``data``.
+        seed: Its own seed (initial weights, batch order); default the run's ``seed``. Another
+            seed gives an independent network of the same recipe (a foreign-seed control).
     """
 
     model: ModelSpec
@@ -124,6 +126,7 @@ class TeacherSpec(Strict):
     checkpoint: str | None = None
     loss: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"ce": {}})
     data: MemberData | None = None
+    seed: int | None = Field(None, ge=0)
 
 
 class StudentSpec(Strict):
@@ -145,6 +148,8 @@ class StudentSpec(Strict):
             the same training settings.
         data: Its own training (distillation) data (see :class:`MemberData`); default the
             top-level ``data``.
+        seed: Its own seed (initial weights, batch order, loss binding); default the run's
+            ``seed``. Two independent students of two seeds are paper 003's sanity pair.
     """
 
     model_config = ConfigDict(extra="allow", validate_assignment=True)
@@ -156,6 +161,7 @@ class StudentSpec(Strict):
     train: dict[str, Any] = Field(default_factory=dict)
     group: str | None = None
     data: MemberData | None = None
+    seed: int | None = Field(None, ge=0)
     _key: str = PrivateAttr("")
 
     def loss_spec(self) -> dict[str, dict[str, Any]]:
@@ -596,6 +602,12 @@ def _check_groups(cfg: ExperimentConfig) -> None:
             raise ConfigError(
                 f"config key {key!r}: the members of group {group!r} ({', '.join(members)}) "
                 "have different training settings; a group trains in one loop, give them the same"
+            )
+        seeded = [m for m in members if cfg.students[m].seed is not None]
+        if seeded:
+            raise ConfigError(
+                f"config key 'students.{seeded[0]}.seed': members of group {group!r} get seeds "
+                "of their own from the run's seed; remove the key"
             )
         datas = {json.dumps(cfg.data_for(cfg.students[m].data).model_dump(mode="json"),
                             sort_keys=True) for m in members}  # fmt: skip

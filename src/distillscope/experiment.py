@@ -77,6 +77,7 @@ class Member:
     bound_loss: CombinedLoss | None = None  # a student's loss, bound at start-up
     group: str | None = None  # students trained together (DML)
     data: DataConfig | None = None  # its own training data (None: the top-level data)
+    seed: int | None = None  # its initial weights, batch order, binding (None: the run's)
 
 
 def build_model(spec: ModelSpec, data: DistillDataset) -> nn.Module:
@@ -126,7 +127,7 @@ def teacher_key(cfg: ExperimentConfig, member: Member, fingerprint: str) -> str:
                 "seed": d.seed,
                 "fingerprint": fingerprint,
             },
-            "seed": cfg.seed,
+            "seed": member.seed if member.seed is not None else cfg.seed,
             "torch": torch.__version__.split("+")[0],
         }
     )
@@ -143,7 +144,8 @@ def plan_members(cfg: ExperimentConfig, splits: Splits) -> dict[str, Member]:
     """
     members: dict[str, Member] = {}
     for name, t in cfg.teachers.items():
-        seed_everything(cfg.seed)
+        seed = cfg.seed if t.seed is None else t.seed
+        seed_everything(seed)
         members[name] = Member(
             name=name,
             role="teacher",
@@ -153,6 +155,7 @@ def plan_members(cfg: ExperimentConfig, splits: Splits) -> dict[str, Member]:
             loss=t.loss,
             checkpoint=t.checkpoint,
             data=None if t.data is None else cfg.data_for(t.data),
+            seed=seed,
         )
         if t.checkpoint is not None:
             if not Path(t.checkpoint).is_file():
@@ -164,7 +167,9 @@ def plan_members(cfg: ExperimentConfig, splits: Splits) -> dict[str, Member]:
     seen_groups: set[str] = set()
     for name, s in cfg.students.items():
         spec = s.model or cfg.student
-        seed_everything(peer_seed(cfg.seed, name) if s.group in seen_groups else cfg.seed)
+        seed = cfg.seed if s.seed is None else s.seed
+        seed = peer_seed(cfg.seed, name) if s.group in seen_groups else seed
+        seed_everything(seed)
         if s.group is not None:
             seen_groups.add(s.group)
         members[name] = Member(
@@ -177,6 +182,7 @@ def plan_members(cfg: ExperimentConfig, splits: Splits) -> dict[str, Member]:
             teacher=s.teacher,
             group=s.group,
             data=None if s.data is None else cfg.data_for(s.data),
+            seed=cfg.seed if s.seed is None else s.seed,
         )
     for m in members.values():
         if m.role == "teacher":
@@ -184,7 +190,8 @@ def plan_members(cfg: ExperimentConfig, splits: Splits) -> dict[str, Member]:
         loss = build_loss(m.loss)
         teacher = members[m.teacher].model if m.teacher and loss.needs_teacher else None
         data = splits.train_of(m.name)
-        bind_loss(loss, m.model, teacher, data, device="cpu", seed=cfg.seed, name=m.name)
+        seed = cfg.seed if m.seed is None else m.seed
+        bind_loss(loss, m.model, teacher, data, device="cpu", seed=seed, name=m.name)
         m.bound_loss = loss
     return members
 
@@ -384,7 +391,7 @@ class Experiment:
                 "data": train.info.name,
                 "n_train": len(train),
                 "fingerprint": fingerprint,
-                "seed": self.cfg.seed,
+                "seed": m.seed,
             }
             try:
                 store.save(entry, m.model, {"key": key, "matches": matches}, m.history)
@@ -534,7 +541,8 @@ class Experiment:
             if teacher is not None and cache is None and loss.teacher_paths()
             else None
         )
-        seed_everything(self.cfg.seed)
+        seed = self.cfg.seed if m.seed is None else m.seed
+        seed_everything(seed)
         trainer = Trainer(
             m.model,
             loss,
@@ -546,7 +554,7 @@ class Experiment:
             metrics_path=rd.metrics,
             name=m.name,
             progress=self.cfg.progress,
-            seed=self.cfg.seed,
+            seed=seed,
             student_tap=student_tap,
             teacher_tap=teacher_tap,
         )
@@ -629,6 +637,7 @@ class Experiment:
                     "reused": m.reused,
                     "group": m.group,
                     **_own_data(splits, m.name),
+                    **({"seed": m.seed} if m.seed not in (None, self.cfg.seed) else {}),
                 }
                 for m in members.values()
             },

@@ -126,3 +126,36 @@ def test_other_normalisation_is_mapped_to_the_held_out_one():
     assert mapped.info.mean == (0.4,) and mapped.info.name == "own"
     assert mapped.masks is not None and mapped.masks.all()
     assert match_normalisation(data, own, "x") is data  # same constants: untouched
+
+
+def test_a_student_s_own_seed_gives_other_weights_and_is_recorded(tmp_path, capsys):
+    students = {"independent": {"loss": "ce"}, "independent_b": {"loss": "ce", "seed": 7}}
+    code, out, err = _run(tmp_path, capsys, {**BASE, "students": students})
+    assert code == 0, err
+    run = Path(out.strip().splitlines()[-1])
+    results = json.loads((run / "results.json").read_text())
+    assert results["models"]["independent_b"]["seed"] == 7
+    assert "seed" not in results["models"]["independent"]
+    from safetensors.torch import load_file
+
+    a = load_file(run / "models" / "independent.safetensors")
+    b = load_file(run / "models" / "independent_b.safetensors")
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_teacher_s_own_seed_changes_its_key():
+    cfg = load_config_dict(BASE)
+    other = load_config_dict(BASE, ["teacher.seed=3"])
+
+    def member(c):
+        t = c.teachers["teacher"]
+        return Member("teacher", "teacher", t.model, torch.nn.Identity(), c.train, t.loss,
+                      seed=t.seed)  # fmt: skip
+
+    assert teacher_key(cfg, member(cfg), "f") != teacher_key(other, member(other), "f")
+
+
+def test_group_members_cannot_take_a_seed(tmp_path, capsys):
+    students = {"a": {"loss": "dml", "group": "g", "seed": 3}, "b": {"loss": "dml", "group": "g"}}
+    code, _, err = _run(tmp_path, capsys, {**BASE, "students": students})
+    assert code == 2 and "get seeds of their own" in err
