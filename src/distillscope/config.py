@@ -79,7 +79,9 @@ class MemberData(Strict):
     Only the training split changes: every model is still validated and probed on the
     top-level held-out split. Keys left out are taken from the top-level ``data``; a
     different ``name`` starts from that dataset's defaults (no ``params`` or subset keys are
-    carried over to another dataset). Uses: a teacher trained on the full data and students
+    carried over to another dataset); a subset key replaces the top level's subset rule
+    (``train_per_class: 50`` under a top-level ``train_fraction`` takes 50 per class of the
+    whole split). Uses: a teacher trained on the full data and students
     distilled on ``train_per_class`` images (few-shot, paper 001 4.1), students distilled on
     unrelated images (paper 001 4.3), a teacher trained on other group proportions (paper 001
     4.2, paper 003 6.2).
@@ -97,7 +99,10 @@ class MemberData(Strict):
         same = self.name is None or self.name == base.name
         merged = base.model_dump() if same else {"name": self.name, "root": base.root}
         merged["seed"] = base.seed
-        merged.update(self.model_dump(exclude_none=True))
+        given = self.model_dump(exclude_none=True)
+        if "train_per_class" in given or "train_fraction" in given:  # one subset rule replaces
+            merged["train_per_class"] = merged["train_fraction"] = None  # the other
+        merged.update(given)
         return DataConfig(**merged)
 
 

@@ -43,9 +43,10 @@ def test_override_keeps_the_top_level_for_the_same_dataset_and_drops_it_for_anot
         "fashion-mnist",
         {"augment": True},
         5,
-        0.5,
+        None,  # the member's subset rule replaces the top level's
         3,
     )
+    assert MemberData(seed=4).over(base).train_fraction == 0.5
     other = MemberData(name="digits", params={"size": 28}).over(base)
     assert (other.name, other.params, other.train_fraction, other.seed) == (
         "digits",
