@@ -183,3 +183,27 @@ def test_deepfool_on_images_stays_in_pixel_range_and_has_no_series(
             assert v[f"{m}/deepfool_l2"] > 0
         assert f"{m}/pgd" in s and f"{m}/deepfool" not in s
     assert s["x"] == [2 / 255, IMAGE_EPS]
+
+
+def test_ifgsm_pgd_l2_and_cw_run_weak_and_strong_with_cw_norms(near_boundary) -> None:
+    models = {"hot": scaled_linear(1000.0), "cool": scaled_linear(10.0)}
+    roles = Roles(teachers=["hot"], independent=["cool"], temperature={"hot": 100.0})
+    probe = create_probe("adversarial", attacks=["ifgsm", "pgd_l2", "cw_l2"], batch_size=16,
+                         random_start=False, cw_steps=60, cw_search_steps=4)  # fmt: skip
+    v = probe.run(models, near_boundary, roles).values
+    assert v["cool/ifgsm"] == 0.0 and v["cool/pgd_l2"] == 0.0  # |x0| <= 0.25 < eps 0.3
+    assert v["hot/ifgsm"] == 1.0 and v["hot/ifgsm_strong"] == 0.0  # masked, then unmasked
+    assert v["cool/cw_l2"] == 0.0  # CW walks every point across x0 = 0
+    # CW's perturbations are about |x0| (0.1 .. 0.25): the minimal L2 step to the boundary
+    assert 0.1 <= v["cool/cw_l2_l2"] <= 0.3
+
+
+def test_pgd_l2_scales_with_the_eps_sweep(near_boundary) -> None:
+    models = {"cool": scaled_linear(10.0)}
+    roles = Roles(teachers=["cool"])
+    probe = create_probe("adversarial", attacks=["pgd_l2"], sweep=[0.05], l2_eps=0.3,
+                         random_start=False, strong=False)  # fmt: skip
+    result = probe.run(models, near_boundary, roles)
+    series = result.series
+    assert series["x"] == [0.05, 0.3] and series["cool/pgd_l2"][0] == 1.0  # l2 eps 0.05: none
+    assert series["cool/pgd_l2"][1] == 0.0 and result.params["l2_eps"] == 0.3

@@ -42,7 +42,7 @@ def cw_l2(
     model: nn.Module,
     x: Tensor,
     y: Tensor,
-    bounds: tuple[float, float] = (0.0, 1.0),
+    bounds: tuple[float, float] | None = (0.0, 1.0),
     c0: float = 1e-3,
     kappa: float = 0.0,
     steps: int = CW_STEPS,
@@ -55,7 +55,8 @@ def cw_l2(
         model: A network returning ``(B, K)`` logits on inputs like ``x``, in eval mode.
         x: ``(B, ...)`` clean inputs within ``bounds``.
         y: ``(B,)`` true labels.
-        bounds: ``(low, high)`` valid input range (the tanh box).
+        bounds: ``(low, high)`` valid input range (the tanh box), or ``None`` for unbounded
+            inputs (then ``x' = x + delta`` is optimised directly, from ``delta = 0``).
         c0: Initial trade-off constant.
         kappa: Confidence margin.
         steps: Adam steps per value of ``c``.
@@ -63,13 +64,24 @@ def cw_l2(
         lr: Adam's learning rate.
 
     Returns:
-        ``(B, ...)`` detached inputs within ``bounds``.
+        ``(B, ...)`` detached inputs (within ``bounds`` if given).
     """
-    lo, hi = bounds
     x0 = x.detach()
     b = x0.shape[0]
-    scaled = ((x0 - lo) / (hi - lo) * 2 - 1).clamp(-1 + 1e-6, 1 - 1e-6)
-    w0 = torch.atanh(scaled)  # (B, ...)
+    if bounds is None:
+        w0 = torch.zeros_like(x0)
+
+        def image(w: Tensor) -> Tensor:
+            return x0 + w
+
+    else:
+        lo, hi = bounds
+        scaled = ((x0 - lo) / (hi - lo) * 2 - 1).clamp(-1 + 1e-6, 1 - 1e-6)
+        w0 = torch.atanh(scaled)  # (B, ...)
+
+        def image(w: Tensor) -> Tensor:
+            return lo + (hi - lo) * (torch.tanh(w) + 1) / 2
+
     c = torch.full((b,), c0, dtype=x0.dtype, device=x0.device)
     low = torch.zeros_like(c)
     high = torch.full_like(c, float("inf"))
@@ -81,7 +93,7 @@ def cw_l2(
             opt = torch.optim.Adam([w], lr=lr)
             fooled = torch.zeros(b, dtype=torch.bool, device=x0.device)
             for _ in range(steps):
-                x_adv = lo + (hi - lo) * (torch.tanh(w) + 1) / 2  # (B, ...)
+                x_adv = image(w)  # (B, ...)
                 margin = _margin(model(x_adv), y)  # (B,)
                 dist = (x_adv - x0).flatten(1).pow(2).sum(1)  # (B,)
                 loss = (dist + c * margin.clamp_min(-kappa)).sum()

@@ -9,8 +9,10 @@ from typing import Any, Unpack
 import torch
 from torch import Tensor, nn
 
+from distillscope.attacks.carlini import CW_SEARCH_STEPS, CW_STEPS, cw_l2
 from distillscope.attacks.deepfool import DEEPFOOL_OVERSHOOT, DEEPFOOL_STEPS, deepfool
 from distillscope.attacks.gradient import IMAGE_EPS, PGD_STEP_FRACTION, PGD_STEPS, fgsm, pgd
+from distillscope.attacks.l2 import IFGSM_STEPS, ifgsm, pgd_l2
 from distillscope.attacks.temperature import PixelSpaceModel, TemperatureScaled, to_pixels
 from distillscope.checks import check_int, check_positive, check_range
 from distillscope.errors import ConfigError
@@ -18,12 +20,24 @@ from distillscope.probes.base import Probe, ProbeData, ProbeParams, ProbeResult,
 from distillscope.probes.sampling import evaluating, probe_batches
 from distillscope.registry import register_probe
 
-__all__ = ["ATTACKS", "BUDGET_ATTACKS", "DEFAULT_ATTACKS", "POINT_EPS", "AdversarialProbe"]
+__all__ = [
+    "ATTACKS",
+    "BUDGET_ATTACKS",
+    "DEFAULT_ATTACKS",
+    "IMAGE_L2_EPS",
+    "MINIMAL_ATTACKS",
+    "POINT_EPS",
+    "AdversarialProbe",
+]
 
 #: Attacks the probe knows.
-ATTACKS = ("fgsm", "pgd", "deepfool")
-#: Attacks bounded by ``eps`` (the others find their own, minimal, perturbation).
-BUDGET_ATTACKS = ("fgsm", "pgd")
+ATTACKS = ("fgsm", "pgd", "ifgsm", "pgd_l2", "cw_l2", "deepfool")
+#: Attacks bounded by a budget (``eps``; ``l2_eps`` for PGD-L2, scaled with ``eps`` in a sweep).
+BUDGET_ATTACKS = ("fgsm", "pgd", "ifgsm", "pgd_l2")
+#: Minimal-perturbation attacks: no budget; the mean L2 norm of their successes is reported.
+MINIMAL_ATTACKS = ("cw_l2", "deepfool")
+#: L2 budget of PGD-L2 on images in pixel units: 0.5, the CIFAR-10 L2 standard (RobustBench).
+IMAGE_L2_EPS = 0.5
 #: Attacks run unless the config names others: DeepFool is opt-in (see the probe's docstring).
 DEFAULT_ATTACKS = ("fgsm", "pgd")
 #: L-inf budget on unbounded 2-D points: 0.3, about 4% of the toy ring's extent (8 units, paper
@@ -74,6 +88,13 @@ class AdversarialProbe(Probe):
     Attacking 2-D toy points (non-image inputs, eps :data:`POINT_EPS`) is this project's
     extension: paper 004 attacked CIFAR-10 and TSRD only.
 
+    I-FGSM (paper 003 appendix B: ``ifgsm_steps = 5`` signed steps of ``eps / 5`` from the clean
+    input, in the L-inf ball), PGD-L2 (``pgd_steps`` normalised-gradient steps of
+    ``l2_eps / 4`` in the L2 ball of radius ``l2_eps``) and Carlini-Wagner L2 (``cw_steps`` Adam
+    steps per value of ``c``, ``cw_search_steps`` rounds of binary search; no budget, like
+    DeepFool: its mean L2 norm of successful perturbations is reported as ``cw_l2_l2``) are
+    opt-in (:mod:`distillscope.attacks.l2`, :mod:`distillscope.attacks.carlini`).
+
     Args:
         attacks: Subset of :data:`ATTACKS`; default :data:`DEFAULT_ATTACKS`.
         eps: L-inf budget of FGSM and PGD in pixel units; default 8/255 for images,
@@ -81,6 +102,11 @@ class AdversarialProbe(Probe):
         pgd_steps: PGD iterations.
         pgd_step_size: PGD step; default ``eps / 4`` (2/255 for eps 8/255).
         random_start: PGD starts from a uniform point of the eps-ball (seeded by ``seed``).
+        ifgsm_steps: I-FGSM iterations ``k``.
+        l2_eps: L2 budget of PGD-L2 in pixel units; default :data:`IMAGE_L2_EPS` for images,
+            :data:`POINT_EPS` for points.
+        cw_steps: Carlini-Wagner's Adam steps per ``c``.
+        cw_search_steps: Carlini-Wagner's binary-search rounds.
         deepfool_steps: DeepFool's maximum iterations per sample.
         deepfool_overshoot: DeepFool's overshoot past the boundary.
         strong: Also run the strong versions.
@@ -107,6 +133,10 @@ class AdversarialProbe(Probe):
         random_start: bool = True,
         deepfool_steps: int = DEEPFOOL_STEPS,
         deepfool_overshoot: float = DEEPFOOL_OVERSHOOT,
+        ifgsm_steps: int = IFGSM_STEPS,
+        l2_eps: float | None = None,
+        cw_steps: int = CW_STEPS,
+        cw_search_steps: int = CW_SEARCH_STEPS,
         strong: bool = True,
         sweep: Sequence[float] = (),
         **base: Unpack[ProbeParams],
@@ -134,6 +164,10 @@ class AdversarialProbe(Probe):
         self.deepfool_overshoot = check_range(
             "adversarial.deepfool_overshoot", deepfool_overshoot, 0.0, math.inf, high_open=True
         )
+        self.ifgsm_steps = check_int("adversarial.ifgsm_steps", ifgsm_steps)
+        self.l2_eps = None if l2_eps is None else check_positive("adversarial.l2_eps", l2_eps)
+        self.cw_steps = check_int("adversarial.cw_steps", cw_steps)
+        self.cw_search_steps = check_int("adversarial.cw_search_steps", cw_search_steps)
         self.strong = bool(strong)
         if not isinstance(sweep, (list, tuple)):
             raise ConfigError(
@@ -142,13 +176,14 @@ class AdversarialProbe(Probe):
         self.sweep = [check_positive("adversarial.sweep", e) for e in sweep]
         if self.sweep and not any(a in BUDGET_ATTACKS for a in self.attacks):
             raise ConfigError(
-                f"adversarial.sweep={list(sweep)!r} needs fgsm or pgd in adversarial.attacks "
-                "(DeepFool has no budget); add one or drop the sweep"
+                f"adversarial.sweep={list(sweep)!r} needs a budgeted attack "
+                f"({', '.join(BUDGET_ATTACKS)}) in adversarial.attacks (DeepFool and CW have "
+                "no budget); add one or drop the sweep"
             )
 
     def run(self, models: Mapping[str, nn.Module], data: ProbeData, roles: Roles) -> ProbeResult:
         info = data.info
-        eps = self.eps if self.eps is not None else (IMAGE_EPS if info.is_image else POINT_EPS)
+        eps = self._main_eps(info.is_image)
         step = self.pgd_step_size if self.pgd_step_size is not None else eps * PGD_STEP_FRACTION
         temps = {m: float(roles.temperature.get(m, 1.0)) for m in models}
         variants = [""] + (["_strong"] if self.strong else [])
@@ -183,9 +218,10 @@ class AdversarialProbe(Probe):
                 values[f"{m}/{k}"] = accs[eps][m, source]
                 if series and k in budget_keys:
                     series[f"{m}/{k}"] = [accs[e][m, source] for e in sweep]
-                if k.startswith("deepfool"):
+                if k.startswith(MINIMAL_ATTACKS):
                     if norms.get((m, source)) is None:
-                        skipped[f"{m}/{k}_l2"] = "DeepFool fooled no correctly classified sample"
+                        attack = k.removesuffix("_strong")
+                        skipped[f"{m}/{k}_l2"] = f"{attack} fooled no correctly classified sample"
                     else:
                         values[f"{m}/{k}_l2"] = norms[m, source]
         params: dict[str, Any] = {
@@ -201,6 +237,13 @@ class AdversarialProbe(Probe):
             "bounds": None if info.pixel_range is None else list(info.pixel_range),
             "n_samples": min(self.max_samples, len(data.dataset)),
         }
+        if "ifgsm" in self.attacks:
+            params["ifgsm_steps"] = self.ifgsm_steps
+        if "pgd_l2" in self.attacks:
+            params["l2_eps"] = self._l2_eps(info.is_image)
+        if "cw_l2" in self.attacks:
+            params["cw_steps"] = self.cw_steps
+            params["cw_search_steps"] = self.cw_search_steps
         if "deepfool" in self.attacks:
             params["deepfool_steps"] = self.deepfool_steps
             params["deepfool_overshoot"] = self.deepfool_overshoot
@@ -210,6 +253,12 @@ class AdversarialProbe(Probe):
         if skipped:
             params["skipped"] = skipped
         return ProbeResult(self.name, values, series=series, params=params)
+
+    def _main_eps(self, is_image: bool) -> float:
+        return self.eps if self.eps is not None else (IMAGE_EPS if is_image else POINT_EPS)
+
+    def _l2_eps(self, is_image: bool) -> float:
+        return self.l2_eps if self.l2_eps is not None else (IMAGE_L2_EPS if is_image else POINT_EPS)
 
     def _accuracies(
         self,
@@ -228,7 +277,8 @@ class AdversarialProbe(Probe):
         """
         bounds = data.info.pixel_range
         correct = {(m, k): 0 for m in nets for k in keys}
-        norm_sum = {(m, k): 0.0 for m in nets for k in keys if k.startswith("deepfool")}
+        norm_sum = {(m, k): 0.0 for m in nets for k in keys if k.startswith(MINIMAL_ATTACKS)}
+        l2_eps = self._l2_eps(data.info.is_image) * eps / self._main_eps(data.info.is_image)
         norm_n = dict.fromkeys(norm_sum, 0)
         # One generator per (model, variant): each model meets the same random starts, whatever
         # the other models are.
@@ -248,6 +298,15 @@ class AdversarialProbe(Probe):
                         continue
                     if a == "fgsm":
                         x_adv = fgsm(attacked, x, y, eps, bounds)
+                    elif a == "ifgsm":
+                        x_adv = ifgsm(attacked, x, y, eps, steps=self.ifgsm_steps, bounds=bounds)
+                    elif a == "pgd_l2":
+                        x_adv = pgd_l2(attacked, x, y, l2_eps, l2_eps * PGD_STEP_FRACTION,
+                                       steps=self.pgd_steps, random_start=self.random_start,
+                                       bounds=bounds, generator=gens[m, v])  # fmt: skip
+                    elif a == "cw_l2":
+                        x_adv = cw_l2(attacked, x, y, bounds=bounds, steps=self.cw_steps,
+                                      search_steps=self.cw_search_steps)  # fmt: skip
                     elif a == "pgd":
                         x_adv = pgd(
                             attacked,
@@ -271,7 +330,7 @@ class AdversarialProbe(Probe):
                         )
                     adv_ok = _correct(nets[m], x_adv, y)  # (B,) at T = 1
                     correct[m, f"{a}{v}"] += int(adv_ok.sum())
-                    if a == "deepfool":
+                    if a in MINIMAL_ATTACKS:
                         fooled = clean_ok[m] & ~adv_ok  # (B,)
                         dist = (x_adv - x).flatten(1).norm(dim=1)  # (B,)
                         norm_sum[m, f"{a}{v}"] += float(dist[fooled].double().sum())
