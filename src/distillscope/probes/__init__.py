@@ -22,6 +22,7 @@ from distillscope.probes import (
     shift,
     similarity,
     task,
+    transfer,
 )
 from distillscope.probes.base import Probe, ProbeData, ProbeResult, Roles
 from distillscope.registry import PROBES
@@ -41,6 +42,7 @@ __all__ = [
     "shift",
     "similarity",
     "task",
+    "transfer",
 ]
 
 

@@ -77,8 +77,19 @@ PROBE_DESCRIPTIONS = {
         "nearest boundary, 50 steps, overshoot 0.02) attacks; the strong variants attack the "
         "logits divided by the model's training temperature, undoing gradient masking. Paper 004 "
         "attacks CIFAR-10 and TSRD images; attacking 2-D toy points (the decision-map data) is "
-        "this project's extension. Series, if any: accuracy against the attack budget eps.",
+        "this project's extension. Opt-in: I-FGSM (5 steps), PGD-L2 and Carlini-Wagner L2 "
+        "(<m>/cw_l2_l2: mean L2 norm of its successes). Series, if any: accuracy against the "
+        "attack budget eps.",
         "004",
+    ),
+    "adversarial_transfer": (
+        "Images crafted by iterative FGSM (5 steps, L-inf eps) to change a source network's "
+        "prediction; of those that succeed, the share that also change each other model's "
+        "prediction (<source>-><model>). Paper 003 finds the distilled student fooled more often "
+        "than the independent one by its teacher's images, but not by a foreign network's (the "
+        "control, if a foreign model is named). <source>/success: the attack's success rate on "
+        "the source itself. Student -> teacher rows (reverse) are this project's addition.",
+        "003",
     ),
     "decision_map": (
         "Predicted class probabilities over a 2-D input grid, as in paper 004's decision "
