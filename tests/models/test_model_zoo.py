@@ -21,6 +21,7 @@ NATURAL_INPUT = {
     "lenet5": (1, 28, 28),
     "resnet*": (3, 32, 32),
     "p004_*": (3, 32, 32),
+    "vit_tiny": (1, 28, 28),
 }
 
 ZOO = MODELS.list()

@@ -24,6 +24,7 @@ from distillscope.models import (  # noqa: F401  (registers the zoo)
     paper004,
     resnet_cifar,
     small,
+    vit,
 )
 from distillscope.models.forward import count_parameters, forward_outputs, model_device
 from distillscope.models.taps import FeatureTap, check_module_paths
