@@ -155,6 +155,8 @@ class StudentSpec(Strict):
             top-level ``data``.
         seed: Its own seed (initial weights, batch order, loss binding); default the run's
             ``seed``. Two independent students of two seeds are paper 003's sanity pair.
+        teacher_cache: Its own teacher-cache mode (``auto``, ``frozen``, ``off``); default the
+            run's. Lets one run compare a live teacher with frozen outputs / explanations.
     """
 
     model_config = ConfigDict(extra="allow", validate_assignment=True)
@@ -167,6 +169,7 @@ class StudentSpec(Strict):
     group: str | None = None
     data: MemberData | None = None
     seed: int | None = Field(None, ge=0)
+    teacher_cache: Literal["auto", "frozen", "off"] | None = None
     _key: str = PrivateAttr("")
 
     def loss_spec(self) -> dict[str, dict[str, Any]]:
@@ -607,6 +610,11 @@ def _check_groups(cfg: ExperimentConfig) -> None:
             raise ConfigError(
                 f"config key {key!r}: the members of group {group!r} ({', '.join(members)}) "
                 "have different training settings; a group trains in one loop, give them the same"
+            )
+        if len({cfg.students[m].teacher_cache for m in members}) > 1:
+            raise ConfigError(
+                f"config key {key!r}: the members of group {group!r} have different "
+                "teacher_cache modes; a group shares one teacher cache, give them the same"
             )
         seeded = [m for m in members if cfg.students[m].seed is not None]
         if seeded:

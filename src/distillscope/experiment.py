@@ -78,6 +78,7 @@ class Member:
     group: str | None = None  # students trained together (DML)
     data: DataConfig | None = None  # its own training data (None: the top-level data)
     seed: int | None = None  # its initial weights, batch order, binding (None: the run's)
+    cache_mode: str | None = None  # its teacher_cache mode (None: the run's)
 
 
 def build_model(spec: ModelSpec, data: DistillDataset) -> nn.Module:
@@ -183,6 +184,7 @@ def plan_members(cfg: ExperimentConfig, splits: Splits) -> dict[str, Member]:
             group=s.group,
             data=None if s.data is None else cfg.data_for(s.data),
             seed=cfg.seed if s.seed is None else s.seed,
+            cache_mode=s.teacher_cache,
         )
     for m in members.values():
         if m.role == "teacher":
@@ -485,7 +487,7 @@ class Experiment:
         ``teacher_cache_mb`` (one line says so; the teacher then runs live). Caches kept for
         other students count against the same budget: the oldest are dropped to make room.
         """
-        mode = self.cfg.teacher_cache
+        mode = m.cache_mode or self.cfg.teacher_cache
         train = splits.train_of(m.name)
         if mode == "off" or not cache_allowed(train, frozen=mode == "frozen"):
             return None

@@ -160,3 +160,12 @@ def test_group_members_cannot_take_a_seed(tmp_path, capsys):
     students = {"a": {"loss": "dml", "group": "g", "seed": 3}, "b": {"loss": "dml", "group": "g"}}
     code, _, err = _run(tmp_path, capsys, {**BASE, "students": students})
     assert code == 2 and "get seeds of their own" in err
+
+
+def test_a_student_s_own_teacher_cache_mode(tmp_path, capsys):
+    students = {"kd": {"loss": "kd"}, "kd_live": {"loss": "kd", "teacher_cache": "off"}}
+    code, out, err = _run(tmp_path, capsys, {**BASE, "students": students})
+    assert code == 0, err
+    assert err.count("caching teacher teacher outputs") == 1  # kd caches, kd_live runs live
+    with pytest.raises(ConfigError, match="teacher_cache"):
+        load_config_dict(BASE, ["students.kd.teacher_cache=sometimes"])
