@@ -172,10 +172,7 @@ class TeacherCache:
                 for batch in bar:
                     batch = batch.to(device)
                     x = to_layout(batch.inputs, layout)
-                    out = forward_outputs(teacher, x, tap)
-                    if explain is not None:
-                        explained = explain(teacher, x).detach()
-                        out = Outputs(out.logits, out.features, explanation=explained.explanation)
+                    out = _outputs(teacher, x, tap, explain)
                     if logits is None:
                         logits = _empty(n, out.logits)  # (N, K)
                     logits[batch.index] = out.logits
@@ -302,10 +299,7 @@ def cache_bytes(
                 if feature_paths
                 else None
             )
-            out = forward_outputs(teacher, x, tap)
-            if explain is not None:
-                explained = explain(teacher, x)
-                out = Outputs(out.logits, out.features, explanation=explained.explanation)
+            out = _outputs(teacher, x, tap, explain)
     finally:
         teacher.train(was_training)
     kept = [out.logits, *out.features.values()]
@@ -320,6 +314,23 @@ def unaugmented(dataset: DistillDataset) -> DistillDataset:
     if isinstance(dataset, TensorDataset) and dataset.transform is not None:
         return TensorDataset(dataset.inputs, dataset.targets, dataset.info, masks=dataset.masks)
     return dataset
+
+
+def _outputs(
+    teacher: nn.Module, x: Tensor, tap: FeatureTap | None, explain: Explainer | None
+) -> Outputs:
+    """The teacher's detached outputs on ``x``: logits and tapped features, and with
+    ``explain`` its explanation. The explanation pass gives the logits too, so a second
+    (gradient-free) pass runs only for tapped features; nothing keeps a graph, which would
+    chain every batch's graph to the cache."""
+    if explain is None:
+        return forward_outputs(teacher, x, tap).detach()
+    explained = explain(teacher, x).detach()
+    if tap is None:
+        return explained
+    with torch.no_grad():
+        out = forward_outputs(teacher, x, tap).detach()
+    return Outputs(out.logits, out.features, explanation=explained.explanation)
 
 
 def _empty(n: int, like: Tensor) -> Tensor:
