@@ -50,3 +50,27 @@ def test_it_learns_a_fixed_batch():
 def test_bad_shapes_are_one_line(params, needle):
     with pytest.raises(UserError, match=needle):
         create_model("vit_tiny", num_classes=3, **params)
+
+
+def test_cnn_to_vit_feature_methods_bind_on_the_grid_and_tokens_are_refused():
+    """Across architectures (issue 6): the ViT's token grid is a (D, h, w) map a CNN method can
+    regress onto; a raw token sequence (N, D) gets one line at bind."""
+    from distillscope.data.base import DatasetInfo, TensorDataset
+    from distillscope.distill import build_loss
+    from distillscope.errors import ConfigError
+    from distillscope.train.bind import bind_loss
+
+    info = DatasetInfo("toy", 10, (1, 28, 28), [str(i) for i in range(10)])
+    data = TensorDataset(torch.randn(8, 1, 28, 28), torch.arange(8) % 10, info)
+    teacher = create_model("resnet8", num_classes=10, in_channels=1)
+    student = create_model("vit_tiny", num_classes=10, depth=2)
+    for spec in (
+        {"hint": {"student_layer": "grid", "teacher_layer": "layer3"}},
+        {"at": {"student_layers": ["grid"], "teacher_layers": ["layer3"]}},
+        {"e2kd": {}},
+    ):
+        bind_loss(build_loss(spec), student, teacher, data, device="cpu", name="vit")
+    tokens = build_loss({"hint": {"student_layer": "blocks.0", "teacher_layer": "layer2"}})
+    with pytest.raises(ConfigError, match="cannot map a student feature of shape") as err:
+        bind_loss(tokens, student, teacher, data, device="cpu", name="vit")
+    assert "\n" not in str(err.value)
