@@ -137,4 +137,5 @@ def match_normalisation(data: DistillDataset, target: DatasetInfo, where: str) -
     transform = data.transform
     if transform is not None:
         say(f"{where}: {info.name} is re-normalised as {target.name}; its augmentation is kept")
-    return TensorDataset((pixels - new_mean) / new_std, data.targets, renorm, transform, data.masks)
+    inputs = (pixels - new_mean) / new_std
+    return TensorDataset(inputs, data.targets, renorm, transform, data.masks, data.groups)

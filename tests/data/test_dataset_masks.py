@@ -36,3 +36,12 @@ def test_no_masks_by_default():
 def test_wrong_mask_shapes_are_refused(shape):
     with pytest.raises(ValueError, match="masks must be"):
         _data(torch.zeros(shape))
+
+
+def test_groups_follow_subsets_and_bad_shapes_are_refused():
+    inputs = torch.zeros(3, 1, 4, 4)
+    data = TensorDataset(inputs, torch.tensor([0, 1, 0]), INFO, groups=torch.tensor([2, 0, 1]))
+    assert data.subset([2, 0]).groups.tolist() == [1, 2]
+    assert unaugmented(data).groups.tolist() == [2, 0, 1]
+    with pytest.raises(ValueError, match="groups must be"):
+        TensorDataset(inputs, torch.tensor([0, 1, 0]), INFO, groups=torch.tensor([1, 2]))

@@ -14,7 +14,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from distillscope.data import digits, fashion_mnist, toy2d, vision  # noqa: F401  (registration)
+from distillscope.data import (  # noqa: F401  (registration)
+    digits,
+    fashion_mnist,
+    spurious,
+    toy2d,
+    vision,
+)
 from distillscope.data.base import (
     DatasetInfo,
     DistillDataset,

@@ -99,6 +99,8 @@ class TensorDataset(DistillDataset):
             (random augmentation; sets :attr:`augmented`).
         masks: Optional ``(N, H, W)`` boolean object masks (localisation probes, paper 001
             4.2); kept through :meth:`subset`, never augmented (probes read un-augmented data).
+        groups: Optional ``(N,)`` integer group of each item (e.g. its background; group
+            accuracy, paper 001 4.2 and paper 003 6.2); kept through :meth:`subset`.
     """
 
     def __init__(
@@ -108,6 +110,7 @@ class TensorDataset(DistillDataset):
         info: DatasetInfo,
         transform: Callable[[Tensor], Tensor] | None = None,
         masks: Tensor | None = None,
+        groups: Tensor | None = None,
     ) -> None:
         if inputs.shape[0] != targets.shape[0]:
             raise ValueError(f"inputs ({inputs.shape[0]}) and targets ({targets.shape[0]}) differ")
@@ -121,6 +124,11 @@ class TensorDataset(DistillDataset):
                 f"got {tuple(masks.shape)}"
             )
         self.masks = None if masks is None else masks.bool()
+        if groups is not None and (groups.dim() != 1 or groups.shape[0] != inputs.shape[0]):
+            raise ValueError(
+                f"groups must be (N,) = ({inputs.shape[0]},), got {tuple(groups.shape)}"
+            )
+        self.groups = None if groups is None else groups.long()
         self.inputs = inputs
         self.targets = targets.long()
         self.info = info
@@ -146,7 +154,10 @@ class TensorDataset(DistillDataset):
         """A new dataset holding ``indices`` (re-indexed from 0)."""
         idx = torch.as_tensor(indices, dtype=torch.long)
         masks = None if self.masks is None else self.masks[idx]
-        return TensorDataset(self.inputs[idx], self.targets[idx], self.info, self.transform, masks)
+        groups = None if self.groups is None else self.groups[idx]
+        return TensorDataset(
+            self.inputs[idx], self.targets[idx], self.info, self.transform, masks, groups
+        )
 
 
 #: Items whose inputs enter a dataset's fingerprint (evenly spaced over the dataset).

@@ -82,6 +82,14 @@ PROBE_DESCRIPTIONS = {
         "attack budget eps.",
         "004",
     ),
+    "group_gap": (
+        "Top-1 accuracy per group of the held-out data, the worst group and the gap between the "
+        "best and the worst (lower is better), and teacher-student agreement per group. With "
+        "spurious backgrounds the groups are the majority (background agrees with the label: in "
+        "distribution) and the minority (out of distribution), as paper 001 evaluates KD students "
+        "on Waterbirds; paper 003 6.2 asks whether a teacher's group bias passes to its student.",
+        "001",
+    ),
     "adversarial_transfer": (
         "Images crafted by iterative FGSM (5 steps, L-inf eps) to change a source network's "
         "prediction; of those that succeed, the share that also change each other model's "

@@ -312,7 +312,13 @@ def cache_bytes(
 def unaugmented(dataset: DistillDataset) -> DistillDataset:
     """The same items without random augmentation where that is possible (in-memory data)."""
     if isinstance(dataset, TensorDataset) and dataset.transform is not None:
-        return TensorDataset(dataset.inputs, dataset.targets, dataset.info, masks=dataset.masks)
+        return TensorDataset(
+            dataset.inputs,
+            dataset.targets,
+            dataset.info,
+            masks=dataset.masks,
+            groups=dataset.groups,
+        )
     return dataset
 
 
