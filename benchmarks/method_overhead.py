@@ -227,8 +227,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         variants[f"{method}_live"] = lambda spec=spec: trainer_epoch(
             teacher, fresh(), data, cfg, spec
         )
-        paths = build_loss(spec).teacher_paths()
-        feature_caches[method] = TeacherCache.build(teacher, data, 512, "cpu", paths, False)
+        probe = build_loss(spec)
+        probe.attach(student0, teacher)  # terms that learn their layers from the models
+        explain = probe.explain_teacher if "explanation" in probe.needs else None
+        feature_caches[method] = TeacherCache.build(
+            teacher, data, 512, "cpu", probe.teacher_paths(), False, explain=explain
+        )
         variants[f"{method}_cached"] = lambda spec=spec, m=method: trainer_epoch(
             teacher, fresh(), data, cfg, spec, feature_caches[m]
         )

@@ -151,3 +151,15 @@ def test_non_square_inputs_are_refused_at_bind():
 def test_bad_parameters_are_one_line(params, needle):
     with pytest.raises(ConfigError, match=needle):
         create_loss("sskd", **params)
+
+
+def test_a_cache_without_the_features_the_bound_loss_reads_is_refused_before_training():
+    """SSKD learns its layers at bind; a cache built from the unbound loss lacks them."""
+    from distillscope.train.teacher_cache import TeacherCache
+
+    student, teacher = models()
+    cache = TeacherCache.build(teacher, data(), 16, "cpu", progress=False)  # logits only
+    trainer = Trainer(student, build_loss({"sskd": {}}), TrainConfig(epochs=1, batch_size=16),
+                      teacher=teacher, teacher_cache=cache, progress=False)  # fmt: skip
+    with pytest.raises(ConfigError, match="holds only"):
+        trainer.fit(data())

@@ -172,6 +172,8 @@ class Trainer:
         self.loss.to(self.device)
         if not getattr(self.loss, "bound", False):
             self._bind(train)
+            if self.teacher_cache is not None and self.needs_teacher:  # paths known only now
+                self.teacher_cache.check(train, getattr(self.loss, "teacher_paths", list)())
         teacher_mode = self.teacher.training if self.teacher is not None else False
         if self.teacher is not None:
             self.teacher.to(self.device).eval()
