@@ -32,7 +32,9 @@ def test_backgrounds_follow_the_label_in_training_and_are_balanced_at_test(root)
     train = load_dataset("spurious-fashion", "train", root=str(root))
     test = load_dataset("spurious-fashion", "test", root=str(root))
     assert train.info.num_classes == 2 and tuple(train.inputs.shape[1:]) == (3, 28, 28)
-    assert len(train) == 280 and len(test) == 140  # 7 of the 10 classes are tops or footwear
+    assert len(train) == 160 and len(test) == 80  # T-shirt, shirt, pullover, coat: 4 of 10
+    easy = load_dataset("spurious-fashion", "train", root=str(root), task="tops-footwear")
+    assert len(easy) == 280 and easy.info.class_names == ["top", "footwear"]
     assert abs((train.groups == train.targets).float().mean().item() - 0.95) < 0.05
     assert abs((test.groups == test.targets).float().mean().item() - 0.5) < 0.12
     reversed_ = load_dataset("spurious-fashion", "test", root=str(root), test_correlation=0.0)
@@ -65,7 +67,7 @@ def test_the_same_seed_repeats_and_another_seed_differs(root):
 @pytest.mark.parametrize(
     ("params", "needle"),
     [({"correlation": 1.5}, "correlation"), ({"test_correlation": -0.1}, "test_correlation"),
-     ({"max_items": 1}, "max_items")],
+     ({"max_items": 1}, "max_items"), ({"task": "birds"}, "spurious-fashion.task")],
 )  # fmt: skip
 def test_bad_parameters_are_one_line(root, params, needle):
     with pytest.raises(ConfigError, match=needle):

@@ -5,9 +5,12 @@ task whose label is predicted by the object, while the background is a shortcut 
 with the label on ``correlation`` of the training images and on ``test_correlation`` of the
 held-out ones. Ours, at CPU scale:
 
-- objects: Fashion-MNIST items of two super-classes, **tops** (T-shirt, pullover, coat, shirt:
-  label 0) and **footwear** (sandal, sneaker, ankle boot: label 1); the other classes are left
-  out;
+- objects: Fashion-MNIST items of two super-classes; ``task = garments`` (default): **light**
+  (T-shirt/top, shirt: label 0) against **warm** (pullover, coat: label 1), the four classes
+  Fashion-MNIST confuses most, so the object is a hard cue (as birds are in Waterbirds) and the
+  background shortcut competes with it; ``task = tops-footwear``: tops (T-shirt, pullover,
+  coat, shirt) against footwear (sandal, sneaker, ankle boot), an easy cue; the other classes
+  are left out;
 - backgrounds: 28x28 patches cut at random places from scikit-image's bundled photos, two
   groups that differ in texture and colour: **land** (``grass``, tinted green) and **water**
   (``gravel``, tinted blue); group ``g`` "agrees" with label ``g``;
@@ -39,8 +42,11 @@ from distillscope.registry import register_dataset
 
 __all__ = ["GROUPS", "SUPERCLASSES", "spurious_fashion"]
 
-#: Fashion-MNIST classes of each label: tops (0) and footwear (1).
-SUPERCLASSES = ((0, 2, 4, 6), (5, 7, 9))
+#: Fashion-MNIST classes of each label, per task.
+SUPERCLASSES = {
+    "garments": (("light", (0, 6)), ("warm", (2, 4))),
+    "tops-footwear": (("top", (0, 2, 4, 6)), ("footwear", (5, 7, 9))),
+}
 #: Background groups: name, scikit-image photo, RGB tint; group g agrees with label g.
 GROUPS = (("land", "grass", (0.45, 0.75, 0.30)), ("water", "gravel", (0.30, 0.50, 0.90)))
 #: Object pixels: grey value above this (Fashion-MNIST's own background is exactly 0).
@@ -79,8 +85,9 @@ def spurious_fashion(
     max_items: int | None = None,
     data_seed: int = 0,
     augment: bool = False,
+    task: str = "garments",
 ) -> TensorDataset:
-    """Tops vs footwear on land or water backgrounds (see the module docstring).
+    """Two Fashion-MNIST super-classes on land or water backgrounds (module docstring).
 
     Args:
         split: ``"train"`` or ``"test"``.
@@ -90,6 +97,7 @@ def spurious_fashion(
         max_items: Keep at most this many items of the split (the first of a seeded order).
         data_seed: Seed of the backgrounds, their places and the item order.
         augment: Random crop with padding 2 on the training split.
+        task: ``garments`` (hard object cue) or ``tops-footwear`` (easy).
 
     Returns:
         ``(N, 3, 28, 28)`` normalised images with ``masks`` (objects) and ``groups``
@@ -104,10 +112,14 @@ def spurious_fashion(
         raise ConfigError(
             f"spurious-fashion.max_items={max_items!r} is invalid; use an integer >= 2 or null"
         )
+    if task not in SUPERCLASSES:
+        raise ConfigError(
+            f"spurious-fashion.task={task!r} is invalid; use one of {', '.join(SUPERCLASSES)}"
+        )
     base = fashion_mnist(split, root=root)
     pixels = base.inputs[:, 0] * base.info.std[0] + base.info.mean[0]  # (N, 28, 28) in [0, 1]
     labels = torch.full_like(base.targets, -1)
-    for label, classes in enumerate(SUPERCLASSES):
+    for label, (_, classes) in enumerate(SUPERCLASSES[task]):
         labels[torch.isin(base.targets, torch.tensor(classes))] = label
     keep = torch.nonzero(labels >= 0)[:, 0]  # (M,)
     rng = np.random.default_rng([data_seed, int(train)])
@@ -125,7 +137,7 @@ def spurious_fashion(
         name="spurious-fashion",
         num_classes=2,
         input_shape=(3, 28, 28),
-        class_names=["top", "footwear"],
+        class_names=[name for name, _ in SUPERCLASSES[task]],
         mean=MEAN,
         std=STD,
         pixel_range=(0.0, 1.0),
