@@ -44,3 +44,19 @@ def test_categories_partition_the_classes():
     categories = load_dataset("digits", "test").info.categories
     assert sorted(c for cs in categories.values() for c in cs) == list(range(10))
     assert categories["round"] == [0, 6, 8, 9]
+
+
+def test_size_resizes_in_pixel_space_and_bad_sizes_are_one_line():
+    import pytest
+
+    from distillscope.data import load_dataset
+    from distillscope.errors import ConfigError
+
+    small = load_dataset("digits", "test")
+    big = load_dataset("digits", "test", size=28)
+    assert tuple(big.inputs.shape[1:]) == (1, 28, 28) and big.info.input_shape == (1, 28, 28)
+    assert torch.equal(big.targets, small.targets)
+    # bilinear resizing keeps each image's mean pixel close to the original's
+    assert (big.inputs.mean((1, 2, 3)) - small.inputs.mean((1, 2, 3))).abs().max() < 0.15
+    with pytest.raises(ConfigError, match="digits.size"):
+        load_dataset("digits", "test", size=4)
