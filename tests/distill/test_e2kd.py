@@ -209,3 +209,75 @@ def test_the_trainer_taps_what_the_bound_loss_reads_and_removes_it_after():
     assert history[0]["e2kd/explanation"] > 0 and loss.student_paths() == ["layer3"]
     assert tr.student_tap is None
     assert not any(m._forward_hooks for m in [*student.modules(), *teacher.modules()])
+
+
+# ------------------------------------------------------------------ B-cos models (paper 001 3.1)
+def bcos_pair() -> tuple[nn.Module, nn.Module]:
+    torch.manual_seed(0)
+    student = create_model("bcos_mnist_cnn", num_classes=10, input_size=16)
+    teacher = create_model("bcos_resnet8", num_classes=10, in_channels=1, width=4)
+    return student, teacher
+
+
+def test_bcos_e2kd_distils_the_dynamic_weights_of_the_teachers_top1_class():
+    student, teacher = bcos_pair()
+    train = data()
+    loss = bound(student, teacher, train)
+    term = loss["e2kd"]
+    assert term.explanation == "bcos" and loss.student_paths() == ["encode"]
+    batch = next(iter_batches(train, 8))
+    student.eval()
+    t_out = loss.explain_teacher(teacher.eval(), batch.inputs)
+    top1 = t_out.logits.argmax(1)
+    assert torch.allclose(t_out.explanation, teacher.dynamic_weights(batch.inputs, top1), atol=1e-6)
+    assert t_out.explanation.shape == (8, 2, 16, 16)  # [p, 1 - p] channels
+    with loss.student_context(student), FeatureTap(student, loss.student_paths()) as tap:
+        s_out = forward_outputs(student, batch.inputs, tap)
+        parts = loss(s_out, t_out, batch)
+    w_s = student.dynamic_weights(batch.inputs, top1)
+    expected = explanation_loss(w_s, t_out.explanation)
+    assert parts["e2kd/explanation"].item() == pytest.approx(expected.item(), abs=1e-5)
+    parts["e2kd/explanation"].backward()
+    assert student.conv1.weight.grad is not None and student.conv1.weight.grad.abs().sum() > 0
+
+
+def test_bcos_students_train_in_explanation_mode_and_leave_it_after_training():
+    student, teacher = bcos_pair()
+    seen = []
+    student.conv2.register_forward_hook(lambda m, i, o: seen.append(m.detach))
+    tr = Trainer(student, build_loss({"e2kd": {}}), TrainConfig(epochs=1, batch_size=16),
+                 teacher=teacher, progress=False)  # fmt: skip
+    history = tr.fit(data(32))
+    assert seen and all(seen)  # every training forward ran in explanation mode
+    assert history[0]["e2kd/explanation"] > 0
+    assert not any(getattr(m, "detach", False) for m in student.modules() if m is not student)
+
+
+def test_bcos_explanations_need_bcos_models_on_both_sides():
+    student, _ = bcos_pair()
+    _, plain = pair()
+    with pytest.raises(ConfigError, match="teacher .* is not a B-cos model") as err:
+        bind_loss(build_loss({"e2kd": {"explanation": "bcos"}}), student, plain, data(),
+                  device="cpu")  # fmt: skip
+    assert "\n" not in str(err.value)
+    loss = build_loss({"e2kd": {}})  # auto: GradCAM when the pair is mixed
+    bind_loss(loss, student, plain, data(), device="cpu")
+    assert loss["e2kd"].explanation == "gradcam" and loss.student_paths() == ["bn2"]
+    with pytest.raises(ConfigError, match="drop student_layer"):
+        create_loss("e2kd", explanation="bcos", student_layer="bn2")
+    with pytest.raises(ConfigError, match="e2kd.explanation"):
+        create_loss("e2kd", explanation="lrp")
+
+
+def test_frozen_bcos_weights_are_cached_and_moved_with_their_images():
+    student, teacher = bcos_pair()
+    aug = RandomCropFlip(padding=2, flip=True, fill=(0.0,))
+    train = data(16, transform=aug)
+    loss = bound(student, teacher, data(16))
+    cache = TeacherCache.build(teacher, data(16), 8, "cpu", progress=False,
+                               explain=loss.explain_teacher)  # fmt: skip
+    cache = TeacherCache(cache.logits, explanation=cache.explanation, transform=aug)
+    assert cache.explanation.shape == (16, 2, 16, 16)
+    batch = next(iter_batches(train, 8, shuffle=True, generator=torch.Generator().manual_seed(1)))
+    moved = cache.outputs(batch).explanation
+    assert torch.equal(moved, aug.apply(cache.explanation[batch.index], batch.augmentation, (0.0,)))

@@ -22,6 +22,9 @@ NATURAL_INPUT = {
     "resnet*": (3, 32, 32),
     "p004_*": (3, 32, 32),
     "vit_tiny": (1, 28, 28),
+    "bcos_mnist_cnn": (1, 28, 28),
+    "bcos_resnet*": (3, 32, 32),
+    "bcos_vit_tiny": (1, 28, 28),
 }
 
 ZOO = MODELS.list()
@@ -37,6 +40,7 @@ def test_zoo_holds_the_promised_models() -> None:
     expected = {"mlp", "mlp_full", "mlp_reduced", "mlp_full_deep", "mlp_reduced_deep"}
     expected |= {"mnist_cnn", "lenet5", "resnet_cifar"}
     expected |= {f"resnet{d}" for d in (8, 14, 20, 32, 56)}
+    expected |= {"vit_tiny", "bcos_mnist_cnn", "bcos_resnet_cifar", "bcos_resnet8", "bcos_vit_tiny"}
     assert expected <= set(ZOO)
     assert "torchvision:<name>" in model_names() and "timm:<name>" in model_names()
 

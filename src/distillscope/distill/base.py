@@ -22,6 +22,7 @@ A term's life has three stages:
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -111,6 +112,15 @@ class LossTerm(nn.Module):
         Must be deterministic; raise :class:`~distillscope.errors.ConfigError` with one line
         when a model lacks what the term needs.
         """
+
+    def student_context(self, student: nn.Module) -> AbstractContextManager[object]:
+        """A context the student trains in (default: none).
+
+        The trainer enters it around the whole of training (after :meth:`attach`) and leaves it
+        before evaluation: e2KD trains B-cos students in their explanation mode, whose
+        gradients give the dynamic weights it distils.
+        """
+        return nullcontext()
 
     def bind(self, ctx: BindContext) -> None:
         """Build the modules this term owns from the shapes in ``ctx`` (default: none).

@@ -63,6 +63,45 @@ class CrossEntropy(LossTerm):
         return {"loss": ce, "ce/ce": ce}
 
 
+@register_loss("bce")
+class BinaryCrossEntropy(LossTerm):
+    """Binary cross-entropy on one-hot labels, the objective B-cos models are trained with.
+
+    ``L = -1/(B K) sum_{b,k} [t_bk log s(z_bk) + (1 - t_bk) log(1 - s(z_bk))]`` with ``s`` the
+    sigmoid and ``t = (1 - alpha) onehot(y) + alpha / K`` (Böhle et al. 2024, B-cos v2; paper
+    001 trains its B-cos models so). Any model can use it; with a B-cos model's logit bias
+    ``log(1 / (K - 1))`` untrained outputs start at the class prior.
+
+    Args:
+        smoothing: Label smoothing ``alpha`` in ``[0, 1)`` (0: plain one-hot targets).
+
+    Parts:
+        ``bce/bce``: the loss itself.
+
+    Example:
+        >>> import torch
+        >>> from distillscope.contracts import Batch, Outputs
+        >>> batch = Batch(torch.zeros(2, 3), torch.tensor([0, 1]), torch.arange(2))
+        >>> round(BinaryCrossEntropy()(Outputs(torch.zeros(2, 4)), None, batch)["loss"].item(), 4)
+        0.6931
+    """
+
+    needs: ClassVar[set[str]] = {"logits"}
+
+    def __init__(self, smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.smoothing = check_range("bce.smoothing", smoothing, 0.0, 1.0, high_open=True)
+
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
+        logits = student.logits  # (B, K)
+        k = logits.shape[1]
+        target = F.one_hot(batch.targets, k).to(logits.dtype)  # (B, K)
+        if self.smoothing:
+            target = target * (1.0 - self.smoothing) + self.smoothing / k
+        bce = F.binary_cross_entropy_with_logits(logits, target)  # ()
+        return {"loss": bce, "bce/bce": bce}
+
+
 @register_loss("label_smoothing")
 class LabelSmoothing(LossTerm):
     """Label smoothing (Szegedy et al. 2016), as written in paper 000, eq. 2.

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import torch
@@ -109,6 +110,14 @@ class CombinedLoss(nn.Module):
         """Let every term read what it needs from the models (:meth:`LossTerm.attach`)."""
         for term in self.terms.values():
             term.attach(student, teacher)
+
+    @contextmanager
+    def student_context(self, student: nn.Module) -> Iterator[None]:
+        """Every term's :meth:`LossTerm.student_context`, entered in order."""
+        with ExitStack() as stack:
+            for term in self.terms.values():
+                stack.enter_context(term.student_context(student))
+            yield
 
     def bind(self, ctx: BindContext, seed: int = 0) -> None:
         """Bind every term (:meth:`LossTerm.bind`), each under a seed of its own.

@@ -12,13 +12,21 @@ resized bilinearly to the input; the cosine is over the flattened maps of each i
 over the batch. The student's map keeps its graph (double backpropagation), the teacher's is
 detached. Both maps come from the forward passes that also give the logits, so the student's
 BatchNorm statistics move once per step, as in the authors' code.
+
+For B-cos models (:mod:`distillscope.models.bcos`) ``E(M, x, c)`` is instead the dynamic
+weight ``W(x)`` of logit ``c``: its gradient w.r.t. the encoded input ``[p, 1 - p]`` in
+explanation mode, ``(B, 2C, H, W)``, compared over all its channels (paper 001 3.1; the
+authors' code takes ``images.grad`` of the explained logit). As in their code the B-cos student
+trains in explanation mode (its dynamic factors detached), which changes its gradients, not its
+outputs.
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from typing import ClassVar
 
-import torch  # noqa: F401  (doctests)
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -29,6 +37,7 @@ from distillscope.distill.logit import require_teacher
 from distillscope.errors import ConfigError, TrainingError
 from distillscope.explain.gradcam import gradcam_from
 from distillscope.functional.distill import kd_loss
+from distillscope.models.bcos_layers import explanation_mode, is_bcos
 from distillscope.models.forward import forward_outputs
 from distillscope.models.taps import FeatureTap, check_module_paths
 from distillscope.registry import register_loss
@@ -37,6 +46,9 @@ from distillscope.registry import register_loss
 E2KD_WEIGHT = 1.0
 #: Softmax temperature; the authors sweep {1, 5} and keep the best on validation data.
 E2KD_TEMPERATURE = 5.0
+#: What explains the models: GradCAM, B-cos dynamic weights, or ``auto`` (B-cos when both
+#: models are B-cos networks, else GradCAM).
+EXPLANATIONS = ("auto", "gradcam", "bcos")
 #: Weight of the KD term against cross-entropy; 1 = no cross-entropy, as eq. 1 and the
 #: authors' code (``gt_logit_loss_coef = 0``).
 E2KD_ALPHA = 1.0
@@ -70,8 +82,9 @@ class ExplanationEnhancedKD(LossTerm):
 
     Explanations are GradCAM maps for the teacher's top-1 class ``y_T`` (see the module
     docstring), of each model's ``cam_layer`` unless ``student_layer`` / ``teacher_layer``
-    name another 4-D activation. With ``teacher_cache: frozen`` the teacher's maps are computed
-    once per image and moved with each batch's augmentation (paper 001 3.3).
+    name another 4-D activation; for two B-cos models, their dynamic weights ``W(x)``. With
+    ``teacher_cache: frozen`` the teacher's maps are computed once per image and moved with
+    each batch's augmentation (paper 001 3.3).
 
     Reference choices: the authors' code (GoodTeachersExplain) trains with ``alpha = 1`` (no
     cross-entropy), sweeps ``tau`` over {1, 5} and ``lambda`` over {0, 0.2, 1, 5, 10}; we
@@ -84,6 +97,9 @@ class ExplanationEnhancedKD(LossTerm):
         alpha: Weight of the KD term in ``[0, 1]``; ``1 - alpha`` weighs cross-entropy.
         student_layer: Student module path explained (default ``student.cam_layer``).
         teacher_layer: Teacher module path explained (default ``teacher.cam_layer``).
+        explanation: ``auto`` (default: ``bcos`` when teacher and student are both B-cos
+            models, else ``gradcam``), ``gradcam`` or ``bcos`` (both must be B-cos models; the
+            layers are then their ``input_layer`` and cannot be set).
 
     Parts:
         ``e2kd/kd``: ``tau^2 KL``; ``e2kd/hard``: CE; ``e2kd/explanation``: ``1 - cos``
@@ -99,8 +115,19 @@ class ExplanationEnhancedKD(LossTerm):
         alpha: float = E2KD_ALPHA,
         student_layer: str | None = None,
         teacher_layer: str | None = None,
+        explanation: str = "auto",
     ) -> None:
         super().__init__()
+        if explanation not in EXPLANATIONS:
+            raise ConfigError(
+                f"e2kd.explanation={explanation!r} is invalid; use one of {', '.join(EXPLANATIONS)}"
+            )
+        if explanation == "bcos" and (student_layer or teacher_layer):
+            raise ConfigError(
+                "e2kd with explanation: bcos explains the models' inputs; drop student_layer "
+                "and teacher_layer"
+            )
+        self.explanation = explanation
         self.explanation_weight = check_range("e2kd.explanation_weight", explanation_weight, 0.0)
         self.temperature = check_range("e2kd.temperature", temperature, 0.0, low_open=True)
         self.alpha = check_range("e2kd.alpha", alpha, 0.0, 1.0)
@@ -108,24 +135,50 @@ class ExplanationEnhancedKD(LossTerm):
         self.teacher_layer = teacher_layer
 
     def attach(self, student: nn.Module, teacher: nn.Module | None) -> None:
+        both = is_bcos(student) and teacher is not None and is_bcos(teacher)
+        if self.explanation == "auto":
+            layers_given = self.student_layer or self.teacher_layer
+            self.explanation = "bcos" if both and not layers_given else "gradcam"
+        if self.explanation == "bcos":
+            for role, model in (("student", student), ("teacher", teacher)):
+                if model is not None and not is_bcos(model):
+                    raise ConfigError(
+                        f"e2kd.explanation=bcos but the {role} ({type(model).__name__}) is not a "
+                        "B-cos model; use bcos_* models for both or explanation: gradcam"
+                    )
+            self.student_layer = student.input_layer
+            if teacher is not None:
+                self.teacher_layer = teacher.input_layer
+            return
         self.student_layer = _layer("student", student, self.student_layer)
         if teacher is not None:
             self.teacher_layer = _layer("teacher", teacher, self.teacher_layer)
+
+    def student_context(self, student: nn.Module) -> AbstractContextManager[object]:
+        """B-cos students train in explanation mode (the authors' code); others as they are."""
+        return explanation_mode(student) if self.explanation == "bcos" else nullcontext()
 
     def student_paths(self) -> list[str]:
         return [self.student_layer] if self.student_layer else []
 
     def explain_teacher(self, teacher: nn.Module, inputs: Tensor) -> Outputs:
-        """The teacher's logits and GradCAM map of its top-1 class, detached."""
+        """The teacher's logits and explanation (GradCAM map or B-cos ``W(x)``) of its top-1
+        class, detached."""
         if not self.teacher_layer:
             raise ConfigError("e2kd explains the teacher's cam_layer; bind the loss first")
         x = inputs.detach().requires_grad_(True)  # a graph even when the teacher is frozen
+        bcos = self.explanation == "bcos"
         with FeatureTap(teacher, [self.teacher_layer]) as tap:
-            out = forward_outputs(teacher, x, tap)
+            with explanation_mode(teacher) if bcos else nullcontext():
+                out = forward_outputs(teacher, x, tap)
             top1 = out.logits.argmax(1)  # (B,)
             acts = out.features[self.teacher_layer]  # (B, C, h, w)
-            cam = gradcam_from(out.logits, acts, top1, x.shape[-2:])  # (B, H, W)
-        return Outputs(out.logits.detach(), {}, explanation=cam)
+            if bcos:
+                chosen = out.logits.gather(1, top1[:, None]).sum()
+                explained = torch.autograd.grad(chosen, acts)[0]  # (B, 2C, H, W) = W(x)
+            else:
+                explained = gradcam_from(out.logits, acts, top1, x.shape[-2:])  # (B, H, W)
+        return Outputs(out.logits.detach(), {}, explanation=explained.detach())
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
         teacher = require_teacher(self.name, teacher)
@@ -138,9 +191,13 @@ class ExplanationEnhancedKD(LossTerm):
         top1 = t_logits.argmax(1)  # (B,)
         acts = student.features[self.student_layer]  # (B, C, h, w)
         # the class choice and the map use the student's raw logits, at its own T = 1
-        cam = gradcam_from(
-            student.raw_logits, acts, top1, batch.inputs.shape[-2:], create_graph=True
-        )  # (B, H, W)
+        if self.explanation == "bcos":  # W(x): trained in explanation mode (student_context)
+            chosen = student.raw_logits.gather(1, top1[:, None]).sum()
+            cam = torch.autograd.grad(chosen, acts, create_graph=True)[0]  # (B, 2C, H, W)
+        else:
+            cam = gradcam_from(
+                student.raw_logits, acts, top1, batch.inputs.shape[-2:], create_graph=True
+            )  # (B, H, W)
         exp = explanation_loss(cam, teacher.explanation.to(cam.dtype))
         soft = kd_loss(student.logits, t_logits, self.temperature)  # ()
         hard = F.cross_entropy(student.logits, batch.targets)  # ()
@@ -150,7 +207,7 @@ class ExplanationEnhancedKD(LossTerm):
     def extra_repr(self) -> str:
         return (
             f"explanation_weight={self.explanation_weight}, temperature={self.temperature}, "
-            f"alpha={self.alpha}, "
+            f"alpha={self.alpha}, explanation={self.explanation!r}, "
             f"student_layer={self.student_layer!r}, teacher_layer={self.teacher_layer!r}"
         )
 

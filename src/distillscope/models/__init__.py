@@ -21,6 +21,7 @@ from torch import nn
 from distillscope.errors import ConfigError, ModelError
 from distillscope.models import (  # noqa: F401  (registers the zoo)
     adapters,
+    bcos,
     paper004,
     resnet_cifar,
     small,

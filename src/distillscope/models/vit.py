@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from distillscope.errors import ConfigError, ModelError
 from distillscope.registry import register_model
 
-__all__ = ["TinyViT"]
+__all__ = ["TinyViT", "check_vit_sizes"]
 
 
 class TokenGrid(nn.Module):
@@ -52,6 +52,23 @@ class Block(nn.Module):
         h = self.norm1(x)
         x = x + self.attn(h, h, h, need_weights=False)[0]  # (B, N, D)
         return x + self.mlp(self.norm2(x))  # (B, N, D)
+
+
+def check_vit_sizes(
+    owner: str, input_size: int, patch: int, dim: int, depth: int, heads: int
+) -> int:
+    """The token grid's side ``input_size // patch``, or a one-line error naming ``owner``."""
+    for key, value in (("patch", patch), ("dim", dim), ("depth", depth), ("heads", heads)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{owner}.{key} must be a positive integer, got {value!r}")
+    if input_size % patch:
+        raise ModelError(
+            f"{owner}: input_size {input_size} is not a multiple of patch {patch}; "
+            "pick a patch that divides it (4 for 28 or 32)"
+        )
+    if dim % heads:
+        raise ConfigError(f"{owner}: dim {dim} is not a multiple of heads {heads}; fix one")
+    return input_size // patch
 
 
 @register_model("vit_tiny")
@@ -86,17 +103,7 @@ class TinyViT(nn.Module):
         mlp_ratio: float = 2.0,
     ) -> None:
         super().__init__()
-        for key, value in (("patch", patch), ("dim", dim), ("depth", depth), ("heads", heads)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"vit_tiny.{key} must be a positive integer, got {value!r}")
-        if input_size % patch:
-            raise ModelError(
-                f"vit_tiny: input_size {input_size} is not a multiple of patch {patch}; "
-                "pick a patch that divides it (4 for 28 or 32)"
-            )
-        if dim % heads:
-            raise ConfigError(f"vit_tiny: dim {dim} is not a multiple of heads {heads}; fix one")
-        side = input_size // patch
+        side = check_vit_sizes("vit_tiny", input_size, patch, dim, depth, heads)
         self.embed = nn.Conv2d(in_channels, dim, patch, stride=patch)  # patch embedding
         self.pos = nn.Parameter(torch.zeros(1, side * side, dim))
         nn.init.trunc_normal_(self.pos, std=0.02)

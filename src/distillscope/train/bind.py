@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from dataclasses import replace
 from typing import Any
 
@@ -129,7 +129,9 @@ def bind_loss(
     try:
         paths = list(getattr(loss, "student_paths", list)())
         role = "student"
-        student_out = run_outputs(student, batch, paths, grad=explains)
+        context = getattr(loss, "student_context", None)  # as the student will train
+        with context(student) if context is not None else nullcontext():
+            student_out = run_outputs(student, batch, paths, grad=explains)
         teacher_out = None
         if getattr(loss, "needs_teacher", False) and teacher is not None:
             paths = list(getattr(loss, "teacher_paths", list)())

@@ -180,6 +180,8 @@ class Trainer:
         try:
             with ExitStack() as stack:
                 self._own_taps(stack)
+                context = getattr(self.loss, "student_context", None)  # e2KD on B-cos
+                stack.enter_context(context(self.model) if context else nullcontext())
                 stack.enter_context(
                     deterministic_mode(True) if self.cfg.deterministic else nullcontext()
                 )
