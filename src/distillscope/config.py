@@ -17,7 +17,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -60,6 +60,11 @@ class DataConfig(Strict):
         train_fraction: Keep a stratified fraction of the training split.
         test_per_class: Keep k held-out images per class (probes and validation).
         test_fraction: Keep a stratified fraction of the held-out split.
+        train_groups: Group composition of the training split: group index -> share of that
+            group's training items kept (0 drops the group, 1 keeps it whole; groups not named
+            are kept whole), applied after the subset rule, stratified by class within each
+            group. For datasets with groups (``spurious-fashion``, ``multi-domain``): a teacher
+            trained on a skewed composition (paper 003 6.2), students on one domain (6.1).
         seed: Seed of the subset choice.
     """
 
@@ -68,6 +73,7 @@ class DataConfig(Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     train_per_class: int | None = Field(None, ge=1)
     train_fraction: float | None = Field(None, gt=0, le=1)
+    train_groups: dict[int, Annotated[float, Field(ge=0, le=1)]] | None = None
     test_per_class: int | None = Field(None, ge=1)
     test_fraction: float | None = Field(None, gt=0, le=1)
     seed: int = 0
@@ -92,6 +98,7 @@ class MemberData(Strict):
     params: dict[str, Any] | None = None
     train_per_class: int | None = Field(None, ge=1)
     train_fraction: float | None = Field(None, gt=0, le=1)
+    train_groups: dict[int, Annotated[float, Field(ge=0, le=1)]] | None = None
     seed: int | None = None
 
     def over(self, base: DataConfig) -> DataConfig:

@@ -10,6 +10,7 @@ import torch
 from distillscope.config import DataConfig, ExperimentConfig
 from distillscope.data import load_dataset
 from distillscope.data.base import DatasetInfo, DistillDataset, TensorDataset
+from distillscope.data.subsets import take_group_shares
 from distillscope.errors import ConfigError
 from distillscope.messages import say
 
@@ -88,6 +89,11 @@ def _load_split(d: DataConfig, split: str, data_root: str | None, where: str) ->
             f"config key '{where}.params': {d.name} rejects {params}: "
             f"{' '.join(str(exc).split())[:200]}; fix the value"
         ) from None
+    if is_train and d.train_groups:
+        try:
+            data = take_group_shares(data, d.train_groups, d.seed)
+        except ConfigError as exc:
+            raise ConfigError(f"config key '{where}.train_groups': {exc}") from None
     if len(data) == 0:
         raise ConfigError(
             f"the {split} split of {d.name} is empty ({where}: "

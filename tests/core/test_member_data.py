@@ -169,3 +169,11 @@ def test_a_student_s_own_teacher_cache_mode(tmp_path, capsys):
     assert err.count("caching teacher teacher outputs") == 1  # kd caches, kd_live runs live
     with pytest.raises(ConfigError, match="teacher_cache"):
         load_config_dict(BASE, ["students.kd.teacher_cache=sometimes"])
+
+
+def test_a_group_composition_on_data_without_groups_fails_before_writing(tmp_path, capsys):
+    cfg = {**BASE, "students": {"kd": {"loss": "kd", "data": {"train_groups": {0: 0.5}}}}}
+    code, _, err = _run(tmp_path, capsys, cfg)
+    assert code == 2 and "students.kd.data.train_groups" in err and "has no groups" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -76,3 +76,41 @@ def test_bad_parameters_are_one_line(root, params, needle):
 
 def test_it_is_listed():
     assert "spurious-fashion" in dataset_names()
+
+
+def test_a_group_composition_keeps_its_share_of_each_group(root):
+    """train_groups (paper 003 6.2): a skewed teacher split drops most of one group."""
+    from distillscope.config import load_config_dict
+    from distillscope.splits import load_splits
+
+    cfg = load_config_dict(
+        {
+            "data": {"name": "spurious-fashion", "root": str(root)},
+            "teacher": {"model": {"name": "mlp"}},
+            "teachers": {},
+            "students": {
+                "skewed": {"loss": "ce", "data": {"train_groups": {1: 0.1}}},
+                "one_group": {"loss": "ce", "data": {"train_groups": {0: 0.0}}},
+            },
+        }
+    )
+    splits = load_splits(cfg)
+    whole, skewed = splits.train, splits.train_of("skewed")
+    for g, share in ((0, 1.0), (1, 0.1)):
+        for c in (0, 1):
+            n = int(((whole.groups == g) & (whole.targets == c)).sum())
+            kept = int(((skewed.groups == g) & (skewed.targets == c)).sum())
+            assert kept == round(share * n)
+    assert set(splits.train_of("one_group").groups.tolist()) == {1}
+
+
+def test_a_group_composition_names_only_groups_that_exist(root):
+    from distillscope.config import load_config_dict
+    from distillscope.splits import load_splits
+
+    cfg = {"data": {"name": "spurious-fashion", "root": str(root), "train_groups": {5: 0.5}},
+           "teacher": {"model": {"name": "mlp"}}}  # fmt: skip
+    with pytest.raises(ConfigError, match=r"data.train_groups.*group 5.*groups \[0, 1\]"):
+        load_splits(load_config_dict(cfg))
+    with pytest.raises(ConfigError, match="train_groups"):
+        load_config_dict({**cfg, "data": {"name": "spurious-fashion", "train_groups": {0: 2}}})

@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TypeVar
 
 import torch
@@ -144,4 +145,59 @@ def take_subset(
         idx = per_class_indices(targets, per_class, seed, num_classes=dataset.info.num_classes)
     else:
         idx = fraction_indices(targets, fraction, seed)  # type: ignore[arg-type]
+    return dataset.subset(idx)  # type: ignore[attr-defined]
+
+
+def group_share_indices(
+    targets: Tensor, groups: Tensor, shares: Mapping[int, float], seed: int = 0
+) -> Tensor:
+    """Indices keeping ``shares[g]`` of each group ``g``'s items, stratified by class, sorted.
+
+    Within each (group, class) cell the first ``round(share * n)`` items of a permutation seeded
+    by ``seed`` are kept (a share of 0 drops the group; groups not in ``shares`` are kept whole).
+    Paper 003 6.2 trains a teacher on a skewed group composition and its students on a fair one.
+
+    Raises:
+        ConfigError: A share outside ``[0, 1]`` or a group that no item has.
+
+    Example:
+        >>> y = torch.tensor([0, 1, 0, 1, 0, 1, 0, 1])
+        >>> g = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+        >>> group_share_indices(y, g, {1: 0.0}).tolist()
+        [0, 1, 2, 3]
+        >>> len(group_share_indices(y, g, {0: 0.5}))
+        6
+    """
+    present = sorted(set(groups.tolist()))
+    unknown = [g for g in shares if g not in present]
+    if unknown:
+        raise ConfigError(
+            f"train_groups names group {unknown[0]} but the data has groups {present}; use those"
+        )
+    bad = {g: s for g, s in shares.items() if not 0 <= float(s) <= 1}
+    if bad:
+        raise ConfigError(f"train_groups shares must be in [0, 1], got {bad}")
+    k = int(targets.max()) + 1 if targets.numel() else 1
+    cells = groups.long() * k + targets.long()  # (N,) one id per (group, class)
+    idx, cell, rank, counts = _ranks_within_class(cells, seed)
+    share = torch.ones(counts.shape[0], dtype=torch.float64)  # (cells,)
+    for g, s in shares.items():
+        share[g * k : (g + 1) * k] = float(s)
+    keep = torch.round(counts.double() * share[: counts.shape[0]]).long()  # (cells,)
+    return idx[rank < keep[cell]].sort().values
+
+
+def take_group_shares(dataset: D, shares: Mapping[int, float], seed: int = 0) -> D:
+    """``dataset`` keeping ``shares`` of its groups (:func:`group_share_indices`).
+
+    Raises:
+        ConfigError: The dataset has no groups.
+    """
+    groups = getattr(dataset, "groups", None)
+    if groups is None or not hasattr(dataset, "subset"):
+        raise ConfigError(
+            f"dataset {dataset.info.name!r} has no groups to compose; drop train_groups or use "
+            "a dataset with groups (spurious-fashion, multi-domain)"
+        )
+    idx = group_share_indices(dataset.targets_tensor(), groups, shares, seed)
     return dataset.subset(idx)  # type: ignore[attr-defined]
