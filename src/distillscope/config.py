@@ -662,11 +662,18 @@ def _check_built(cfg: ExperimentConfig) -> None:
     for name, spec in cfg.students.items():
         _built(lambda spec=spec: build_loss(spec.loss_spec()), f"students.{name}.loss")
     defaults = cfg.probe_defaults.model_dump()
+    names = [*cfg.teachers, *cfg.students]
     for name, params in cfg.probes.items():
-        _built(
+        probe = _built(
             lambda name=name, params=params: create_probe(name, **{**defaults, **(params or {})}),
             f"probes.{name}",
         )
+        for named in probe.models_named():
+            if named not in names:
+                raise ConfigError(
+                    f"config key 'probes.{name}': it names model {named!r}, which is not a model "
+                    f"of the run; use one of {', '.join(names)}"
+                )
 
 
 def _built(make: Any, key: str) -> Any:

@@ -61,6 +61,8 @@ def files_under(folder: Path) -> list[Path]:
         (["probes.agreement.max_samples=-5"], ["probes.agreement", "max_samples=-5"]),
         (["probes.adversarial={sweep: abc}"], ["probes.adversarial", "sweep='abc'"]),
         (["probes.adversarial.eps=-1"], ["probes.adversarial", "eps=-1"]),
+        (["probes.adversarial_transfer.foreign=nobody"], ["adversarial_transfer", "'nobody'"]),
+        (["data.train_groups={0: 0.5}"], ["data.train_groups", "has no groups"]),
         # data parameters
         (["data.params.noise=abc"], ["data.params", "noise='abc'"]),
         (["data.params.n_per_blob=abc"], ["data.params", "n_per_blob='abc'"]),

@@ -1,5 +1,5 @@
-"""The issue-7 and paper-000 reproduce configs run from the CLI, shrunk to a few steps on a tiny
-stand-in Fashion-MNIST (as ``test_methods.py`` does for the method configs)."""
+"""The issue-7, issue-8 and paper-000 reproduce configs run from the CLI, shrunk to a few
+steps on a tiny stand-in Fashion-MNIST (as ``test_methods.py`` does for the method configs)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from distillscope.cli import main
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = [
     *sorted((REPO / "configs" / "reproduce" / "e2kd").glob("*.yaml")),
+    *sorted((REPO / "configs" / "reproduce" / "what-transfers").glob("*.yaml")),
     REPO / "configs" / "reproduce" / "ls-teacher-temperature.yaml",
 ]
 
@@ -23,6 +24,7 @@ def _shrink(config: Path) -> list[str]:
     """One teacher epoch; students' own subsets cut to what the stand-in data holds."""
     raw = yaml.safe_load(config.read_text())
     extra = ["teacher.train.epochs=1"] if raw.get("teacher") else []
+    extra += [f"teachers.{name}.train.epochs=1" for name in raw.get("teachers") or {}]
     for name, spec in (raw.get("students") or {}).items():
         if isinstance(spec, dict) and (spec.get("data") or {}).get("train_per_class"):
             extra.append(f"students.{name}.data.train_per_class=2")

@@ -118,6 +118,10 @@ class Probe:
         self.max_samples = check_int(f"{self.name}.max_samples", max_samples)
         self.seed = check_int(f"{self.name}.seed", seed, minimum=0)
 
+    def models_named(self) -> list[str]:
+        """Models of the run that this probe's parameters name (checked before a run starts)."""
+        return []
+
     def base_params(self) -> dict[str, Any]:
         return {"batch_size": self.batch_size, "max_samples": self.max_samples, "seed": self.seed}
 

@@ -100,6 +100,9 @@ class AdversarialTransferProbe(Probe):
                 pairs.setdefault(model, []).append(teacher)
         return pairs
 
+    def models_named(self) -> list[str]:
+        return [self.foreign] if self.foreign else []
+
     def run(self, models: Mapping[str, nn.Module], data: ProbeData, roles: Roles) -> ProbeResult:
         info = data.info
         eps = self.eps if self.eps is not None else (IMAGE_EPS if info.is_image else POINT_EPS)
