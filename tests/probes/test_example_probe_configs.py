@@ -32,3 +32,12 @@ def test_explanation_probes_example_builds_the_map_probes() -> None:
     independent = [n for n, s in cfg.students.items() if n.startswith("independent")]
     assert len(independent) == 2  # the sanity pair of paper 003
     assert len({cfg.students[n].seed for n in independent}) == 2  # two seeds
+
+
+def test_domain_probes_example_pairs_a_shape_biased_teacher_with_texture_biased_data() -> None:
+    cfg = load_config(EXAMPLES / "domain-probes.yaml")
+    probes = {name: create_probe(name, **params) for name, params in cfg.probes.items()}
+    assert probes["domain_consensus"].domains[0] == "original"
+    assert "shape_bias" in probes
+    assert cfg.data.name == "textured-fashion" and cfg.data.params["texture"] == "class"
+    assert cfg.teachers["teacher"].data.params["texture"] == "random"

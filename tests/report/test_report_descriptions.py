@@ -24,3 +24,11 @@ def test_attacking_toy_points_is_labelled_our_extension() -> None:
 def test_adherence_lists_guided_gradcam() -> None:
     text = describe("adherence")
     assert "guided_gradcam" in text and "Guided Grad-CAM" in text
+
+
+def test_domain_probes_cite_paper_003_and_label_their_own_parts() -> None:
+    for probe in ("domain_consensus", "shape_bias"):
+        text = describe(probe)
+        assert text.endswith(f"[003] {PAPERS['003']}")
+        assert "ours" in text.lower()
+    assert "shape decisions / (shape + texture decisions)" in describe("shape_bias")

@@ -258,3 +258,21 @@ def test_directions_mark_headers_and_the_best_student_per_column(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps(results))
     old = section(render_report(tmp_path).read_text(encoding="utf-8"), "probe-agreement")
     assert "↑" not in old and "<strong>" not in old
+
+
+def test_a_probe_s_x_ticks_reach_its_series_chart(monkeypatch):
+    import distillscope.report.sections as sections
+
+    seen: list[object] = []
+
+    def spy(groups, palette, main, x_label=None, x_ticks=None):
+        seen.append((x_label, x_ticks))
+        return None
+
+    monkeypatch.setattr(sections, "series_chart", spy)
+    results = only(load_fixture(), "accuracy")
+    probe = results["probes"]["accuracy"]
+    probe["series"] = {"x": [0, 1], "kd/top1": [0.5, 0.4]}
+    probe["params"].update(x_label="domain", x_ticks=["original", "edges"])
+    render_html(results)
+    assert seen == [("domain", ["original", "edges"])]

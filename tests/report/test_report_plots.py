@@ -17,6 +17,7 @@ from distillscope.report.plots import (
     PALETTES,
     UNKNOWN_COLOUR,
     Palette,
+    _tick_positions,
     bar_chart,
     role_group,
     series_chart,
@@ -134,3 +135,19 @@ def test_charts_are_metadata_free_deterministic_pngs():
 )
 def test_nothing_to_draw_gives_no_chart(draw):
     assert draw(Palette.for_models({"kd": {"role": "student"}})) is None
+
+
+def test_categorical_ticks_label_the_x_positions_they_match():
+    palette = Palette.for_models({"t": {"role": "teacher"}, "kd": {"role": "student"}})
+    groups = group_series(
+        {"x": [0, 1, 2], "kd/accuracy": [0.9, 0.5, 0.4], "t->kd/consensus": [1.0, 0.7, 0.6]},
+        list(palette.colours),
+    )
+    names = ["original", "edges", "sketch"]
+    assert [_tick_positions(g, names) for g in groups] == [[0.0, 1.0, 2.0]] * 2
+    assert _tick_positions(groups[0], names[:2]) is None  # another length: numeric ticks
+    assert _tick_positions(groups[0], None) is None
+    plain = png_bytes(series_chart(groups, palette, "domain_consensus", "domain"))
+    named = png_bytes(series_chart(groups, palette, "domain_consensus", "domain", names))
+    assert named != plain  # the names are drawn
+    assert png_bytes(series_chart(groups, palette, "domain_consensus", "domain", names)) == named

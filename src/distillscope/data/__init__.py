@@ -18,6 +18,7 @@ from distillscope.data import (  # noqa: F401  (registration)
     digits,
     fashion_mnist,
     spurious,
+    textured,
     toy2d,
     vision,
 )

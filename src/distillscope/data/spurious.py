@@ -35,6 +35,7 @@ from torch import Tensor
 
 from distillscope.data.base import DatasetInfo, TensorDataset
 from distillscope.data.fashion_mnist import fashion_mnist
+from distillscope.data.photos import cut_patches, photo
 from distillscope.data.subsets import check_split
 from distillscope.data.vision import RandomCropFlip
 from distillscope.errors import ConfigError
@@ -58,21 +59,15 @@ STD = (0.25, 0.25, 0.25)
 
 def _backgrounds(n: int, groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """``(n, 3, 28, 28)`` background patches in [0, 1], each of its row's group."""
-    import skimage.data
-
     out = np.empty((n, 3, 28, 28), dtype=np.float32)
-    for g, (_, photo, tint) in enumerate(GROUPS):
+    for g, (_, name, tint) in enumerate(GROUPS):
         rows = np.flatnonzero(groups == g)
-        image = getattr(skimage.data, photo)().astype(np.float32) / 255.0  # (H, W) grey
-        h, w = image.shape
+        image = photo(name)  # (1, H, W) grey
+        h, w = image.shape[-2:]
         ys = rng.integers(0, h - 28, size=len(rows))
         xs = rng.integers(0, w - 28, size=len(rows))
-        patches = (
-            np.stack([image[y : y + 28, x : x + 28] for y, x in zip(ys, xs)])
-            if len(rows)
-            else np.empty((0, 28, 28), dtype=np.float32)
-        )
-        out[rows] = patches[:, None] * np.asarray(tint, dtype=np.float32)[None, :, None, None]
+        patches = cut_patches(image, torch.from_numpy(ys), torch.from_numpy(xs), 28, 28)
+        out[rows] = patches.numpy() * np.asarray(tint, dtype=np.float32)[None, :, None, None]
     return out
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from distillscope.probes import (
     cam_similarity,
     decision,
+    domains,
     explanations,
     groups,
     localisation,
@@ -36,6 +37,7 @@ __all__ = [
     "cam_similarity",
     "create_probe",
     "decision",
+    "domains",
     "explanations",
     "groups",
     "localisation",

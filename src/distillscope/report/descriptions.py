@@ -99,6 +99,25 @@ PROBE_DESCRIPTIONS = {
         "the source itself. Student -> teacher rows (reverse) are this project's addition.",
         "003",
     ),
+    "domain_consensus": (
+        "Accuracy of each model and teacher-student top-1 consensus (share of images on which "
+        "their predictions match, right or wrong) on the held-out images redrawn in unseen "
+        "domains: colour and natural-photo backgrounds, edge maps, silhouettes, sketches, "
+        "stylised (texture-swapped) objects; original = the seen domain. Paper 003 finds "
+        "distillation raises consensus on unseen domains more than on the seen one. Our "
+        "domains are CPU-scale redrawings (the paper uses Geirhos et al.'s ImageNet sets); the "
+        "main value (mean over the shifted domains) is ours.",
+        "003",
+    ),
+    "shape_bias": (
+        "Shape bias on cue-conflict images (each object's shape filled with the texture tied to "
+        "another class): shape decisions / (shape + texture decisions); shape and texture: the "
+        "shares of images decided by each cue. Paper 003 finds a shape-biased teacher raises "
+        "its student's shape bias. Ours: masked texture fills instead of style transfer, "
+        "class textures that only models trained on them (textured-fashion) know, and "
+        "diff = student's shape bias minus its teacher's.",
+        "003",
+    ),
     "decision_map": (
         "Predicted class probabilities over a 2-D input grid, as in paper 004's decision "
         "heatmaps. The two numbers are this project's measures, not the paper's (it describes "

@@ -176,7 +176,11 @@ def format_label(value: float) -> str:
 
 
 def series_chart(
-    groups: Sequence[SeriesGroup], palette: Palette, main: str, x_label: str | None = None
+    groups: Sequence[SeriesGroup],
+    palette: Palette,
+    main: str,
+    x_label: str | None = None,
+    x_ticks: Sequence[str] | None = None,
 ) -> str | None:
     """Line plots of a probe's series: one panel per metric, one line per row.
 
@@ -185,6 +189,9 @@ def series_chart(
         palette: The report's model colours; line styles mark the role group.
         main: Title of the ``""`` metric (the probe's name).
         x_label: Label of every panel's x axis (a probe's ``params["x_label"]``), if any.
+        x_ticks: Names of the x positions of a categorical axis (a probe's
+            ``params["x_ticks"]``, e.g. domain names), one per point; panels whose x axis has
+            another length keep numeric ticks.
 
     Returns:
         A PNG data URI, or ``None`` when there is no series.
@@ -210,8 +217,22 @@ def series_chart(
             ax.set_title(group.metric or main)
             if x_label:
                 ax.set_xlabel(x_label)
+            positions = _tick_positions(group, x_ticks)
+            if positions is not None and x_ticks is not None:
+                ax.set_xticks(positions, list(x_ticks), rotation=30, ha="right")
         fig.legend(list(handles.values()), list(handles), loc="outside right upper")
         return to_data_uri(fig)
+
+
+def _tick_positions(group: SeriesGroup, x_ticks: Sequence[str] | None) -> list[float] | None:
+    """Where a panel's categorical tick labels go: its x values (or 0..n-1), if they match."""
+    if not x_ticks:
+        return None
+    x = list(group.x) if group.x is not None else list(range(len(x_ticks)))
+    lengths = {len(ys) for ys in group.lines.values()}
+    if len(x) != len(x_ticks) or lengths - {len(x)}:
+        return None
+    return [float(v) for v in x]
 
 
 def training_chart(

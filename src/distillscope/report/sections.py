@@ -280,7 +280,10 @@ def probe_section(
     groups = group_series(probe.get("series", {}), models)
     params = probe.get("params", {})
     x_label = params.get("x_label") if isinstance(params.get("x_label"), str) else None
-    parts.append(_figure(series_chart(groups, palette, name, x_label), f"{name} series"))
+    ticks = params.get("x_ticks")
+    x_ticks = [str(t) for t in ticks] if isinstance(ticks, list) else None
+    chart = series_chart(groups, palette, name, x_label, x_ticks)
+    parts.append(_figure(chart, f"{name} series"))
     parts.append(_images(name, probe, results, palette))
     skipped = params.get("skipped")
     if isinstance(skipped, Mapping) and skipped:
