@@ -6,6 +6,7 @@ import base64
 
 import numpy as np
 import pytest
+from matplotlib.axes import Axes
 
 from distillscope.report.maps import (
     class_colours,
@@ -134,3 +135,28 @@ def test_charts_are_metadata_free_deterministic_pngs():
 )
 def test_nothing_to_draw_gives_no_chart(draw):
     assert draw(Palette.for_models({"kd": {"role": "student"}})) is None
+
+
+@pytest.mark.parametrize(
+    ("x_label", "expected"),
+    [
+        (
+            {"colour": "jitter strength s", "shift": "maximum shift"},
+            ["jitter strength s", "maximum shift"],
+        ),
+        ("strength", ["strength", "strength"]),
+        ({"colour": "jitter strength s"}, ["jitter strength s"]),  # no label for shift
+    ],
+)
+def test_series_panels_take_one_x_label_or_their_own(monkeypatch, x_label, expected):
+    labels: list[str] = []
+    monkeypatch.setattr(Axes, "set_xlabel", lambda self, text, *a, **k: labels.append(text))
+    palette = Palette.for_models({"kd": {"role": "student"}})
+    series = {
+        "x/colour": [0.1, 0.4],
+        "kd/colour": [1.0, 0.9],
+        "x/shift": [1, 2],
+        "kd/shift": [1.0, 0.7],
+    }
+    png_bytes(series_chart(group_series(series, ["kd"]), palette, "invariance", x_label))
+    assert labels == expected

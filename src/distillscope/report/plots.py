@@ -176,7 +176,10 @@ def format_label(value: float) -> str:
 
 
 def series_chart(
-    groups: Sequence[SeriesGroup], palette: Palette, main: str, x_label: str | None = None
+    groups: Sequence[SeriesGroup],
+    palette: Palette,
+    main: str,
+    x_label: str | Mapping[str, str] | None = None,
 ) -> str | None:
     """Line plots of a probe's series: one panel per metric, one line per row.
 
@@ -184,7 +187,8 @@ def series_chart(
         groups: Series grouped by metric (see :func:`~distillscope.report.tables.group_series`).
         palette: The report's model colours; line styles mark the role group.
         main: Title of the ``""`` metric (the probe's name).
-        x_label: Label of every panel's x axis (a probe's ``params["x_label"]``), if any.
+        x_label: Label of every panel's x axis (a probe's ``params["x_label"]``), or one label
+            per metric (``{"colour": ..., "crop": ...}``: panels of different sweeps), if any.
 
     Returns:
         A PNG data URI, or ``None`` when there is no series.
@@ -208,8 +212,9 @@ def series_chart(
                 )
                 handles.setdefault(row_label(row), line)
             ax.set_title(group.metric or main)
-            if x_label:
-                ax.set_xlabel(x_label)
+            label = x_label.get(group.metric) if isinstance(x_label, Mapping) else x_label
+            if label:
+                ax.set_xlabel(str(label))
         fig.legend(list(handles.values()), list(handles), loc="outside right upper")
         return to_data_uri(fig)
 

@@ -279,7 +279,8 @@ def probe_section(
         parts.append('<p class="note">No values recorded.</p>')
     groups = group_series(probe.get("series", {}), models)
     params = probe.get("params", {})
-    x_label = params.get("x_label") if isinstance(params.get("x_label"), str) else None
+    x_label = params.get("x_label")
+    x_label = x_label if isinstance(x_label, (str, Mapping)) else None
     parts.append(_figure(series_chart(groups, palette, name, x_label), f"{name} series"))
     parts.append(_images(name, probe, results, palette))
     skipped = params.get("skipped")
