@@ -6,6 +6,7 @@ import base64
 
 import numpy as np
 import pytest
+from matplotlib.axes import Axes
 
 from distillscope.report.maps import (
     class_colours,
@@ -151,3 +152,28 @@ def test_categorical_ticks_label_the_x_positions_they_match():
     named = png_bytes(series_chart(groups, palette, "domain_consensus", "domain", names))
     assert named != plain  # the names are drawn
     assert png_bytes(series_chart(groups, palette, "domain_consensus", "domain", names)) == named
+
+
+@pytest.mark.parametrize(
+    ("x_label", "expected"),
+    [
+        (
+            {"colour": "jitter strength s", "shift": "maximum shift"},
+            ["jitter strength s", "maximum shift"],
+        ),
+        ("strength", ["strength", "strength"]),
+        ({"colour": "jitter strength s"}, ["jitter strength s"]),  # no label for shift
+    ],
+)
+def test_series_panels_take_one_x_label_or_their_own(monkeypatch, x_label, expected):
+    labels: list[str] = []
+    monkeypatch.setattr(Axes, "set_xlabel", lambda self, text, *a, **k: labels.append(text))
+    palette = Palette.for_models({"kd": {"role": "student"}})
+    series = {
+        "x/colour": [0.1, 0.4],
+        "kd/colour": [1.0, 0.9],
+        "x/shift": [1, 2],
+        "kd/shift": [1.0, 0.7],
+    }
+    png_bytes(series_chart(group_series(series, ["kd"]), palette, "invariance", x_label))
+    assert labels == expected

@@ -118,6 +118,19 @@ PROBE_DESCRIPTIONS = {
         "diff = student's shape bias minus its teacher's.",
         "003",
     ),
+    "invariance": (
+        "Share of held-out images on which a model gives the same top-1 class to two views of "
+        "the image: colour (the image vs a colour-jittered copy: brightness, contrast, "
+        "saturation 1 +/- U[0, s], hue +/- U[0, s/2]; grey images colourised first with random "
+        "foreground and background colours, ours), crop (two random crops of a share of the "
+        "area, resized back) and shift (two copies shifted by up to m pixels from each other), "
+        "each against its strength. Paper 003 finds a student distilled from a teacher trained "
+        "with the augmentation more invariant than the independent student, but not one "
+        "distilled from a teacher T* trained without it. Our summaries: the mean agreement over "
+        "each sweep, and <family>_gap = mean |inv_model(s) - inv_teacher(s)| (lower = closer "
+        "to the teacher's invariance).",
+        "003",
+    ),
     "decision_map": (
         "Predicted class probabilities over a 2-D input grid, as in paper 004's decision "
         "heatmaps. The two numbers are this project's measures, not the paper's (it describes "

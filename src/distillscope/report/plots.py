@@ -179,7 +179,7 @@ def series_chart(
     groups: Sequence[SeriesGroup],
     palette: Palette,
     main: str,
-    x_label: str | None = None,
+    x_label: str | Mapping[str, str] | None = None,
     x_ticks: Sequence[str] | None = None,
 ) -> str | None:
     """Line plots of a probe's series: one panel per metric, one line per row.
@@ -188,7 +188,8 @@ def series_chart(
         groups: Series grouped by metric (see :func:`~distillscope.report.tables.group_series`).
         palette: The report's model colours; line styles mark the role group.
         main: Title of the ``""`` metric (the probe's name).
-        x_label: Label of every panel's x axis (a probe's ``params["x_label"]``), if any.
+        x_label: Label of every panel's x axis (a probe's ``params["x_label"]``), or one label
+            per metric (``{"colour": ..., "crop": ...}``: panels of different sweeps), if any.
         x_ticks: Names of the x positions of a categorical axis (a probe's
             ``params["x_ticks"]``, e.g. domain names), one per point; panels whose x axis has
             another length keep numeric ticks.
@@ -215,8 +216,9 @@ def series_chart(
                 )
                 handles.setdefault(row_label(row), line)
             ax.set_title(group.metric or main)
-            if x_label:
-                ax.set_xlabel(x_label)
+            label = x_label.get(group.metric) if isinstance(x_label, Mapping) else x_label
+            if label:
+                ax.set_xlabel(str(label))
             positions = _tick_positions(group, x_ticks)
             if positions is not None and x_ticks is not None:
                 ax.set_xticks(positions, list(x_ticks), rotation=30, ha="right")

@@ -279,7 +279,8 @@ def probe_section(
         parts.append('<p class="note">No values recorded.</p>')
     groups = group_series(probe.get("series", {}), models)
     params = probe.get("params", {})
-    x_label = params.get("x_label") if isinstance(params.get("x_label"), str) else None
+    x_label = params.get("x_label")
+    x_label = x_label if isinstance(x_label, (str, Mapping)) else None
     ticks = params.get("x_ticks")
     x_ticks = [str(t) for t in ticks] if isinstance(ticks, list) else None
     chart = series_chart(groups, palette, name, x_label, x_ticks)
