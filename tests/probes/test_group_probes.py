@@ -58,3 +58,15 @@ def test_data_without_groups_is_skipped_and_bad_grouping_is_one_line():
     assert result.values == {} and "no groups" in result.params["skipped"]["group_gap"]
     with pytest.raises(ConfigError, match="group_gap.grouping"):
         create_probe("group_gap", grouping="colour")
+
+
+def test_groups_named_by_the_data_are_reported_by_name():
+    named = DatasetInfo("g", 2, (2,), ["a", "b"], pixel_range=None, group_names=("land", "water"))
+    base = data().dataset
+    probe_data = ProbeData(TensorDataset(base.inputs, base.targets, named, groups=base.groups),
+                           named)  # fmt: skip
+    result = create_probe("group_gap", grouping="groups").run(
+        {"t": Fixed()}, probe_data, Roles(teachers=["t"])
+    )
+    assert set(result.values) == {"t/land", "t/water", "t/worst", "t/gap"}
+    assert result.params["group_sizes"] == {"land": 4, "water": 4}

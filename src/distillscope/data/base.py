@@ -45,6 +45,8 @@ class DatasetInfo:
         std: Per-channel normalisation std (images) or ``None``.
         pixel_range: ``(low, high)`` of un-normalised inputs, ``(0, 1)`` for images, ``None``
             for unbounded inputs such as 2-D points.
+        group_names: Names of the item groups (``TensorDataset.groups``), if the data has
+            groups: ``spurious-fashion``'s backgrounds, ``multi-domain``'s domains.
     """
 
     name: str
@@ -55,6 +57,7 @@ class DatasetInfo:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     pixel_range: tuple[float, float] | None = (0.0, 1.0)
+    group_names: tuple[str, ...] | None = None
 
     @property
     def is_image(self) -> bool:
@@ -175,7 +178,10 @@ def _tensor_bytes(x: Tensor) -> bytes:
 
 
 def fingerprint_start(info: DatasetInfo, targets: Tensor) -> Any:
-    h = hashlib.sha256(repr(sorted(asdict(info).items())).encode())
+    fields = asdict(info)
+    if fields["group_names"] is None:  # as before the field existed: stored teachers stay valid
+        del fields["group_names"]
+    h = hashlib.sha256(repr(sorted(fields.items())).encode())
     h.update(str(len(targets)).encode())
     h.update(targets.to("cpu", torch.int64).contiguous().numpy().tobytes())
     return h

@@ -136,6 +136,7 @@ def spurious_fashion(
         mean=MEAN,
         std=STD,
         pixel_range=(0.0, 1.0),
+        group_names=tuple(name for name, _, _ in GROUPS),
     )
     fill = tuple(-m / s for m, s in zip(MEAN, STD))
     transform = RandomCropFlip(2, flip=False, fill=fill) if augment and train else None

@@ -72,7 +72,10 @@ class GroupGapProbe(Probe):
             groups = (groups != targets).long()  # 0: majority, 1: minority
             names = ["majority", "minority"]
         else:
-            names = [f"group{g}" for g in range(int(groups.max()) + 1)]
+            given = data.info.group_names or ()
+            names = [
+                given[g] if g < len(given) else f"group{g}" for g in range(int(groups.max()) + 1)
+            ]
         k = len(names)
         correct = {m: torch.zeros(k) for m in models}
         agree = {pair: torch.zeros(k) for pair in roles.pairs()}
