@@ -80,3 +80,21 @@ def test_bad_parameters_are_one_line(root, params, needle):
     with pytest.raises(ConfigError, match=needle) as err:
         load_dataset("multi-domain", "train", root=str(root), **params)
     assert "\n" not in str(err.value)
+
+
+def test_colour_jitter_changes_colours_of_training_images_only(root):
+    data = load_dataset("multi-domain", "train", root=str(root), jitter=0.4)
+    held_out = load_dataset("multi-domain", "test", root=str(root), jitter=0.4)
+    assert data.augmented and not held_out.augmented
+    torch.manual_seed(0)
+    jittered = data.transform(data.inputs[:32])
+    p = jittered * torch.tensor(STD).view(1, 3, 1, 1) + torch.tensor(MEAN).view(1, 3, 1, 1)
+    assert (
+        p.min() >= -1e-5 and p.max() <= 1 + 1e-5 and not torch.allclose(jittered, data.inputs[:32])
+    )
+    torch.manual_seed(0)
+    assert torch.equal(data.transform(data.inputs[:32]), jittered)  # torch's seed repeats it
+    with pytest.raises(ConfigError, match="multi-domain.jitter"):
+        load_dataset("multi-domain", "train", root=str(root), jitter=2)
+    with pytest.raises(ConfigError, match="augment and jitter"):
+        load_dataset("multi-domain", "train", root=str(root), jitter=0.4, augment=True)

@@ -26,7 +26,7 @@ from distillscope.data.digits import digits
 from distillscope.data.domains import DOMAINS, apply_domain, object_masks, to_rgb
 from distillscope.data.fashion_mnist import fashion_mnist
 from distillscope.data.subsets import check_split
-from distillscope.data.vision import RandomCropFlip
+from distillscope.data.vision import ColourJitter, RandomCropFlip
 from distillscope.errors import ConfigError
 from distillscope.registry import register_dataset
 
@@ -74,6 +74,7 @@ def multi_domain(
     max_items: int | None = None,
     data_seed: int = 0,
     augment: bool = False,
+    jitter: float = 0.0,
 ) -> TensorDataset:
     """A grey base dataset, each item drawn in one of ``domains`` (module docstring).
 
@@ -87,12 +88,20 @@ def multi_domain(
         max_items: Keep at most this many items of the split (the first of a seeded order).
         data_seed: Seed of the domain draw, the item order and the domains' own randomness.
         augment: Random crop with padding 2 on the training split.
+        jitter: Colour jitter of strength ``s`` on the training split (0: none; paper 003
+            4.3's colour-invariant teacher: 0.4); not together with ``augment``.
 
     Returns:
         ``(N, 3, 28, 28)`` normalised images with ``groups`` (domains) and ``masks`` (objects).
     """
     train = check_split(split)
     names = _check(domains, base, max_items)
+    if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not 0 <= jitter <= 1:
+        raise ConfigError(f"multi-domain.jitter={jitter!r} is invalid; use a strength in [0, 1]")
+    if jitter and augment:
+        raise ConfigError(
+            "multi-domain: augment and jitter together are not supported; choose one of them"
+        )
     source = fashion_mnist(split, root=root) if base == "fashion-mnist" else digits(split, size=28)
     pixels = source.inputs * source.info.std[0] + source.info.mean[0]  # (N, 1, 28, 28)
     pixels = pixels.clamp(0.0, 1.0)
@@ -120,7 +129,11 @@ def multi_domain(
     )
     mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
     fill = tuple(-m / s for m, s in zip(MEAN, STD))
-    transform = RandomCropFlip(2, flip=False, fill=fill) if augment and train else None
+    transform: RandomCropFlip | ColourJitter | None = None
+    if augment and train:
+        transform = RandomCropFlip(2, flip=False, fill=fill)
+    elif jitter and train:
+        transform = ColourJitter(jitter, MEAN, STD)
     return TensorDataset(
         (images - mean) / std,
         targets,

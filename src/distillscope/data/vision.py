@@ -26,6 +26,7 @@ from distillscope.data.base import (
 )
 from distillscope.data.subsets import check_split
 from distillscope.errors import ConfigError, DataError
+from distillscope.functional.views import colour_jitter, jitter_params
 from distillscope.registry import register_dataset
 
 log = logging.getLogger(__name__)
@@ -141,6 +142,39 @@ class RandomCropFlip:
 
     def __repr__(self) -> str:
         return f"RandomCropFlip(padding={self.padding}, flip={self.flip}, fill={self.fill})"
+
+
+class ColourJitter:
+    """Colour jitter of a batch of normalised RGB images, as a training augmentation.
+
+    Paper 003 4.3 trains its colour-invariant teacher with brightness, contrast and saturation
+    factors ``1 +/- U[0, s]`` and a hue shift ``+/- U[0, s/2]`` (``s = 0.4``); the maths is
+    :func:`distillscope.functional.views.colour_jitter` (the ``invariance`` probe's views), run
+    in pixel space: un-normalise, jitter, clamp to ``[0, 1]``, normalise again. Draws come from
+    torch's global CPU RNG, as :class:`RandomCropFlip`'s. Photometric only: maps tied to the
+    image (frozen explanations) do not move.
+
+    Args:
+        strength: ``s`` in ``(0, 1]``.
+        mean: Per-channel normalisation mean of the 3-channel inputs.
+        std: Per-channel normalisation std.
+    """
+
+    def __init__(self, strength: float, mean: Sequence[float], std: Sequence[float]) -> None:
+        if len(mean) != 3 or len(std) != 3:
+            raise ConfigError("colour jitter needs RGB images; use a 3-channel dataset")
+        self.strength = float(strength)
+        self.mean = torch.tensor(mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(std).view(1, 3, 1, 1)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        mean, std = self.mean.to(x.device), self.std.to(x.device)
+        pixels = (x * std + mean).clamp(0.0, 1.0)  # (B, 3, H, W)
+        params = jitter_params(self.strength, torch.rand(x.shape[0], 4)).to(x.device)  # (B, 4)
+        return (colour_jitter(pixels, params) - mean) / std
+
+    def __repr__(self) -> str:
+        return f"ColourJitter(strength={self.strength:g})"
 
 
 def data_root(root: str | os.PathLike[str] | None) -> Path:
