@@ -660,7 +660,15 @@ def _check_built(cfg: ExperimentConfig) -> None:
                 "one; use e.g. ce or label_smoothing"
             )
     for name, spec in cfg.students.items():
-        _built(lambda spec=spec: build_loss(spec.loss_spec()), f"students.{name}.loss")
+        key = f"students.{name}.loss"
+        loss = _built(lambda spec=spec: build_loss(spec.loss_spec()), key)
+        reads = sorted(set(loss.needs) & {"features", "explanation", "views"})
+        if spec.group is not None and reads:
+            raise ConfigError(
+                f"config key {key!r}: {name!r} is in group {spec.group!r}, but its loss reads "
+                f"{', '.join(reads)}, which groups do not support yet; use logit terms (dml, kd, "
+                "ce) in a group"
+            )
     defaults = cfg.probe_defaults.model_dump()
     names = [*cfg.teachers, *cfg.students]
     for name, params in cfg.probes.items():

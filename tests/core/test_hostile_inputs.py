@@ -63,6 +63,14 @@ def files_under(folder: Path) -> list[Path]:
         (["probes.adversarial.eps=-1"], ["probes.adversarial", "eps=-1"]),
         (["probes.adversarial_transfer.foreign=nobody"], ["adversarial_transfer", "'nobody'"]),
         (["data.train_groups={0: 0.5}"], ["data.train_groups", "has no groups"]),
+        (
+            [
+                "students.a={loss: {dml: {}, hint: {student_layer: body.act1, "
+                "teacher_layer: body.act1}}, group: g}",
+                "students.b={loss: dml, group: g}",
+            ],
+            ["students.a.loss", "group 'g'", "reads features"],
+        ),
         # data parameters
         (["data.params.noise=abc"], ["data.params", "noise='abc'"]),
         (["data.params.n_per_blob=abc"], ["data.params", "n_per_blob='abc'"]),

@@ -99,3 +99,14 @@ def test_dml_loss_is_ce_plus_the_mean_kl_to_the_peers() -> None:
     assert out["dml/ce"].item() == pytest.approx(ce, rel=1e-12)
     assert out["dml/kl"].item() == pytest.approx(sum(kls) / 2, rel=1e-12)
     assert out["loss"].item() == pytest.approx(ce + sum(kls) / 2, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "term", [{"e2kd": {}}, {"sskd": {}}, {"hint": {"student_layer": "a", "teacher_layer": "b"}}]
+)
+def test_a_peer_whose_loss_reads_more_than_logits_is_refused(term: dict) -> None:
+    models = {"a": TinyNet(seed=1), "b": TinyNet(seed=2)}
+    losses = {"a": build_loss({"dml": {}, **term}), "b": build_loss({"dml": {}})}
+    with pytest.raises(ConfigError, match="which groups do not support yet") as err:
+        GroupTrainer(models, losses, config(epochs=1), progress=False)
+    assert "\n" not in str(err.value)

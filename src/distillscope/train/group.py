@@ -98,9 +98,11 @@ class GroupTrainer:
                 f"{sorted(models)} and losses {sorted(losses)}"
             )
         for peer, loss in losses.items():
-            if getattr(loss, "student_paths", list)() or getattr(loss, "teacher_paths", list)():
+            reads = set(getattr(loss, "needs", ())) & {"features", "explanation", "views"}
+            if reads or getattr(loss, "student_paths", list)():
+                what = ", ".join(sorted(reads)) or "features"
                 raise ConfigError(
-                    f"group {name!r}: {peer!r}'s loss reads features, which groups do not "
+                    f"group {name!r}: {peer!r}'s loss reads {what}, which groups do not "
                     "support yet; use logit terms (dml, kd, ce) in a group"
                 )
         self.models = nn.ModuleDict(dict(models))
