@@ -14,12 +14,17 @@ be moved with each image. One epoch per variant, same initial weights and batch 
 - ``cache_build`` / ``cache_build_explained``: building the logit cache and the cache with
   explanations.
 
+With ``--bcos`` the pair is ``bcos_resnet14`` -> ``bcos_resnet8`` (B-cos explanations: the
+dynamic weights ``W(x)``) trained with Adam, and one more variant, ``e2kd_live_authors``: the
+student trained in explanation mode in one pass (``bcos_student: explanation``, the authors'
+code) against our default second explanation pass (results in ``e2kd_overhead_bcos.json``).
+
 Ratios (paper-independent goals from the issue): ``e2kd_live_vs_kd_live`` (goal <= 2),
 ``e2kd_frozen_vs_kd_live`` (goal <= 1.2; also against ``kd_frozen``) and
 ``cache_build_explained_vs_plain``. One untimed warm-up round, ``--reps`` interleaved rounds,
 medians kept; ratios within one run, never thresholds.
 
-Usage: ``python benchmarks/e2kd_overhead.py [--n 3200] [--reps 3] [--threads 2]``
+Usage: ``python benchmarks/e2kd_overhead.py [--n 3200] [--reps 3] [--threads 2] [--bcos]``
 """
 
 from __future__ import annotations
@@ -41,11 +46,21 @@ from distillscope.config_train import TrainConfig  # noqa: E402
 from distillscope.data.base import TensorDataset  # noqa: E402
 from distillscope.data.vision import RandomCropFlip  # noqa: E402
 from distillscope.distill import build_loss  # noqa: E402
+from distillscope.models import create_model  # noqa: E402
 from distillscope.train import TeacherCache  # noqa: E402
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "e2kd_overhead.json"
+RESULTS = Path(__file__).resolve().parent / "results"
 KD = {"kd": {"temperature": 5.0, "alpha": 1.0}}
 E2KD = {"e2kd": {"temperature": 5.0, "alpha": 1.0, "explanation_weight": 1.0}}
+E2KD_AUTHORS = {"e2kd": {**E2KD["e2kd"], "bcos_student": "explanation"}}
+
+
+def bcos_networks(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[Any, Any]:
+    """An (untrained) B-cos teacher and student: timing does not depend on the weights."""
+    torch.manual_seed(0)
+    common = {"num_classes": 10, "in_channels": 1, "input_mean": mean, "input_std": std}
+    teacher = create_model("bcos_resnet14", **common).eval()
+    return teacher, create_model("bcos_resnet8", **common)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -53,15 +68,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--n", type=int, default=3200, help="training images")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--bcos", action="store_true", help="B-cos pair and explanations")
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    out = args.out or RESULTS / ("e2kd_overhead_bcos.json" if args.bcos else "e2kd_overhead.json")
     torch.set_num_threads(args.threads)
     plain, source = load_data(args.n)
     fill = tuple(-m / s for m, s in zip(plain.info.mean or (0.0,), plain.info.std or (1.0,)))
     data = TensorDataset(plain.inputs, plain.targets, plain.info, RandomCropFlip(2, fill=fill))
     cfg = TrainConfig(epochs=1, batch_size=128, optimizer="sgd", lr=0.05, momentum=0.9,
                       weight_decay=5e-4, schedule="constant")  # fmt: skip
-    teacher, student0 = networks()
+    if args.bcos:
+        cfg = TrainConfig(epochs=1, batch_size=128, optimizer="adam", lr=1e-3, weight_decay=0.0,
+                          schedule="constant")  # fmt: skip
+        mean, std = plain.info.mean or (0.0,), plain.info.std or (1.0,)
+        teacher, student0 = bcos_networks(tuple(mean), tuple(std))
+    else:
+        teacher, student0 = networks()
     e2kd_loss = build_loss(E2KD)
     e2kd_loss.attach(student0, teacher)
     explain = e2kd_loss.explain_teacher
@@ -83,6 +106,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "cache_build": lambda: build(False),
         "cache_build_explained": lambda: build(True),
     }
+    if args.bcos:
+        variants["e2kd_live_authors"] = lambda: trainer_epoch(
+            teacher, fresh(), data, cfg, E2KD_AUTHORS
+        )
     times, med = interleaved(variants, args.reps)
     ratios = {
         "e2kd_live_vs_kd_live": med["e2kd_live"] / med["kd_live"],
@@ -91,16 +118,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "kd_frozen_vs_kd_live": med["kd_frozen"] / med["kd_live"],
         "cache_build_explained_vs_plain": med["cache_build_explained"] / med["cache_build"],
     }
+    if args.bcos:
+        ratios["e2kd_live_authors_vs_kd_live"] = med["e2kd_live_authors"] / med["kd_live"]
+        ratios["e2kd_live_vs_authors"] = med["e2kd_live"] / med["e2kd_live_authors"]
     return write_result(
-        args.out,
-        "e2kd_overhead",
+        out,
+        "e2kd_overhead_bcos" if args.bcos else "e2kd_overhead",
         {
             "data": source,
             "train_images": len(data),
             "augmentation": "RandomCropFlip(padding=2)",
             "batch_size": cfg.batch_size,
-            "teacher": "resnet20",
-            "student": "resnet8",
+            "teacher": "bcos_resnet14" if args.bcos else "resnet20",
+            "student": "bcos_resnet8" if args.bcos else "resnet8",
+            "optimizer": cfg.optimizer,
             "kd": KD,
             "e2kd": E2KD,
             "reps": args.reps,

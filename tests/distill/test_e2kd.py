@@ -219,12 +219,14 @@ def bcos_pair() -> tuple[nn.Module, nn.Module]:
     return student, teacher
 
 
-def test_bcos_e2kd_distils_the_dynamic_weights_of_the_teachers_top1_class():
+@pytest.mark.parametrize("mode", ["normal", "explanation"])
+def test_bcos_e2kd_distils_the_dynamic_weights_of_the_teachers_top1_class(mode):
     student, teacher = bcos_pair()
     train = data()
-    loss = bound(student, teacher, train)
+    loss = bound(student, teacher, train, bcos_student=mode)
     term = loss["e2kd"]
-    assert term.explanation == "bcos" and loss.student_paths() == ["encode"]
+    assert term.explanation == "bcos"
+    assert loss.student_paths() == ([] if mode == "normal" else ["encode"])
     batch = next(iter_batches(train, 8))
     student.eval()
     t_out = loss.explain_teacher(teacher.eval(), batch.inputs)
@@ -241,16 +243,40 @@ def test_bcos_e2kd_distils_the_dynamic_weights_of_the_teachers_top1_class():
     assert student.conv1.weight.grad is not None and student.conv1.weight.grad.abs().sum() > 0
 
 
-def test_bcos_students_train_in_explanation_mode_and_leave_it_after_training():
+def test_bcos_students_train_normally_and_their_explanation_pass_moves_no_statistics():
+    student, teacher = bcos_pair()
+    modes = []
+    student.conv2.register_forward_hook(lambda m, i, o: modes.append(m.detach))
+    loss = build_loss({"e2kd": {}})
+    bind_loss(loss, student, teacher, data(32), device="cpu")
+    modes.clear()
+    batch = next(iter_batches(data(32), 16))
+    student.train()
+    before = student.bn1.running_var.clone()
+    out = forward_outputs(student, batch.inputs)  # the training pass: statistics move once
+    after_training_pass = student.bn1.running_var.clone()
+    parts = loss(out, loss.explain_teacher(teacher.eval(), batch.inputs), batch)
+    assert modes == [False, True]  # training pass in normal mode, explanation pass detached
+    assert not torch.equal(before, after_training_pass)
+    assert torch.equal(student.bn1.running_var, after_training_pass)
+    parts["loss"].backward()
+    assert student.conv1.weight.grad.abs().sum() > 0
+    assert not any(getattr(m, "detach", False) for m in student.modules() if m is not student)
+
+
+def test_bcos_students_in_the_authors_mode_train_in_explanation_mode_and_leave_it_after():
     student, teacher = bcos_pair()
     seen = []
     student.conv2.register_forward_hook(lambda m, i, o: seen.append(m.detach))
-    tr = Trainer(student, build_loss({"e2kd": {}}), TrainConfig(epochs=1, batch_size=16),
-                 teacher=teacher, progress=False)  # fmt: skip
+    loss = build_loss({"e2kd": {"bcos_student": "explanation"}})
+    tr = Trainer(student, loss, TrainConfig(epochs=1, batch_size=16), teacher=teacher,
+                 progress=False)  # fmt: skip
     history = tr.fit(data(32))
     assert seen and all(seen)  # every training forward ran in explanation mode
     assert history[0]["e2kd/explanation"] > 0
     assert not any(getattr(m, "detach", False) for m in student.modules() if m is not student)
+    with pytest.raises(ConfigError, match="e2kd.bcos_student"):
+        create_loss("e2kd", bcos_student="detached")
 
 
 def test_bcos_explanations_need_bcos_models_on_both_sides():
@@ -281,3 +307,21 @@ def test_frozen_bcos_weights_are_cached_and_moved_with_their_images():
     batch = next(iter_batches(train, 8, shuffle=True, generator=torch.Generator().manual_seed(1)))
     moved = cache.outputs(batch).explanation
     assert torch.equal(moved, aug.apply(cache.explanation[batch.index], batch.augmentation, (0.0,)))
+
+
+def test_a_trainer_with_a_frozen_bcos_cache_still_distils_bcos_weights():
+    """Bound inside a Trainer that has only the cache to run, e2KD must still see both networks
+    (auto picked GradCAM when the teacher was hidden from it, and the cached W(x) mismatched)."""
+    student, teacher = bcos_pair()
+    train = data(32)
+    explainer = bound(copy.deepcopy(student), teacher, train)
+    cache = TeacherCache.build(teacher, train, 16, "cpu", progress=False,
+                               explain=explainer.explain_teacher)  # fmt: skip
+    loss = build_loss({"e2kd": {}})
+    tr = Trainer(student, loss, TrainConfig(epochs=1, batch_size=16), teacher=teacher,
+                 teacher_cache=cache, progress=False)  # fmt: skip
+    calls = []
+    teacher.register_forward_hook(lambda m, i, o: calls.append(1))
+    history = tr.fit(train)
+    assert loss["e2kd"].explanation == "bcos" and history[0]["e2kd/explanation"] > 0
+    assert not calls  # the cache answered: the teacher never ran

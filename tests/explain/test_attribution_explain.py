@@ -93,3 +93,19 @@ def test_attributions_are_detached_and_leave_no_parameter_gradient() -> None:
         out = attribute(net, X, Y, method)
         assert not out.requires_grad
     assert net.weight.grad is None
+
+
+def test_bcos_method_gives_the_dynamic_weights_and_refuses_other_models() -> None:
+    from distillscope.models import create_model
+
+    torch.manual_seed(0)
+    net = create_model("bcos_mnist_cnn", num_classes=3, input_size=8).eval()
+    x, y = torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 2, 0])
+    got = attribute(net, x, y, "bcos")
+    assert got.shape == (4, 2, 8, 8) and not got.requires_grad
+    # dynamic linear: the contributions W(x) * [p, 1 - p] sum to the logit minus its bias
+    logits = net(x).gather(1, y[:, None]).squeeze(1)
+    contributions = (got * torch.cat([x, 1 - x], 1)).flatten(1).sum(1)
+    torch.testing.assert_close(contributions, logits - net.logit_bias.bias, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ModelError, match="not a B-cos model"):
+        attribute(linear(), X, Y, "bcos")

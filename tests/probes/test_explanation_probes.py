@@ -193,3 +193,24 @@ def test_preset_accepts_its_own_values_and_defaults_are_unchanged() -> None:
     default = create_probe("adherence")
     assert default.methods == ["saliency", "integrated_gradients", "gradcam"]
     assert default.aggregate == "image" and default.ig_steps == 50
+
+
+def test_bcos_weights_adhere_between_bcos_models_and_are_skipped_for_others(image_data) -> None:
+    from distillscope.models import create_model
+
+    def bcos(seed: int) -> nn.Module:
+        torch.manual_seed(seed)
+        return create_model("bcos_mnist_cnn", num_classes=4, input_size=8,
+                            input_mean=(0.5,), input_std=(0.25,))  # fmt: skip
+
+    teacher = bcos(0)
+    models = {"t": teacher, "s": copy.deepcopy(teacher), "o": bcos(1), "plain": seeded(TinyCNN, 2)}
+    roles = Roles(
+        ["t"], students=["s", "o", "plain"], teacher_of={m: "t" for m in ["s", "o", "plain"]}
+    )
+    result = create_probe("adherence", methods=["bcos"], batch_size=8).run(
+        models, image_data, roles
+    )
+    assert result.values["t->s/bcos"] == pytest.approx(1.0, abs=1e-5)
+    assert -1.0 <= result.values["t->o/bcos"] < 0.99
+    assert result.params["skipped"] == {"t->plain/bcos": "model 'plain' is not a B-cos model"}

@@ -117,8 +117,9 @@ class LossTerm(nn.Module):
         """A context the student trains in (default: none).
 
         The trainer enters it around the whole of training (after :meth:`attach`) and leaves it
-        before evaluation: e2KD trains B-cos students in their explanation mode, whose
-        gradients give the dynamic weights it distils.
+        before evaluation: e2KD with ``bcos_student: explanation`` (the authors' code) trains
+        B-cos students in their explanation mode, whose gradients give the dynamic weights it
+        distils.
         """
         return nullcontext()
 

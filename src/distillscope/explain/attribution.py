@@ -12,6 +12,9 @@ three methods; the constants follow SPEC section 2:
 * ``"guided_gradcam"``: :func:`~distillscope.explain.guided.guided_gradcam` on
   ``model.cam_layer``: guided backprop times the nearest-upsampled GradCAM, shaped like the
   input and signed; what captum's ``GuidedGradCam`` gives, paper 004's "GradCAM" column.
+* ``"bcos"``: a B-cos model's dynamic weights ``W(x)`` of the class (its ``dynamic_weights``:
+  the gradient w.r.t. the encoded input ``[p, 1 - p]`` in explanation mode, ``(B, 2C, H, W)``),
+  the explanation paper 001's e2KD distils between B-cos models (3.1).
 
 Every method runs on the whole batch (IG on ``internal_batch_size`` path points at a time).
 """
@@ -27,12 +30,14 @@ from distillscope.errors import ConfigError, ModelError
 from distillscope.explain.gradcam import gradcam
 from distillscope.explain.guided import guided_gradcam
 
-__all__ = ["CAM_METHODS", "IG_STEPS", "METHODS", "attribute"]
+__all__ = ["BCOS_METHODS", "CAM_METHODS", "IG_STEPS", "METHODS", "attribute"]
 
 #: Attribution methods :func:`attribute` knows.
-METHODS = ("saliency", "integrated_gradients", "gradcam", "guided_gradcam")
+METHODS = ("saliency", "integrated_gradients", "gradcam", "guided_gradcam", "bcos")
 #: Methods that need ``model.cam_layer`` (and image inputs).
 CAM_METHODS = ("gradcam", "guided_gradcam")
+#: Methods that need a B-cos model (``dynamic_weights``).
+BCOS_METHODS = ("bcos",)
 #: Integrated Gradients path points: 50, the value of SPEC section 2 and captum's default.
 IG_STEPS = 50
 
@@ -52,7 +57,7 @@ def attribute(
     Args:
         model: A network returning ``(B, K)`` logits, in eval mode. ``"gradcam"`` and
             ``"guided_gradcam"`` need its ``cam_layer`` attribute (module path of the last
-            conv block).
+            conv block), ``"bcos"`` a B-cos model.
         inputs: ``(B, ...)`` model inputs (normalised, as the model sees them).
         target: ``(B,)`` class index per sample.
         method: One of :data:`METHODS`.
@@ -64,11 +69,12 @@ def attribute(
 
     Returns:
         Detached attributions: ``(B, ...)`` like ``inputs`` for saliency, Integrated Gradients
-        and Guided Grad-CAM, ``(B, H, W)`` for GradCAM.
+        and Guided Grad-CAM, ``(B, H, W)`` for GradCAM, ``(B, 2C, H, W)`` for B-cos.
 
     Raises:
         ConfigError: Unknown method.
-        ModelError: (Guided) GradCAM on a model without ``cam_layer``.
+        ModelError: (Guided) GradCAM on a model without ``cam_layer``; ``"bcos"`` on a model
+            that is not a B-cos network.
 
     Example:
         >>> import torch
@@ -102,6 +108,13 @@ def attribute(
         if method == "guided_gradcam":
             return guided_gradcam(model, layer, inputs, target)
         return gradcam(model, layer, inputs, target)
+    if method == "bcos":
+        if not getattr(model, "is_bcos", False) or not hasattr(model, "dynamic_weights"):
+            raise ModelError(
+                f"{type(model).__name__} is not a B-cos model; the bcos method explains bcos_* "
+                "models with their dynamic weights W(x)"
+            )
+        return model.dynamic_weights(inputs, target).detach()
     raise ConfigError(f"unknown attribution method {method!r}; valid: {', '.join(METHODS)}")
 
 

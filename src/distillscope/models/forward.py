@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -79,3 +81,31 @@ def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:
         9
     """
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+@contextmanager
+def running_stats_kept(model: nn.Module) -> Iterator[nn.Module]:
+    """Restore every batch norm's running statistics after the block.
+
+    For an extra forward pass in training mode (batch statistics used) that must not move the
+    running estimates a second time in a step, e.g. e2KD's explanation pass of a B-cos student.
+
+    Example:
+        >>> bn = nn.BatchNorm1d(2)
+        >>> with running_stats_kept(bn):
+        ...     _ = bn(torch.randn(4, 2) + 5)
+        >>> bn.running_mean.tolist(), int(bn.num_batches_tracked)
+        ([0.0, 0.0], 0)
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [
+        {k: b.detach().clone() for k, b in m.named_buffers(recurse=False) if b is not None}
+        for m in norms
+    ]
+    try:
+        yield model
+    finally:
+        with torch.no_grad():
+            for m, buffers in zip(norms, saved):
+                for k, value in buffers.items():
+                    getattr(m, k).copy_(value)

@@ -10,7 +10,13 @@ from torch import Tensor, nn
 
 from distillscope.checks import check_int
 from distillscope.errors import ConfigError
-from distillscope.explain.attribution import CAM_METHODS, IG_STEPS, METHODS, attribute
+from distillscope.explain.attribution import (
+    BCOS_METHODS,
+    CAM_METHODS,
+    IG_STEPS,
+    METHODS,
+    attribute,
+)
 from distillscope.functional.similarity import cosine_parts, flat_cosine, pooled_cosine
 from distillscope.probes.base import Probe, ProbeData, ProbeParams, ProbeResult, Roles
 from distillscope.probes.sampling import evaluating, probe_batches
@@ -71,7 +77,8 @@ class AdherenceProbe(Probe):
     Gauss-Legendre points); ``gradcam`` = in-house GradCAM on ``model.cam_layer`` (ReLU-ed,
     bilinear, one channel, in ``[0, 1]``);
     ``guided_gradcam`` = guided backprop times the nearest-upsampled ReLU GradCAM of
-    ``model.cam_layer`` (captum's ``GuidedGradCam``; signed, shaped like the input). Cosines of
+    ``model.cam_layer`` (captum's ``GuidedGradCam``; signed, shaped like the input); ``bcos`` =
+    a B-cos model's dynamic weights ``W(x)`` (paper 001's B-cos explanation, signed). Cosines of
     non-negative maps lie in ``[0, 1]``; of signed ones (IG, Guided Grad-CAM) in ``[-1, 1]``,
     not rescaled.
 
@@ -103,7 +110,8 @@ class AdherenceProbe(Probe):
 
     Values: ``"<t>-><m>/<method>"`` for every pair of ``roles.pairs()``. GradCAM and Guided
     Grad-CAM entries are skipped, with the reason in ``params["skipped"]``, when either model
-    has no ``cam_layer`` or the inputs are not images.
+    has no ``cam_layer`` or the inputs are not images; ``bcos`` entries when either model is
+    not a B-cos network.
     """
 
     higher_is_better = True
@@ -218,6 +226,11 @@ class AdherenceProbe(Probe):
         method: str, models: Mapping[str, nn.Module], pair: tuple[str, str], data: ProbeData
     ) -> str | None:
         """Why ``method`` cannot compare the two models of ``pair``, or None when it can."""
+        if method in BCOS_METHODS:
+            for name in pair:
+                if name in models and not getattr(models[name], "is_bcos", False):
+                    return f"model {name!r} is not a B-cos model"
+            return None
         if method not in CAM_METHODS:
             return None
         label = "GradCAM" if method == "gradcam" else "Guided Grad-CAM"

@@ -106,13 +106,15 @@ def bind_loss(
         loss: The student's loss; its owned modules are built on its current device.
         student: The student network (on ``device``).
         teacher: The teacher network (on ``device``), or ``None`` when the loss reads no teacher
-            or only a cache is at hand (then pass ``teacher_outputs``).
+            or only a cache is at hand (then pass ``teacher_outputs``). Given with
+            ``teacher_outputs``, it is only shown to the loss (``attach``: e2KD picks B-cos
+            explanations when both networks are B-cos) and not run.
         train: The training set (its size sizes memory banks; its first items are the sample).
         device: Where the sample batch goes.
         seed: The run's seed; each term binds under a seed made from it and the term's key.
         name: The member's name, for messages.
-        teacher_outputs: Gives the teacher's outputs for a batch when ``teacher`` is ``None``
-            (a teacher cache).
+        teacher_outputs: Gives the teacher's outputs for a batch (a teacher cache); used
+            instead of running ``teacher``.
 
     Raises:
         ModelError: A feature path names no module of the network.
@@ -133,7 +135,9 @@ def bind_loss(
         with context(student) if context is not None else nullcontext():
             student_out = run_outputs(student, batch, paths, grad=explains)
         teacher_out = None
-        if getattr(loss, "needs_teacher", False) and teacher is not None:
+        live = teacher is not None and teacher_outputs is None  # a cache wins over running it
+        if getattr(loss, "needs_teacher", False) and live:
+            assert teacher is not None
             paths = list(getattr(loss, "teacher_paths", list)())
             role = "teacher"
             teacher_out = run_outputs(teacher, batch, paths)

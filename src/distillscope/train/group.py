@@ -194,7 +194,7 @@ class GroupTrainer:
             bind_loss(
                 loss,
                 self.models[peer],
-                self.teacher if cache is None else None,
+                self.teacher,  # with a cache, only shown to the loss (attach), not run
                 train,
                 device=self.device,
                 seed=self.seed,

@@ -214,15 +214,16 @@ class Trainer:
         """Bind the loss on a sample batch (before a resumed state is loaded over it)."""
         teacher = self.teacher.to(self.device) if self.teacher is not None else None
         cache = self.teacher_cache
+        cached = cache is not None and not self.makes_views  # views run the teacher live
         bind_loss(
             self.loss,
             self.model,
-            teacher if cache is None or self.makes_views else None,  # views run live
+            teacher,  # with a cache, only shown to the loss (attach), not run
             train,
             device=self.device,
             seed=self.seed,
             name=self.name,
-            teacher_outputs=cache.outputs if cache is not None else None,
+            teacher_outputs=cache.outputs if cached and cache is not None else None,
         )
         self.loss.to(self.device)
 
