@@ -176,12 +176,15 @@ def test_views_are_drawn_from_the_seed() -> None:
 def test_the_control_teacher_is_audited_like_any_model() -> None:
     data = image_data()
     models = {"t": Constant(), "t_star": PixelThreshold(data.info), "s": Constant()}
-    roles = Roles(["t", "t_star"], students=["s"], teacher_of={"s": "t"}, control_teacher="t_star")
-    r = create_probe("invariance", families=["crop"], **SMALL).run(models, data, roles)
+    roles = Roles(["t", "t_star"], students=["s"], teacher_of={"s": "t"})
+    probe = create_probe("invariance", families=["crop"], control_teacher="t_star", **SMALL)
+    assert probe.models_named() == ["t_star"]
+    r = probe.run(models, data, roles)
     assert r.values["t_star/crop"] < 1.0 and r.params["control_teacher"] == "t_star"
-    missing = Roles(["t"], control_teacher="t_star")
     with pytest.raises(ConfigError, match="t_star"):
-        create_probe("invariance", **SMALL).run({"t": Constant()}, data, missing)
+        probe.run({"t": Constant()}, data, Roles(["t"]))
+    with pytest.raises(ConfigError, match="invariance.control_teacher"):
+        create_probe("invariance", control_teacher="")
 
 
 def test_what_does_not_apply_is_skipped_with_a_reason() -> None:

@@ -22,8 +22,6 @@ class Roles:
         students: Names of distilled students.
         teacher_of: Student (or independent) name -> the teacher it is compared with.
         temperature: Model name -> its training temperature (strong attacks, paper 004).
-        control_teacher: Optional teacher not trained for the studied property.
-        foreign: Optional unrelated network for transfer controls.
     """
 
     teachers: list[str]
@@ -31,8 +29,6 @@ class Roles:
     students: list[str] = field(default_factory=list)
     teacher_of: dict[str, str] = field(default_factory=dict)
     temperature: dict[str, float] = field(default_factory=dict)
-    control_teacher: str | None = None
-    foreign: str | None = None
 
     @property
     def all_models(self) -> list[str]:

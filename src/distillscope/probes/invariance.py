@@ -88,7 +88,8 @@ class InvarianceProbe(Probe):
     ``"<t>-><m>/<family>_gap"`` = mean over the sweep of ``|inv_m(s) - inv_t(s)|``, how far a
     model's invariance is from its teacher's (lower = closer). A control teacher (paper 003's
     ``T*``, not trained with the augmentation) is one more teacher of the run, with its own
-    distilled students; ``roles.control_teacher``, if set, is audited like any model.
+    distilled students; naming it ``control_teacher`` marks it as ``T*`` in the result (and
+    the report) and makes sure it is audited even when it has no students.
 
     Args:
         families: Subset of ``colour``, ``crop``, ``shift`` (default all).
@@ -96,6 +97,8 @@ class InvarianceProbe(Probe):
             ``>= 0`` and the hue shift within half the circle).
         crop_scales: Crop areas ``a`` in ``(0, 1]`` (1 = the whole image: agreement 1).
         max_shifts: Maximum shifts ``m >= 0`` in pixels (0 = no shift: agreement 1).
+        control_teacher: Name of a model of the run trained without the augmentation (paper
+            003's ``T*``), or ``None``.
         batch_size: See :class:`~distillscope.probes.base.Probe`.
         max_samples: See :class:`~distillscope.probes.base.Probe`.
         seed: See :class:`~distillscope.probes.base.Probe`.
@@ -113,9 +116,18 @@ class InvarianceProbe(Probe):
         colour_strengths: Sequence[float] = COLOUR_STRENGTHS,
         crop_scales: Sequence[float] = CROP_SCALES,
         max_shifts: Sequence[int] = MAX_SHIFTS,
+        control_teacher: str | None = None,
         **base: Unpack[ProbeParams],
     ) -> None:
         super().__init__(**base)
+        if control_teacher is not None and (
+            not isinstance(control_teacher, str) or not control_teacher
+        ):
+            raise ConfigError(
+                f"invariance.control_teacher={control_teacher!r} is invalid; name a teacher of "
+                "the run trained without the augmentation"
+            )
+        self.control_teacher = control_teacher
         self.families = _check_families(families)
         self.colour_strengths = _check_sweep(
             "invariance.colour_strengths", colour_strengths, lambda n, v: check_range(n, v, 0, 1)
@@ -139,6 +151,9 @@ class InvarianceProbe(Probe):
         }
         return {family: list(all_sweeps[family]) for family in self.families}
 
+    def models_named(self) -> list[str]:
+        return [self.control_teacher] if self.control_teacher else []
+
     def run(self, models: Mapping[str, nn.Module], data: ProbeData, roles: Roles) -> ProbeResult:
         params: dict[str, Any] = {
             **self.base_params(),
@@ -152,7 +167,7 @@ class InvarianceProbe(Probe):
             return ProbeResult(self.name, {}, params=params)
         sweeps, skipped = _applicable(self.sweeps, data.info)
         names = list(models)
-        control = roles.control_teacher
+        control = self.control_teacher
         if control is not None:
             params["control_teacher"] = control
             if control not in models:

@@ -86,7 +86,7 @@ class AdversarialTransferProbe(Probe):
         pairs: dict[str, list[str]] = {}
         for teacher, model in roles.pairs():
             pairs.setdefault(teacher, []).append(model)
-        foreign = self.foreign or roles.foreign
+        foreign = self.foreign
         if foreign is not None:
             if foreign not in models:
                 raise ConfigError(
@@ -109,7 +109,7 @@ class AdversarialTransferProbe(Probe):
         pairs = self._pairs(models, roles)
         params: dict[str, Any] = {**self.base_params(), "eps": eps, "steps": self.steps,
                                   "step_size": eps / self.steps, "attack": "ifgsm",
-                                  "foreign": self.foreign or roles.foreign,
+                                  "foreign": self.foreign,
                                   "reverse": self.reverse}  # fmt: skip
         if not pairs:
             params["skipped"] = {
