@@ -50,6 +50,7 @@ from distillscope.teacher_store import (
 )
 from distillscope.train.bind import bind_loss
 from distillscope.train.checkpoint import load_model_weights, save_model
+from distillscope.train.evaluate import chance_warning
 from distillscope.train.group import GroupTrainer
 from distillscope.train.seeding import resolve_device, seed_everything
 from distillscope.train.teacher_cache import TeacherCache, cache_allowed, cache_bytes
@@ -470,6 +471,7 @@ class Experiment:
         history = trainer.fit(splits.train_of(first.name), splits.test, resume=self.resume)
         for m in peers:
             m.history = history[m.name]
+            self._check_not_chance(m.name, m.history, splits)
             save_model(rd.model(m.name), m.model, {"name": m.name, "group": group})
 
     def _cache(
@@ -561,11 +563,20 @@ class Experiment:
             teacher_tap=teacher_tap,
         )
         try:
-            return trainer.fit(splits.train_of(m.name), splits.test, resume=self.resume)
+            history = trainer.fit(splits.train_of(m.name), splits.test, resume=self.resume)
         finally:
             for tap in (student_tap, teacher_tap):
                 if tap is not None:
                     tap.remove()
+        self._check_not_chance(m.name, history, splits)
+        return history
+
+    @staticmethod
+    def _check_not_chance(name: str, history: list[dict[str, Any]], splits: Splits) -> None:
+        """Say so (one line) when a model ends at chance accuracy: a diverged run."""
+        warning = chance_warning(name, history, splits.test.info.num_classes)
+        if warning:
+            say(f"warning: {warning}")
 
     def _history_from_metrics(self, name: str) -> list[dict[str, Any]]:
         """The per-epoch rows of ``name`` in ``metrics.jsonl`` (lines cut by a kill skipped)."""

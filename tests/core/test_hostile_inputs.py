@@ -62,6 +62,7 @@ def files_under(folder: Path) -> list[Path]:
         (["probes.adversarial={sweep: abc}"], ["probes.adversarial", "sweep='abc'"]),
         (["probes.adversarial.eps=-1"], ["probes.adversarial", "eps=-1"]),
         (["probes.adversarial_transfer.foreign=nobody"], ["adversarial_transfer", "'nobody'"]),
+        (["probes.invariance.control_teacher=nobody"], ["invariance", "'nobody'"]),
         (["data.train_groups={0: 0.5}"], ["data.train_groups", "has no groups"]),
         (
             [
@@ -217,3 +218,24 @@ def test_interrupt_names_the_run_directory_to_resume(setup, capsys, monkeypatch)
     (run_dir,) = list(out.iterdir())
     assert code == 130
     assert f"distillscope run --resume {run_dir}`" in err and "RUN_DIR" not in err
+
+
+def test_a_student_that_ends_at_chance_is_flagged_in_one_line(setup, capsys, monkeypatch) -> None:
+    """A run whose loss exploded to a finite value passes the NaN guard; say so, do not fail."""
+    from distillscope.experiment import Trainer
+
+    fit = Trainer.fit
+
+    def collapsed(self, *args, **kwargs):
+        history = fit(self, *args, **kwargs)
+        if self.name == "kd":  # as the multi-domain KD student at lr 0.05 once did
+            history[-1] = {**history[-1], "val_acc": 0.34, "loss": 3857.6}  # 3 classes
+        return history
+
+    monkeypatch.setattr(Trainer, "fit", collapsed)
+    cfg, out = setup
+    code, _, err = run(["run", str(cfg), "--output-dir", str(out)], capsys)
+    warnings = [line for line in err.splitlines() if "warning:" in line]
+    assert code == 0
+    assert len(warnings) == 1 and "kd ends at chance accuracy (0.340" in warnings[0]
+    assert "3858" in warnings[0] and "train.lr" in warnings[0]

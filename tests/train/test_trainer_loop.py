@@ -225,3 +225,18 @@ def test_progress_bar_and_deterministic_mode(capsys: pytest.CaptureFixture[str])
     Trainer(TinyNet(), CE(), cfg, progress=True, name="shown").fit(make_data(16))
     assert "shown 1/1" in capsys.readouterr().err
     assert not torch.are_deterministic_algorithms_enabled()  # restored after fit
+
+
+def test_chance_warning_flags_only_a_final_accuracy_at_chance() -> None:
+    from distillscope.train.evaluate import chance_warning
+
+    history = [
+        {"epoch": 1, "val_acc": 0.6, "loss": 2.0},
+        {"epoch": 2, "val_acc": 0.11, "loss": 9.0},
+    ]
+    warning = chance_warning("kd", history, 10)
+    assert warning is not None and "(0.110 held-out, chance 0.100)" in warning and "9" in warning
+    assert chance_warning("kd", history[:1], 10) is None  # 0.6 is well above chance
+    assert chance_warning("kd", [{"epoch": 1, "val_acc": 0.13}], 10) is None  # beyond the margin
+    assert chance_warning("kd", [{"epoch": 1, "loss": 3.0}], 10) is None  # never validated
+    assert chance_warning("kd", [{"epoch": 1, "val_acc": 0.51}], 2) is not None

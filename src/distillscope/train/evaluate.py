@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from itertools import islice
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -12,7 +14,10 @@ from distillscope.data.base import DistillDataset, iter_batches
 from distillscope.errors import ConfigError
 from distillscope.train.seeding import resolve_device
 
-__all__ = ["evaluate"]
+__all__ = ["CHANCE_MARGIN", "chance_warning", "evaluate"]
+
+#: How far above chance (1 / K) a final held-out accuracy must be not to be flagged.
+CHANCE_MARGIN = 0.02
 
 
 @torch.inference_mode()
@@ -62,3 +67,31 @@ def evaluate(
     if seen == 0:
         raise ConfigError("cannot evaluate on an empty dataset; check the split")
     return {"acc": correct.item() / seen, "loss": loss_sum.item() / seen}
+
+
+def chance_warning(name: str, history: Sequence[Mapping[str, Any]], num_classes: int) -> str | None:
+    """A one-line warning when ``name`` ends training at chance accuracy, else ``None``.
+
+    A diverged run (a loss that exploded to a finite value, a collapsed network) passes the
+    trainer's NaN guard but leaves a model that predicts one class; its probes would be
+    meaningless. Flagged when the last epoch's ``val_acc`` is at most ``1 / K + CHANCE_MARGIN``.
+
+    Example:
+        >>> chance_warning("kd", [{"epoch": 1, "val_acc": 0.1, "loss": 3857.6}], 10)[:40]
+        'kd ends at chance accuracy (0.100 held-o'
+        >>> chance_warning("kd", [{"epoch": 1, "val_acc": 0.8}], 10) is None
+        True
+    """
+    scored = [h for h in history if isinstance(h.get("val_acc"), (int, float))]
+    if not scored or num_classes < 2:
+        return None
+    acc = float(scored[-1]["val_acc"])
+    chance = 1.0 / num_classes
+    if acc > chance + CHANCE_MARGIN:
+        return None
+    losses = [float(h["loss"]) for h in history if isinstance(h.get("loss"), (int, float))]
+    peak = f"; its training loss peaked at {max(losses):.4g}" if losses else ""
+    return (
+        f"{name} ends at chance accuracy ({acc:.3f} held-out, chance {chance:.3f}){peak}; "
+        "training likely diverged: lower its train.lr (or add warmup_epochs) and run again"
+    )
