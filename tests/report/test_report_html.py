@@ -276,3 +276,25 @@ def test_a_probe_s_x_ticks_reach_its_series_chart(monkeypatch):
     probe["params"].update(x_label="domain", x_ticks=["original", "edges"])
     render_html(results)
     assert seen == [("domain", ["original", "edges"])]
+
+
+def test_model_rows_and_pair_rows_are_ranked_apart(tmp_path):
+    """group_gap holds accuracy per group (model rows) and agreement per group (pair rows)."""
+    results = only(load_fixture(), "agreement")
+    students = [m for m, v in results["models"].items() if v.get("role") != "teacher"][:2]
+    a, b = students
+    results["probes"]["agreement"] = {
+        "probe": "group_gap",
+        "values": {
+            f"{a}/g": 0.60,
+            f"{b}/g": 0.70,
+            f"teacher->{a}/g": 0.90,
+            f"teacher->{b}/g": 0.80,
+        },  # fmt: skip
+        "higher_is_better": {"g": True},
+        "params": {},
+    }
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    page = section(render_report(tmp_path).read_text(encoding="utf-8"), "probe-agreement")
+    assert page.count("<strong>") == 2  # the best model row and the best pair row
+    assert "<strong>0.7000</strong>" in page and "<strong>0.9000</strong>" in page

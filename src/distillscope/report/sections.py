@@ -16,6 +16,7 @@ from distillscope.report.maps import array_grid, decision_map_grid, parse_images
 from distillscope.report.plots import Palette, bar_chart, series_chart, training_chart
 from distillscope.report.tables import (
     MISSING,
+    PAIR,
     format_value,
     group_series,
     order_rows,
@@ -189,19 +190,25 @@ def _directions(raw: object, columns: list[str]) -> dict[str, bool | None]:
 def _best_cells(
     table: Any, directions: Mapping[str, bool | None], results: Mapping[str, Any]
 ) -> set[tuple[str, str]]:
-    """``(row, column)`` of the best non-teacher value per column with a known direction."""
+    """``(row, column)`` of the best non-teacher value per column with a known direction.
+
+    Model rows (``kd``) and pair rows (``teacher->kd``) are ranked apart: one column can hold a
+    model's own metric and a pair's (``group_gap``: accuracy per group and agreement per group).
+    """
     models = results.get("models", {})
     candidates = [r for r in table.rows if (models.get(subject(r)) or {}).get("role") != "teacher"]
+    kinds = [[r for r in candidates if PAIR not in r], [r for r in candidates if PAIR in r]]
     best: set[tuple[str, str]] = set()
     for column, higher in directions.items():
         if higher is None:
             continue
-        values = {r: table.get(r, column) for r in candidates}
-        finite = {r: v for r, v in values.items() if v is not None and math.isfinite(v)}
-        if len(finite) < 2:
-            continue
-        target = max(finite.values()) if higher else min(finite.values())
-        best |= {(r, column) for r, v in finite.items() if v == target}
+        for rows in kinds:
+            values = {r: table.get(r, column) for r in rows}
+            finite = {r: v for r, v in values.items() if v is not None and math.isfinite(v)}
+            if len(finite) < 2:
+                continue
+            target = max(finite.values()) if higher else min(finite.values())
+            best |= {(r, column) for r, v in finite.items() if v == target}
     return best
 
 
