@@ -9,6 +9,7 @@ the report reads ``results.json`` only.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -227,6 +228,41 @@ def stable(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in row.items() if k not in VOLATILE_FIELDS} for row in history]
 
 
+def identical_members(members: dict[str, Member], run_seed: int) -> list[tuple[str, str, int]]:
+    """``(first, second, seed)`` for networks of the run that will come out identical.
+
+    Two members with the same architecture, loss, teacher, data, training settings and
+    effective seed train to the same weights (training is deterministic), e.g. a "second
+    independent seed" whose ``seed`` equals the run's: a sanity pair that compares a network
+    with itself. Group peers start apart (:func:`peer_seed`) and loaded checkpoints are
+    skipped.
+
+    Example:
+        >>> spec = ModelSpec(name="mlp")
+        >>> a = Member("a", "independent", spec, nn.Identity(), {}, {"ce": {}}, seed=1)
+        >>> b = Member("b", "independent", spec, nn.Identity(), {}, {"ce": {}})
+        >>> identical_members({"a": a, "b": b}, run_seed=1)
+        [('a', 'b', 1)]
+        >>> identical_members({"a": a, "b": b}, run_seed=0)
+        []
+    """
+    seen: dict[str, str] = {}
+    twins: list[tuple[str, str, int]] = []
+    for m in members.values():
+        if m.group is not None or m.checkpoint is not None:
+            continue
+        seed = run_seed if m.seed is None else m.seed
+        train = m.train.model_dump() if hasattr(m.train, "model_dump") else m.train
+        data = m.data.model_dump() if m.data is not None else None
+        recipe = [m.role == "teacher", m.spec.model_dump(), m.loss, m.teacher, train, data]
+        key = json.dumps([*recipe, m.cache_mode, seed], sort_keys=True, default=str)
+        if key in seen:
+            twins.append((seen[key], m.name, seed))
+        else:
+            seen[key] = m.name
+    return twins
+
+
 def roles_of(members: dict[str, Member]) -> Roles:
     return Roles(
         teachers=[m.name for m in members.values() if m.role == "teacher"],
@@ -336,6 +372,12 @@ class Experiment:
         )
         for name, data in splits.member_train.items():
             say(f"{name}: trains on its own data, {data.info.name}: {len(data)} images")
+        for first, second, seed in identical_members(members, cfg.seed):
+            kind = "teachers" if members[second].role == "teacher" else "students"
+            say(
+                f"warning: {first} and {second} will be identical networks (same recipe and "
+                f"seed {seed}); give one another seed ({kind}.{second}.seed) if they should differ"
+            )
         for m in members.values():
             m.model.to(self.device)
         caches: dict[str, TeacherCache] = {}

@@ -239,3 +239,16 @@ def test_a_student_that_ends_at_chance_is_flagged_in_one_line(setup, capsys, mon
     assert code == 0
     assert len(warnings) == 1 and "kd ends at chance accuracy (0.340" in warnings[0]
     assert "3858" in warnings[0] and "train.lr" in warnings[0]
+
+
+def test_a_sanity_pair_that_is_one_network_twice_is_flagged(setup, capsys) -> None:
+    """cam-similarity's second independent student has seed 1: at `seed=1` it is the first."""
+    cfg, out = setup
+    twin = "students.independent_b={loss: ce, role: independent, seed: 1}"
+    code, _, err = run(["run", str(cfg), "--output-dir", str(out), twin, "seed=1"], capsys)
+    warnings = [line for line in err.splitlines() if "warning:" in line]
+    assert code == 0 and len(warnings) == 1, err
+    assert "independent and independent_b will be identical networks" in warnings[0]
+    assert "seed 1" in warnings[0] and "students.independent_b.seed" in warnings[0]
+    code, _, err = run(["run", str(cfg), "--output-dir", str(out), twin, "seed=0"], capsys)
+    assert code == 0 and "warning:" not in err
