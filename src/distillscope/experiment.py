@@ -234,8 +234,9 @@ def identical_members(members: dict[str, Member], run_seed: int) -> list[tuple[s
     Two members with the same architecture, loss, teacher, data, training settings and
     effective seed train to the same weights (training is deterministic), e.g. a "second
     independent seed" whose ``seed`` equals the run's: a sanity pair that compares a network
-    with itself. Group peers start apart (:func:`peer_seed`) and loaded checkpoints are
-    skipped.
+    with itself; or a foreign teacher with an independent student's recipe and seed. The
+    teacher counts only for a loss that reads one. Group peers start apart
+    (:func:`peer_seed`) and loaded checkpoints are skipped.
 
     Example:
         >>> spec = ModelSpec(name="mlp")
@@ -254,8 +255,10 @@ def identical_members(members: dict[str, Member], run_seed: int) -> list[tuple[s
         seed = run_seed if m.seed is None else m.seed
         train = m.train.model_dump() if hasattr(m.train, "model_dump") else m.train
         data = m.data.model_dump() if m.data is not None else None
-        recipe = [m.role == "teacher", m.spec.model_dump(), m.loss, m.teacher, train, data]
-        key = json.dumps([*recipe, m.cache_mode, seed], sort_keys=True, default=str)
+        taught = m.bound_loss is not None and bool(getattr(m.bound_loss, "needs_teacher", False))
+        teacher = [m.teacher, m.cache_mode] if taught else None  # a teacher, trained on labels
+        key = json.dumps([m.spec.model_dump(), m.loss, teacher, train, data, seed],
+                         sort_keys=True, default=str)  # fmt: skip
         if key in seen:
             twins.append((seen[key], m.name, seed))
         else:

@@ -67,3 +67,27 @@ def test_cache_mode_accepts_booleans():
     assert load_config_dict({"teacher_cache": True}).teacher_cache == "auto"
     assert load_config_dict({"teacher_cache": False}).teacher_cache == "off"
     assert load_config_dict({"teacher_cache": "frozen"}).teacher_cache == "frozen"
+
+
+def test_identical_members_finds_a_teacher_that_is_an_independent_student() -> None:
+    from torch import nn
+
+    from distillscope.distill import build_loss
+    from distillscope.experiment import identical_members
+
+    spec = ModelSpec(name="resnet8")
+
+    def make(name, role, loss, teacher=None, seed=None):
+        m = Member(name, role, spec, nn.Identity(), {"epochs": 3}, loss, teacher=teacher, seed=seed)
+        m.bound_loss = build_loss(loss) if role != "teacher" else None
+        return m
+
+    teacher = make("teacher", "teacher", {"ce": {}}, seed=0)
+    independent = make("independent", "independent", {"ce": {}}, teacher="teacher")
+    kd = make("kd", "student", {"kd": {}}, teacher="teacher")
+    kd_other = make("kd_other", "student", {"kd": {}}, teacher="other")
+    members = {m.name: m for m in (teacher, independent, kd, kd_other)}
+    # born-again's first config: the teacher is the independent student (its teacher unread);
+    # two KD students of different teachers are not the same network
+    assert identical_members(members, run_seed=0) == [("teacher", "independent", 0)]
+    assert identical_members(members, run_seed=1) == []  # the teacher pins seed 0
