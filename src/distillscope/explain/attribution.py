@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from distillscope.errors import ConfigError, ModelError
 from distillscope.explain.gradcam import gradcam
 from distillscope.explain.guided import guided_gradcam
+from distillscope.models.bcos_layers import is_bcos
 
 __all__ = ["BCOS_METHODS", "CAM_METHODS", "IG_STEPS", "METHODS", "attribute"]
 
@@ -109,7 +110,7 @@ def attribute(
             return guided_gradcam(model, layer, inputs, target)
         return gradcam(model, layer, inputs, target)
     if method == "bcos":
-        if not getattr(model, "is_bcos", False) or not hasattr(model, "dynamic_weights"):
+        if not is_bcos(model) or not hasattr(model, "dynamic_weights"):
             raise ModelError(
                 f"{type(model).__name__} is not a B-cos model; the bcos method explains bcos_* "
                 "models with their dynamic weights W(x)"

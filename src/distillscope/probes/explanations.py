@@ -18,6 +18,7 @@ from distillscope.explain.attribution import (
     attribute,
 )
 from distillscope.functional.similarity import cosine_parts, flat_cosine, pooled_cosine
+from distillscope.models.bcos_layers import is_bcos
 from distillscope.probes.base import Probe, ProbeData, ProbeParams, ProbeResult, Roles
 from distillscope.probes.sampling import evaluating, probe_batches
 from distillscope.registry import register_probe
@@ -228,7 +229,7 @@ class AdherenceProbe(Probe):
         """Why ``method`` cannot compare the two models of ``pair``, or None when it can."""
         if method in BCOS_METHODS:
             for name in pair:
-                if name in models and not getattr(models[name], "is_bcos", False):
+                if name in models and not is_bcos(models[name]):
                     return f"model {name!r} is not a B-cos model"
             return None
         if method not in CAM_METHODS:

@@ -214,7 +214,7 @@ class Trainer:
         """Bind the loss on a sample batch (before a resumed state is loaded over it)."""
         teacher = self.teacher.to(self.device) if self.teacher is not None else None
         cache = self.teacher_cache
-        cached = cache is not None and not self.makes_views  # views run the teacher live
+        cached = None if cache is None or self.makes_views else cache.outputs  # views run live
         bind_loss(
             self.loss,
             self.model,
@@ -223,7 +223,7 @@ class Trainer:
             device=self.device,
             seed=self.seed,
             name=self.name,
-            teacher_outputs=cache.outputs if cached and cache is not None else None,
+            teacher_outputs=cached,
         )
         self.loss.to(self.device)
 
