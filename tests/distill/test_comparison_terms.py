@@ -259,22 +259,28 @@ def test_cat_kd_refuses_a_vector_where_a_map_is_needed_at_bind() -> None:
 
 def test_cat_kd_refuses_a_map_the_classifier_does_not_pool() -> None:
     spec = {"cat_kd": {"student_layer": "layer2", "teacher_layer": "layer3"}}
-    one_line_config_error(spec, r"classifier 'fc' maps 64 features .* 32 channels")
+    message = one_line_config_error(spec, r"classifier 'fc' maps 64 features .* 32 channels")
+    assert message.startswith("'student'")  # names the member
 
 
 def test_cat_kd_refuses_a_resolution_larger_than_the_map() -> None:
     spec = {"cat_kd": {"student_layer": "layer3", "teacher_layer": "layer3", "resolution": 8}}
-    one_line_config_error(spec, r"cat_kd.resolution=8 exceeds the student's map 7x7")
+    message = one_line_config_error(spec, r"cat_kd.resolution=8 exceeds the student's map 7x7")
+    assert message.startswith("'student'")  # names the member
 
 
 def test_reviewkd_refuses_a_vector_paired_with_a_map_at_bind() -> None:
     spec = {"reviewkd": {"student_layers": ["layer2", "pool"], "teacher_layers": STAGES[1:3]}}
-    one_line_config_error(spec, r"student layer 'pool' gives a vector \(64,\) but teacher layer")
+    message = one_line_config_error(
+        spec, r"student layer 'pool' gives a vector \(64,\) but teacher layer"
+    )
+    assert message.startswith("'student'")  # names the member
 
 
 def test_reviewkd_refuses_layers_listed_deep_to_shallow() -> None:
     spec = {"reviewkd": {"student_layers": STAGES[::-1], "teacher_layers": STAGES[::-1]}}
-    one_line_config_error(spec, "from shallow to deep")
+    message = one_line_config_error(spec, "from shallow to deep")
+    assert message.startswith("'student'")  # names the member
 
 
 def test_a_feature_that_is_neither_map_nor_vector_is_refused() -> None:
@@ -328,7 +334,10 @@ def test_bad_parameters_are_one_config_error(name: str, params: dict, match: str
 def test_a_classifier_path_that_is_not_linear_is_refused_at_bind() -> None:
     spec = {"cat_kd": {"student_layer": "layer3", "teacher_layer": "layer3",
                        "student_classifier": "pool"}}  # fmt: skip
-    one_line_config_error(spec, r"cat_kd.student_classifier='pool' is a Sequential, not an nn.Lin")
+    message = one_line_config_error(
+        spec, r"cat_kd.student_classifier='pool' is a Sequential, not an nn.Lin"
+    )
+    assert message.startswith("'student'")  # names the member
 
 
 def test_the_class_itself_checks_its_layer_lists() -> None:
