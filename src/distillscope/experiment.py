@@ -13,7 +13,6 @@ import json
 import logging
 import math
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,15 +24,23 @@ from distillscope.config import (
     DataConfig,
     ExperimentConfig,
     ModelSpec,
-    config_hash,
     dump_config,
     load_config,
+    load_config_dict,
 )
 from distillscope.data.base import DistillDataset
 from distillscope.distill import CombinedLoss, build_loss
 from distillscope.distill.combine import bind_seed
-from distillscope.errors import ConfigError, DataError, RunInterrupted
+from distillscope.errors import CheckpointError, ConfigError, DataError, RunInterrupted
 from distillscope.files import clean_stale_temporaries, read_jsonl
+from distillscope.identity import (
+    LOCATION_KEYS,
+    digest,
+    first_difference,
+    runtime,
+    shown,
+    without_locations,
+)
 from distillscope.messages import say
 from distillscope.models import create_model
 from distillscope.models.forward import count_parameters
@@ -107,33 +114,41 @@ def build_model(spec: ModelSpec, data: DistillDataset) -> nn.Module:
     return create_model(spec.name, **params)
 
 
-def teacher_key(cfg: ExperimentConfig, member: Member, fingerprint: str) -> str:
-    """Key of everything that determines a trained teacher's weights.
+def teacher_identity(
+    cfg: ExperimentConfig, name: str, splits: Splits, rt: dict[str, Any]
+) -> dict[str, Any]:
+    """Everything that determines teacher ``name``'s trained weights; its digest keys the store.
 
-    ``fingerprint`` is the teacher's training split's :meth:`~distillscope.data.base.
-    DistillDataset.fingerprint`: the same config pointed at other files (other labels, other
-    images) gets another key, so a stored teacher is never reused for data it was not trained
-    on. A teacher with its own ``data`` is keyed by that data.
+    Built from the teacher's whole spec (every field, so a new field enters the key by itself)
+    with what it takes from the run resolved (training settings, data without its folder,
+    seed), the fingerprints of the data it trains and is validated on (every byte loaded: the
+    same config pointed at other files gets another key, the same files moved the same key),
+    and the runtime (torch version, thread count, device type).
     """
-    d = member.data or cfg.data
-    return config_hash(
-        {
-            "version": STORE_VERSION,
-            "model": member.spec.model_dump(mode="json"),
-            "train": member.train.model_dump(mode="json"),
-            "loss": member.loss,
-            "data": {
-                "name": d.name,
-                "params": {k: v for k, v in d.params.items()},
-                "train_per_class": d.train_per_class,
-                "train_fraction": d.train_fraction,
-                "seed": d.seed,
-                "fingerprint": fingerprint,
-            },
-            "seed": member.seed if member.seed is not None else cfg.seed,
-            "torch": torch.__version__.split("+")[0],
-        }
-    )
+    spec = cfg.teachers[name]
+    plan = spec.model_dump(mode="json")
+    plan["train"] = cfg.train_for(spec.train).model_dump(mode="json")
+    data = cfg.data_for(spec.data).model_dump(mode="json")
+    plan["data"] = {k: v for k, v in data.items() if k not in LOCATION_KEYS}
+    plan["seed"] = cfg.seed if spec.seed is None else spec.seed
+    return {
+        "store_version": STORE_VERSION,
+        "teacher": plan,
+        "data": {"train": splits.train_of(name).fingerprint(), "test": splits.test.fingerprint()},
+        "runtime": rt,
+    }
+
+
+def run_identity(cfg: ExperimentConfig, splits: Splits, rt: dict[str, Any]) -> dict[str, Any]:
+    """What a run computes from: its whole config (but :data:`~distillscope.identity.
+    NOT_RESULT_KEYS` and data folders), every split's fingerprint and the runtime
+    (:mod:`distillscope.identity`). Recorded in ``identity.json``, ``results.json`` and each
+    checkpoint; resume and grid re-runs refuse a run whose identity differs."""
+    return {
+        "config": without_locations(dump_config(cfg)),
+        "data": splits.fingerprints(),
+        "runtime": rt,
+    }
 
 
 def plan_members(cfg: ExperimentConfig, splits: Splits) -> dict[str, Member]:
@@ -296,36 +311,46 @@ class Experiment:
         run_dir: RunDir | None = None,
         config_file: str | None = None,
         run_at: str | Path | None = None,
+        device_changed: bool = False,
     ) -> None:
-        self.cfg = cfg
-        self.data_root = data_root
+        self.cfg = with_data_root(cfg, data_root)  # config.yaml records where the data was
         self.retrain_teacher = retrain_teacher
         self.resume = run_dir is not None
         self.run_dir = run_dir
         self.config_file = config_file
         self.run_at = run_at
+        self.device_changed = device_changed
         self.device = resolve_device(cfg.device)
 
     def run(self) -> RunDir:
         """Validate everything, then create the run directory and run; return it.
 
         Every check that can fail on user input (config, data, models, losses, probes, output
-        folder and teacher store writable) runs before the first byte is written.
+        folder and teacher store writable, and on resume that nothing it was made from has
+        changed) runs before the first byte is written.
 
         Raises:
             UserError: Bad input (nothing written when found before the run starts).
             RunInterrupted: Ctrl-C during the run (carries the run directory to resume).
         """
-        cfg = self.cfg
         start = time.time()
-        if cfg.threads is not None:
-            torch.set_num_threads(cfg.threads)
+        if self.cfg.threads is not None:
+            torch.set_num_threads(self.cfg.threads)
+        else:  # the thread count changes numbers: config.yaml records the one that ran
+            self.cfg = self.cfg.model_copy(update={"threads": torch.get_num_threads()})
+        cfg = self.cfg
         seed_everything(cfg.seed)
-        splits = load_splits(cfg, self.data_root)
+        splits = load_splits(cfg)
         members = plan_members(cfg, splits)
-        self.fingerprints = _fingerprints(splits)
+        self.runtime = runtime(self.device, cfg.threads)
+        if self.resume:
+            self._keep_device_of_run()
+        self.identity = run_identity(cfg, splits, self.runtime)
+        self.digest = digest(self.identity)
+        if self.resume:
+            self._check_same_identity()
         self.store = TeacherStore(default_store_root(cfg.teacher_store))
-        self._check_store(members)
+        self._check_store(members, splits)
         if self.run_dir is None:
             at = self.run_at
             if at:
@@ -336,6 +361,7 @@ class Experiment:
                     Path(cfg.output_dir), "output_dir", "pass --output-dir naming a writable folder"
                 )
                 self.run_dir = RunDir.create(cfg.output_dir, cfg.name)
+            self.run_dir.write_identity({"digest": self.digest, "identity": self.identity})
             self.run_dir.write_config(dump_config(cfg))
         else:
             for stale in clean_stale_temporaries(self.run_dir.path):
@@ -351,14 +377,43 @@ class Experiment:
                 f"`distillscope run --resume {rd.path}`"
             ) from None
 
-    def _check_store(self, members: dict[str, Member]) -> None:
+    def _keep_device_of_run(self) -> None:
+        """On ``--resume --device X``, compare identities as made (the user chose to move)."""
+        assert self.run_dir is not None
+        saved = self.run_dir.read_identity() or {}
+        before = ((saved.get("identity") or {}).get("runtime") or {}).get("device")
+        if self.device_changed and before and before != self.runtime["device"]:
+            say(f"resuming a run made on {before} on {self.runtime['device']}, as asked")
+            self.runtime = {**self.runtime, "device": before}
+
+    def _check_same_identity(self) -> None:
+        """Refuse to resume a run whose config, data or runtime changed since it started."""
+        rd = self.run_dir
+        assert rd is not None
+        saved = rd.read_identity()
+        if saved is None or not isinstance(saved.get("identity"), dict):
+            raise ConfigError(
+                f"{rd.path} has no readable identity.json (made by an older distillscope, or "
+                "damaged), so what it was made from cannot be checked; start a new run from "
+                f"its config: `distillscope run {rd.config}`"
+            )
+        diff = first_difference(saved["identity"], self.identity)
+        if diff is None:
+            return
+        where, before, now = diff
+        raise ConfigError(
+            f"cannot resume {rd.path}: {where} was {shown(before)} when it started and is "
+            f"{shown(now)} now; {_resume_fix(where)}"
+        )
+
+    def _check_store(self, members: dict[str, Member], splits: Splits) -> None:
         """Fail now if a teacher will be trained and the store cannot take it."""
         for m in members.values():
             if m.role != "teacher" or m.checkpoint is not None:
                 continue
             if self.resume and self.run_dir is not None and self.run_dir.model(m.name).is_file():
                 continue
-            key = teacher_key(self.cfg, m, self.fingerprints[m.name])
+            key = digest(teacher_identity(self.cfg, m.name, splits, self.runtime), 16)
             entry = self.store.entry(m.spec.name, key)
             if self.retrain_teacher or not (entry / "model.safetensors").is_file():
                 self.store.check_writable()
@@ -411,23 +466,25 @@ class Experiment:
             save_model(out, m.model, {"name": m.name, "source": "checkpoint"})
             return
         if self.resume and out.is_file():
-            meta = load_model_weights(out, m.model)
+            meta = self._load_own(out, m)
             m.reused = bool(meta.get("reused", False))
             m.history = list(meta.get("history") or self._history_from_metrics(m.name))
             return
-        fingerprint = self.fingerprints[m.name]
         train = splits.train_of(m.name)
-        key = teacher_key(self.cfg, m, fingerprint)
+        identity = teacher_identity(self.cfg, m.name, splits, self.runtime)
+        key = digest(identity, 16)
         store = self.store
         entry = store.entry(m.spec.name, key)
+        fingerprint = identity["data"]["train"]
         if not self.retrain_teacher:
             history, why = store.load(entry, m.model, key)
             if history is not None:
                 m.history, m.reused = history, True
                 say(
-                    f"teacher {m.name}: reusing stored teacher {entry} (same architecture, "
-                    f"training settings, loss and seed; training data fingerprint "
-                    f"{fingerprint} over {len(train)} images; checksum verified)"
+                    f"teacher {m.name}: reusing stored teacher {entry} (same teacher config, "
+                    f"training data fingerprint {fingerprint[:16]} over {len(train)} images, "
+                    f"torch {self.runtime['torch']} on {self.runtime['threads']} threads; "
+                    "checksum verified)"
                 )
             elif why != "not stored":
                 say(f"teacher {m.name}: stored teacher {entry} is unusable ({why}); retraining")
@@ -442,14 +499,31 @@ class Experiment:
                 "seed": m.seed,
             }
             try:
-                store.save(entry, m.model, {"key": key, "matches": matches}, m.history)
+                store.save(entry, m.model, {"key": key, "matches": matches, "identity": identity},
+                           m.history)  # fmt: skip
             except OSError as exc:  # checked up front; a full disk or a race can still fail
                 say(f"teacher {m.name}: could not store it ({exc.strerror}); the run goes on")
         save_model(
             out,
             m.model,
-            {"name": m.name, "key": key, "reused": m.reused, "history": stable(m.history)},
+            {
+                "name": m.name,
+                "key": key,
+                "reused": m.reused,
+                "history": stable(m.history),
+                "identity": self.digest,
+            },
         )
+
+    def _load_own(self, path: Path, m: Member) -> dict[str, Any]:
+        """Load a model file this run wrote before it was killed, checking it is this run's."""
+        meta = load_model_weights(path, m.model)
+        if meta.get("identity") != self.digest:
+            raise CheckpointError(
+                f"{path} was not written by this run (identity {shown(meta.get('identity'))}, "
+                f"this run {self.digest}); delete it to train {m.name} again"
+            )
+        return meta
 
     # ------------------------------------------------------------------ students
     def _student(
@@ -459,7 +533,7 @@ class Experiment:
         assert rd is not None
         out = rd.model(m.name)
         if self.resume and out.is_file():
-            load_model_weights(out, m.model)
+            self._load_own(out, m)
             m.history = self._history_from_metrics(m.name)
             say(f"{m.role} {m.name}: already trained, loaded")
             return
@@ -470,7 +544,7 @@ class Experiment:
         terms = ", ".join(m.loss)
         say(f"{m.role} {m.name}: training {m.spec.name} with {terms} for {m.train.epochs} epochs")
         m.history = self._fit(m, teacher.model if teacher else None, cache, splits, loss=loss)
-        save_model(out, m.model, {"name": m.name})
+        save_model(out, m.model, {"name": m.name, "identity": self.digest})
 
     def _group(
         self,
@@ -485,7 +559,7 @@ class Experiment:
         peers = [m for m in members.values() if m.group == group]
         if self.resume and all(rd.model(m.name).is_file() for m in peers):
             for m in peers:
-                load_model_weights(rd.model(m.name), m.model)
+                self._load_own(rd.model(m.name), m)
                 m.history = self._history_from_metrics(m.name)
             say(f"group {group}: already trained, loaded")
             return
@@ -512,12 +586,15 @@ class Experiment:
             name=group,
             progress=self.cfg.progress,
             seed=self.cfg.seed,
+            identity=self.digest,
         )
         history = trainer.fit(splits.train_of(first.name), splits.test, resume=self.resume)
         for m in peers:
             m.history = history[m.name]
             self._check_not_chance(m.name, m.history, splits)
-            save_model(rd.model(m.name), m.model, {"name": m.name, "group": group})
+            save_model(
+                rd.model(m.name), m.model, {"name": m.name, "group": group, "identity": self.digest}
+            )
 
     def _cache(
         self,
@@ -606,6 +683,7 @@ class Experiment:
             seed=seed,
             student_tap=student_tap,
             teacher_tap=teacher_tap,
+            identity=self.digest,
         )
         try:
             history = trainer.fit(splits.train_of(m.name), splits.test, resume=self.resume)
@@ -676,8 +754,11 @@ class Experiment:
                 "torch_version": torch.__version__,
             },
             "config": dump_config(self.cfg),
+            "identity": {"digest": self.digest, **self.identity},
             "dataset": {
                 "name": info.name,
+                "source": info.source,
+                "fingerprints": self.identity["data"],
                 "num_classes": info.num_classes,
                 "class_names": list(info.class_names),
                 "n_train": len(splits.train),
@@ -704,13 +785,36 @@ class Experiment:
         }
 
 
-def _fingerprints(splits: Splits) -> dict[str, str]:
-    """Member name -> fingerprint of its training split (``""``: the top-level split)."""
-    top = splits.train.fingerprint()
-    own = {id(d): d for d in splits.member_train.values()}
-    prints = {i: d.fingerprint() for i, d in own.items()}
-    out = {name: prints[id(d)] for name, d in splits.member_train.items()}
-    return defaultdict(lambda: top, out)
+def with_data_root(cfg: ExperimentConfig, data_root: str | None) -> ExperimentConfig:
+    """``cfg`` with ``--data-root`` written into every data section that names a folder (the
+    top level and members' own ``root``), so ``config.yaml`` says where the data was read and
+    a re-run or resume of it reads the same place."""
+    if not data_root:
+        return cfg
+    raw = dump_config(cfg)
+    raw["data"]["root"] = data_root
+    for section in ("teachers", "students"):
+        for spec in raw[section].values():
+            if spec.get("data") and spec["data"].get("root"):
+                spec["data"]["root"] = data_root
+    return load_config_dict(raw)
+
+
+def _resume_fix(where: str) -> str:
+    """How to fix a resume refused for a difference at ``where`` (an identity path)."""
+    if where.startswith("data."):
+        return (
+            "the data changed: resume on the data the run started with (--data-root naming "
+            "its folder), or start a new run"
+        )
+    if where.startswith("config."):
+        return (
+            "config.yaml was edited after the run started: undo the edit to resume, or start a "
+            "new run from the edited config"
+        )
+    return (
+        "resume with the torch version, thread count and device it started with, or start a new run"
+    )
 
 
 def _own_data(splits: Splits, name: str) -> dict[str, Any]:
@@ -789,7 +893,7 @@ def resume_experiment(
     if progress is not None:
         overrides.append(f"progress={str(progress).lower()}")
     cfg = load_config(rd.config, overrides)
-    return Experiment(cfg, data_root=data_root, run_dir=rd).run()
+    return Experiment(cfg, data_root=data_root, run_dir=rd, device_changed=device is not None).run()
 
 
 __all__ = ["Experiment", "RunDir", "resume_experiment", "run_experiment"]

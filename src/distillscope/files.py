@@ -7,17 +7,22 @@ with the mode the process's umask gives new files.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import sqlite3
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "atomic_write_text",
+    "cache_root",
     "clean_stale_temporaries",
     "file_digest",
+    "file_digests",
     "file_mode",
     "read_jsonl",
 ]
@@ -58,6 +63,70 @@ def file_digest(path: str | Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def cache_root() -> Path:
+    """distillscope's cache folder: ``$DISTILLSCOPE_CACHE``, else ``~/.cache/distillscope``."""
+    base = os.environ.get("DISTILLSCOPE_CACHE")
+    return Path(base).expanduser() if base else Path.home() / ".cache" / "distillscope"
+
+
+#: The file-digest cache inside :func:`cache_root`.
+DIGEST_DB = "file-digests.sqlite"
+
+
+def file_digests(paths: Sequence[str | Path]) -> list[str]:
+    """SHA-256 of each file's bytes, remembered by path, size and modification time.
+
+    A file is read once; later calls only ``stat`` it while its size and mtime stay the same
+    (editing a file changes its mtime, so its bytes are read again). The digests live in a
+    small SQLite file in :func:`cache_root`; when that cannot be written every file is read.
+
+    Raises:
+        OSError: A file cannot be read.
+    """
+    keys = []
+    for p in paths:
+        st = os.stat(p)
+        keys.append((str(Path(p).resolve()), st.st_size, st.st_mtime_ns))
+    known: dict[tuple[str, int, int], str] = {}
+    db = _digest_db()
+    if db is not None:
+        with contextlib.closing(db):
+            for i in range(0, len(keys), 500):
+                chunk = keys[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = db.execute(
+                    f"SELECT path, size, mtime, sha256 FROM digests WHERE path IN ({marks})",
+                    [k[0] for k in chunk],
+                ).fetchall()
+                known.update({(r[0], r[1], r[2]): r[3] for r in rows})
+            missing = [k for k in keys if k not in known]
+            for key in missing:
+                known[key] = file_digest(key[0])
+            if missing:
+                with contextlib.suppress(sqlite3.Error), db:
+                    db.executemany(
+                        "INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?)",
+                        [(*k, known[k]) for k in missing],
+                    )
+    else:
+        known = {k: file_digest(k[0]) for k in keys}
+    return [known[k] for k in keys]
+
+
+def _digest_db() -> sqlite3.Connection | None:
+    try:
+        root = cache_root()
+        root.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(root / DIGEST_DB, timeout=30)
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS digests "
+            "(path TEXT PRIMARY KEY, size INTEGER, mtime INTEGER, sha256 TEXT)"
+        )
+        return db
+    except (OSError, sqlite3.Error):
+        return None
 
 
 def clean_stale_temporaries(folder: Path) -> list[Path]:

@@ -4,6 +4,8 @@ Layout::
 
     <output_dir>/<name>-<YYYYmmdd-HHMMSS>/
         config.yaml            the resolved config (re-run or resume from it)
+        identity.json          what made the run: config, data fingerprints, runtime (resume and
+                               grid re-runs compare it before reusing anything)
         models/<model>.safetensors
         checkpoints/<model>/   training state for --resume
         metrics.jsonl          one line per model per epoch
@@ -63,6 +65,10 @@ class RunDir:
         return self.path / "config.yaml"
 
     @property
+    def identity(self) -> Path:
+        return self.path / "identity.json"
+
+    @property
     def results(self) -> Path:
         return self.path / "results.json"
 
@@ -82,6 +88,17 @@ class RunDir:
 
     def write_config(self, data: dict[str, Any]) -> None:
         atomic_write_text(self.config, yaml.safe_dump(data, sort_keys=False))
+
+    def write_identity(self, data: dict[str, Any]) -> None:
+        atomic_write_text(self.identity, json.dumps(data, indent=1, sort_keys=True))
+
+    def read_identity(self) -> dict[str, Any] | None:
+        """The recorded identity, or ``None`` when missing or unreadable."""
+        try:
+            data = json.loads(self.identity.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
 
     def write_results(self, data: dict[str, Any]) -> None:
         atomic_write_text(self.results, json.dumps(data, indent=1, allow_nan=True))

@@ -36,6 +36,14 @@ class Splits:
         """The training split of member ``name``."""
         return self.member_train.get(name, self.train)
 
+    def fingerprints(self) -> dict[str, str]:
+        """Fingerprint of every split read (``train``, ``test``, ``<member>.train``): every
+        byte loaded (:meth:`~distillscope.data.base.DistillDataset.fingerprint`)."""
+        prints = {"train": self.train.fingerprint(), "test": self.test.fingerprint()}
+        for name, data in sorted(self.member_train.items()):
+            prints[f"{name}.train"] = data.fingerprint()
+        return prints
+
 
 def load_splits(cfg: ExperimentConfig, data_root: str | None = None) -> Splits:
     """The training and held-out splits the config asks for (none may be empty).

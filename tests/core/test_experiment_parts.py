@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import torch
 
 from distillscope.config import ModelSpec, load_config_dict
 from distillscope.data.base import DatasetInfo, TensorDataset
-from distillscope.experiment import Member, build_model, teacher_key
+from distillscope.experiment import Member, build_model, teacher_identity
+from distillscope.identity import digest, runtime
 from distillscope.train.teacher_cache import unaugmented
 
 
@@ -39,28 +42,62 @@ def test_unaugmented_drops_the_random_transform_only():
     assert unaugmented(clean) is clean
 
 
-def member(cfg, name="teacher") -> Member:
-    spec = cfg.teachers[name]
-    return Member(
-        name=name,
-        role="teacher",
-        spec=spec.model,
-        model=torch.nn.Identity(),
-        train=cfg.train_for(spec.train),
-        loss=spec.loss,
-    )
+class FakeSplits:
+    """Splits whose fingerprints are given (the identity reads only those)."""
+
+    def __init__(self, train: str, test: str = "t") -> None:
+        self.train_print, self.test_print = train, test
+
+    def train_of(self, name):
+        return SimpleNamespace(fingerprint=lambda: self.train_print)
+
+    @property
+    def test(self):
+        return SimpleNamespace(fingerprint=lambda: self.test_print)
+
+
+def key(cfg, prints=("f1", "t"), rt=None) -> str:
+    rt = rt or runtime("cpu", 1)
+    return digest(teacher_identity(cfg, "teacher", FakeSplits(*prints), rt), 16)
 
 
 def test_teacher_key_follows_what_makes_the_weights():
     base = {"teacher": {"model": {"name": "mlp_full"}}, "data": {"name": "toy2d-ring"}}
     cfg = load_config_dict(base)
-    key = teacher_key(cfg, member(cfg), "f1")
-    same = load_config_dict({**base, "students": {"kd": {"temperature": 9}}, "name": "other"})
-    assert teacher_key(same, member(same), "f1") == key  # students and run name do not matter
-    for override in ("train.lr=0.2", "seed=5", "data.train_per_class=10", "teacher.train.epochs=9"):
+    first = key(cfg)
+    same = load_config_dict(
+        {
+            **base,
+            "students": {"kd": {"temperature": 9}},
+            "name": "other",
+            "data": {"name": "toy2d-ring", "root": "/moved"},
+        }  # fmt: skip
+    )
+    assert key(same) == first  # students, run name and the data's folder do not matter
+    for override in (
+        "train.lr=0.2",
+        "seed=5",
+        "data.train_per_class=10",
+        "teacher.train.epochs=9",
+        "teacher.loss={label_smoothing: {}}",
+        "teacher.model.name=mlp_reduced",
+        "teacher.seed=3",
+        "teacher.data.train_fraction=0.5",
+    ):
         changed = load_config_dict(base, [override])
-        assert teacher_key(changed, member(changed), "f1") != key, override
-    assert teacher_key(cfg, member(cfg), "f2") != key  # other data behind the same config
+        assert key(changed) != first, override
+    assert key(cfg, ("f2", "t")) != first  # other training data behind the same config
+    assert key(cfg, ("f1", "t2")) != first  # other held-out data (its history differs)
+    assert key(cfg, rt=runtime("cpu", 2)) != first  # another thread count
+    assert key(cfg, rt=runtime("cuda", 1)) != first  # another device type
+
+
+def test_every_teacher_spec_field_enters_the_teacher_identity():
+    from distillscope.config import TeacherSpec
+
+    cfg = load_config_dict({"teacher": {"model": {"name": "mlp_full"}}})
+    plan = teacher_identity(cfg, "teacher", FakeSplits("f"), runtime("cpu", 1))["teacher"]
+    assert set(TeacherSpec.model_fields) <= set(plan)
 
 
 def test_cache_mode_accepts_booleans():

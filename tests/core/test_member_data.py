@@ -13,8 +13,9 @@ from distillscope.cli import main
 from distillscope.config import DataConfig, MemberData, load_config_dict
 from distillscope.data.base import DatasetInfo, TensorDataset
 from distillscope.errors import ConfigError
-from distillscope.experiment import Member, teacher_key
-from distillscope.splits import match_normalisation
+from distillscope.experiment import teacher_identity
+from distillscope.identity import digest, runtime
+from distillscope.splits import load_splits, match_normalisation
 
 BASE = {
     "name": "own-data",
@@ -76,18 +77,17 @@ def test_few_shot_student_trains_on_its_own_subset(tmp_path, capsys):
     assert "kd: trains on its own data, toy2d-ring: 15 images" in err
 
 
+def teacher_key(cfg) -> str:
+    rt = runtime("cpu", 1)
+    return digest(teacher_identity(cfg, "teacher", load_splits(cfg), rt), 16)
+
+
 def test_teacher_own_data_changes_its_key():
     cfg = load_config_dict(BASE)
     own = load_config_dict(BASE, ["teacher.data.train_fraction=0.5"])
-
-    def member(c):
-        t = c.teachers["teacher"]
-        data = None if t.data is None else c.data_for(t.data)
-        return Member(
-            "teacher", "teacher", t.model, torch.nn.Identity(), c.train, t.loss, data=data
-        )
-
-    assert teacher_key(cfg, member(cfg), "f") != teacher_key(own, member(own), "f")
+    assert teacher_key(cfg) != teacher_key(own)
+    fingerprints = load_splits(own).fingerprints()
+    assert fingerprints["teacher.train"] != fingerprints["train"]
 
 
 @pytest.mark.parametrize(
@@ -146,14 +146,7 @@ def test_a_student_s_own_seed_gives_other_weights_and_is_recorded(tmp_path, caps
 
 def test_a_teacher_s_own_seed_changes_its_key():
     cfg = load_config_dict(BASE)
-    other = load_config_dict(BASE, ["teacher.seed=3"])
-
-    def member(c):
-        t = c.teachers["teacher"]
-        return Member("teacher", "teacher", t.model, torch.nn.Identity(), c.train, t.loss,
-                      seed=t.seed)  # fmt: skip
-
-    assert teacher_key(cfg, member(cfg), "f") != teacher_key(other, member(other), "f")
+    assert teacher_key(cfg) != teacher_key(load_config_dict(BASE, ["teacher.seed=3"]))
 
 
 def test_group_members_cannot_take_a_seed(tmp_path, capsys):

@@ -47,6 +47,8 @@ class DatasetInfo:
             for unbounded inputs such as 2-D points.
         group_names: Names of the item groups (``TensorDataset.groups``), if the data has
             groups: ``spurious-fashion``'s backgrounds, ``multi-domain``'s domains.
+        source: Where the data was read from (a folder), for the record; not part of the
+            data's fingerprint (the same bytes in another folder are the same data).
     """
 
     name: str
@@ -58,6 +60,7 @@ class DatasetInfo:
     std: tuple[float, ...] | None = None
     pixel_range: tuple[float, float] | None = (0.0, 1.0)
     group_names: tuple[str, ...] | None = None
+    source: str | None = None
 
     @property
     def is_image(self) -> bool:
@@ -76,19 +79,24 @@ class DistillDataset(Dataset):
         raise NotImplementedError
 
     def fingerprint(self) -> str:
-        """A short hex digest of the data actually loaded (teacher-store keys).
+        """A hex digest of the data actually loaded: every byte of it (reuse keys).
 
-        Covers the metadata, every target and the inputs of up to :data:`FINGERPRINT_SAMPLES`
-        evenly spaced items, so the same config pointed at other files (other labels, other
-        images) gives another fingerprint. Cheap: a few hundred items at most are read.
+        Covers the metadata (but not :attr:`DatasetInfo.source`, where it was read from), every
+        target and the whole of every input, so the same config pointed at other files (other
+        labels, other images, one changed pixel) gives another fingerprint, and the same data
+        moved to another folder the same one. Computed once per dataset object.
         """
-        h = fingerprint_start(self.info, self.targets_tensor())
-        for i in fingerprint_indices(len(self)):
-            self._hash_item(h, i)
-        return h.hexdigest()[:16]
+        cached = getattr(self, "_fingerprint", None)
+        if cached is None:
+            h = fingerprint_start(self.info, self.targets_tensor())
+            self._hash_content(h)
+            cached = self._fingerprint = h.hexdigest()[:32]
+        return cached
 
-    def _hash_item(self, h: Any, i: int) -> None:
-        h.update(_tensor_bytes(self[i][0]))
+    def _hash_content(self, h: Any) -> None:
+        """Feed every input into ``h`` (subclasses hash their storage directly)."""
+        for i in range(len(self)):
+            h.update(_tensor_bytes(self[i][0]))
 
 
 class TensorDataset(DistillDataset):
@@ -150,8 +158,13 @@ class TensorDataset(DistillDataset):
     def targets_tensor(self) -> Tensor:
         return self.targets
 
-    def _hash_item(self, h: Any, i: int) -> None:
-        h.update(_tensor_bytes(self.inputs[i]))  # un-augmented
+    def _hash_content(self, h: Any) -> None:
+        # the stored tensors, un-augmented (SHA-256 runs at over 1 GB/s: 70,000 images in 0.2 s)
+        for name, t in (("inputs", self.inputs), ("masks", self.masks), ("groups", self.groups)):
+            if t is not None:
+                h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+                flat = t.detach().to("cpu").contiguous().reshape(-1)
+                h.update(flat.view(torch.uint8).numpy() if flat.numel() else b"")
 
     def subset(self, indices: Sequence[int] | Tensor) -> TensorDataset:
         """A new dataset holding ``indices`` (re-indexed from 0)."""
@@ -163,24 +176,14 @@ class TensorDataset(DistillDataset):
         )
 
 
-#: Items whose inputs enter a dataset's fingerprint (evenly spaced over the dataset).
-FINGERPRINT_SAMPLES = 256
-
-
-def fingerprint_indices(n: int) -> list[int]:
-    if n <= FINGERPRINT_SAMPLES:
-        return list(range(n))
-    return torch.linspace(0, n - 1, FINGERPRINT_SAMPLES).round().long().tolist()
-
-
 def _tensor_bytes(x: Tensor) -> bytes:
     return x.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
 
 
 def fingerprint_start(info: DatasetInfo, targets: Tensor) -> Any:
+    """A SHA-256 over ``info`` (without ``source``), the item count and every target."""
     fields = asdict(info)
-    if fields["group_names"] is None:  # as before the field existed: stored teachers stay valid
-        del fields["group_names"]
+    del fields["source"]  # where the data was found is not what it is
     h = hashlib.sha256(repr(sorted(fields.items())).encode())
     h.update(str(len(targets)).encode())
     h.update(targets.to("cpu", torch.int64).contiguous().numpy().tobytes())

@@ -153,6 +153,7 @@ def fashion_mnist(
         mean=(MEAN,),
         std=(STD,),
         pixel_range=(0.0, 1.0),
+        source=str(paths[0].parent),
     )
     transform = RandomCropFlip(2, flip=False, fill=(-MEAN / STD,)) if augment and train else None
     return TensorDataset(inputs, torch.from_numpy(labels.astype(np.int64)), info, transform)

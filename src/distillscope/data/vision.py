@@ -21,11 +21,10 @@ from distillscope.data.base import (
     DatasetInfo,
     DistillDataset,
     TensorDataset,
-    fingerprint_indices,
-    fingerprint_start,
 )
 from distillscope.data.subsets import check_split
 from distillscope.errors import ConfigError, DataError
+from distillscope.files import file_digests
 from distillscope.functional.views import colour_jitter, jitter_params
 from distillscope.registry import register_dataset
 
@@ -228,6 +227,7 @@ def cifar10(
         categories={k: list(v) for k, v in CIFAR10_CATEGORIES.items()},
         mean=CIFAR10_MEAN,
         std=CIFAR10_STD,
+        source=str(folder),
     )
     fill = [-m / s for m, s in zip(CIFAR10_MEAN, CIFAR10_STD)]
     transform = RandomCropFlip(4, flip=True, fill=fill) if augment and train else None
@@ -272,25 +272,17 @@ class ImageFolderDataset(DistillDataset):
     def targets_tensor(self) -> Tensor:
         return torch.tensor([t for _, t in self.samples], dtype=torch.long)
 
-    def fingerprint(self) -> str:
-        """Metadata, targets, every file name, and the bytes of a sample of the files."""
-        h = fingerprint_start(self.info, self.targets_tensor())
-        for path, _ in self.samples:
-            h.update(os.path.basename(path).encode())
-        for i in fingerprint_indices(len(self)):
-            self._hash_item(h, i)
-        return h.hexdigest()[:16]
-
-    def _hash_item(self, h: Any, i: int) -> None:
-        # the file's bytes and name: cheaper than decoding, and any change to either shows
-        path = Path(self.samples[i][0])
-        h.update(path.name.encode())
+    def _hash_content(self, h: Any) -> None:
+        # every file's name and bytes (cheaper than decoding, and any change to either shows);
+        # digests are remembered by path, size and mtime, so a second run only stats the files
         try:
-            h.update(path.read_bytes())
+            digests = file_digests([path for path, _ in self.samples])
         except OSError as exc:
             raise DataError(
-                f"image {path} cannot be read ({exc.strerror}); replace or remove it"
+                f"image {exc.filename} cannot be read ({exc.strerror}); replace or remove it"
             ) from None
+        for (path, _), digest in zip(self.samples, digests):
+            h.update(f"{os.path.basename(path)}:{digest}".encode())
 
     def subset(self, indices: Sequence[int] | Tensor) -> ImageFolderDataset:
         """A new dataset holding ``indices`` (re-indexed from 0)."""
@@ -402,5 +394,6 @@ def imagefolder(
         class_names=classes,
         mean=mean,
         std=std,
+        source=str(folder),
     )
     return ImageFolderDataset(samples, info, transform)

@@ -33,8 +33,9 @@ import yaml
 from distillscope.checks import check_int
 from distillscope.config import dump_config, load_config_dict
 from distillscope.errors import ConfigError, UserError
+from distillscope.identity import first_difference, runtime, shown
 from distillscope.rundir import atomic_write_text
-from distillscope.study.expand import RUN_ONLY_KEYS, Cell, Grid, load_grid
+from distillscope.study.expand import Cell, Grid, load_grid
 from distillscope.study.summary import CellOutcome, build_summary, cell_dir, write_summary
 
 GRID_CONFIG = "grid.yaml"
@@ -93,8 +94,8 @@ def run_grid(
     jobs = check_int("jobs", jobs, minimum=1)
     grid = config if isinstance(config, Grid) else load_grid(config, overrides)
     root = grid.directory(output_dir)
-    _check_existing_cells(grid, root)
-    preflight(grid, data_root)
+    splits = preflight(grid, data_root)
+    _check_existing_cells(grid, root, splits)
     (root / "cells").mkdir(parents=True, exist_ok=True)
     with _locked(root):
         atomic_write_text(root / GRID_CONFIG, yaml.safe_dump(grid.source, sort_keys=False))
@@ -146,63 +147,71 @@ def resume_grid(grid_dir: str | Path, *, jobs: int = 1, data_root: str | None = 
 # --------------------------------------------------------------------------- checks
 
 
-def preflight(grid: Grid, data_root: str | None = None) -> None:
+def preflight(grid: Grid, data_root: str | None = None) -> dict[str, Any]:
     """Load each cell's data and build its models, so a bad cell fails before anything runs.
 
     Datasets are loaded once per distinct data section; nothing is trained or written.
+    Returns cell id -> its :class:`~distillscope.splits.Splits` (shared between cells of
+    one data section).
     """
-    from distillscope.experiment import plan_members
+    from distillscope.experiment import plan_members, with_data_root
     from distillscope.splits import load_splits
 
     splits: dict[str, Any] = {}
+    by_cell: dict[str, Any] = {}
     for cell in grid.cells:
-        cfg = cell.config
-        own = {n: m.data for n, m in [*cfg.teachers.items(), *cfg.students.items()] if m.data}
-        key = repr([cfg.data.model_dump(mode="json"), {n: d.model_dump() for n, d in own.items()}])
         try:
+            cfg = with_data_root(cell.config, data_root)
+            own = {n: m.data for n, m in [*cfg.teachers.items(), *cfg.students.items()] if m.data}
+            key = repr(
+                [cfg.data.model_dump(mode="json"), {n: d.model_dump() for n, d in own.items()}]
+            )
             if key not in splits:
-                splits[key] = load_splits(cfg, data_root)
+                splits[key] = load_splits(cfg)
             plan_members(cfg, splits[key])
         except UserError as exc:
             raise type(exc)(f"grid cell {cell.id}: {exc}") from None
+        by_cell[cell.id] = splits[key]
+    return by_cell
 
 
-def _check_existing_cells(grid: Grid, root: Path) -> None:
-    """A cell folder from an earlier run must hold this cell's config (else results would mix)."""
+def _check_existing_cells(grid: Grid, root: Path, splits: dict[str, Any]) -> None:
+    """A cell folder from an earlier run must hold a run of this cell: the same identity
+    (config, data fingerprints, runtime; :mod:`distillscope.identity`), else its results would
+    be reported for a cell they were not computed for."""
+    from distillscope.experiment import run_identity
+    from distillscope.rundir import RunDir
+    from distillscope.train.seeding import resolve_device
+
     for cell in grid.cells:
-        saved = cell_dir(root, cell) / "config.yaml"
-        if not saved.is_file():
+        run = RunDir(cell_dir(root, cell))
+        if not run.config.is_file():
             continue
-        try:
-            before = yaml.safe_load(saved.read_text())
-        except (OSError, yaml.YAMLError):
-            before = None
-        diff = _first_difference(_stable(before), _stable(dump_config(cell.config)))
+        saved = run.read_identity()
+        if saved is None or not isinstance(saved.get("identity"), dict):
+            raise ConfigError(
+                f"grid cell {cell.id}: {run.path} has no readable identity.json (made by an "
+                "older distillscope, or damaged), so what it was computed from cannot be "
+                "checked; move that folder away to recompute the cell"
+            )
+        before = saved["identity"]
+        threads = cell.config.threads  # unset: the cell keeps the count it started with
+        if threads is None:
+            threads = (before.get("runtime") or {}).get("threads")
+        rt = runtime(resolve_device(cell.config.device), threads)
+        diff = first_difference(before, run_identity(cell.config, splits[cell.id], rt))
         if diff is not None:
             where, old, new = diff
             raise ConfigError(
-                f"grid cell {cell.id}: {saved.parent} holds a run of another config ({where}: "
-                f"{old!r} there, {new!r} now); move that folder away to recompute the cell"
+                f"grid cell {cell.id}: {run.path} holds a run of another {_what(where)} "
+                f"({where}: {shown(old)} there, {shown(new)} now); move that folder away (or "
+                "pass another --output-dir) to recompute the cell"
             )
 
 
-def _stable(data: Any) -> Any:
-    if not isinstance(data, dict):
-        return data
-    return {k: v for k, v in data.items() if k not in RUN_ONLY_KEYS}
-
-
-def _first_difference(a: Any, b: Any, path: str = "") -> tuple[str, Any, Any] | None:
-    """The first key whose values differ, looking only at keys both sides have."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in a.keys() & b.keys():
-            found = _first_difference(a[key], b[key], f"{path}.{key}" if path else str(key))
-            if found is not None:
-                return found
-        return None
-    if a != b:
-        return path or "config", a, b
-    return None
+def _what(where: str) -> str:
+    """What an identity path belongs to, for messages."""
+    return {"config": "config", "data": "data"}.get(where.split(".")[0], "runtime")
 
 
 def schedule(grid: Grid) -> list[Cell]:
@@ -229,10 +238,13 @@ def schedule(grid: Grid) -> list[Cell]:
 def _task(
     root: Path, cell: Cell, data_root: str | None, retrain: bool, threads: int | None
 ) -> CellTask:
+    config = dump_config(cell.config)
+    if config.get("threads") is None and threads is not None:
+        config["threads"] = threads  # the cell's config.yaml records the count that ran
     return CellTask(
         id=cell.id,
         path=str(cell_dir(root, cell)),
-        config=dump_config(cell.config),
+        config=config,
         data_root=data_root,
         retrain_teacher=retrain,
         threads=None if cell.config.threads is not None else threads,

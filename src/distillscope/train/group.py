@@ -91,6 +91,7 @@ class GroupTrainer:
         name: str = "group",
         progress: bool = True,
         seed: int = 0,
+        identity: str | None = None,
     ) -> None:
         if len(models) < 2 or set(models) != set(losses):
             raise ConfigError(
@@ -117,6 +118,8 @@ class GroupTrainer:
         self.name = name
         self.progress = progress
         self.seed = seed
+        self.identity = identity
+        self._data_print: str | None = None
         self.needs_teacher = any(getattr(x, "needs_teacher", False) for x in losses.values())
         self.history: dict[str, list[dict[str, Any]]] = {p: [] for p in self.peers}
 
@@ -141,6 +144,8 @@ class GroupTrainer:
         if self.teacher is not None:
             self.teacher.to(self.device).eval()
         self._bind(train)
+        if self.checkpoint_dir is not None:  # recorded in checkpoints, compared on resume
+            self._data_print = train.fingerprint()
         state = self._read_state(steps) if resume else None
         if state is None:
             seed_everything(self.seed)
@@ -293,7 +298,14 @@ class GroupTrainer:
             return None
         state = load_train_state(path)
         check_same_settings(
-            path, state, self.cfg, seed=self.seed, steps_per_epoch=steps, peers=self.peers
+            path,
+            state,
+            self.cfg,
+            seed=self.seed,
+            steps_per_epoch=steps,
+            peers=self.peers,
+            data=self._data_print,
+            identity=self.identity,
         )
         return state
 
@@ -315,6 +327,8 @@ class GroupTrainer:
             "config": self.cfg.model_dump(mode="json"),
             "seed": self.seed,
             "steps_per_epoch": steps,
+            "data": self._data_print,
+            "identity": self.identity,
         }
         state = TrainState(
             model=dict(self.models.state_dict()),

@@ -36,6 +36,7 @@ from distillscope.config_train import TrainConfig
 from distillscope.contracts import Batch, Outputs, Views
 from distillscope.data.base import DistillDataset, iter_batches, num_batches
 from distillscope.errors import CheckpointError, ConfigError, TrainingError
+from distillscope.identity import shown
 from distillscope.models.forward import forward_outputs
 from distillscope.models.taps import FeatureTap
 from distillscope.train.bind import bind_loss
@@ -120,6 +121,7 @@ class Trainer:
         name: str = "model",
         progress: bool = True,
         seed: int = 0,
+        identity: str | None = None,
         student_tap: FeatureTap | None = None,
         teacher_tap: FeatureTap | None = None,
         channels_last: bool = True,
@@ -135,6 +137,8 @@ class Trainer:
         self.name = name
         self.progress = progress
         self.seed = seed
+        self.identity = identity
+        self._data_print: str | None = None
         self.student_tap = student_tap
         self.teacher_tap = teacher_tap
         self.needs_teacher = bool(getattr(loss, "needs_teacher", False))
@@ -167,6 +171,8 @@ class Trainer:
         if steps == 0:
             raise ConfigError(f"the training set of {self.name!r} is empty; check the dataset")
         self._check_setup(train, resume)
+        if self.checkpoint_dir is not None:  # recorded in checkpoints, compared on resume
+            self._data_print = train.fingerprint()
         state = self._read_state(steps) if resume else None
         self.model.to(self.device)
         self.loss.to(self.device)
@@ -263,7 +269,15 @@ class Trainer:
         if not path.exists():
             return None
         state = load_train_state(path)
-        check_same_settings(path, state, self.cfg, seed=self.seed, steps_per_epoch=steps)
+        check_same_settings(
+            path,
+            state,
+            self.cfg,
+            seed=self.seed,
+            steps_per_epoch=steps,
+            data=self._data_print,
+            identity=self.identity,
+        )
         return state
 
     def _named_trainable(self, state: TrainState | None) -> list[tuple[str, nn.Parameter]]:
@@ -535,6 +549,8 @@ class Trainer:
             "config": self.cfg.model_dump(mode="json"),
             "seed": self.seed,
             "steps_per_epoch": steps,
+            "data": self._data_print,
+            "identity": self.identity,
             "params": names,
         }
         state = TrainState(
@@ -573,15 +589,29 @@ class Trainer:
 
 def check_same_settings(path: Path, state: TrainState, cfg: TrainConfig, **extra: Any) -> None:
     """Raise :class:`ConfigError` unless ``state`` was saved with ``cfg`` and ``extra`` (seed,
-    steps per epoch, ...), which a bit-identical resume needs."""
+    steps per epoch, the training data's fingerprint ``data``, the run's ``identity``, ...),
+    which a bit-identical resume needs."""
     now = {**cfg.model_dump(mode="json"), **extra}
     saved = {**state.meta.get("config", {}), **{k: state.meta.get(k) for k in extra}}
     for key, value in now.items():
-        if saved.get(key) != value:
+        if saved.get(key) == value:
+            continue
+        fix = f"resume with the same settings or delete {path} to start over"
+        if key == "data":
             raise ConfigError(
-                f"{path} was written with {key}={saved.get(key)!r} but this run has "
-                f"{key}={value!r}; resume with the same settings or delete {path} to start over"
+                f"{path} was trained on other data (fingerprint {shown(saved.get(key))}, this "
+                f"training set {shown(value)}); resume on the data it started with (the same "
+                f"--data-root) or delete {path} to start over"
             )
+        if key == "identity":
+            raise ConfigError(
+                f"{path} was written by a run of another config, data or runtime (identity "
+                f"{shown(saved.get(key))}, this run {shown(value)}); {fix}"
+            )
+        raise ConfigError(
+            f"{path} was written with {key}={shown(saved.get(key))} but this run has "
+            f"{key}={shown(value)}; {fix}"
+        )
 
 
 def append_metrics(path: Path, records: list[dict[str, Any]]) -> None:
