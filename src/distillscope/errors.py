@@ -7,6 +7,28 @@ problem and the fix. The CLI prints it and exits with code 2, without a tracebac
 
 from __future__ import annotations
 
+#: Longest user value an error line quotes whole (:func:`quoted` cuts longer ones).
+QUOTE_LIMIT = 70
+
+
+def quoted(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """``repr(value)`` for an error line, cut to about ``limit`` characters with its length said.
+
+    Every error line that echoes a user value goes through this, so a 5 MB string in a config
+    or a results file gives a short line.
+
+    Example:
+        >>> quoted("kd")
+        "'kd'"
+        >>> quoted("x" * 5000)
+        "'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx... (5000 chars)"
+    """
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = len(value) if isinstance(value, (str, bytes, list, tuple, dict)) else len(text)
+    return f"{text[: limit - 10]}... ({size} {'chars' if isinstance(value, str) else 'long'})"
+
 
 class UserError(Exception):
     """An error caused by user input; its message is one line naming the problem and the fix."""
