@@ -459,7 +459,7 @@ def _format_error(exc: ValidationError) -> str:
         return f"unknown config key {key!r}{suggestion}; valid keys: {', '.join(valid)}"
     msg = err["msg"].removeprefix("Value error, ")
     value = err.get("input")
-    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    shown = "" if isinstance(value, dict) else f" (got {quoted(value)})"
     return f"config key {key!r}: {msg}{shown}"
 
 
@@ -724,7 +724,7 @@ def _check_train(cfg: ExperimentConfig, overrides: dict[str, Any], key: str) -> 
                 f"unknown config key '{key}.{sub}'; valid keys: {', '.join(valid)}"
             ) from None
         raise ConfigError(
-            f"config key '{key}.{sub}': {err['msg']} (got {err.get('input')!r})"
+            f"config key '{key}.{sub}': {err['msg']} (got {quoted(err.get('input'))})"
         ) from None
 
 

@@ -14,8 +14,9 @@ QUOTE_LIMIT = 70
 def quoted(value: object, limit: int = QUOTE_LIMIT) -> str:
     """``repr(value)`` for an error line, cut to about ``limit`` characters with its length said.
 
-    Every error line that echoes a user value goes through this, so a 5 MB string in a config
-    or a results file gives a short line.
+    Every error line that echoes a user value goes through this (or :func:`clipped` for a
+    name shown without quotes), so a 5 MB string in a config or a results file gives a short
+    line.
 
     Example:
         >>> quoted("kd")
@@ -26,8 +27,39 @@ def quoted(value: object, limit: int = QUOTE_LIMIT) -> str:
     text = repr(value)
     if len(text) <= limit:
         return text
-    size = len(value) if isinstance(value, (str, bytes, list, tuple, dict)) else len(text)
-    return f"{text[: limit - 10]}... ({size} {'chars' if isinstance(value, str) else 'long'})"
+    size = f"{len(value)} chars" if isinstance(value, str) else f"{len(text)} chars shown"
+    return f"{text[: limit - 10]}... ({size})"
+
+
+def clipped(text: object, limit: int = QUOTE_LIMIT) -> str:
+    """``str(text)`` cut as :func:`quoted` cuts, for a user name shown without quotes.
+
+    Example:
+        >>> clipped("teacher"), clipped("a" * 100, limit=20)
+        ('teacher', 'aaaaaaaaaa... (100 chars)')
+    """
+    text = str(text)
+    return text if len(text) <= limit else f"{text[: limit - 10]}... ({len(text)} chars)"
+
+
+#: Longest error line the CLI prints whole (:func:`error_line`).
+LINE_LIMIT = 1000
+
+
+def error_line(exc: BaseException, limit: int = LINE_LIMIT) -> str:
+    """The one-line text of ``exc`` for the CLI: its start and end kept, the middle cut when it
+    is longer than ``limit`` (a safety net behind :func:`quoted`: the problem is named at the
+    start of a message and the fix at its end).
+
+    Example:
+        >>> error_line(UserError("bad name " + "a" * 5000 + "; rename it"), limit=60)
+        'bad name aaaaaaaaaaaaaaaaaaaaa [... 4960 chars cut ...] aaaaaaaaaaaaaaaaaaa; rename it'
+    """
+    text = " ".join(str(exc).split("\n"))
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]} [... {len(text) - 2 * half} chars cut ...] {text[-half:]}"
 
 
 class UserError(Exception):

@@ -70,6 +70,9 @@ class DistillDataset(Dataset):
     info: DatasetInfo
     #: True when ``__getitem__`` applies random augmentation (the teacher cache is then unsafe).
     augmented: bool = False
+    #: True when this held-out split holds the training images (a flat ImageFolder): the run
+    #: warns that held-out numbers then measure fit, not generalisation.
+    shares_training_images: bool = False
 
     def targets_tensor(self) -> Tensor:
         """All targets as a ``(N,)`` long tensor."""

@@ -336,7 +336,8 @@ def imagefolder(
     """An ImageFolder tree (``<class>/<image>``), e.g. ImageNet, read lazily.
 
     Layouts: ``root/train/<class>/...`` with ``root/test/`` (or ``root/val/``) for the test
-    split; or ``root/<class>/...`` directly, used for both splits. Classes are the training
+    split; or ``root/<class>/...`` directly, used for both splits (the test split's
+    ``shares_training_images`` is then set, and a run warns in one line). Classes are the training
     split's folder names, sorted. Images are converted to RGB, resized so the short side is
     ``image_size / crop_ratio``, centre-cropped to ``image_size`` and normalised.
 
@@ -403,4 +404,6 @@ def imagefolder(
         mean=mean,
         std=std,
     )
-    return ImageFolderDataset(samples, info, transform)
+    dataset = ImageFolderDataset(samples, info, transform)
+    dataset.shares_training_images = not train and class_root == base  # flat: both splits alike
+    return dataset
