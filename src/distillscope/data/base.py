@@ -24,11 +24,15 @@ from distillscope.contracts import Batch
 @runtime_checkable
 class GeometricTransform(Protocol):
     """A random batch transform whose draw is kept (:class:`Batch` ``.augmentation``) so that
-    per-pixel companions of the images (frozen explanations) can be moved the same way."""
+    per-pixel companions of the images (frozen explanations, :meth:`apply`) and spatial maps
+    of them at another resolution (frozen teacher feature maps, :meth:`move`) can be moved
+    the same way."""
 
     def sample(self, b: int, device: Any = "cpu") -> Any: ...
 
     def apply(self, x: Tensor, params: Any, fill: Sequence[float] | None = None) -> Tensor: ...
+
+    def move(self, maps: Tensor, params: Any, image_size: Sequence[int]) -> Tensor: ...
 
 
 @dataclass
