@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from distillscope.errors import RunInterrupted, UserError
+from distillscope.errors import RunInterrupted, UserError, error_line
 
 DEFAULT_CONFIG = "configs/quickstart.yaml"
 LIST_KINDS = ("models", "losses", "probes", "datasets")
@@ -149,7 +149,7 @@ def _grid_run(args: argparse.Namespace, config: str | None, overrides: list[str]
         else:
             return None
     except GridCellError as exc:  # a crash inside a cell: its log has the traceback
-        print(f"distillscope: error: {exc}", file=sys.stderr)
+        print(f"distillscope: error: {error_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(
@@ -216,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except UserError as exc:
-        print(f"distillscope: error: {exc}", file=sys.stderr)
+        print(f"distillscope: error: {error_line(exc)}", file=sys.stderr)
         return 2
     except RunInterrupted as exc:
         print(

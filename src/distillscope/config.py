@@ -30,7 +30,7 @@ from pydantic import (
 )
 
 from distillscope.config_train import Strict, TrainConfig
-from distillscope.errors import ConfigError
+from distillscope.errors import ConfigError, quoted
 
 __all__ = [
     "DataConfig",
@@ -459,7 +459,7 @@ def _format_error(exc: ValidationError) -> str:
         return f"unknown config key {key!r}{suggestion}; valid keys: {', '.join(valid)}"
     msg = err["msg"].removeprefix("Value error, ")
     value = err.get("input")
-    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    shown = "" if isinstance(value, dict) else f" (got {quoted(value)})"
     return f"config key {key!r}: {msg}{shown}"
 
 
@@ -566,9 +566,8 @@ def check_name(name: object, key: str) -> str:
 letters, digits, '_', '-' or '.', not starting with '.' or '-'
     """
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
-        shown = repr(name) if len(repr(name)) <= 70 else f"{repr(name)[:60]}... ({len(name)} chars)"
         raise ConfigError(
-            f"config key {key!r}: {shown} is not a valid name; use 1-100 letters, digits, "
+            f"config key {key!r}: {quoted(name)} is not a valid name; use 1-100 letters, digits, "
             "'_', '-' or '.', not starting with '.' or '-'"
         )
     if name in RESERVED_NAMES:
@@ -670,18 +669,33 @@ def _check_built(cfg: ExperimentConfig) -> None:
                 "ce) in a group"
             )
     defaults = cfg.probe_defaults.model_dump()
-    names = [*cfg.teachers, *cfg.students]
+    roles = {**dict.fromkeys(cfg.teachers, "teacher"),
+             **{n: str(s.role) for n, s in cfg.students.items()}}  # fmt: skip
     for name, params in cfg.probes.items():
         probe = _built(
             lambda name=name, params=params: create_probe(name, **{**defaults, **(params or {})}),
             f"probes.{name}",
         )
-        for named in probe.models_named():
-            if named not in names:
-                raise ConfigError(
-                    f"config key 'probes.{name}': it names model {named!r}, which is not a model "
-                    f"of the run; use one of {', '.join(names)}"
-                )
+        for param, named in probe.models_named().items():
+            _check_named(f"probes.{name}.{param}", named, probe.model_params[param], roles)
+
+
+def _check_named(key: str, named: list[str], spec: Any, roles: dict[str, str]) -> None:
+    """Raise :class:`ConfigError` unless every model in ``named`` is a model of the run with
+    a role ``spec`` (a :class:`~distillscope.probes.base.ModelParam`) allows."""
+    for model in named:
+        if model not in roles:
+            raise ConfigError(
+                f"config key {key!r}: it names model {quoted(model)}, which is not a model "
+                f"of the run; use one of {', '.join(roles)}"
+            )
+        role = roles[model]
+        if spec.roles is not None and role not in spec.roles:
+            what = {"student": "distilled student", "independent": "independent model"}
+            raise ConfigError(
+                f"config key {key!r}: {model!r} is a {what.get(role, role)} (role {role!r}); "
+                f"{spec.why or 'name a model of role ' + ' or '.join(spec.roles)}"
+            )
 
 
 def _built(make: Any, key: str) -> Any:
@@ -710,7 +724,7 @@ def _check_train(cfg: ExperimentConfig, overrides: dict[str, Any], key: str) -> 
                 f"unknown config key '{key}.{sub}'; valid keys: {', '.join(valid)}"
             ) from None
         raise ConfigError(
-            f"config key '{key}.{sub}': {err['msg']} (got {err.get('input')!r})"
+            f"config key '{key}.{sub}': {err['msg']} (got {quoted(err.get('input'))})"
         ) from None
 
 

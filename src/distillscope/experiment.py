@@ -61,7 +61,12 @@ from distillscope.train.checkpoint import load_model_weights, save_model
 from distillscope.train.evaluate import chance_warning
 from distillscope.train.group import GroupTrainer
 from distillscope.train.seeding import resolve_device, seed_everything
-from distillscope.train.teacher_cache import TeacherCache, cache_allowed, cache_bytes
+from distillscope.train.teacher_cache import (
+    TeacherCache,
+    cache_allowed,
+    cache_bytes,
+    unmoved_features,
+)
 from distillscope.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -648,6 +653,15 @@ class Experiment:
             progress=self.cfg.progress,
             explain=explain,
         )
+        unmoved = unmoved_features(caches[key])
+        if unmoved:
+            terms = [n for n, t in loss.terms.items() if set(t.teacher_paths()) & set(unmoved)]
+            say(
+                f"warning: {m.name}: teacher_cache frozen under augmentation: the teacher "
+                f"features {', '.join(unmoved)} read by {', '.join(terms) or 'the loss'} are not "
+                "spatial maps, so they stay those of the un-augmented image (as the logits); "
+                "use teacher_cache: auto to run the teacher live on each augmented view"
+            )
         return caches[key]
 
     def _fit(

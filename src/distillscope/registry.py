@@ -20,7 +20,7 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
-from distillscope.errors import ConfigError
+from distillscope.errors import ConfigError, quoted
 
 
 class Registry:
@@ -189,7 +189,7 @@ number (expected float)
             pass
         msg = error.errors()[0]["msg"]
         raise ConfigError(
-            f"{label}.{key}={value!r} is invalid: {msg[:1].lower()}{msg[1:]} "
+            f"{label}.{key}={quoted(value)} is invalid: {msg[:1].lower()}{msg[1:]} "
             f"(expected {_type_name(hints.get(key))})"
         )
 

@@ -10,8 +10,8 @@ import torch
 from distillscope.config import DataConfig, ExperimentConfig
 from distillscope.data import load_dataset
 from distillscope.data.base import DatasetInfo, DistillDataset, TensorDataset
-from distillscope.data.subsets import take_group_shares
-from distillscope.errors import ConfigError
+from distillscope.data.subsets import take_group_shares, take_subset
+from distillscope.errors import ConfigError, DataError, clipped
 from distillscope.messages import say
 
 __all__ = ["Splits", "load_splits", "match_normalisation"]
@@ -54,11 +54,17 @@ def load_splits(cfg: ExperimentConfig, data_root: str | None = None) -> Splits:
     Raises:
         ConfigError: A dataset parameter the dataset rejects, an empty split, or a member's
             data that does not fit the held-out data.
-        DataError: The data cannot be found or read.
+        DataError: The data cannot be found or read, or a split holds fewer than 2 classes.
     """
     d = cfg.data
     train = _load_split(d, "train", data_root, "data")
     test = _load_split(d, "test", data_root, "data")
+    if test.shares_training_images:
+        say(
+            f"warning: {d.name} has no separate held-out images (no train/ and test/ or val/ "
+            "folders): held-out accuracy and every probe are measured on the training images; "
+            "split the folder to measure generalisation"
+        )
     member_train: dict[str, DistillDataset] = {}
     loaded: dict[str, DistillDataset] = {}
     specs = [("teachers", n, t.data) for n, t in cfg.teachers.items()]
@@ -83,20 +89,14 @@ def _load_split(d: DataConfig, split: str, data_root: str | None, where: str) ->
     per_class = d.train_per_class if is_train else d.test_per_class
     fraction = d.train_fraction if is_train else d.test_fraction
     try:
-        data = load_dataset(
-            d.name,
-            split,
-            root=data_root or d.root,
-            per_class=per_class,
-            fraction=fraction,
-            seed=d.seed,
-            **params,
-        )
+        data = load_dataset(d.name, split, root=data_root or d.root, seed=d.seed, **params)
     except (TypeError, ValueError) as exc:  # a value the dataset's own code rejects
         raise ConfigError(
-            f"config key '{where}.params': {d.name} rejects {params}: "
+            f"config key '{where}.params': {d.name} rejects {clipped(params, 200)}: "
             f"{' '.join(str(exc).split())[:200]}; fix the value"
         ) from None
+    keys = (f"{where}.{split}_per_class", f"{where}.{split}_fraction")
+    data = take_subset(data, per_class=per_class, fraction=fraction, seed=d.seed, keys=keys)
     if is_train and d.train_groups:
         try:
             data = take_group_shares(data, d.train_groups, d.seed)
@@ -106,6 +106,16 @@ def _load_split(d: DataConfig, split: str, data_root: str | None, where: str) ->
         raise ConfigError(
             f"the {split} split of {d.name} is empty ({where}: "
             f"{d.model_dump(exclude={'params'})}); check the data folder and the subset keys"
+        )
+    present = torch.unique(data.targets_tensor()).tolist()
+    if len(present) < 2:
+        names = data.info.class_names
+        only = names[present[0]] if 0 <= present[0] < len(names) else present[0]
+        subsets = f"{split}_per_class, {split}_fraction" + (", train_groups" if is_train else "")
+        raise DataError(
+            f"the {split} split of {d.name} ({where}) holds one class only ({clipped(only)}), so "
+            f"every metric would be 1.0; use data with at least 2 classes (check the class "
+            f"folders and {where}'s {subsets})"
         )
     return data
 

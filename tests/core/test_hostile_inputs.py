@@ -7,12 +7,17 @@ so a case that wrongly got through would still finish in seconds, and fail the t
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import pytest
 import yaml
 
 from distillscope.cli import main
+from distillscope.config import import_registries, load_config_dict
+from distillscope.errors import ConfigError
+from distillscope.probes import create_probe
+from distillscope.registry import PROBES
 
 BASE = {
     "name": "hostile",
@@ -63,6 +68,14 @@ def files_under(folder: Path) -> list[Path]:
         (["probes.adversarial.eps=-1"], ["probes.adversarial", "eps=-1"]),
         (["probes.adversarial_transfer.foreign=nobody"], ["adversarial_transfer", "'nobody'"]),
         (["probes.invariance.control_teacher=nobody"], ["invariance", "'nobody'"]),
+        (
+            ["probes.class_similarity.mask_models=[kd, nope]"],
+            ["probes.class_similarity.mask_models", "'nope'"],
+        ),
+        (
+            ["probes.adversarial_transfer.foreign=kd"],
+            ["probes.adversarial_transfer.foreign", "'kd' is a distilled student"],
+        ),
         (["data.train_groups={0: 0.5}"], ["data.train_groups", "has no groups"]),
         (
             [
@@ -252,3 +265,121 @@ def test_a_sanity_pair_that_is_one_network_twice_is_flagged(setup, capsys) -> No
     assert "seed 1" in warnings[0] and "students.independent_b.seed" in warnings[0]
     code, _, err = run(["run", str(cfg), "--output-dir", str(out), twin, "seed=0"], capsys)
     assert code == 0 and "warning:" not in err
+
+
+# Probe parameters that name models of the run, generated over the probe registry: a probe that
+# grows a parameter taking strings must either declare it in ``Probe.model_params`` (then a
+# bogus model name in it is refused at load, before anything is written) or be listed in
+# NOT_MODELS as naming no model.
+
+import_registries()
+
+#: String-valued probe parameters that name no model (a fixed choice or a registry name).
+NOT_MODELS = {
+    ("adherence", "methods"),
+    ("adherence", "aggregate"),
+    ("adherence", "preset"),
+    ("adversarial", "attacks"),
+    ("cam_similarity", "method"),
+    ("cam_similarity", "target"),
+    ("domain_consensus", "domains"),
+    ("domain_consensus", "mask_source"),
+    ("explanation_shift", "method"),
+    ("explanation_shift", "target"),
+    ("explanation_shift", "fill"),
+    ("group_gap", "grouping"),
+    ("invariance", "families"),
+    ("localisation", "method"),
+    ("localisation", "target"),
+    ("localisation", "mask_source"),
+    ("shape_bias", "mask_source"),
+}
+
+
+def string_params(probe: str) -> dict[str, str]:
+    """Parameter -> annotation, for the probe's parameters whose annotation mentions ``str``."""
+    sig = inspect.signature(PROBES.get(probe))
+    return {
+        name: str(p.annotation)
+        for name, p in sig.parameters.items()
+        if p.kind is p.POSITIONAL_OR_KEYWORD and "str" in str(p.annotation)
+    }
+
+
+MODEL_PARAMS = [
+    (probe, param, string_params(probe)[param])
+    for probe in PROBES.list()
+    for param in PROBES.get(probe).model_params
+]
+
+
+def test_every_string_parameter_of_every_probe_is_classified() -> None:
+    unclassified = [
+        (probe, param)
+        for probe in PROBES.list()
+        for param in string_params(probe)
+        if param not in PROBES.get(probe).model_params and (probe, param) not in NOT_MODELS
+    ]
+    assert unclassified == [], "declare them in model_params, or list them in NOT_MODELS"
+    stale = [(p, q) for p, q in NOT_MODELS if q not in string_params(p)]
+    assert stale == []
+
+
+def test_the_known_model_parameters_are_declared() -> None:
+    declared = {(probe, param) for probe, param, _ in MODEL_PARAMS}
+    assert {
+        ("adversarial_transfer", "foreign"),
+        ("class_similarity", "mask_models"),
+        ("invariance", "control_teacher"),
+    } <= declared
+
+
+@pytest.mark.parametrize(("probe", "param", "annotation"), MODEL_PARAMS)
+def test_a_bogus_model_name_is_refused_at_load_with_nothing_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], probe: str, param: str, annotation: str
+) -> None:
+    value = ["kd", "nope"] if "Sequence" in annotation else "nope"
+    cfg = tmp_path / "c.yaml"
+    raw = {**BASE, "probes": {probe: {param: value}}, "teacher_store": str(tmp_path / "store")}
+    cfg.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "out"
+    code, _, err = run(["run", str(cfg), "--output-dir", str(out)], capsys)
+    assert_one_line_exit_2(code, err, f"probes.{probe}.{param}", "'nope'")
+    assert not out.exists() and not (tmp_path / "store").exists()
+    # the probe itself accepts the name: only the run's models make it wrong
+    assert create_probe(probe, **{param: value}).models_named() == {
+        param: value if isinstance(value, list) else [value]
+    }
+
+
+def test_model_names_of_the_run_pass() -> None:
+    probes = {
+        "adversarial_transfer": {"foreign": "independent"},
+        "class_similarity": {"mask_models": ["kd", "teacher"]},
+        "invariance": {"control_teacher": "teacher"},
+    }
+    cfg = load_config_dict({**BASE, "probes": probes})
+    assert set(cfg.probes) == set(probes)
+
+
+def test_a_distilled_student_is_refused_as_the_foreign_control() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config_dict({**BASE, "probes": {"adversarial_transfer": {"foreign": "kd"}}})
+    text = str(info.value)
+    assert "\n" not in text
+    assert "probes.adversarial_transfer.foreign" in text and "'kd' is a distilled student" in text
+    assert "did not learn from the teacher" in text
+    # an independent model declared under another key is no student: accepted
+    students = {**BASE["students"], "scratch2": {"loss": "ce", "role": "independent"}}
+    probes = {"adversarial_transfer": {"foreign": "scratch2"}}
+    assert load_config_dict({**BASE, "students": students, "probes": probes}).probes == probes
+    # ... and a student with an explicit role student under the key 'independent' is refused
+    students = {"independent": {"loss": "kd", "role": "student"}}
+    probes = {"adversarial_transfer": {"foreign": "independent"}}
+    with pytest.raises(ConfigError, match="'independent' is a distilled student"):
+        load_config_dict({**BASE, "students": students, "probes": probes})
+
+
+def test_mask_models_role_sets_name_no_model() -> None:
+    for word in ("students", "all"):
+        assert create_probe("class_similarity", mask_models=word).models_named() == {}

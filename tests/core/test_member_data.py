@@ -95,6 +95,10 @@ def test_teacher_own_data_changes_its_key():
     [
         ({"name": "digits"}, ["students.kd.data", "digits has 10 classes", "same classes"]),
         ({"train_per_class": 0}, ["train_per_class"]),
+        (
+            {"train_per_class": 100000},
+            ["students.kd.data.train_per_class=100000", "lower students.kd.data.train_per_class"],
+        ),
         ({"name": "nope"}, ["nope"]),
     ],
 )

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from sklearn.datasets import load_digits
 
+from distillscope.config import load_config_dict
 from distillscope.data import digits as digits_module
 from distillscope.data import load_dataset
+from distillscope.errors import ConfigError
+from distillscope.splits import load_splits
 
 
 def test_split_sizes_and_stratification():
@@ -60,3 +64,19 @@ def test_size_resizes_in_pixel_space_and_bad_sizes_are_one_line():
     assert (big.inputs.mean((1, 2, 3)) - small.inputs.mean((1, 2, 3))).abs().max() < 0.15
     with pytest.raises(ConfigError, match="digits.size"):
         load_dataset("digits", "test", size=4)
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_a_per_class_count_too_large_states_the_real_maximum_and_its_key(split):
+    """The stated maximum is the smallest class of the split as loaded (after the held-out
+    share is taken away): that count loads, one more is refused."""
+    most = int(torch.bincount(load_dataset("digits", split).targets).min())
+    key = f"{split}_per_class"
+    with pytest.raises(ConfigError) as info:
+        load_splits(load_config_dict({"data": {"name": "digits", key: most + 1}}))
+    text = str(info.value)
+    assert f"data.{key}={most + 1}" in text and text.endswith(f"at most {most}"), text
+    assert f"has only {most} examples" in text
+    splits = load_splits(load_config_dict({"data": {"name": "digits", key: most}}))
+    held = splits.train if split == "train" else splits.test
+    assert torch.bincount(held.targets_tensor()).tolist() == [most] * 10

@@ -35,9 +35,9 @@ def test_per_class_is_the_prefix_of_a_seeded_permutation():
 
 
 def test_per_class_errors_when_a_class_is_short():
-    with pytest.raises(ConfigError, match="class 2 has only 5"):
+    with pytest.raises(ConfigError, match="class 2, the smallest of this split, has only 5"):
         per_class_indices(TARGETS, 6)
-    with pytest.raises(ConfigError, match="class 3 has only 0"):
+    with pytest.raises(ConfigError, match="class 3 has no example"):
         per_class_indices(TARGETS, 1, num_classes=4)
     for bad in (0, -1, 2.5, True):
         with pytest.raises(ConfigError, match="per_class"):

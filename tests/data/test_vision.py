@@ -8,11 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
+from distillscope.cli import main
+from distillscope.config import load_config_dict
 from distillscope.data import iter_batches, load_dataset
 from distillscope.data.vision import CIFAR10_MEAN, CIFAR10_STD, RandomCropFlip
 from distillscope.errors import DataError
+from distillscope.splits import load_splits
 
 
 @pytest.fixture(autouse=True)
@@ -118,6 +122,52 @@ def test_imagefolder_errors(tmp_path):
     write_tree(tmp_path / "test", {"cat": 1, "cow": 1})
     with pytest.raises(DataError, match="lacks: cow"):
         load_dataset("imagefolder", "test", root=str(tmp_path))
+
+
+def folder_config(root: Path) -> dict:
+    return {"data": {"name": "imagefolder", "root": str(root), "params": {"image_size": 4}}}
+
+
+def test_a_flat_imagefolder_run_warns_that_it_holds_out_the_training_images(tmp_path, capsys):
+    write_tree(tmp_path / "flat", {"a": 2, "b": 2})
+    splits = load_splits(load_config_dict(folder_config(tmp_path / "flat")))
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "warning" in line]
+    assert len(lines) == 1 and "training images" in lines[0], err
+    assert splits.test.shares_training_images and not splits.train.shares_training_images
+    # split folders: no warning
+    write_tree(tmp_path / "split" / "train", {"a": 2, "b": 2})
+    write_tree(tmp_path / "split" / "test", {"a": 1, "b": 1})
+    splits = load_splits(load_config_dict(folder_config(tmp_path / "split")))
+    assert "warning" not in capsys.readouterr().err and not splits.test.shares_training_images
+
+
+@pytest.mark.parametrize(
+    ("trees", "split"),
+    [
+        ({"": {"only": 3}}, "train"),  # flat, one class folder
+        ({"train": {"a": 2, "b": 2}, "test": {"a": 2}}, "test"),  # held-out split of one class
+    ],
+)
+def test_a_split_of_one_class_is_refused_before_anything_is_written(tmp_path, capsys, trees, split):
+    for sub, classes in trees.items():
+        write_tree(tmp_path / "data" / sub, classes)
+    cfg = {
+        **folder_config(tmp_path / "data"),
+        "name": "one",
+        "teacher": {"model": {"name": "mlp"}},
+        "student": {"name": "mlp"},
+        "students": {"independent": {"loss": "ce"}},
+        "teacher_store": str(tmp_path / "store"),
+        "progress": False,
+    }
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    code = main(["run", str(tmp_path / "c.yaml"), "--output-dir", str(tmp_path / "out")])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1, lines
+    assert f"the {split} split of imagefolder (data) holds one class only" in lines[0]
+    assert "at least 2 classes" in lines[0]
+    assert not (tmp_path / "out").exists() and not (tmp_path / "store").exists()
 
 
 # --- RandomCropFlip -----------------------------------------------------------------------

@@ -178,7 +178,7 @@ def test_the_control_teacher_is_audited_like_any_model() -> None:
     models = {"t": Constant(), "t_star": PixelThreshold(data.info), "s": Constant()}
     roles = Roles(["t", "t_star"], students=["s"], teacher_of={"s": "t"})
     probe = create_probe("invariance", families=["crop"], control_teacher="t_star", **SMALL)
-    assert probe.models_named() == ["t_star"]
+    assert probe.models_named() == {"control_teacher": ["t_star"]}
     r = probe.run(models, data, roles)
     assert r.values["t_star/crop"] < 1.0 and r.params["control_teacher"] == "t_star"
     with pytest.raises(ConfigError, match="t_star"):

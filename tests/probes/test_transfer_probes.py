@@ -65,6 +65,12 @@ def test_a_foreign_name_that_is_no_model_is_one_line(strip):
         probe.run(models(), strip, ROLES)
 
 
+def test_a_distilled_student_as_the_foreign_control_is_one_line(strip):
+    probe = create_probe("adversarial_transfer", foreign="distilled")
+    with pytest.raises(ConfigError, match="'distilled' is a distilled student.*did not learn"):
+        probe.run(models(), strip, ROLES)
+
+
 def test_no_pairs_is_skipped_with_a_reason(strip):
     result = create_probe("adversarial_transfer").run(models(), strip, Roles(teachers=["teacher"]))
     assert result.values == {} and "adversarial_transfer" in result.params["skipped"]

@@ -24,11 +24,15 @@ from distillscope.contracts import Batch
 @runtime_checkable
 class GeometricTransform(Protocol):
     """A random batch transform whose draw is kept (:class:`Batch` ``.augmentation``) so that
-    per-pixel companions of the images (frozen explanations) can be moved the same way."""
+    per-pixel companions of the images (frozen explanations, :meth:`apply`) and spatial maps
+    of them at another resolution (frozen teacher feature maps, :meth:`move`) can be moved
+    the same way."""
 
     def sample(self, b: int, device: Any = "cpu") -> Any: ...
 
     def apply(self, x: Tensor, params: Any, fill: Sequence[float] | None = None) -> Tensor: ...
+
+    def move(self, maps: Tensor, params: Any, image_size: Sequence[int]) -> Tensor: ...
 
 
 @dataclass
@@ -73,6 +77,9 @@ class DistillDataset(Dataset):
     info: DatasetInfo
     #: True when ``__getitem__`` applies random augmentation (the teacher cache is then unsafe).
     augmented: bool = False
+    #: True when this held-out split holds the training images (a flat ImageFolder): the run
+    #: warns that held-out numbers then measure fit, not generalisation.
+    shares_training_images: bool = False
 
     def targets_tensor(self) -> Tensor:
         """All targets as a ``(N,)`` long tensor."""

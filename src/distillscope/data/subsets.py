@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from distillscope.data.base import DistillDataset
-from distillscope.errors import ConfigError
+from distillscope.errors import ConfigError, quoted
 
 #: The splits every dataset provides.
 SPLITS = ("train", "test")
@@ -64,7 +64,7 @@ def _ranks_within_class(
 
 
 def per_class_indices(
-    targets: Tensor, k: int, seed: int = 0, num_classes: int | None = None
+    targets: Tensor, k: int, seed: int = 0, num_classes: int | None = None, key: str = "per_class"
 ) -> Tensor:
     """Indices of ``k`` examples of every class, sorted ascending.
 
@@ -73,36 +73,54 @@ def per_class_indices(
         k: Examples per class: the first ``k`` of the class in a permutation seeded by ``seed``.
         seed: Seed of the permutation.
         num_classes: Classes that must each have ``k`` examples; defaults to ``max(targets) + 1``.
+        key: The config key of ``k``, named in errors (e.g. ``data.train_per_class``).
 
     Raises:
-        ConfigError: When ``k`` is not a positive integer or a class has fewer than ``k``.
+        ConfigError: When ``k`` is not a positive integer or a class has fewer than ``k``; the
+            message states the real maximum, the size of the smallest class of ``targets``.
+
+    Example:
+        >>> per_class_indices(torch.tensor([0, 0, 0, 1, 1]), 3, key="data.train_per_class")
+        Traceback (most recent call last):
+        ...
+        distillscope.errors.ConfigError: data.train_per_class=3 but class 1, the smallest of \
+this split, has only 2 examples; lower data.train_per_class to at most 2
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ConfigError(f"per_class must be a positive integer, got {k!r}")
+        raise ConfigError(f"{key} must be a positive integer, got {quoted(k)}")
     idx, cls, rank, counts = _ranks_within_class(targets, seed, num_classes or 0)
-    short = (counts < k).nonzero().flatten().tolist()
-    if short:
-        c, most = short[0], int(counts.min())
-        fix = f"lower per_class to at most {most}" if most else "use a split with every class"
-        raise ConfigError(f"per_class={k} but class {c} has only {int(counts[c])} examples; {fix}")
+    if bool((counts < k).any()):
+        c = int(counts.argmin())  # the smallest class bounds k
+        most = int(counts[c])
+        if not most:
+            raise ConfigError(
+                f"{key}={k} but class {c} has no example in this split; use a split with every "
+                f"class, or drop {key}"
+            )
+        raise ConfigError(
+            f"{key}={k} but class {c}, the smallest of this split, has only {most} examples; "
+            f"lower {key} to at most {most}"
+        )
     return idx[rank < k].sort().values
 
 
-def fraction_indices(targets: Tensor, fraction: float, seed: int = 0) -> Tensor:
+def fraction_indices(
+    targets: Tensor, fraction: float, seed: int = 0, key: str = "fraction"
+) -> Tensor:
     """Indices of a stratified ``fraction`` of the examples, sorted ascending.
 
     Each class keeps ``round(fraction * n_c)`` examples (at least one), the first of a
     permutation seeded by ``seed``; ``fraction=1`` keeps everything.
 
     Raises:
-        ConfigError: When ``fraction`` is not in ``(0, 1]``.
+        ConfigError: When ``fraction`` is not in ``(0, 1]`` (``key`` names it).
     """
     if (
         isinstance(fraction, bool)
         or not isinstance(fraction, (int, float))
         or not (0 < fraction <= 1)
     ):
-        raise ConfigError(f"fraction must be in (0, 1], got {fraction!r}")
+        raise ConfigError(f"{key} must be in (0, 1], got {quoted(fraction)}")
     idx, cls, rank, counts = _ranks_within_class(targets, seed)
     keep = torch.round(counts * float(fraction)).long().clamp(min=1)  # (K,)
     return idx[rank < keep[cls]].sort().values
@@ -123,28 +141,35 @@ def stratified_split(targets: Tensor, test_fraction: float, seed: int = 0) -> tu
 
 
 def take_subset(
-    dataset: D, per_class: int | None = None, fraction: float | None = None, seed: int = 0
+    dataset: D,
+    per_class: int | None = None,
+    fraction: float | None = None,
+    seed: int = 0,
+    keys: tuple[str, str] = ("per_class", "fraction"),
 ) -> D:
     """``dataset`` restricted to ``per_class`` examples per class or a ``fraction`` of it.
 
     At most one of ``per_class`` and ``fraction`` may be given; with neither, ``dataset`` is
-    returned unchanged. The subset is re-indexed from 0.
+    returned unchanged. The subset is re-indexed from 0. ``keys`` are the config keys of the
+    two, named in errors (e.g. ``("data.train_per_class", "data.train_fraction")``).
     """
     if per_class is not None and fraction is not None:
         raise ConfigError(
-            f"give per_class ({per_class}) or fraction ({fraction}), not both; drop one of them"
+            f"give {keys[0]} ({per_class}) or {keys[1]} ({fraction}), not both; drop one of them"
         )
     if per_class is None and fraction is None:
         return dataset
     if not hasattr(dataset, "subset"):
         raise ConfigError(
-            f"dataset {dataset.info.name!r} does not support per_class / fraction; remove them"
+            f"dataset {dataset.info.name!r} does not support {keys[0]} / {keys[1]}; remove them"
         )
     targets = dataset.targets_tensor()
     if per_class is not None:
-        idx = per_class_indices(targets, per_class, seed, num_classes=dataset.info.num_classes)
+        idx = per_class_indices(
+            targets, per_class, seed, num_classes=dataset.info.num_classes, key=keys[0]
+        )
     else:
-        idx = fraction_indices(targets, fraction, seed)  # type: ignore[arg-type]
+        idx = fraction_indices(targets, fraction, seed, key=keys[1])  # type: ignore[arg-type]
     return dataset.subset(idx)  # type: ignore[attr-defined]
 
 

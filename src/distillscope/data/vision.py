@@ -139,8 +139,63 @@ class RandomCropFlip:
         ci = torch.arange(c, device=x.device)[None, :, None, None]
         return padded[bi, ci, rows[:, None, :, None], cols[:, None, None, :]]  # (B, C, H, W)
 
+    def move(self, maps: Tensor, params: CropFlipParams, image_size: Sequence[int]) -> Tensor:
+        """Move spatial maps of the images (a teacher's feature maps) as ``params`` moved the
+        ``image_size`` images, at the maps' own resolution.
+
+        A crop offset of ``d - padding`` image pixels is ``(d - padding) * h / H`` map pixels:
+        each map is shifted by that amount with linear interpolation between its pixel centres
+        (exact when the shift is a whole number of map pixels, as at the image's resolution),
+        the uncovered border repeating the map's edge (a network's response to the padding is
+        not known); a flip flips the map exactly. Maps from a network whose response moves with
+        its input (convolutions, pooling) then match the network's maps of the moved images,
+        to the interpolation at a fractional shift and to the border.
+
+        Args:
+            maps: ``(B, C, h, w)`` maps, row ``b`` of image ``b``.
+            params: The images' draw (:meth:`sample`).
+            image_size: ``(H, W)`` of the images the draw moved.
+
+        Returns:
+            ``(B, C, h, w)`` moved maps.
+
+        Example:
+            >>> aug = RandomCropFlip(padding=2, flip=True)
+            >>> x = torch.arange(16.0).view(1, 1, 4, 4)  # a 4x4 map of 8x8 images: half scale
+            >>> p = CropFlipParams(torch.tensor([4]), torch.tensor([2]), torch.tensor([True]))
+            >>> aug.move(x, p, (8, 8))[0, 0, :, 0].tolist()  # one map row down, then flipped
+            [7.0, 11.0, 15.0, 15.0]
+        """
+        b, c, h, w = maps.shape
+        big_h, big_w = int(image_size[-2]), int(image_size[-1])
+        dy = (params.dy.to(maps.device) - self.padding).to(maps.dtype) * (h / big_h)  # (B,)
+        dx = (params.dx.to(maps.device) - self.padding).to(maps.dtype) * (w / big_w)  # (B,)
+        out = _shift_axis(maps, dy, dim=2)
+        out = _shift_axis(out, dx, dim=3)
+        flipped = params.flipped.to(maps.device).view(b, 1, 1, 1)
+        return torch.where(flipped, out.flip(3), out)  # (B, C, h, w)
+
     def __repr__(self) -> str:
         return f"RandomCropFlip(padding={self.padding}, flip={self.flip}, fill={self.fill})"
+
+
+def _shift_axis(x: Tensor, shift: Tensor, dim: int) -> Tensor:
+    """``out[..., k, ...] = x[..., k + shift_b, ...]`` along ``dim`` of ``(B, C, h, w)`` maps,
+    linear between pixels, the edge repeated outside; ``shift`` is ``(B,)`` map pixels.
+    A whole-number shift gives the pixels exactly (the other weight is exactly 0)."""
+    n = x.shape[dim]
+    pos = torch.arange(n, device=x.device, dtype=x.dtype)[None] + shift[:, None]  # (B, n)
+    low = torch.floor(pos)
+    frac = pos - low  # (B, n) in [0, 1)
+    low = low.long()
+    view = [x.shape[0], 1, 1, 1]
+    view[dim] = n
+    idx_lo = low.clamp(0, n - 1).view(view).expand_as(x)
+    idx_hi = (low + 1).clamp(0, n - 1).view(view).expand_as(x)
+    weight = frac.view(view)
+    lo = x.gather(dim, idx_lo)
+    hi = x.gather(dim, idx_hi)
+    return torch.where(weight == 0, lo, lo * (1 - weight) + hi * weight)
 
 
 class ColourJitter:
@@ -328,7 +383,8 @@ def imagefolder(
     """An ImageFolder tree (``<class>/<image>``), e.g. ImageNet, read lazily.
 
     Layouts: ``root/train/<class>/...`` with ``root/test/`` (or ``root/val/``) for the test
-    split; or ``root/<class>/...`` directly, used for both splits. Classes are the training
+    split; or ``root/<class>/...`` directly, used for both splits (the test split's
+    ``shares_training_images`` is then set, and a run warns in one line). Classes are the training
     split's folder names, sorted. Images are converted to RGB, resized so the short side is
     ``image_size / crop_ratio``, centre-cropped to ``image_size`` and normalised.
 
@@ -396,4 +452,6 @@ def imagefolder(
         std=std,
         source=str(folder),
     )
-    return ImageFolderDataset(samples, info, transform)
+    dataset = ImageFolderDataset(samples, info, transform)
+    dataset.shares_training_images = not train and class_root == base  # flat: both splits alike
+    return dataset

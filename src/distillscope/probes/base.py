@@ -83,6 +83,20 @@ class ProbeResult:
         return cls(**dict(d))
 
 
+@dataclass(frozen=True)
+class ModelParam:
+    """A probe parameter that names models of the run (checked at config load).
+
+    Attributes:
+        roles: Roles a named model may have (``teacher``, ``independent``, ``student``), or
+            ``None`` for any.
+        why: Why the other roles are refused (ends the one-line error).
+    """
+
+    roles: tuple[str, ...] | None = None
+    why: str = ""
+
+
 class ProbeParams(TypedDict, total=False):
     """Parameters every probe takes (defaults in :class:`Probe`); subclasses accept them as
     ``**base: Unpack[ProbeParams]`` and pass them on, so they are declared only here."""
@@ -108,15 +122,36 @@ class Probe:
     metric_directions: ClassVar[dict[str, bool | None]] = {}
     #: Show a progress bar over the probe's batches (set by the experiment runner).
     progress: bool = False
+    #: Parameters that name models of the run (each read from the attribute of its name, a
+    #: name, a list of names or ``None``); every one is checked at config load, before the
+    #: run directory exists. A probe with such a parameter must declare it here.
+    model_params: ClassVar[dict[str, ModelParam]] = {}
+    #: Words a model parameter may take that name a set of roles, not a model (``students``).
+    model_sets: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, batch_size: int = 256, max_samples: int = 1000, seed: int = 0) -> None:
         self.batch_size = check_int(f"{self.name}.batch_size", batch_size)
         self.max_samples = check_int(f"{self.name}.max_samples", max_samples)
         self.seed = check_int(f"{self.name}.seed", seed, minimum=0)
 
-    def models_named(self) -> list[str]:
-        """Models of the run that this probe's parameters name (checked before a run starts)."""
-        return []
+    def models_named(self) -> dict[str, list[str]]:
+        """Parameter -> the models of the run it names, for every one of :attr:`model_params`
+        that names any (checked at config load, before a run starts).
+
+        Example:
+            >>> from distillscope.probes import create_probe
+            >>> create_probe("adversarial_transfer", foreign="t2").models_named()
+            {'foreign': ['t2']}
+            >>> create_probe("class_similarity").models_named()  # 'students' is a role set
+            {}
+        """
+        named: dict[str, list[str]] = {}
+        for param in self.model_params:
+            value = getattr(self, param)
+            if value is None or (isinstance(value, str) and value in self.model_sets):
+                continue
+            named[param] = [value] if isinstance(value, str) else list(value)
+        return named
 
     def base_params(self) -> dict[str, Any]:
         return {"batch_size": self.batch_size, "max_samples": self.max_samples, "seed": self.seed}

@@ -22,7 +22,14 @@ from distillscope.functional.views import (
     shift_images,
     shift_params,
 )
-from distillscope.probes.base import Probe, ProbeData, ProbeParams, ProbeResult, Roles
+from distillscope.probes.base import (
+    ModelParam,
+    Probe,
+    ProbeData,
+    ProbeParams,
+    ProbeResult,
+    Roles,
+)
 from distillscope.probes.sampling import evaluating, forward_all, probe_batches
 from distillscope.registry import register_probe
 
@@ -109,6 +116,7 @@ class InvarianceProbe(Probe):
 
     higher_is_better = True
     metric_directions = {f"{family}_gap": False for family in FAMILIES}
+    model_params = {"control_teacher": ModelParam()}
 
     def __init__(
         self,
@@ -150,9 +158,6 @@ class InvarianceProbe(Probe):
             "shift": self.max_shifts,
         }
         return {family: list(all_sweeps[family]) for family in self.families}
-
-    def models_named(self) -> list[str]:
-        return [self.control_teacher] if self.control_teacher else []
 
     def run(self, models: Mapping[str, nn.Module], data: ProbeData, roles: Roles) -> ProbeResult:
         params: dict[str, Any] = {

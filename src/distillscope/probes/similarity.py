@@ -10,7 +10,14 @@ from torch import nn
 
 from distillscope.errors import ConfigError
 from distillscope.functional.entropy import category_mask, softmax_entropy
-from distillscope.probes.base import Probe, ProbeData, ProbeParams, ProbeResult, Roles
+from distillscope.probes.base import (
+    ModelParam,
+    Probe,
+    ProbeData,
+    ProbeParams,
+    ProbeResult,
+    Roles,
+)
 from distillscope.probes.sampling import evaluating, forward_all, probe_batches
 from distillscope.registry import register_probe
 
@@ -61,6 +68,8 @@ class ClassSimilarityProbe(Probe):
     """
 
     higher_is_better = None
+    model_params = {"mask_models": ModelParam()}
+    model_sets = MASK_MODEL_SETS
 
     def __init__(
         self,

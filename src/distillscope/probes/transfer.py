@@ -16,12 +16,25 @@ from distillscope.attacks.l2 import IFGSM_STEPS, ifgsm
 from distillscope.attacks.temperature import PixelSpaceModel, to_pixels
 from distillscope.checks import check_int, check_positive
 from distillscope.errors import ConfigError
-from distillscope.probes.base import Probe, ProbeData, ProbeParams, ProbeResult, Roles
+from distillscope.probes.base import (
+    ModelParam,
+    Probe,
+    ProbeData,
+    ProbeParams,
+    ProbeResult,
+    Roles,
+)
 from distillscope.probes.robustness import POINT_EPS
 from distillscope.probes.sampling import evaluating, probe_batches
 from distillscope.registry import register_probe
 
-__all__ = ["AdversarialTransferProbe"]
+__all__ = ["FOREIGN_WHY", "AdversarialTransferProbe"]
+
+#: Why the foreign control cannot be a distilled student (ends the one-line error).
+FOREIGN_WHY = (
+    "the foreign control must be a network that did not learn from the teacher; name another "
+    "teacher or an independent-role model"
+)
 
 
 @register_probe("adversarial_transfer")
@@ -62,6 +75,7 @@ class AdversarialTransferProbe(Probe):
     """
 
     higher_is_better = None  # neither: a higher rate means more inherited vulnerability
+    model_params = {"foreign": ModelParam(("teacher", "independent"), FOREIGN_WHY)}
 
     def __init__(
         self,
@@ -93,15 +107,17 @@ class AdversarialTransferProbe(Probe):
                     f"adversarial_transfer.foreign={foreign!r} is not a model of the run "
                     f"({', '.join(models)}); name one, e.g. a second teacher of another seed"
                 )
+            if foreign in roles.students:
+                raise ConfigError(
+                    f"adversarial_transfer.foreign={foreign!r} is a distilled student; "
+                    f"{FOREIGN_WHY}"
+                )
             targets = [m for ms in pairs.values() for m in ms if m != foreign]
             pairs[foreign] = list(dict.fromkeys([*pairs.get(foreign, []), *targets]))
         if self.reverse:
             for teacher, model in roles.pairs():
                 pairs.setdefault(model, []).append(teacher)
         return pairs
-
-    def models_named(self) -> list[str]:
-        return [self.foreign] if self.foreign else []
 
     def run(self, models: Mapping[str, nn.Module], data: ProbeData, roles: Roles) -> ProbeResult:
         info = data.info

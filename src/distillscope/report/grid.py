@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from distillscope.errors import UserError
+from distillscope.errors import UserError, quoted
 from distillscope.files import atomic_write_text
 from distillscope.report.descriptions import describe
 from distillscope.report.html import _anchors
@@ -79,7 +79,7 @@ def check_grid_summary(data: object, source: str = "grid.json") -> None:
     if not isinstance(data, Mapping) or data.get("schema") != GRID_SCHEMA:
         got = data.get("schema") if isinstance(data, Mapping) else type(data).__name__
         raise UserError(
-            f"{source}: not a grid summary of schema {GRID_SCHEMA} (got {got!r}); {FIX}"
+            f"{source}: not a grid summary of schema {GRID_SCHEMA} (got {quoted(got)}); {FIX}"
         )
     shapes = {"grid": Mapping, "models": Mapping, "cells": list, "groups": list}
     for key, kind in shapes.items():

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from distillscope.errors import UserError
+from distillscope.errors import UserError, clipped, quoted
 
 RESULTS_FILE = "results.json"
 SCHEMA_VERSION = 1
@@ -69,7 +69,7 @@ def check_results(results: object, source: str = "results") -> None:
     schema = results.get("schema")
     if schema != SCHEMA_VERSION:
         raise UserError(
-            f"{source}: schema {schema!r} is not supported (expected {SCHEMA_VERSION}); {FIX}"
+            f"{source}: schema {quoted(schema)} is not supported (expected {SCHEMA_VERSION}); {FIX}"
         )
     for key in (*REQUIRED, *OPTIONAL):
         if key in REQUIRED and key not in results:
@@ -78,19 +78,20 @@ def check_results(results: object, source: str = "results") -> None:
             raise UserError(f"{source}: key {key!r} must be an object; {FIX}")
     for name, spec in results["models"].items():
         if not isinstance(spec, Mapping):
-            raise UserError(f"{source}: models.{name} must be an object; {FIX}")
+            raise UserError(f"{source}: models.{clipped(name)} must be an object; {FIX}")
     for name, epochs in results.get("training", {}).items():
         if not isinstance(epochs, list) or not all(isinstance(e, Mapping) for e in epochs):
-            raise UserError(f"{source}: training.{name} must be a list of objects; {FIX}")
+            raise UserError(f"{source}: training.{clipped(name)} must be a list of objects; {FIX}")
         for i, row in enumerate(epochs):
             for key, value in row.items():
                 if key != "model" and not _is_number(value):
                     raise UserError(
-                        f"{source}: training.{name}[{i}].{key} = {_short(value)} is not a "
+                        f"{source}: training.{clipped(name)}[{i}].{clipped(key)} = "
+                        f"{quoted(value, 40)} is not a "
                         f"number; {FIX}"
                     )
     for name, probe in results.get("probes", {}).items():
-        _check_probe(probe, f"{source}: probes.{name}")
+        _check_probe(probe, f"{source}: probes.{clipped(name)}")
 
 
 def _check_probe(probe: object, where: str) -> None:
@@ -102,15 +103,12 @@ def _check_probe(probe: object, where: str) -> None:
             raise UserError(f"{where}.{part} must be an object; {FIX}")
     for key, value in probe["values"].items():
         if not _is_number(value):
-            raise UserError(f"{where}.values[{key!r}] = {value!r} is not a number; {FIX}")
+            raise UserError(
+                f"{where}.values[{quoted(key)}] = {quoted(value, 40)} is not a number; {FIX}"
+            )
     for key, ys in probe.get("series", {}).items():
         if not isinstance(ys, list) or not all(_is_number(y) for y in ys):
-            raise UserError(f"{where}.series[{key!r}] must be a list of numbers; {FIX}")
-
-
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+            raise UserError(f"{where}.series[{quoted(key)}] must be a list of numbers; {FIX}")
 
 
 def _is_number(value: object) -> bool:

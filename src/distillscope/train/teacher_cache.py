@@ -2,9 +2,20 @@
 
 With a cache the frozen teacher runs once over the training set instead of once per epoch.
 That is only the same as running it live when the student sees the same image every epoch: the
-dataset has no random augmentation, or the user explicitly froze the teacher's outputs (then the
-cache holds the teacher's answer on the un-augmented image, as e2KD's frozen explanations do).
+dataset has no random augmentation, or the user explicitly froze the teacher's outputs.
 :func:`cache_allowed` states the rule; callers apply it before building a cache.
+
+Frozen under a geometric augmentation (random crop / flip), the cache is computed on the
+un-augmented images and each batch reads it so:
+
+* logits (and any feature that is not a spatial map, e.g. a pooled ``(N, D)`` vector): the
+  teacher's answer on the un-augmented image, by design ("fixed teaching");
+* spatial feature maps (``(N, C, h, w)``: hint / FitNets, attention transfer, NST targets):
+  moved with the batch's own draw at their own resolution (:meth:`GeometricTransform.move`),
+  so they stay in step with the student's augmented view;
+* explanations: moved with the batch's draw as its images were (e2KD's frozen explanations).
+
+:func:`unmoved_features` names the cached features that are not moved, for a warning.
 """
 
 from __future__ import annotations
@@ -63,7 +74,8 @@ class TeacherCache:
             explanations, paper 001 3.3), or ``None``.
         transform: The training data's geometric augmentation: a batch's cached explanations
             are moved by the batch's own draw (``Batch.augmentation``), exactly as its images
-            were ("augmenting images and pre-computed explanations jointly", paper 001).
+            were ("augmenting images and pre-computed explanations jointly", paper 001), and
+            its 4-D feature maps by the same draw at their own resolution.
 
     Example:
         >>> from distillscope.data.base import DatasetInfo
@@ -190,21 +202,24 @@ class TeacherCache:
             raise ConfigError("cannot build a teacher cache over an empty dataset")
         transform = getattr(dataset, "transform", None)
         moves = transform if isinstance(transform, GeometricTransform) else None
-        return cls(logits, features, explanation, moves if explanation is not None else None)
+        return cls(logits, features, explanation, moves)
 
     def outputs(self, batch: Batch) -> Outputs:
-        """The cached teacher :class:`Outputs` for ``batch`` (rows ``batch.index``)."""
+        """The cached teacher :class:`Outputs` for ``batch`` (rows ``batch.index``); with a
+        geometric augmentation, explanations and 4-D feature maps moved by the batch's draw."""
         index = batch.index
         if index.device != self.logits.device:
             index = index.to(self.logits.device)
         features = {path: value[index] for path, value in self.features.items()}
-        explanation = None
-        if self.explanation is not None:
-            explanation = self.explanation[index]  # (B, ...)
-            if self.transform is not None and batch.augmentation is not None:
-                explanation = self.transform.apply(
-                    explanation, batch.augmentation.to(explanation.device), fill=(0.0,)
-                )
+        explanation = None if self.explanation is None else self.explanation[index]  # (B, ...)
+        if self.transform is not None and batch.augmentation is not None:
+            aug = batch.augmentation.to(self.logits.device)
+            size = tuple(batch.inputs.shape[-2:])
+            for path, value in features.items():
+                if value.dim() == 4:  # (B, C, h, w) maps of the images
+                    features[path] = self.transform.move(value, aug, size)
+            if explanation is not None:
+                explanation = self.transform.apply(explanation, aug, fill=(0.0,))
         return Outputs(self.logits[index], features, explanation=explanation)  # (B, K)
 
     def check(self, dataset: DistillDataset, feature_paths: Sequence[str] = ()) -> None:
@@ -307,6 +322,21 @@ def cache_bytes(
         kept.append(out.explanation)
     per_item = sum(t.numel() * t.element_size() for t in kept)
     return per_item * len(dataset)
+
+
+def unmoved_features(cache: TeacherCache) -> list[str]:
+    """Cached feature paths a geometric augmentation does not move (not ``(N, C, h, w)`` maps):
+    they hold the un-augmented view, as the logits do. Empty without such an augmentation.
+
+    Example:
+        >>> from distillscope.data.vision import RandomCropFlip
+        >>> feats = {"pool": torch.zeros(2, 8), "layer1": torch.zeros(2, 4, 3, 3)}
+        >>> unmoved_features(TeacherCache(torch.zeros(2, 3), feats, transform=RandomCropFlip(1)))
+        ['pool']
+    """
+    if cache.transform is None:
+        return []
+    return [path for path, value in cache.features.items() if value.dim() != 4]
 
 
 def unaugmented(dataset: DistillDataset) -> DistillDataset:
