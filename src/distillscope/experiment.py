@@ -31,14 +31,13 @@ from distillscope.config import (
 from distillscope.data.base import DistillDataset
 from distillscope.distill import CombinedLoss, build_loss
 from distillscope.distill.combine import bind_seed
-from distillscope.errors import CheckpointError, ConfigError, DataError, RunInterrupted
+from distillscope.errors import CheckpointError, ConfigError, DataError, RunInterrupted, quoted
 from distillscope.files import clean_stale_temporaries, read_jsonl
 from distillscope.identity import (
     LOCATION_KEYS,
     digest,
     first_difference,
     runtime,
-    shown,
     without_locations,
 )
 from distillscope.messages import say
@@ -407,8 +406,8 @@ class Experiment:
             return
         where, before, now = diff
         raise ConfigError(
-            f"cannot resume {rd.path}: {where} was {shown(before)} when it started and is "
-            f"{shown(now)} now; {_resume_fix(where)}"
+            f"cannot resume {rd.path}: {where} was {quoted(before)} when it started and is "
+            f"{quoted(now)} now; {_resume_fix(where)}"
         )
 
     def _check_store(self, members: dict[str, Member], splits: Splits) -> None:
@@ -525,7 +524,7 @@ class Experiment:
         meta = load_model_weights(path, m.model)
         if meta.get("identity") != self.digest:
             raise CheckpointError(
-                f"{path} was not written by this run (identity {shown(meta.get('identity'))}, "
+                f"{path} was not written by this run (identity {quoted(meta.get('identity'))}, "
                 f"this run {self.digest}); delete it to train {m.name} again"
             )
         return meta

@@ -44,7 +44,6 @@ __all__ = [
     "digest",
     "first_difference",
     "runtime",
-    "shown",
     "without_locations",
 ]
 
@@ -158,14 +157,3 @@ def first_difference(before: Any, now: Any, path: str = "") -> tuple[str, Any, A
     if before != now:
         return path or "identity", before, now
     return None
-
-
-def shown(value: Any, limit: int = 60) -> str:
-    """``repr(value)`` cut to about ``limit`` characters, for one-line messages.
-
-    Example:
-        >>> shown("x" * 100, limit=10)
-        "'xxxxxxx... (102 chars)"
-    """
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[: limit - 2]}... ({len(text)} chars)"

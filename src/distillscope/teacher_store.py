@@ -1,7 +1,8 @@
 """Trained teachers kept across runs, by a key of everything that determines their weights.
 
-A later run that asks for the same teacher (same architecture, training settings, loss, seed and
-*data actually loaded*, by the dataset's fingerprint) loads it instead of training it again;
+A later run that asks for the same teacher (the same identity: its whole config, every byte of
+its data, the runtime; :func:`~distillscope.experiment.teacher_identity`) loads it instead of
+training it again;
 ``--retrain-teacher`` forces a new one. An entry is a folder ``<arch>-<key>/`` holding
 ``model.safetensors`` and ``meta.json``: the key, what went into it (shown when the entry is
 reused), the SHA-256 of the model file, and the training history shown in reports.
@@ -26,8 +27,9 @@ from distillscope.errors import CheckpointError, ConfigError
 from distillscope.files import atomic_write_text, file_digest
 from distillscope.train.checkpoint import load_model_weights, save_model
 
-#: Bump when training code changes what a stored teacher means (2: data fingerprint, checksum).
-STORE_VERSION = 2
+#: Bump when training code changes what a stored teacher means (2: data fingerprint, checksum;
+#: 3: the key is the digest of the teacher's identity, every byte of its data included).
+STORE_VERSION = 3
 
 
 def default_store_root(configured: str | None = None) -> Path:

@@ -94,3 +94,19 @@ def test_check_rejects_other_dataset_and_missing_features() -> None:
         cache.check(make_data(10))
     with pytest.raises(ConfigError, match="teacher feature 'act'.*feature_paths=\\['act'\\]"):
         cache.check(make_data(9), ["act"])
+
+
+def test_check_rejects_a_cache_of_other_data_of_the_same_size(tmp_path: Path) -> None:
+    data = make_data(9)
+    other = make_data(9)
+    other.inputs[8] += 1.0  # one item changed
+    cache = TeacherCache.build(TinyNet(), data, 4, "cpu", progress=False)
+    cache.check(data)
+    with pytest.raises(ConfigError, match="built on other data"):
+        cache.check(other)
+    cache.save(tmp_path / "cache.safetensors")  # the record survives a save and a load
+    back = TeacherCache.load(tmp_path / "cache.safetensors")
+    assert back.data == cache.data == data.fingerprint()
+    with pytest.raises(ConfigError, match="built on other data"):
+        back.check(other)
+    back.to("cpu").check(data)

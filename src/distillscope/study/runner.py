@@ -32,8 +32,8 @@ import yaml
 
 from distillscope.checks import check_int
 from distillscope.config import dump_config, load_config_dict
-from distillscope.errors import ConfigError, UserError
-from distillscope.identity import first_difference, runtime, shown
+from distillscope.errors import ConfigError, UserError, quoted
+from distillscope.identity import first_difference, runtime
 from distillscope.rundir import atomic_write_text
 from distillscope.study.expand import Cell, Grid, load_grid
 from distillscope.study.summary import CellOutcome, build_summary, cell_dir, write_summary
@@ -204,7 +204,7 @@ def _check_existing_cells(grid: Grid, root: Path, splits: dict[str, Any]) -> Non
             where, old, new = diff
             raise ConfigError(
                 f"grid cell {cell.id}: {run.path} holds a run of another {_what(where)} "
-                f"({where}: {shown(old)} there, {shown(new)} now); move that folder away (or "
+                f"({where}: {quoted(old)} there, {quoted(new)} now); move that folder away (or "
                 "pass another --output-dir) to recompute the cell"
             )
 

@@ -94,6 +94,7 @@ class TeacherCache:
         features: dict[str, Tensor] | None = None,
         explanation: Tensor | None = None,
         transform: GeometricTransform | None = None,
+        data: str | None = None,
     ) -> None:
         features = dict(features or {})
         rows = {f"feature {p!r}": v for p, v in features.items()}
@@ -108,6 +109,7 @@ class TeacherCache:
         self.features = features
         self.explanation = explanation
         self.transform = transform
+        self.data = data  # fingerprint of the data it was built on (checked by :meth:`check`)
 
     @property
     def device(self) -> torch.device:
@@ -202,7 +204,7 @@ class TeacherCache:
             raise ConfigError("cannot build a teacher cache over an empty dataset")
         transform = getattr(dataset, "transform", None)
         moves = transform if isinstance(transform, GeometricTransform) else None
-        return cls(logits, features, explanation, moves)
+        return cls(logits, features, explanation, moves, data=dataset.fingerprint())
 
     def outputs(self, batch: Batch) -> Outputs:
         """The cached teacher :class:`Outputs` for ``batch`` (rows ``batch.index``); with a
@@ -223,11 +225,21 @@ class TeacherCache:
         return Outputs(self.logits[index], features, explanation=explanation)  # (B, K)
 
     def check(self, dataset: DistillDataset, feature_paths: Sequence[str] = ()) -> None:
-        """Raise :class:`ConfigError` unless the cache covers ``dataset`` and ``feature_paths``."""
+        """Raise :class:`ConfigError` unless the cache covers ``dataset`` and ``feature_paths``.
+
+        A cache that records the data it was built on (built by :meth:`build`, or saved and
+        loaded) must have been built on ``dataset``'s very bytes, not only on as many items.
+        """
         if len(dataset) != len(self):
             raise ConfigError(
                 f"the teacher cache holds {len(self)} items but the training set has "
                 f"{len(dataset)}; rebuild the cache on this training set"
+            )
+        if self.data is not None and self.data != dataset.fingerprint():
+            raise ConfigError(
+                f"the teacher cache was built on other data (fingerprint {self.data[:16]}, the "
+                f"training set {dataset.fingerprint()[:16]}); rebuild the cache on this "
+                "training set"
             )
         missing = [p for p in feature_paths if p not in self.features]
         if missing:
@@ -245,6 +257,7 @@ class TeacherCache:
             {p: v.to(device) for p, v in self.features.items()},
             explanation,
             self.transform,
+            self.data,
         )
 
     def save(self, path: str | Path) -> None:
@@ -257,6 +270,7 @@ class TeacherCache:
             "kind": "teacher_cache",
             "num_items": len(self),
             "feature_paths": sorted(self.features),
+            "data": self.data,
         }
         save_checkpoint(path, tensors, meta)
 
@@ -279,7 +293,9 @@ class TeacherCache:
             if key.startswith("features/")
         }
         explanation = tensors.get("explanation")
-        return cls(tensors["logits"], features, explanation).to(resolve_device(device))
+        data = meta.get("data") if isinstance(meta.get("data"), str) else None
+        cache = cls(tensors["logits"], features, explanation, data=data)
+        return cache.to(resolve_device(device))
 
 
 def cache_bytes(

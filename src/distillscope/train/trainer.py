@@ -35,8 +35,7 @@ from tqdm import tqdm
 from distillscope.config_train import TrainConfig
 from distillscope.contracts import Batch, Outputs, Views
 from distillscope.data.base import DistillDataset, iter_batches, num_batches
-from distillscope.errors import CheckpointError, ConfigError, TrainingError
-from distillscope.identity import shown
+from distillscope.errors import CheckpointError, ConfigError, TrainingError, quoted
 from distillscope.models.forward import forward_outputs
 from distillscope.models.taps import FeatureTap
 from distillscope.train.bind import bind_loss
@@ -599,18 +598,18 @@ def check_same_settings(path: Path, state: TrainState, cfg: TrainConfig, **extra
         fix = f"resume with the same settings or delete {path} to start over"
         if key == "data":
             raise ConfigError(
-                f"{path} was trained on other data (fingerprint {shown(saved.get(key))}, this "
-                f"training set {shown(value)}); resume on the data it started with (the same "
+                f"{path} was trained on other data (fingerprint {quoted(saved.get(key))}, this "
+                f"training set {quoted(value)}); resume on the data it started with (the same "
                 f"--data-root) or delete {path} to start over"
             )
         if key == "identity":
             raise ConfigError(
                 f"{path} was written by a run of another config, data or runtime (identity "
-                f"{shown(saved.get(key))}, this run {shown(value)}); {fix}"
+                f"{quoted(saved.get(key))}, this run {quoted(value)}); {fix}"
             )
         raise ConfigError(
-            f"{path} was written with {key}={shown(saved.get(key))} but this run has "
-            f"{key}={shown(value)}; {fix}"
+            f"{path} was written with {key}={quoted(saved.get(key))} but this run has "
+            f"{key}={quoted(value)}; {fix}"
         )
 
 
