@@ -35,6 +35,7 @@ from distillscope.config import (
     config_hash,
     dump_config,
     load_config_dict,
+    parse_override,
     read_config_file,
 )
 from distillscope.errors import ConfigError
@@ -51,6 +52,7 @@ MAX_ID = 100
 _VAR = r"[A-Za-z_][A-Za-z0-9_]*"
 _WHOLE = re.compile(rf"\$(?:\{{({_VAR})\}}|({_VAR}))")
 _EMBEDDED = re.compile(r"\$\{([^}]*)\}")
+_BARE = re.compile(rf"\$({_VAR})")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=,+-]")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 
@@ -146,18 +148,20 @@ def expand_grid(raw: dict[str, Any], overrides: list[str] | None = None) -> Grid
         ConfigError: A malformed axis, an unknown path, an undeclared or unused variable, two
             cells with the same id, or a cell that is not a valid config (one line).
     """
-    source = apply_overrides(raw, overrides or [])
+    source = _overridden(raw, overrides or [])
     spec = source.get(GRID_KEY)
     if not isinstance(spec, dict) or not spec:
         raise ConfigError(
             f"config key 'grid': expected a mapping of axes to lists of values (got {spec!r}); "
             "e.g. grid: {seed: [0, 1, 2]}"
         )
-    base = _merge_teacher({k: v for k, v in source.items() if k != GRID_KEY})
+    written = _merge_teacher({k: v for k, v in source.items() if k != GRID_KEY})
     # a path axis replaces what the config writes at its key, placeholders included
-    base = _without(base, [_normal(str(k)) for k in spec if _is_path(str(k))])
+    replaced = [str(k) for k in spec if _is_path(str(k))]
+    base = _without(written, [_normal(k) for k in replaced])
     refs = _references(base)
     axes = tuple(_axis(str(key), values, refs) for key, values in spec.items())
+    _check_unused(axes, base, written, replaced)
     _check_overlaps(axes)
     _check_references(axes, refs)
     first = _substitute(base, {a.key: a.values[0] for a in axes if a.kind == "variable"})
@@ -184,6 +188,27 @@ def expand_grid(raw: dict[str, Any], overrides: list[str] | None = None) -> Grid
     )
 
 
+def _overridden(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``raw`` with the overrides applied in order; ``grid.<axis key>=[...]`` sets that axis.
+
+    An axis key may have dots (``grid.train.epochs=[1,2]`` is the axis ``train.epochs``), so
+    everything after ``grid.`` names one axis rather than a nested section.
+    """
+    out = apply_overrides(raw, [])
+    for text in overrides:
+        parts, value = parse_override(text)
+        if parts[0] != GRID_KEY or len(parts) == 1:
+            out = apply_overrides(out, [text])
+            continue
+        spec = out.get(GRID_KEY)
+        if spec is None:
+            spec = out[GRID_KEY] = {}
+        if not isinstance(spec, dict):
+            raise ConfigError(f"override {text!r}: grid is a value, not a section")
+        spec[".".join(parts[1:])] = value
+    return out
+
+
 # --------------------------------------------------------------------------- axes
 
 
@@ -206,27 +231,39 @@ def _axis(key: str, values: Any, refs: dict[str, list[tuple[str, bool]]]) -> Axi
     if dup is not None:
         raise ConfigError(f"{where} lists {dup!r} twice; give each value once")
     if _is_path(key):
+        if isinstance(values, dict):
+            _check_nested_axis(key, values)
         return Axis(key, "path", tuple(labels), tuple(items), (_normal(key),))
     if not re.fullmatch(_VAR, key):
         raise ConfigError(
             f"{where} is neither a config key nor a variable name (letters, digits, '_'); "
             "valid config keys: " + ", ".join(sorted(ExperimentConfig.model_fields))
         )
-    if key not in refs:
-        close = difflib.get_close_matches(key, sorted(ExperimentConfig.model_fields), n=1)
-        hint = f" (did you mean the config key {close[0]!r}?)" if close else ""
-        raise ConfigError(
-            f"{where} is not a config key and the config never uses ${{{key}}}{hint}; "
-            f"write ${key} where its value goes, or use a dotted config path"
-        )
-    embedded = [path for path, inside in refs[key] if inside]
+    embedded = [path for path, inside in refs.get(key, []) if inside]
     for label, value in zip(labels, items):
         if embedded and isinstance(value, (dict, list)):
             raise ConfigError(
                 f"{where}: value {label!r} is a {type(value).__name__} but {embedded[0]!r} uses "
                 f"${{{key}}} inside a longer string; use scalar values there"
             )
-    return Axis(key, "variable", tuple(labels), tuple(items), tuple(p for p, _ in refs[key]))
+    used = tuple(p for p, _ in refs.get(key, []))
+    return Axis(key, "variable", tuple(labels), tuple(items), used)
+
+
+def _check_nested_axis(key: str, values: dict[Any, Any]) -> None:
+    """``train: {epochs: [1, 2]}`` under ``grid:`` labels a value of ``train``; it was surely
+    meant as the axis ``train.epochs`` (a config key under ``train`` with a list of values)."""
+    model = _schema_at(_normal(key).split("."))
+    if model is None:
+        return
+    for label, value in values.items():
+        if str(label) in model.model_fields and isinstance(value, list):
+            axis = f"{key}.{label}"
+            raise ConfigError(
+                f"grid axis {key!r}: its value {label!r} is a list, but {axis!r} is a config key; "
+                f"to vary it write the axis with its full path, {axis}: {value!r}, under grid "
+                f"(a mapping under an axis labels that axis's values)"
+            )
 
 
 def _is_path(key: str) -> bool:
@@ -342,6 +379,58 @@ def _check_references(axes: tuple[Axis, ...], refs: dict[str, list[tuple[str, bo
                     f"config key {top!r} cannot use the grid variable ${{{name}}}: it names the "
                     "grid directory, which all cells share; cells are named by the grid"
                 )
+
+
+def _check_unused(
+    axes: tuple[Axis, ...], base: dict[str, Any], written: dict[str, Any], replaced: list[str]
+) -> None:
+    """Every variable axis is used where its value lands; say why one is not.
+
+    ``base`` is the config the cells are made from, ``written`` the config as written (before
+    the path axes in ``replaced`` took their keys away).
+    """
+    names = {a.key for a in axes if a.kind == "variable"}
+    for path, name in _bare_uses(base, names):
+        raise ConfigError(
+            f"config key {path!r} writes ${name} inside a longer string, where only ${{{name}}} "
+            f"is replaced; write ${{{name}}} there"
+        )
+    for axis in axes:
+        if axis.kind != "variable" or axis.used_at:
+            continue
+        key, where = axis.key, f"grid axis {axis.key!r}"
+        hidden = [p for p, _ in _references(written).get(key, [])]
+        if hidden:
+            owner = next(
+                k
+                for k in replaced
+                if hidden[0] == _normal(k) or hidden[0].startswith(_normal(k) + ".")
+            )
+            raise ConfigError(
+                f"{where}: the config uses ${{{key}}} only where grid axes replace what it writes "
+                f"({hidden[0]!r}, set by the axis {owner!r}); use ${key} outside {owner!r} or "
+                "drop one of the two axes"
+            )
+        close = difflib.get_close_matches(key, sorted(ExperimentConfig.model_fields), n=1)
+        hint = f" (did you mean the config key {close[0]!r}?)" if close else ""
+        raise ConfigError(
+            f"{where} is not a config key and the config never uses ${{{key}}}{hint}; "
+            f"write ${key} where its value goes, or use a dotted config path"
+        )
+
+
+def _bare_uses(node: Any, names: set[str], path: str = "") -> list[tuple[str, str]]:
+    """``(config path, variable)`` of each ``$T`` written inside a longer string (not ``${T}``)."""
+    found: list[tuple[str, str]] = []
+    if isinstance(node, dict):
+        for k, v in node.items():
+            found += _bare_uses(v, names, f"{path}.{k}" if path else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            found += _bare_uses(v, names, f"{path}.{i}")
+    elif isinstance(node, str) and not _WHOLE.fullmatch(node):
+        found += [(path, name) for name in _BARE.findall(node) if name in names]
+    return found
 
 
 def _substitute(node: Any, values: dict[str, Any]) -> Any:
