@@ -13,6 +13,11 @@ cells that were run before are checked to hold the same config. With ``jobs > 1`
 spawned worker processes, each with ``max(1, cores // jobs)`` torch threads unless the config
 sets ``threads``; a cell's own messages go to its ``run.log``. ``grid.json``, ``summary.csv`` and
 ``report.html`` are rewritten whenever a cell finishes.
+
+Two locks keep a cell from running twice at once: the grid process holds ``.grid.lock`` in the
+grid directory, and whoever runs a cell (this process or a worker) holds ``.cell.lock`` in the
+cell's folder for the whole cell, with its pid written in it. Workers die with the grid process,
+even when it is killed with SIGKILL (see :func:`_worker_init`).
 """
 
 from __future__ import annotations
@@ -20,13 +25,15 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import sys
+import threading
 import time
 import traceback
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import yaml
 
@@ -39,7 +46,10 @@ from distillscope.study.summary import CellOutcome, build_summary, cell_dir, wri
 
 GRID_CONFIG = "grid.yaml"
 LOCK_FILE = ".grid.lock"
+CELL_LOCK_FILE = ".cell.lock"
 LOG_FILE = "run.log"
+#: Seconds a cell waits for another process that holds its lock before it fails.
+CELL_LOCK_WAIT_S = 5.0
 
 
 class GridCellError(RuntimeError):
@@ -240,18 +250,34 @@ def _task(
 
 
 def run_cell(task: CellTask) -> CellOutcome:
-    """Run (or resume) one cell into its folder; messages go to the cell's ``run.log``."""
-    from distillscope.experiment import resume_experiment, run_experiment
+    """Run (or resume) one cell into its folder; messages go to the cell's ``run.log``.
 
+    The cell's ``.cell.lock`` is held meanwhile; when another process holds it for more than
+    :data:`CELL_LOCK_WAIT_S` seconds the cell fails with a user error naming that process.
+    """
     path = Path(task.path)
     path.mkdir(parents=True, exist_ok=True)
     start = time.time()
+    with _cell_lock(path, task.id) as busy:
+        if busy is not None:
+            with open(path / LOG_FILE, "a", encoding="utf-8") as log:
+                print(f"distillscope: error: {busy}", file=log)
+            return CellOutcome(task.id, "failed", time.time() - start, busy, user_error=True)
+        if (path / "results.json").is_file():  # finished by the process we waited for
+            return CellOutcome(task.id, "done", time.time() - start)
+        return _run_locked_cell(task, path, start)
+
+
+def _run_locked_cell(task: CellTask, path: Path, start: float) -> CellOutcome:
+    from distillscope.experiment import resume_experiment, run_experiment
+
     with (
         open(path / LOG_FILE, "a", encoding="utf-8") as log,
         contextlib.redirect_stdout(log),
         contextlib.redirect_stderr(log),
     ):
-        print(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} cell {task.id}", file=log, flush=True)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        print(f"--- {stamp} cell {task.id} (pid {os.getpid()})", file=log, flush=True)
         if task.threads is not None:
             import torch
 
@@ -279,7 +305,15 @@ def run_cell(task: CellTask) -> CellOutcome:
 
 def _run_parallel(tasks: list[CellTask], jobs: int, runner: _GridProgress) -> None:
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=ctx) as pool:
+    # Workers are spawned by submit() in this thread (no max_tasks_per_child: the pool never
+    # respawns them from its manager thread), which outlives them: the parent-death signal
+    # they set is tied to the thread that spawned them.
+    with ProcessPoolExecutor(
+        max_workers=min(jobs, len(tasks)),
+        mp_context=ctx,
+        initializer=_worker_init,
+        initargs=(os.getpid(),),
+    ) as pool:
         pending: dict[Future[CellOutcome], str] = {}
         queue = list(tasks)
         try:
@@ -303,6 +337,38 @@ def _run_parallel(tasks: list[CellTask], jobs: int, runner: _GridProgress) -> No
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
+
+
+def _worker_init(parent: int) -> None:
+    """Make a worker die with the grid process, even one killed with SIGKILL.
+
+    On Linux the kernel sends the worker SIGKILL when its parent dies (``PR_SET_PDEATHSIG``);
+    if the parent died before that was set, the worker exits now. Everywhere, a daemon thread
+    waits for the parent to go and then ends the worker: a worker must never train on outside
+    the grid's lock (a re-run would train the same cell twice at once).
+    """
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            import ctypes
+            import signal
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(_ORPHANED)
+    threading.Thread(target=_watch_parent, args=(parent,), name="grid-parent", daemon=True).start()
+
+
+_PR_SET_PDEATHSIG = 1
+_ORPHANED = 75  # a worker's exit code when its grid process is gone
+
+
+def _watch_parent(parent: int, poll_s: float = 0.5) -> None:
+    """Exit the process once ``parent`` is gone (re-parented, or its sentinel pipe closed)."""
+    proc = multiprocessing.parent_process()
+    while os.getppid() == parent and (proc is None or proc.is_alive()):
+        time.sleep(poll_s)
+    os._exit(_ORPHANED)
 
 
 class _GridProgress:
@@ -370,6 +436,49 @@ def _locked(root: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _cell_lock(path: Path, cell: str) -> Iterator[str | None]:
+    """Hold ``path/.cell.lock`` (with this pid written in it) while the block runs.
+
+    Yields ``None`` when the lock is held, or the one-line error when another process kept it
+    for :data:`CELL_LOCK_WAIT_S` seconds.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock
+        yield None
+        return
+    with open(path / CELL_LOCK_FILE, "a+", encoding="utf-8") as fh:
+        deadline = time.monotonic() + CELL_LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    yield (
+                        f"cell {cell} is being run by another process{_holder(fh)}; wait for it "
+                        "to finish or stop it, then run the same command again"
+                    )
+                    return
+                time.sleep(0.1)
+        try:
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"{os.getpid()}\n")
+            fh.flush()
+            yield None
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _holder(fh: IO[str]) -> str:
+    """`` (pid N)`` from a lock file, if it names one."""
+    fh.seek(0)
+    text = fh.read().strip()
+    return f" (pid {text})" if text.isdigit() else ""
 
 
 def _cores() -> int:
