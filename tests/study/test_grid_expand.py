@@ -141,6 +141,13 @@ BAD_GRIDS = [
         "both set 'students.kd'",
     ),
     ({"T": [1], "train.epochs": [1, -1]}, "grid cell T=1,train.epochs=-1: config key"),
+    # every cell is validated: the schema on each one, the registry checks (parameters of
+    # losses and probes) on each one that differs in more than its seed
+    ({"T": [1], "seed": [0, 1, "x"]}, "grid cell T=1,seed=x: config key 'seed'"),
+    (
+        {"T": [1, "hot"], "seed": [0, 1]},
+        "grid cell T=hot,seed=0: config key 'students.kd.train.temperature'",
+    ),
     ({"T": [1], "data.root": ["a/b", "a_b"]}, "get the same folder"),
     ({"T": [1], "teacher.model": [{"name": "mlp_full"}]}, "name such values"),
 ]

@@ -22,6 +22,7 @@ import copy
 import difflib
 import hashlib
 import itertools
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,15 +33,21 @@ from pydantic import BaseModel
 from distillscope.config import (
     ExperimentConfig,
     apply_overrides,
+    check_name,
     config_hash,
     dump_config,
     load_config_dict,
     parse_override,
     read_config_file,
+    validate_names,
 )
 from distillscope.errors import ConfigError
 
 GRID_KEY = "grid"
+#: Top-level key beside ``grid:`` (not an axis): how many cells to run without ``--yes``.
+MAX_CELLS_KEY = "grid_max_cells"
+#: A grid with more cells to run than this asks for ``--yes`` (or ``grid_max_cells``).
+DEFAULT_MAX_CELLS = 100
 SEED_KEY = "seed"
 #: Keys that say where and how a run executes, not what it computes: they do not change the
 #: grid's directory, and a cell run with other values of them is still the same cell.
@@ -108,6 +115,8 @@ class Grid:
         cells: Every combination, the first axis varying slowest.
         seed_axis: The axis that sets the top-level ``seed`` (the one summaries average over),
             or ``None``.
+        max_cells: Cells a run may start without being confirmed (the config's
+            ``grid_max_cells``, else :data:`DEFAULT_MAX_CELLS`).
     """
 
     name: str
@@ -116,6 +125,7 @@ class Grid:
     axes: tuple[Axis, ...]
     cells: tuple[Cell, ...]
     seed_axis: str | None
+    max_cells: int = DEFAULT_MAX_CELLS
 
     def directory(self, output_dir: str | Path | None = None) -> Path:
         """``<output_dir>/<name>-grid-<key>``."""
@@ -155,7 +165,10 @@ def expand_grid(raw: dict[str, Any], overrides: list[str] | None = None) -> Grid
             f"config key 'grid': expected a mapping of axes to lists of values (got {spec!r}); "
             "e.g. grid: {seed: [0, 1, 2]}"
         )
-    written = _merge_teacher({k: v for k, v in source.items() if k != GRID_KEY})
+    max_cells = _max_cells(source.get(MAX_CELLS_KEY, DEFAULT_MAX_CELLS))
+    written = _merge_teacher(
+        {k: v for k, v in source.items() if k not in (GRID_KEY, MAX_CELLS_KEY)}
+    )
     # a path axis replaces what the config writes at its key, placeholders included
     replaced = [str(k) for k in spec if _is_path(str(k))]
     base = _without(written, [_normal(k) for k in replaced])
@@ -175,7 +188,8 @@ def expand_grid(raw: dict[str, Any], overrides: list[str] | None = None) -> Grid
             f"config key 'name': {name!r} cannot name a grid directory; use letters, digits, "
             f"'_', '-' and '.', not starting with '.' or '-', at most {MAX_ID} characters"
         )
-    cells = tuple(_cell(base, axes, combo, name) for combo in _combinations(axes))
+    checked: set[str] = set()
+    cells = tuple(_cell(base, axes, combo, name, checked) for combo in _combinations(axes))
     _check_unique(cells)
     stable = {k: v for k, v in base.items() if k not in RUN_ONLY_KEYS}
     return Grid(
@@ -185,7 +199,17 @@ def expand_grid(raw: dict[str, Any], overrides: list[str] | None = None) -> Grid
         axes=axes,
         cells=cells,
         seed_axis=_seed_axis(axes),
+        max_cells=max_cells,
     )
+
+
+def _max_cells(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(
+            f"config key {MAX_CELLS_KEY!r}: expected a whole number of cells >= 1 (got "
+            f"{value!r}); e.g. {MAX_CELLS_KEY}: 2000 runs up to 2000 cells without --yes"
+        )
+    return value
 
 
 def _overridden(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -544,7 +568,13 @@ def _set(node: dict[str, Any], key: str, value: Any) -> None:
 # --------------------------------------------------------------------------- cells
 
 
-def _cell(base: dict[str, Any], axes: tuple[Axis, ...], combo: tuple[int, ...], name: str) -> Cell:
+def _cell(
+    base: dict[str, Any],
+    axes: tuple[Axis, ...],
+    combo: tuple[int, ...],
+    name: str,
+    checked: set[str],
+) -> Cell:
     labels = {a.key: a.labels[i] for a, i in zip(axes, combo)}
     params = {a.key: a.values[i] for a, i in zip(axes, combo)}
     raw = _substitute(base, {k: v for k, v in params.items() if _kind(axes, k) == "variable"})
@@ -555,10 +585,29 @@ def _cell(base: dict[str, Any], axes: tuple[Axis, ...], combo: tuple[int, ...], 
     raw["name"] = cell_run_name(name, cell_id)
     raw["progress"] = False  # cells run side by side: the grid reports progress per cell
     try:
-        config = load_config_dict(raw)
+        config = _validated(raw, checked)
     except ConfigError as exc:
         raise ConfigError(f"grid cell {cell_id}: {exc}") from None
     return Cell(id=cell_id, labels=labels, params=params, raw=raw, config=config)
+
+
+def _validated(raw: dict[str, Any], checked: set[str]) -> ExperimentConfig:
+    """``raw`` validated exactly as :func:`load_config_dict` does, but fast for many cells.
+
+    The schema check runs on every cell. The registry checks (names, parameters, building
+    every loss and probe: most of the cost) read neither the run's ``name`` nor its ``seed``,
+    so cells that differ only there (the replicates of a grid) share them: ``checked`` holds
+    the configs, without those two keys, that passed them; each cell's name is checked alone.
+    """
+    config = load_config_dict(raw, names=False)
+    key = json.dumps({k: v for k, v in raw.items() if k not in ("name", SEED_KEY)},
+                     sort_keys=True, default=repr)  # fmt: skip
+    if key in checked:
+        check_name(config.name, "name")
+    else:
+        validate_names(config)
+        checked.add(key)
+    return config
 
 
 def _kind(axes: tuple[Axis, ...], key: str) -> str:

@@ -23,6 +23,7 @@ even when it is killed with SIGKILL (see :func:`_worker_init`).
 from __future__ import annotations
 
 import contextlib
+import json
 import multiprocessing
 import os
 import sys
@@ -41,13 +42,15 @@ from distillscope.checks import check_int
 from distillscope.config import dump_config, load_config_dict
 from distillscope.errors import ConfigError, UserError
 from distillscope.rundir import atomic_write_text
-from distillscope.study.expand import RUN_ONLY_KEYS, Cell, Grid, load_grid
+from distillscope.study.expand import MAX_CELLS_KEY, RUN_ONLY_KEYS, Cell, Grid, load_grid
 from distillscope.study.summary import CellOutcome, build_summary, cell_dir, write_summary
 
 GRID_CONFIG = "grid.yaml"
 LOCK_FILE = ".grid.lock"
 CELL_LOCK_FILE = ".cell.lock"
 LOG_FILE = "run.log"
+#: Grids with more cells than this say that their cells are being checked (it takes a while).
+QUIET_CHECK_CELLS = 50
 #: Seconds a cell waits for another process that holds its lock before it fails.
 CELL_LOCK_WAIT_S = 5.0
 
@@ -83,6 +86,7 @@ def run_grid(
     data_root: str | None = None,
     retrain_teacher: bool = False,
     output_dir: str | Path | None = None,
+    yes: bool = False,
 ) -> Path:
     """Run every cell of a grid config that is not finished; return the grid directory.
 
@@ -94,26 +98,34 @@ def run_grid(
         data_root: Folder holding the dataset.
         retrain_teacher: Train teachers even when the store has them (cells that run now).
         output_dir: Parent of the grid directory (default: the config's ``output_dir``).
+        yes: Run even when more cells are to run than the grid's ``max_cells`` (the config's
+            ``grid_max_cells``, default 100); without it such a grid is refused at once.
 
     Raises:
-        UserError: A bad config or axis (nothing written), or a cell that failed with a user
-            error (other cells are kept; re-running continues).
+        UserError: A bad config or axis, or too many cells to run without ``yes`` (nothing
+            written), or a cell that failed with a user error (other cells are kept;
+            re-running continues).
         GridCellError: A cell crashed; its traceback is in its ``run.log``.
     """
     jobs = check_int("jobs", jobs, minimum=1)
     grid = config if isinstance(config, Grid) else load_grid(config, overrides)
     root = grid.directory(output_dir)
+    _check_size(grid, [c for c in grid.cells if not _finished(root, c)], yes)
     _check_existing_cells(grid, root)
-    preflight(grid, data_root)
+    if len(grid.cells) > QUIET_CHECK_CELLS:  # checking takes a while: say what is going on
+        say(f"grid {root}: checking the data and networks of {len(grid.cells)} cells")
+    images = preflight(grid, data_root)
     (root / "cells").mkdir(parents=True, exist_ok=True)
     with _locked(root):
         atomic_write_text(root / GRID_CONFIG, yaml.safe_dump(grid.source, sort_keys=False))
-        todo = [c for c in schedule(grid) if not (cell_dir(root, c) / "results.json").is_file()]
+        todo = [c for c in schedule(grid) if not _finished(root, c)]
         done = len(grid.cells) - len(todo)
         say(
             f"grid {root}: {len(grid.cells)} cells, {done} finished, {len(todo)} to run"
             + (f" with {jobs} jobs" if todo else "")
         )
+        if todo:
+            say(f"grid: estimated cost: {estimate(grid, root, todo, images, jobs)}")
         runner = _GridProgress(grid, root, jobs, total=len(todo))
         runner.publish()
         threads = None if jobs == 1 else max(1, _cores() // jobs)
@@ -135,7 +147,9 @@ def run_grid(
     return root
 
 
-def resume_grid(grid_dir: str | Path, *, jobs: int = 1, data_root: str | None = None) -> Path:
+def resume_grid(
+    grid_dir: str | Path, *, jobs: int = 1, data_root: str | None = None, yes: bool = False
+) -> Path:
     """Continue the grid in ``grid_dir`` from the ``grid.yaml`` it saved."""
     root = Path(grid_dir)
     if not (root / GRID_CONFIG).is_file():
@@ -150,21 +164,24 @@ def resume_grid(grid_dir: str | Path, *, jobs: int = 1, data_root: str | None = 
             f"{str(root)!r}: its {GRID_CONFIG} belongs to the grid directory {expected.name!r}; "
             "rename the folder back or re-run the config"
         )
-    return run_grid(grid, jobs=jobs, data_root=data_root, output_dir=root.parent)
+    return run_grid(grid, jobs=jobs, data_root=data_root, output_dir=root.parent, yes=yes)
 
 
 # --------------------------------------------------------------------------- checks
 
 
-def preflight(grid: Grid, data_root: str | None = None) -> None:
+def preflight(grid: Grid, data_root: str | None = None) -> dict[str, int]:
     """Load each cell's data and build its models, so a bad cell fails before anything runs.
 
     Datasets are loaded once per distinct data section; nothing is trained or written.
+    Returns, per cell id, the training images its networks go through (epochs x images per
+    epoch, summed over its teachers and students).
     """
     from distillscope.experiment import plan_members
     from distillscope.splits import load_splits
 
     splits: dict[str, Any] = {}
+    images: dict[str, int] = {}
     for cell in grid.cells:
         cfg = cell.config
         own = {n: m.data for n, m in [*cfg.teachers.items(), *cfg.students.items()] if m.data}
@@ -172,9 +189,83 @@ def preflight(grid: Grid, data_root: str | None = None) -> None:
         try:
             if key not in splits:
                 splits[key] = load_splits(cfg, data_root)
-            plan_members(cfg, splits[key])
+            members = plan_members(cfg, splits[key])
         except UserError as exc:
             raise type(exc)(f"grid cell {cell.id}: {exc}") from None
+        images[cell.id] = sum(
+            m.train.epochs * _per_epoch(len(splits[key].train_of(n)), m.train)
+            for n, m in members.items()
+        )
+    return images
+
+
+def _per_epoch(size: int, train: Any) -> int:
+    if train.max_batches is None:
+        return size
+    return min(size, train.max_batches * train.batch_size)
+
+
+def _finished(root: Path, cell: Cell) -> bool:
+    return (cell_dir(root, cell) / "results.json").is_file()
+
+
+def _trainings(cell: Cell) -> tuple[int, int]:
+    """(networks, epochs over all of them) a cell trains at most (stored teachers are reused)."""
+    cfg = cell.config
+    trains = [t.train for t in cfg.teachers.values()] + [s.train for s in cfg.students.values()]
+    return len(trains), sum(cfg.train_for(t).epochs for t in trains)
+
+
+def _check_size(grid: Grid, todo: list[Cell], yes: bool) -> None:
+    """Refuse, at once, to start more than ``grid.max_cells`` cells unless told ``yes``."""
+    if yes or len(todo) <= grid.max_cells:
+        return
+    networks = sum(_trainings(c)[0] for c in todo)
+    raise UserError(
+        f"grid {grid.name}: {len(todo)} cells to run ({networks} network trainings) is more "
+        f"than {grid.max_cells} without confirmation; run it with --yes, or write "
+        f"{MAX_CELLS_KEY}: {len(todo)} in the config"
+    )
+
+
+def estimate(grid: Grid, root: Path, todo: list[Cell], images: dict[str, int], jobs: int) -> str:
+    """One line: what the cells to run train, and how long that takes at the pace of the
+    finished cells (their mean wall time; none finished: no time is guessed)."""
+    networks = sum(_trainings(c)[0] for c in todo)
+    epochs = sum(_trainings(c)[1] for c in todo)
+    seen = sum(images.get(c.id, 0) for c in todo)
+    text = (
+        f"{networks} network trainings in {len(todo)} cells, {epochs} epochs, {seen:,} "
+        "training images (at most: stored teachers are reused)"
+    )
+    times = [t for c in grid.cells if _finished(root, c) and (t := _duration(root, c))]
+    if times:
+        mean = sum(times) / len(times)
+        wall = mean * len(todo) / max(1, min(jobs, len(todo)))
+        text += (
+            f"; about {_clock(wall)} at the {mean:.1f} s mean of {len(times)} finished cells"
+            + (f" over {jobs} jobs" if jobs > 1 else "")
+        )
+    return text
+
+
+def _duration(root: Path, cell: Cell) -> float | None:
+    try:
+        data = json.loads((cell_dir(root, cell) / "results.json").read_text())
+        value = data["run"]["duration_s"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return float(value) if isinstance(value, (int, float)) and value > 0 else None
+
+
+def _clock(seconds: float) -> str:
+    """``"2 h 05 min"``, ``"3 min 20 s"``, ``"12 s"``."""
+    s = round(seconds)
+    if s >= 3600:
+        return f"{s // 3600} h {s % 3600 // 60:02d} min"
+    if s >= 60:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s} s"
 
 
 def _check_existing_cells(grid: Grid, root: Path) -> None:
