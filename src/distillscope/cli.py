@@ -57,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="grid configs: run N cells at once, each in its own process (default 1)",
     )
+    run.add_argument(
+        "--yes",
+        action="store_true",
+        help="grid configs: run even when more than 100 cells (config: grid_max_cells) are to run",
+    )
 
     report = sub.add_parser(
         "report", help="re-render report.html from a run's results.json (or a grid's grid.json)"
@@ -135,7 +140,7 @@ def _grid_run(args: argparse.Namespace, config: str | None, overrides: list[str]
         if resume is not None and (Path(resume) / "grid.yaml").is_file():
             if args.config or args.overrides:
                 raise UserError("--resume continues a grid from its grid.yaml; drop the config")
-            root = resume_grid(resume, jobs=jobs, data_root=args.data_root)
+            root = resume_grid(resume, jobs=jobs, data_root=args.data_root, yes=args.yes)
         elif resume is None and config is not None and is_grid_config(config, overrides):
             root = run_grid(
                 config,
@@ -143,9 +148,12 @@ def _grid_run(args: argparse.Namespace, config: str | None, overrides: list[str]
                 jobs=jobs,
                 data_root=args.data_root,
                 retrain_teacher=args.retrain_teacher,
+                yes=args.yes,
             )
         elif args.jobs is not None:
             raise UserError("--jobs runs the cells of a grid; this config has no grid: section")
+        elif args.yes:
+            raise UserError("--yes confirms a big grid; this config has no grid: section")
         else:
             return None
     except GridCellError as exc:  # a crash inside a cell: its log has the traceback

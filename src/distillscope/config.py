@@ -464,11 +464,12 @@ def _format_error(exc: ValidationError) -> str:
 
 
 def load_config_dict(
-    raw: dict[str, Any] | None, overrides: list[str] | None = None
+    raw: dict[str, Any] | None, overrides: list[str] | None = None, *, names: bool = True
 ) -> ExperimentConfig:
     """Validate a raw mapping (plus overrides) into an :class:`ExperimentConfig`.
 
-    Registry names (dataset, models, losses, probes) and their parameters are checked too.
+    Registry names (dataset, models, losses, probes) and their parameters are checked too,
+    unless ``names`` is false (then call :func:`validate_names` before using the config).
     """
     raw = apply_overrides(raw or {}, overrides or [])
     try:
@@ -477,7 +478,8 @@ def load_config_dict(
         raise ConfigError(_format_error(exc)) from None
     except TypeError as exc:
         raise ConfigError(f"config: {exc}") from None
-    validate_names(cfg)
+    if names:
+        validate_names(cfg)
     return cfg
 
 

@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import fnmatch
+import functools
 import inspect
 import typing
 from collections.abc import Callable
@@ -112,8 +113,7 @@ def accepted_params(fn: Callable[..., Any]) -> set[str] | None:
     ``**kwargs: Unpack[SomeTypedDict]`` counts as the TypedDict's keys (the probes take their
     shared parameters so, declared once in :class:`~distillscope.probes.base.ProbeParams`).
     """
-    target = fn.__init__ if inspect.isclass(fn) else fn
-    sig = inspect.signature(target)
+    sig = _signature(fn)
     names = set(_unpacked(fn))
     for p in sig.parameters.values():
         if p.kind is p.VAR_KEYWORD and not _unpacked(fn):
@@ -141,10 +141,9 @@ def check_params(
 
 def required_params(fn: Callable[..., Any]) -> list[str]:
     """Keyword parameters of ``fn`` without a default, in signature order."""
-    target = fn.__init__ if inspect.isclass(fn) else fn
     return [
         p.name
-        for p in inspect.signature(target).parameters.values()
+        for p in _signature(fn).parameters.values()
         if p.name != "self"
         and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
         and p.default is p.empty
@@ -201,8 +200,17 @@ def _type_name(ann: Any) -> str:
     return str(ann).replace("collections.abc.", "").replace("typing.", "")
 
 
+@functools.cache
+def _signature(fn: Callable[..., Any]) -> inspect.Signature:
+    """``fn``'s signature (its ``__init__``'s for a class), read once: configs of big grids
+    check the same factories thousands of times."""
+    return inspect.signature(fn.__init__ if inspect.isclass(fn) else fn)
+
+
+@functools.cache
 def _annotations(fn: Callable[..., Any]) -> dict[str, Any]:
-    """Parameter annotations of ``fn`` (or its ``__init__``), evaluated where possible."""
+    """Parameter annotations of ``fn`` (or its ``__init__``), evaluated where possible (cached:
+    callers must not change the mapping)."""
     target = fn.__init__ if inspect.isclass(fn) else fn
     raw = dict(getattr(target, "__annotations__", {}) or {})
     namespace = dict(getattr(target, "__globals__", {}))
@@ -222,10 +230,12 @@ def _annotations(fn: Callable[..., Any]) -> dict[str, Any]:
     return out
 
 
+@functools.cache
 def _unpacked(fn: Callable[..., Any]) -> dict[str, Any]:
-    """The keys and types of ``fn``'s ``**kwargs: Unpack[TypedDict]``, if it has one."""
+    """The keys and types of ``fn``'s ``**kwargs: Unpack[TypedDict]``, if it has one (cached:
+    callers must not change the mapping)."""
     target = fn.__init__ if inspect.isclass(fn) else fn
-    kwargs = [p for p in inspect.signature(target).parameters.values() if p.kind is p.VAR_KEYWORD]
+    kwargs = [p for p in _signature(fn).parameters.values() if p.kind is p.VAR_KEYWORD]
     if not kwargs:
         return {}
     ann = (getattr(target, "__annotations__", {}) or {}).get(kwargs[0].name)

@@ -95,6 +95,16 @@ def test_overrides_apply_to_every_cell_and_can_replace_an_axis(tmp_path):
     assert all(c.config.train.epochs == 3 for c in grid.cells)
 
 
+def test_a_grid_override_with_a_dotted_axis_key_sets_that_axis(tmp_path):
+    # everything after `grid.` is one axis key, not a nested section `train: {epochs: ...}`
+    grid = expand_grid(tiny_grid(tmp_path, {"T": [1]}), ["grid.train.epochs=[1,2]"])
+    assert [c.id for c in grid.cells] == ["T=1,train.epochs=1", "T=1,train.epochs=2"]
+    assert [c.config.train.epochs for c in grid.cells] == [1, 2]
+    assert [a.key for a in grid.axes] == ["T", "train.epochs"]
+    with pytest.raises(ConfigError, match="grid is a value, not a section"):
+        expand_grid(tiny_grid(tmp_path), ["grid=3", "grid.seed=[0]"])
+
+
 def test_the_directory_ignores_axes_and_run_only_keys(tmp_path):
     one = expand_grid(tiny_grid(tmp_path))
     more_seeds = expand_grid(tiny_grid(tmp_path, {"T": [1, 4], "seed": [0, 1, 2]}))
@@ -131,6 +141,13 @@ BAD_GRIDS = [
         "both set 'students.kd'",
     ),
     ({"T": [1], "train.epochs": [1, -1]}, "grid cell T=1,train.epochs=-1: config key"),
+    # every cell is validated: the schema on each one, the registry checks (parameters of
+    # losses and probes) on each one that differs in more than its seed
+    ({"T": [1], "seed": [0, 1, "x"]}, "grid cell T=1,seed=x: config key 'seed'"),
+    (
+        {"T": [1, "hot"], "seed": [0, 1]},
+        "grid cell T=hot,seed=0: config key 'students.kd.train.temperature'",
+    ),
     ({"T": [1], "data.root": ["a/b", "a_b"]}, "get the same folder"),
     ({"T": [1], "teacher.model": [{"name": "mlp_full"}]}, "name such values"),
 ]
@@ -142,6 +159,64 @@ def test_bad_axes_fail_in_one_line_naming_the_axis(tmp_path, axes, needle):
         expand_grid(tiny_grid(tmp_path, axes))
     assert needle in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def with_s(tmp_path, axes, **where):
+    """The tiny grid plus a variable axis S, written as ``where`` says (path -> text)."""
+    raw = tiny_grid(tmp_path, {"T": [1, 4], "S": [0, 1], **axes})
+    for path, text in where.items():
+        *parents, last = path.split("__")
+        node = raw
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = text
+    return raw
+
+
+@pytest.mark.parametrize(
+    ("axes", "where", "needle"),
+    [
+        # $S is used, but only under a key that a path axis replaces: not "never uses"
+        (
+            {"students.kd": {"a": {"loss": "kd"}}},
+            {"students__kd__alpha": "$S"},
+            "grid axis 'T': the config uses ${T} only where grid axes replace what it writes "
+            "('students.kd.temperature', set by the axis 'students.kd')",
+        ),
+        (
+            {"seed": [0]},
+            {"seed": "${S}"},
+            "grid axis 'S': the config uses ${S} only where grid axes replace what it writes "
+            "('seed', set by the axis 'seed')",
+        ),
+        # $S inside a longer string is not replaced (only ${S} is): say so, wherever it is
+        (
+            {},
+            {"seed": "$S", "data__params__note": "run $S"},
+            "config key 'data.params.note' writes $S inside a longer string, where only ${S} is "
+            "replaced; write ${S} there",
+        ),
+        ({}, {"seed": "$S "}, "config key 'seed' writes $S inside a longer string"),
+        # a nested mapping under grid: labels values of `train`, it is no axis `train.epochs`
+        (
+            {"train": {"epochs": [1, 2]}},
+            {"seed": "$S"},
+            "grid axis 'train': its value 'epochs' is a list, but 'train.epochs' is a config "
+            "key; to vary it write the axis with its full path, train.epochs: [1, 2]",
+        ),
+    ],
+)
+def test_variable_errors_name_what_is_really_wrong(tmp_path, axes, where, needle):
+    with pytest.raises(ConfigError) as err:
+        expand_grid(with_s(tmp_path, axes, **where))
+    assert needle in str(err.value) and "never uses" not in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_s_as_a_whole_value_in_either_spelling_is_used(tmp_path):
+    for text in ("$S", "${S}"):
+        grid = expand_grid(with_s(tmp_path, {}, teacher__seed=text))
+        assert [c.config.teachers["teacher"].seed for c in grid.cells] == [0, 1, 0, 1]
 
 
 @pytest.mark.parametrize(
@@ -211,3 +286,31 @@ def test_a_grid_override_turns_a_plain_config_into_a_grid(tmp_path):
     assert not is_grid_config(path, ["train.epochs=1", "name=grid"])
     grid = load_grid(path, ["grid.seed=[0,1,2]"])
     assert [c.config.seed for c in grid.cells] == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    "axes, args",
+    [
+        ({"T": [4]}, ["grid.seed=[1,1.0]"]),
+        ({"T": [4, 4.0], "seed": [0]}, []),
+        ({"T": [4], "seed": {"first": 0, "second": 0, "third": 0}}, []),
+        ({"T": {"four": 4, "also_four": 4.0}}, []),
+    ],
+)
+def test_values_equal_as_values_are_one_cell_not_replicates(tmp_path, capsys, axes, args):
+    """Before, these ran as distinct cells (three identical replicates reported as n = 3)."""
+    path = write_yaml(tmp_path / "grid.yaml", tiny_grid(tmp_path, axes))
+    code = main(["run", str(path), *args])
+    _, err = capsys.readouterr()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1, err
+    assert "are the same config" in lines[0] and "give each value once" in lines[0]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_yaml_zero_spellings_are_one_value(tmp_path):
+    raw = tiny_grid(tmp_path, {"T": [4]})
+    raw["grid"]["seed"] = {"a": 0, "b": 1}
+    assert len(expand_grid(raw).cells) == 2  # distinct values pass
+    with pytest.raises(ConfigError, match="'T=4,seed=a' and 'T=4,seed=b' are the same"):
+        expand_grid({**raw, "grid": {"T": [4], "seed": {"a": 0, "b": 0.0}}})

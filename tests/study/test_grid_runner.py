@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -200,3 +201,59 @@ def test_jobs_2_runs_cells_in_parallel_processes(tmp_path, capsys):
     for cell in ("T=1", "T=4"):
         assert (root / "cells" / cell / "report.html").is_file()
         assert "[distillscope] run directory" in (root / "cells" / cell / "run.log").read_text()
+
+
+def test_a_big_grid_is_refused_at_once_unless_confirmed(tmp_path, capsys):
+    from distillscope.study.expand import DEFAULT_MAX_CELLS
+
+    seeds = list(range(DEFAULT_MAX_CELLS + 1))
+    path = write_yaml(tmp_path / "grid.yaml", tiny_grid(tmp_path, {"T": [1], "seed": seeds}))
+    assert main(["run", str(path), "--jobs", "2"]) == 2
+    out, err = capsys.readouterr()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and out == "", err
+    assert lines[0] == (
+        f"distillscope: error: grid tiny: {len(seeds)} cells to run ({3 * len(seeds)} network "
+        f"trainings) is more than {DEFAULT_MAX_CELLS} without confirmation; run it with --yes, "
+        f"or write grid_max_cells: {len(seeds)} in the config"
+    )
+    assert not (tmp_path / "runs").exists()
+
+
+def test_grid_max_cells_and_yes_confirm_and_the_cost_is_printed(tmp_path, capsys):
+    raw = tiny_grid(tmp_path, {"T": [1], "seed": [0, 1]}, grid_max_cells=1)
+    path = write_yaml(tmp_path / "grid.yaml", raw)
+    assert main(["run", str(path)]) == 2
+    assert "2 cells to run (6 network trainings) is more than 1" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+    assert main(["run", str(path), "--yes"]) == 0
+    out, err = capsys.readouterr()
+    root = Path(out.strip().splitlines()[-1])
+    # 3 networks a cell, 1 epoch each, 2 batches of 64 images an epoch
+    assert "estimated cost: 6 network trainings in 2 cells, 6 epochs, 768 training images" in err
+    assert "mean of" not in err  # no finished cell to time yet
+
+    # one more seed: 1 cell to run (within the limit), timed by the 2 finished ones
+    more = {**raw, "grid": {"T": [1], "seed": [0, 1, 2]}, "grid_max_cells": 1}
+    assert main(["run", str(write_yaml(path, more))]) == 0
+    out, err = capsys.readouterr()
+    assert Path(out.strip().splitlines()[-1]) == root  # grid_max_cells is no part of the key
+    assert "estimated cost: 3 network trainings in 1 cells, 3 epochs, 384 training" in err
+    assert re.search(r"; about \d+ s at the [0-9.]+ s mean of 2 finished cells\n", err), err
+    assert yaml.safe_load((root / "grid.yaml").read_text())["grid_max_cells"] == 1
+
+
+@pytest.mark.parametrize("value", [0, "many", True, 2.5])
+def test_grid_max_cells_must_be_a_count(tmp_path, value):
+    with pytest.raises(ConfigError, match="config key 'grid_max_cells': expected a whole number"):
+        run_grid(tiny_grid(tmp_path, {"T": [1]}, grid_max_cells=value))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_yes_needs_a_grid(tmp_path, capsys):
+    raw = tiny_grid(tmp_path)
+    del raw["grid"]
+    raw["students"]["kd"] = {"loss": "kd"}
+    assert main(["run", str(write_yaml(tmp_path / "plain.yaml", raw)), "--yes"]) == 2
+    assert "--yes confirms a big grid; this config has no grid: section" in capsys.readouterr().err

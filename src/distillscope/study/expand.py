@@ -22,6 +22,7 @@ import copy
 import difflib
 import hashlib
 import itertools
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,14 +33,22 @@ from pydantic import BaseModel
 from distillscope.config import (
     ExperimentConfig,
     apply_overrides,
+    check_name,
     config_hash,
     dump_config,
     load_config_dict,
+    parse_override,
     read_config_file,
+    validate_names,
 )
 from distillscope.errors import ConfigError
+from distillscope.identity import digest
 
 GRID_KEY = "grid"
+#: Top-level key beside ``grid:`` (not an axis): how many cells to run without ``--yes``.
+MAX_CELLS_KEY = "grid_max_cells"
+#: A grid with more cells to run than this asks for ``--yes`` (or ``grid_max_cells``).
+DEFAULT_MAX_CELLS = 100
 SEED_KEY = "seed"
 #: Keys that say where and how a run executes, not what it computes: they do not change the
 #: grid's directory, and a cell run with other values of them is still the same cell.
@@ -51,6 +60,7 @@ MAX_ID = 100
 _VAR = r"[A-Za-z_][A-Za-z0-9_]*"
 _WHOLE = re.compile(rf"\$(?:\{{({_VAR})\}}|({_VAR}))")
 _EMBEDDED = re.compile(r"\$\{([^}]*)\}")
+_BARE = re.compile(rf"\$({_VAR})")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=,+-]")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 
@@ -106,6 +116,8 @@ class Grid:
         cells: Every combination, the first axis varying slowest.
         seed_axis: The axis that sets the top-level ``seed`` (the one summaries average over),
             or ``None``.
+        max_cells: Cells a run may start without being confirmed (the config's
+            ``grid_max_cells``, else :data:`DEFAULT_MAX_CELLS`).
     """
 
     name: str
@@ -114,6 +126,7 @@ class Grid:
     axes: tuple[Axis, ...]
     cells: tuple[Cell, ...]
     seed_axis: str | None
+    max_cells: int = DEFAULT_MAX_CELLS
 
     def directory(self, output_dir: str | Path | None = None) -> Path:
         """``<output_dir>/<name>-grid-<key>``."""
@@ -146,18 +159,23 @@ def expand_grid(raw: dict[str, Any], overrides: list[str] | None = None) -> Grid
         ConfigError: A malformed axis, an unknown path, an undeclared or unused variable, two
             cells with the same id, or a cell that is not a valid config (one line).
     """
-    source = apply_overrides(raw, overrides or [])
+    source = _overridden(raw, overrides or [])
     spec = source.get(GRID_KEY)
     if not isinstance(spec, dict) or not spec:
         raise ConfigError(
             f"config key 'grid': expected a mapping of axes to lists of values (got {spec!r}); "
             "e.g. grid: {seed: [0, 1, 2]}"
         )
-    base = _merge_teacher({k: v for k, v in source.items() if k != GRID_KEY})
+    max_cells = _max_cells(source.get(MAX_CELLS_KEY, DEFAULT_MAX_CELLS))
+    written = _merge_teacher(
+        {k: v for k, v in source.items() if k not in (GRID_KEY, MAX_CELLS_KEY)}
+    )
     # a path axis replaces what the config writes at its key, placeholders included
-    base = _without(base, [_normal(str(k)) for k in spec if _is_path(str(k))])
+    replaced = [str(k) for k in spec if _is_path(str(k))]
+    base = _without(written, [_normal(k) for k in replaced])
     refs = _references(base)
     axes = tuple(_axis(str(key), values, refs) for key, values in spec.items())
+    _check_unused(axes, base, written, replaced)
     _check_overlaps(axes)
     _check_references(axes, refs)
     first = _substitute(base, {a.key: a.values[0] for a in axes if a.kind == "variable"})
@@ -171,8 +189,10 @@ def expand_grid(raw: dict[str, Any], overrides: list[str] | None = None) -> Grid
             f"config key 'name': {name!r} cannot name a grid directory; use letters, digits, "
             f"'_', '-' and '.', not starting with '.' or '-', at most {MAX_ID} characters"
         )
-    cells = tuple(_cell(base, axes, combo, name) for combo in _combinations(axes))
+    checked: set[str] = set()
+    cells = tuple(_cell(base, axes, combo, name, checked) for combo in _combinations(axes))
     _check_unique(cells)
+    _check_distinct(cells)
     stable = {k: v for k, v in base.items() if k not in RUN_ONLY_KEYS}
     return Grid(
         name=name,
@@ -181,7 +201,38 @@ def expand_grid(raw: dict[str, Any], overrides: list[str] | None = None) -> Grid
         axes=axes,
         cells=cells,
         seed_axis=_seed_axis(axes),
+        max_cells=max_cells,
     )
+
+
+def _max_cells(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(
+            f"config key {MAX_CELLS_KEY!r}: expected a whole number of cells >= 1 (got "
+            f"{value!r}); e.g. {MAX_CELLS_KEY}: 2000 runs up to 2000 cells without --yes"
+        )
+    return value
+
+
+def _overridden(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``raw`` with the overrides applied in order; ``grid.<axis key>=[...]`` sets that axis.
+
+    An axis key may have dots (``grid.train.epochs=[1,2]`` is the axis ``train.epochs``), so
+    everything after ``grid.`` names one axis rather than a nested section.
+    """
+    out = apply_overrides(raw, [])
+    for text in overrides:
+        parts, value = parse_override(text)
+        if parts[0] != GRID_KEY or len(parts) == 1:
+            out = apply_overrides(out, [text])
+            continue
+        spec = out.get(GRID_KEY)
+        if spec is None:
+            spec = out[GRID_KEY] = {}
+        if not isinstance(spec, dict):
+            raise ConfigError(f"override {text!r}: grid is a value, not a section")
+        spec[".".join(parts[1:])] = value
+    return out
 
 
 # --------------------------------------------------------------------------- axes
@@ -206,27 +257,39 @@ def _axis(key: str, values: Any, refs: dict[str, list[tuple[str, bool]]]) -> Axi
     if dup is not None:
         raise ConfigError(f"{where} lists {dup!r} twice; give each value once")
     if _is_path(key):
+        if isinstance(values, dict):
+            _check_nested_axis(key, values)
         return Axis(key, "path", tuple(labels), tuple(items), (_normal(key),))
     if not re.fullmatch(_VAR, key):
         raise ConfigError(
             f"{where} is neither a config key nor a variable name (letters, digits, '_'); "
             "valid config keys: " + ", ".join(sorted(ExperimentConfig.model_fields))
         )
-    if key not in refs:
-        close = difflib.get_close_matches(key, sorted(ExperimentConfig.model_fields), n=1)
-        hint = f" (did you mean the config key {close[0]!r}?)" if close else ""
-        raise ConfigError(
-            f"{where} is not a config key and the config never uses ${{{key}}}{hint}; "
-            f"write ${key} where its value goes, or use a dotted config path"
-        )
-    embedded = [path for path, inside in refs[key] if inside]
+    embedded = [path for path, inside in refs.get(key, []) if inside]
     for label, value in zip(labels, items):
         if embedded and isinstance(value, (dict, list)):
             raise ConfigError(
                 f"{where}: value {label!r} is a {type(value).__name__} but {embedded[0]!r} uses "
                 f"${{{key}}} inside a longer string; use scalar values there"
             )
-    return Axis(key, "variable", tuple(labels), tuple(items), tuple(p for p, _ in refs[key]))
+    used = tuple(p for p, _ in refs.get(key, []))
+    return Axis(key, "variable", tuple(labels), tuple(items), used)
+
+
+def _check_nested_axis(key: str, values: dict[Any, Any]) -> None:
+    """``train: {epochs: [1, 2]}`` under ``grid:`` labels a value of ``train``; it was surely
+    meant as the axis ``train.epochs`` (a config key under ``train`` with a list of values)."""
+    model = _schema_at(_normal(key).split("."))
+    if model is None:
+        return
+    for label, value in values.items():
+        if str(label) in model.model_fields and isinstance(value, list):
+            axis = f"{key}.{label}"
+            raise ConfigError(
+                f"grid axis {key!r}: its value {label!r} is a list, but {axis!r} is a config key; "
+                f"to vary it write the axis with its full path, {axis}: {value!r}, under grid "
+                f"(a mapping under an axis labels that axis's values)"
+            )
 
 
 def _is_path(key: str) -> bool:
@@ -344,6 +407,58 @@ def _check_references(axes: tuple[Axis, ...], refs: dict[str, list[tuple[str, bo
                 )
 
 
+def _check_unused(
+    axes: tuple[Axis, ...], base: dict[str, Any], written: dict[str, Any], replaced: list[str]
+) -> None:
+    """Every variable axis is used where its value lands; say why one is not.
+
+    ``base`` is the config the cells are made from, ``written`` the config as written (before
+    the path axes in ``replaced`` took their keys away).
+    """
+    names = {a.key for a in axes if a.kind == "variable"}
+    for path, name in _bare_uses(base, names):
+        raise ConfigError(
+            f"config key {path!r} writes ${name} inside a longer string, where only ${{{name}}} "
+            f"is replaced; write ${{{name}}} there"
+        )
+    for axis in axes:
+        if axis.kind != "variable" or axis.used_at:
+            continue
+        key, where = axis.key, f"grid axis {axis.key!r}"
+        hidden = [p for p, _ in _references(written).get(key, [])]
+        if hidden:
+            owner = next(
+                k
+                for k in replaced
+                if hidden[0] == _normal(k) or hidden[0].startswith(_normal(k) + ".")
+            )
+            raise ConfigError(
+                f"{where}: the config uses ${{{key}}} only where grid axes replace what it writes "
+                f"({hidden[0]!r}, set by the axis {owner!r}); use ${key} outside {owner!r} or "
+                "drop one of the two axes"
+            )
+        close = difflib.get_close_matches(key, sorted(ExperimentConfig.model_fields), n=1)
+        hint = f" (did you mean the config key {close[0]!r}?)" if close else ""
+        raise ConfigError(
+            f"{where} is not a config key and the config never uses ${{{key}}}{hint}; "
+            f"write ${key} where its value goes, or use a dotted config path"
+        )
+
+
+def _bare_uses(node: Any, names: set[str], path: str = "") -> list[tuple[str, str]]:
+    """``(config path, variable)`` of each ``$T`` written inside a longer string (not ``${T}``)."""
+    found: list[tuple[str, str]] = []
+    if isinstance(node, dict):
+        for k, v in node.items():
+            found += _bare_uses(v, names, f"{path}.{k}" if path else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            found += _bare_uses(v, names, f"{path}.{i}")
+    elif isinstance(node, str) and not _WHOLE.fullmatch(node):
+        found += [(path, name) for name in _BARE.findall(node) if name in names]
+    return found
+
+
 def _substitute(node: Any, values: dict[str, Any]) -> Any:
     """A copy of ``node`` with ``$T`` / ``${T}`` replaced by ``values["T"]``."""
     if isinstance(node, dict):
@@ -455,7 +570,13 @@ def _set(node: dict[str, Any], key: str, value: Any) -> None:
 # --------------------------------------------------------------------------- cells
 
 
-def _cell(base: dict[str, Any], axes: tuple[Axis, ...], combo: tuple[int, ...], name: str) -> Cell:
+def _cell(
+    base: dict[str, Any],
+    axes: tuple[Axis, ...],
+    combo: tuple[int, ...],
+    name: str,
+    checked: set[str],
+) -> Cell:
     labels = {a.key: a.labels[i] for a, i in zip(axes, combo)}
     params = {a.key: a.values[i] for a, i in zip(axes, combo)}
     raw = _substitute(base, {k: v for k, v in params.items() if _kind(axes, k) == "variable"})
@@ -466,10 +587,29 @@ def _cell(base: dict[str, Any], axes: tuple[Axis, ...], combo: tuple[int, ...], 
     raw["name"] = cell_run_name(name, cell_id)
     raw["progress"] = False  # cells run side by side: the grid reports progress per cell
     try:
-        config = load_config_dict(raw)
+        config = _validated(raw, checked)
     except ConfigError as exc:
         raise ConfigError(f"grid cell {cell_id}: {exc}") from None
     return Cell(id=cell_id, labels=labels, params=params, raw=raw, config=config)
+
+
+def _validated(raw: dict[str, Any], checked: set[str]) -> ExperimentConfig:
+    """``raw`` validated exactly as :func:`load_config_dict` does, but fast for many cells.
+
+    The schema check runs on every cell. The registry checks (names, parameters, building
+    every loss and probe: most of the cost) read neither the run's ``name`` nor its ``seed``,
+    so cells that differ only there (the replicates of a grid) share them: ``checked`` holds
+    the configs, without those two keys, that passed them; each cell's name is checked alone.
+    """
+    config = load_config_dict(raw, names=False)
+    key = json.dumps({k: v for k, v in raw.items() if k not in ("name", SEED_KEY)},
+                     sort_keys=True, default=repr)  # fmt: skip
+    if key in checked:
+        check_name(config.name, "name")
+    else:
+        validate_names(config)
+        checked.add(key)
+    return config
 
 
 def _kind(axes: tuple[Axis, ...], key: str) -> str:
@@ -506,6 +646,23 @@ def cell_run_name(name: str, cell_id: str) -> str:
         digest = hashlib.sha256(full.encode()).hexdigest()[:8]
         full = f"{full[: MAX_ID - 9]}-{digest}"
     return full
+
+
+def _check_distinct(cells: tuple[Cell, ...]) -> None:
+    """Two cells with the same resolved config (but their run names) would compute one result
+    twice and count it as two replicates: refused. Values compare by value, not by how they are
+    written (``seed: [1, 1.0]``, ``T: [4, 4.0]``, labels ``a: 0, b: 00``)."""
+    seen: dict[str, Cell] = {}
+    for cell in cells:
+        resolved = {k: v for k, v in dump_config(cell.config).items() if k != "name"}
+        key = digest(resolved)
+        other = seen.get(key)
+        if other is not None:
+            raise ConfigError(
+                f"grid cells {other.id!r} and {cell.id!r} are the same config (their axis values "
+                "are equal as values); give each value once"
+            )
+        seen[key] = cell
 
 
 def _check_unique(cells: tuple[Cell, ...]) -> None:

@@ -13,20 +13,28 @@ cells that were run before are checked to hold the same config. With ``jobs > 1`
 spawned worker processes, each with ``max(1, cores // jobs)`` torch threads unless the config
 sets ``threads``; a cell's own messages go to its ``run.log``. ``grid.json``, ``summary.csv`` and
 ``report.html`` are rewritten whenever a cell finishes.
+
+Two locks keep a cell from running twice at once: the grid process holds ``.grid.lock`` in the
+grid directory, and whoever runs a cell (this process or a worker) holds ``.cell.lock`` in the
+cell's folder for the whole cell, with its pid written in it. Workers die with the grid process,
+even when it is killed with SIGKILL (see :func:`_worker_init`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import multiprocessing
 import os
+import sys
+import threading
 import time
 import traceback
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import yaml
 
@@ -35,12 +43,17 @@ from distillscope.config import dump_config, load_config_dict
 from distillscope.errors import ConfigError, UserError, quoted
 from distillscope.identity import first_difference, runtime
 from distillscope.rundir import atomic_write_text
-from distillscope.study.expand import Cell, Grid, load_grid
+from distillscope.study.expand import MAX_CELLS_KEY, Cell, Grid, load_grid
 from distillscope.study.summary import CellOutcome, build_summary, cell_dir, write_summary
 
 GRID_CONFIG = "grid.yaml"
 LOCK_FILE = ".grid.lock"
+CELL_LOCK_FILE = ".cell.lock"
 LOG_FILE = "run.log"
+#: Grids with more cells than this say that their cells are being checked (it takes a while).
+QUIET_CHECK_CELLS = 50
+#: Seconds a cell waits for another process that holds its lock before it fails.
+CELL_LOCK_WAIT_S = 5.0
 
 
 class GridCellError(RuntimeError):
@@ -74,6 +87,7 @@ def run_grid(
     data_root: str | None = None,
     retrain_teacher: bool = False,
     output_dir: str | Path | None = None,
+    yes: bool = False,
 ) -> Path:
     """Run every cell of a grid config that is not finished; return the grid directory.
 
@@ -85,26 +99,34 @@ def run_grid(
         data_root: Folder holding the dataset.
         retrain_teacher: Train teachers even when the store has them (cells that run now).
         output_dir: Parent of the grid directory (default: the config's ``output_dir``).
+        yes: Run even when more cells are to run than the grid's ``max_cells`` (the config's
+            ``grid_max_cells``, default 100); without it such a grid is refused at once.
 
     Raises:
-        UserError: A bad config or axis (nothing written), or a cell that failed with a user
-            error (other cells are kept; re-running continues).
+        UserError: A bad config or axis, or too many cells to run without ``yes`` (nothing
+            written), or a cell that failed with a user error (other cells are kept;
+            re-running continues).
         GridCellError: A cell crashed; its traceback is in its ``run.log``.
     """
     jobs = check_int("jobs", jobs, minimum=1)
     grid = config if isinstance(config, Grid) else load_grid(config, overrides)
     root = grid.directory(output_dir)
-    splits = preflight(grid, data_root)
+    _check_size(grid, [c for c in grid.cells if not _finished(root, c)], yes)
+    if len(grid.cells) > QUIET_CHECK_CELLS:  # checking takes a while: say what is going on
+        say(f"grid {root}: checking the data and networks of {len(grid.cells)} cells")
+    splits, images = preflight(grid, data_root)
     _check_existing_cells(grid, root, splits)
     (root / "cells").mkdir(parents=True, exist_ok=True)
     with _locked(root):
         atomic_write_text(root / GRID_CONFIG, yaml.safe_dump(grid.source, sort_keys=False))
-        todo = [c for c in schedule(grid) if not (cell_dir(root, c) / "results.json").is_file()]
+        todo = [c for c in schedule(grid) if not _finished(root, c)]
         done = len(grid.cells) - len(todo)
         say(
             f"grid {root}: {len(grid.cells)} cells, {done} finished, {len(todo)} to run"
             + (f" with {jobs} jobs" if todo else "")
         )
+        if todo:
+            say(f"grid: estimated cost: {estimate(grid, root, todo, images, jobs)}")
         runner = _GridProgress(grid, root, jobs, total=len(todo))
         runner.publish()
         threads = None if jobs == 1 else max(1, _cores() // jobs)
@@ -126,7 +148,9 @@ def run_grid(
     return root
 
 
-def resume_grid(grid_dir: str | Path, *, jobs: int = 1, data_root: str | None = None) -> Path:
+def resume_grid(
+    grid_dir: str | Path, *, jobs: int = 1, data_root: str | None = None, yes: bool = False
+) -> Path:
     """Continue the grid in ``grid_dir`` from the ``grid.yaml`` it saved."""
     root = Path(grid_dir)
     if not (root / GRID_CONFIG).is_file():
@@ -141,24 +165,26 @@ def resume_grid(grid_dir: str | Path, *, jobs: int = 1, data_root: str | None = 
             f"{str(root)!r}: its {GRID_CONFIG} belongs to the grid directory {expected.name!r}; "
             "rename the folder back or re-run the config"
         )
-    return run_grid(grid, jobs=jobs, data_root=data_root, output_dir=root.parent)
+    return run_grid(grid, jobs=jobs, data_root=data_root, output_dir=root.parent, yes=yes)
 
 
 # --------------------------------------------------------------------------- checks
 
 
-def preflight(grid: Grid, data_root: str | None = None) -> dict[str, Any]:
+def preflight(grid: Grid, data_root: str | None = None) -> tuple[dict[str, Any], dict[str, int]]:
     """Load each cell's data and build its models, so a bad cell fails before anything runs.
 
     Datasets are loaded once per distinct data section; nothing is trained or written.
-    Returns cell id -> its :class:`~distillscope.splits.Splits` (shared between cells of
-    one data section).
+    Returns, per cell id, its :class:`~distillscope.splits.Splits` (shared between cells of
+    one data section) and the training images its networks go through (epochs x images per
+    epoch, summed over its teachers and students).
     """
     from distillscope.experiment import plan_members, with_data_root
     from distillscope.splits import load_splits
 
     splits: dict[str, Any] = {}
     by_cell: dict[str, Any] = {}
+    images: dict[str, int] = {}
     for cell in grid.cells:
         try:
             cfg = with_data_root(cell.config, data_root)
@@ -168,11 +194,84 @@ def preflight(grid: Grid, data_root: str | None = None) -> dict[str, Any]:
             )
             if key not in splits:
                 splits[key] = load_splits(cfg)
-            plan_members(cfg, splits[key])
+            members = plan_members(cfg, splits[key])
         except UserError as exc:
             raise type(exc)(f"grid cell {cell.id}: {exc}") from None
         by_cell[cell.id] = splits[key]
-    return by_cell
+        images[cell.id] = sum(
+            m.train.epochs * _per_epoch(len(splits[key].train_of(n)), m.train)
+            for n, m in members.items()
+        )
+    return by_cell, images
+
+
+def _per_epoch(size: int, train: Any) -> int:
+    if train.max_batches is None:
+        return size
+    return min(size, train.max_batches * train.batch_size)
+
+
+def _finished(root: Path, cell: Cell) -> bool:
+    return (cell_dir(root, cell) / "results.json").is_file()
+
+
+def _trainings(cell: Cell) -> tuple[int, int]:
+    """(networks, epochs over all of them) a cell trains at most (stored teachers are reused)."""
+    cfg = cell.config
+    trains = [t.train for t in cfg.teachers.values()] + [s.train for s in cfg.students.values()]
+    return len(trains), sum(cfg.train_for(t).epochs for t in trains)
+
+
+def _check_size(grid: Grid, todo: list[Cell], yes: bool) -> None:
+    """Refuse, at once, to start more than ``grid.max_cells`` cells unless told ``yes``."""
+    if yes or len(todo) <= grid.max_cells:
+        return
+    networks = sum(_trainings(c)[0] for c in todo)
+    raise UserError(
+        f"grid {grid.name}: {len(todo)} cells to run ({networks} network trainings) is more "
+        f"than {grid.max_cells} without confirmation; run it with --yes, or write "
+        f"{MAX_CELLS_KEY}: {len(todo)} in the config"
+    )
+
+
+def estimate(grid: Grid, root: Path, todo: list[Cell], images: dict[str, int], jobs: int) -> str:
+    """One line: what the cells to run train, and how long that takes at the pace of the
+    finished cells (their mean wall time; none finished: no time is guessed)."""
+    networks = sum(_trainings(c)[0] for c in todo)
+    epochs = sum(_trainings(c)[1] for c in todo)
+    seen = sum(images.get(c.id, 0) for c in todo)
+    text = (
+        f"{networks} network trainings in {len(todo)} cells, {epochs} epochs, {seen:,} "
+        "training images (at most: stored teachers are reused)"
+    )
+    times = [t for c in grid.cells if _finished(root, c) and (t := _duration(root, c))]
+    if times:
+        mean = sum(times) / len(times)
+        wall = mean * len(todo) / max(1, min(jobs, len(todo)))
+        text += (
+            f"; about {_clock(wall)} at the {mean:.1f} s mean of {len(times)} finished cells"
+            + (f" over {jobs} jobs" if jobs > 1 else "")
+        )
+    return text
+
+
+def _duration(root: Path, cell: Cell) -> float | None:
+    try:
+        data = json.loads((cell_dir(root, cell) / "results.json").read_text())
+        value = data["run"]["duration_s"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return float(value) if isinstance(value, (int, float)) and value > 0 else None
+
+
+def _clock(seconds: float) -> str:
+    """``"2 h 05 min"``, ``"3 min 20 s"``, ``"12 s"``."""
+    s = round(seconds)
+    if s >= 3600:
+        return f"{s // 3600} h {s % 3600 // 60:02d} min"
+    if s >= 60:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s} s"
 
 
 def _check_existing_cells(grid: Grid, root: Path, splits: dict[str, Any]) -> None:
@@ -252,18 +351,34 @@ def _task(
 
 
 def run_cell(task: CellTask) -> CellOutcome:
-    """Run (or resume) one cell into its folder; messages go to the cell's ``run.log``."""
-    from distillscope.experiment import resume_experiment, run_experiment
+    """Run (or resume) one cell into its folder; messages go to the cell's ``run.log``.
 
+    The cell's ``.cell.lock`` is held meanwhile; when another process holds it for more than
+    :data:`CELL_LOCK_WAIT_S` seconds the cell fails with a user error naming that process.
+    """
     path = Path(task.path)
     path.mkdir(parents=True, exist_ok=True)
     start = time.time()
+    with _cell_lock(path, task.id) as busy:
+        if busy is not None:
+            with open(path / LOG_FILE, "a", encoding="utf-8") as log:
+                print(f"distillscope: error: {busy}", file=log)
+            return CellOutcome(task.id, "failed", time.time() - start, busy, user_error=True)
+        if (path / "results.json").is_file():  # finished by the process we waited for
+            return CellOutcome(task.id, "done", time.time() - start)
+        return _run_locked_cell(task, path, start)
+
+
+def _run_locked_cell(task: CellTask, path: Path, start: float) -> CellOutcome:
+    from distillscope.experiment import resume_experiment, run_experiment
+
     with (
         open(path / LOG_FILE, "a", encoding="utf-8") as log,
         contextlib.redirect_stdout(log),
         contextlib.redirect_stderr(log),
     ):
-        print(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} cell {task.id}", file=log, flush=True)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        print(f"--- {stamp} cell {task.id} (pid {os.getpid()})", file=log, flush=True)
         if task.threads is not None:
             import torch
 
@@ -291,7 +406,15 @@ def run_cell(task: CellTask) -> CellOutcome:
 
 def _run_parallel(tasks: list[CellTask], jobs: int, runner: _GridProgress) -> None:
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=ctx) as pool:
+    # Workers are spawned by submit() in this thread (no max_tasks_per_child: the pool never
+    # respawns them from its manager thread), which outlives them: the parent-death signal
+    # they set is tied to the thread that spawned them.
+    with ProcessPoolExecutor(
+        max_workers=min(jobs, len(tasks)),
+        mp_context=ctx,
+        initializer=_worker_init,
+        initargs=(os.getpid(),),
+    ) as pool:
         pending: dict[Future[CellOutcome], str] = {}
         queue = list(tasks)
         try:
@@ -315,6 +438,38 @@ def _run_parallel(tasks: list[CellTask], jobs: int, runner: _GridProgress) -> No
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
+
+
+def _worker_init(parent: int) -> None:
+    """Make a worker die with the grid process, even one killed with SIGKILL.
+
+    On Linux the kernel sends the worker SIGKILL when its parent dies (``PR_SET_PDEATHSIG``);
+    if the parent died before that was set, the worker exits now. Everywhere, a daemon thread
+    waits for the parent to go and then ends the worker: a worker must never train on outside
+    the grid's lock (a re-run would train the same cell twice at once).
+    """
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            import ctypes
+            import signal
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(_ORPHANED)
+    threading.Thread(target=_watch_parent, args=(parent,), name="grid-parent", daemon=True).start()
+
+
+_PR_SET_PDEATHSIG = 1
+_ORPHANED = 75  # a worker's exit code when its grid process is gone
+
+
+def _watch_parent(parent: int, poll_s: float = 0.5) -> None:
+    """Exit the process once ``parent`` is gone (re-parented, or its sentinel pipe closed)."""
+    proc = multiprocessing.parent_process()
+    while os.getppid() == parent and (proc is None or proc.is_alive()):
+        time.sleep(poll_s)
+    os._exit(_ORPHANED)
 
 
 class _GridProgress:
@@ -382,6 +537,49 @@ def _locked(root: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _cell_lock(path: Path, cell: str) -> Iterator[str | None]:
+    """Hold ``path/.cell.lock`` (with this pid written in it) while the block runs.
+
+    Yields ``None`` when the lock is held, or the one-line error when another process kept it
+    for :data:`CELL_LOCK_WAIT_S` seconds.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock
+        yield None
+        return
+    with open(path / CELL_LOCK_FILE, "a+", encoding="utf-8") as fh:
+        deadline = time.monotonic() + CELL_LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    yield (
+                        f"cell {cell} is being run by another process{_holder(fh)}; wait for it "
+                        "to finish or stop it, then run the same command again"
+                    )
+                    return
+                time.sleep(0.1)
+        try:
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"{os.getpid()}\n")
+            fh.flush()
+            yield None
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _holder(fh: IO[str]) -> str:
+    """`` (pid N)`` from a lock file, if it names one."""
+    fh.seek(0)
+    text = fh.read().strip()
+    return f" (pid {text})" if text.isdigit() else ""
 
 
 def _cores() -> int:
