@@ -804,6 +804,7 @@ def with_data_root(cfg: ExperimentConfig, data_root: str | None) -> ExperimentCo
     a re-run or resume of it reads the same place."""
     if not data_root:
         return cfg
+    data_root = str(Path(data_root).expanduser().absolute())  # re-runs from another folder
     raw = dump_config(cfg)
     raw["data"]["root"] = data_root
     for section in ("teachers", "students"):

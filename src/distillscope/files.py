@@ -93,14 +93,10 @@ def file_digests(paths: Sequence[str | Path]) -> list[str]:
     db = _digest_db()
     if db is not None:
         with contextlib.closing(db):
-            for i in range(0, len(keys), 500):
-                chunk = keys[i : i + 500]
-                marks = ",".join("?" * len(chunk))
-                rows = db.execute(
-                    f"SELECT path, size, mtime, sha256 FROM digests WHERE path IN ({marks})",
-                    [k[0] for k in chunk],
-                ).fetchall()
-                known.update({(r[0], r[1], r[2]): r[3] for r in rows})
+            try:
+                known = _known_digests(db, keys)
+            except sqlite3.Error:  # a damaged or locked cache: read every file instead
+                known = {}
             missing = [k for k in keys if k not in known]
             for key in missing:
                 known[key] = file_digest(key[0])
@@ -113,6 +109,21 @@ def file_digests(paths: Sequence[str | Path]) -> list[str]:
     else:
         known = {k: file_digest(k[0]) for k in keys}
     return [known[k] for k in keys]
+
+
+def _known_digests(
+    db: sqlite3.Connection, keys: list[tuple[str, int, int]]
+) -> dict[tuple[str, int, int], str]:
+    known: dict[tuple[str, int, int], str] = {}
+    for i in range(0, len(keys), 500):
+        chunk = keys[i : i + 500]
+        marks = ",".join("?" * len(chunk))
+        rows = db.execute(
+            f"SELECT path, size, mtime, sha256 FROM digests WHERE path IN ({marks})",
+            [k[0] for k in chunk],
+        ).fetchall()
+        known.update({(r[0], r[1], r[2]): r[3] for r in rows})
+    return known
 
 
 def _digest_db() -> sqlite3.Connection | None:

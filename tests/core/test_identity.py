@@ -160,3 +160,13 @@ def test_file_digests_work_without_a_writable_cache(tmp_path, monkeypatch) -> No
 def test_file_digests_name_an_unreadable_file(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         files.file_digests([tmp_path / "missing.png"])
+
+
+def test_a_damaged_digest_cache_is_read_around(tmp_path, monkeypatch) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / files.DIGEST_DB).write_bytes(b"not a database" * 100)
+    monkeypatch.setenv("DISTILLSCOPE_CACHE", str(cache))
+    path = tmp_path / "x.bin"
+    path.write_bytes(b"abc")
+    assert files.file_digests([path]) == [files.file_digest(path)]

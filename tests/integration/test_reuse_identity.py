@@ -315,3 +315,10 @@ def test_parallel_cells_get_their_thread_count_written_into_their_config(tmp_pat
     assert _task(tmp_path, grid.cells[0], None, False, 3).config["threads"] == 3
     fixed = expand_grid({**grid_config(tmp_path), "threads": 2})
     assert _task(tmp_path, fixed.cells[0], None, False, 3).config["threads"] == 2
+
+
+def test_a_relative_data_root_is_recorded_as_the_folder_it_named(tmp_path, monkeypatch) -> None:
+    fake_fashion(tmp_path / "a")
+    monkeypatch.chdir(tmp_path)
+    run = run_experiment(config(tmp_path), data_root="a").path
+    assert yaml.safe_load((run / "config.yaml").read_text())["data"]["root"] == str(tmp_path / "a")

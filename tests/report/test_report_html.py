@@ -298,3 +298,16 @@ def test_model_rows_and_pair_rows_are_ranked_apart(tmp_path):
     page = section(render_report(tmp_path).read_text(encoding="utf-8"), "probe-agreement")
     assert page.count("<strong>") == 2  # the best model row and the best pair row
     assert "<strong>0.7000</strong>" in page and "<strong>0.9000</strong>" in page
+
+
+def test_the_header_shows_where_the_data_was_read_and_what_it_was() -> None:
+    results = load_fixture()
+    plain = render_html(results)
+    assert "Data fingerprints" not in plain and "Identity" not in plain  # older results
+    results["dataset"]["source"] = "/data/<fashion>"
+    results["dataset"]["fingerprints"] = {"train": "a" * 32, "test": "b" * 32}
+    results["identity"] = {"digest": "c" * 32, "runtime": {"threads": 3}}
+    page = render_html(results)
+    assert f"train {'a' * 16}, test {'b' * 16}" in page and "a" * 17 not in page
+    assert escape("/data/<fashion>") in page and "<fashion>" not in page
+    assert "<th>Threads</th><td>3</td>" in page and "c" * 16 in page

@@ -88,6 +88,25 @@ def _duration(seconds: object) -> str:
     return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
+def _identity_rows(results: Mapping[str, Any]) -> list[tuple[str, object]]:
+    """Where the data was read, what it was (fingerprints) and the run's identity, when the
+    results record them (``docs/reuse.md``)."""
+    data, identity = results.get("dataset", {}), results.get("identity")
+    rows: list[tuple[str, object]] = []
+    if data.get("source"):
+        rows.append(("Data read from", data["source"]))
+    prints = data.get("fingerprints")
+    if isinstance(prints, Mapping) and prints:
+        rows.append(
+            ("Data fingerprints", ", ".join(f"{k} {str(v)[:16]}" for k, v in prints.items()))
+        )
+    if isinstance(identity, Mapping):
+        rt = identity.get("runtime") if isinstance(identity.get("runtime"), Mapping) else {}
+        rows.append(("Threads", rt.get("threads")))
+        rows.append(("Identity", str(identity.get("digest", ""))[:16]))
+    return rows
+
+
 def header(results: Mapping[str, Any]) -> str:
     """The page header: run name and metadata, dataset, how to read, the resolved config.
 
@@ -111,6 +130,7 @@ def header(results: Mapping[str, Any]) -> str:
             ("Config file", run.get("config_file")),
             ("distillscope", run.get("distillscope_version")),
             ("torch", run.get("torch_version")),
+            *_identity_rows(results),
         ]
     )
     names = data.get("class_names") or []
