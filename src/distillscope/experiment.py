@@ -30,7 +30,7 @@ from distillscope.config import (
 )
 from distillscope.data.base import DistillDataset
 from distillscope.distill import CombinedLoss, build_loss
-from distillscope.distill.combine import bind_seed
+from distillscope.distill.base import bind_seed
 from distillscope.errors import CheckpointError, ConfigError, DataError, RunInterrupted, quoted
 from distillscope.files import clean_stale_temporaries, read_jsonl
 from distillscope.identity import (
@@ -43,7 +43,6 @@ from distillscope.identity import (
 from distillscope.messages import say
 from distillscope.models import create_model
 from distillscope.models.forward import count_parameters
-from distillscope.models.taps import FeatureTap
 from distillscope.probes import create_probe
 from distillscope.probes.base import ProbeData, Roles, with_directions
 from distillscope.registry import MODELS, accepted_params
@@ -58,7 +57,6 @@ from distillscope.teacher_store import (
 from distillscope.train.bind import bind_loss
 from distillscope.train.checkpoint import load_model_weights, save_model
 from distillscope.train.evaluate import chance_warning
-from distillscope.train.group import GroupTrainer
 from distillscope.train.seeding import resolve_device, seed_everything
 from distillscope.train.teacher_cache import (
     TeacherCache,
@@ -274,7 +272,7 @@ def identical_members(members: dict[str, Member], run_seed: int) -> list[tuple[s
         seed = run_seed if m.seed is None else m.seed
         train = m.train.model_dump() if hasattr(m.train, "model_dump") else m.train
         data = m.data.model_dump() if m.data is not None else None
-        taught = m.bound_loss is not None and bool(getattr(m.bound_loss, "needs_teacher", False))
+        taught = m.bound_loss is not None and m.bound_loss.needs_teacher
         teacher = [m.teacher, m.cache_mode] if taught else None  # a teacher, trained on labels
         key = json.dumps([m.spec.model_dump(), m.loss, teacher, train, data, seed],
                          sort_keys=True, default=str)  # fmt: skip
@@ -544,7 +542,7 @@ class Experiment:
         loss = m.bound_loss if m.bound_loss is not None else build_loss(m.loss)
         loss = loss.to(self.device)
         teacher = members[m.teacher] if m.teacher and loss.needs_teacher else None
-        cache = self._cache(m, teacher, loss, splits, caches) if teacher is not None else None
+        cache = self._cache(m, teacher, [loss], splits, caches) if teacher is not None else None
         terms = ", ".join(m.loss)
         say(f"{m.role} {m.name}: training {m.spec.name} with {terms} for {m.train.epochs} epochs")
         m.history = self._fit(m, teacher.model if teacher else None, cache, splits, loss=loss)
@@ -574,11 +572,11 @@ class Experiment:
             teacher = members[first.teacher]
         cache = None
         if teacher is not None:
-            cache = self._cache(first, teacher, losses[first.name], splits, caches)
+            cache = self._cache(first, teacher, list(losses.values()), splits, caches)
         names = ", ".join(m.name for m in peers)
         say(f"group {group}: training {names} together for {first.train.epochs} epochs")
         seed_everything(self.cfg.seed)
-        trainer = GroupTrainer(
+        trainer = Trainer(
             {m.name: m.model for m in peers},
             losses,
             first.train,
@@ -604,11 +602,12 @@ class Experiment:
         self,
         m: Member,
         teacher: Member,
-        loss: CombinedLoss,
+        losses: list[CombinedLoss],
         splits: Splits,
         caches: dict[str, TeacherCache],
     ) -> TeacherCache | None:
-        """The teacher's cache for ``m`` (built once per teacher and feature set), or ``None``.
+        """The teacher's cache for ``m`` and the ``losses`` trained with it (a group's peers),
+        built once per teacher and feature set, or ``None``.
 
         ``None`` when caching is off, when augmentation makes cached outputs differ from live
         ones (``teacher_cache: auto``), or when the logits and features would exceed
@@ -619,14 +618,18 @@ class Experiment:
         train = splits.train_of(m.name)
         if mode == "off" or not cache_allowed(train, frozen=mode == "frozen"):
             return None
-        paths = loss.teacher_paths()
-        explaining = [repr(t) for t in loss.terms.values() if "explanation" in t.needs]
+        paths = list(dict.fromkeys(p for loss in losses for p in loss.teacher_paths()))
+        terms = {k: t for loss in losses for k, t in loss.terms.items()}
+        explainers = [loss for loss in losses if "explanation" in loss.needs]
+        explaining = sorted({repr(t) for t in terms.values() if "explanation" in t.needs})
+        if len(explaining) > 1:  # peers explaining the teacher in other ways: run it live
+            return None
         # data is shared by object; explanations differ by the term's settings
         key = "|".join([teacher.name, str(id(train)), *sorted(paths), *explaining])
         if key in caches:
             return caches[key]
         n = len(train)
-        explain = loss.explain_teacher if explaining else None
+        explain = explainers[0].explain_teacher if explainers else None
         need = cache_bytes(teacher.model, train, paths, explain)
         budget = self.cfg.teacher_cache_mb * 2**20
         if need > budget:
@@ -654,10 +657,10 @@ class Experiment:
         )
         unmoved = unmoved_features(caches[key])
         if unmoved:
-            terms = [n for n, t in loss.terms.items() if set(t.teacher_paths()) & set(unmoved)]
+            readers = [n for n, t in terms.items() if set(t.teacher_paths()) & set(unmoved)]
             say(
                 f"warning: {m.name}: teacher_cache frozen under augmentation: the teacher "
-                f"features {', '.join(unmoved)} read by {', '.join(terms) or 'the loss'} are not "
+                f"features {', '.join(unmoved)} read by {', '.join(readers) or 'the loss'} are not "
                 "spatial maps, so they stay those of the un-augmented image (as the logits); "
                 "use teacher_cache: auto to run the teacher live on each augmented view"
             )
@@ -674,12 +677,6 @@ class Experiment:
         rd = self.run_dir
         assert rd is not None
         loss = loss if loss is not None else build_loss(m.loss).to(self.device)
-        student_tap = FeatureTap(m.model, loss.student_paths()) if loss.student_paths() else None
-        teacher_tap = (
-            FeatureTap(teacher, loss.teacher_paths())
-            if teacher is not None and cache is None and loss.teacher_paths()
-            else None
-        )
         seed = self.cfg.seed if m.seed is None else m.seed
         seed_everything(seed)
         trainer = Trainer(
@@ -694,16 +691,9 @@ class Experiment:
             name=m.name,
             progress=self.cfg.progress,
             seed=seed,
-            student_tap=student_tap,
-            teacher_tap=teacher_tap,
             identity=self.digest,
         )
-        try:
-            history = trainer.fit(splits.train_of(m.name), splits.test, resume=self.resume)
-        finally:
-            for tap in (student_tap, teacher_tap):
-                if tap is not None:
-                    tap.remove()
+        history = trainer.fit(splits.train_of(m.name), splits.test, resume=self.resume)
         self._check_not_chance(m.name, history, splits)
         return history
 

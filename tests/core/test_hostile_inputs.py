@@ -8,6 +8,7 @@ so a case that wrongly got through would still finish in seconds, and fail the t
 from __future__ import annotations
 
 import inspect
+import json
 from pathlib import Path
 
 import pytest
@@ -77,14 +78,6 @@ def files_under(folder: Path) -> list[Path]:
             ["probes.adversarial_transfer.foreign", "'kd' is a distilled student"],
         ),
         (["data.train_groups={0: 0.5}"], ["data.train_groups", "has no groups"]),
-        (
-            [
-                "students.a={loss: {dml: {}, hint: {student_layer: body.act1, "
-                "teacher_layer: body.act1}}, group: g}",
-                "students.b={loss: dml, group: g}",
-            ],
-            ["students.a.loss", "group 'g'", "reads features"],
-        ),
         # data parameters
         (["data.params.noise=abc"], ["data.params", "noise='abc'"]),
         (["data.params.n_per_blob=abc"], ["data.params", "n_per_blob='abc'"]),
@@ -383,3 +376,22 @@ def test_a_distilled_student_is_refused_as_the_foreign_control() -> None:
 def test_mask_models_role_sets_name_no_model() -> None:
     for word in ("students", "all"):
         assert create_probe("class_similarity", mask_models=word).models_named() == {}
+
+
+def test_a_dml_group_with_a_feature_loss_runs_end_to_end(setup, capsys) -> None:
+    """Groups once refused losses that read features; both peers now distil a hint too."""
+    cfg, out = setup
+    hint = "hint: {student_layer: body.act1, teacher_layer: body.act1}"
+    code, stdout, err = run(
+        ["run", str(cfg), "--output-dir", str(out),
+         f"students.a={{loss: {{dml: {{}}, {hint}}}, group: g}}",
+         f"students.b={{loss: {{dml: {{}}, {hint}}}, group: g}}"],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    run_dir = Path(stdout.strip().splitlines()[-1])
+    results = json.loads((run_dir / "results.json").read_text())
+    for peer in ("a", "b"):
+        assert results["models"][peer]["group"] == "g"
+        assert results["training"][peer][0]["hint/loss"] > 0
+        assert results["training"][peer][0]["dml/kl"] > 0

@@ -190,8 +190,6 @@ def test_temperature_toy_study_smoke(tmp_path):
 
 def test_killed_run_with_a_hint_student_and_a_dml_group_resumes_identical(tmp_path, monkeypatch):
     """Owned modules (hint's regressor) and a group (DML peers) survive a kill bit for bit."""
-    from distillscope.train import group as group_module
-
     students = {
         "hint": {
             "loss": {"ce": {}, "hint": {"student_layer": "body.act1", "teacher_layer": "body.act1"}}
@@ -204,7 +202,7 @@ def test_killed_run_with_a_hint_student_and_a_dml_group_resumes_identical(tmp_pa
     whole = run_experiment(cfg).path
     killed = None  # the run directory, once the first kill made it
     killers = {"hint": (trainer_module.Trainer, "_train_epoch"),
-               "mutual": (group_module.GroupTrainer, "_train_epoch")}  # fmt: skip
+               "mutual": (trainer_module.Trainer, "_train_epoch")}  # fmt: skip
     for victim, (cls, method) in killers.items():
         original = getattr(cls, method)
         calls = {"n": 0}

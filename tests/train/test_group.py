@@ -16,10 +16,10 @@ from distillscope.contracts import Batch, Outputs
 from distillscope.data.base import iter_batches
 from distillscope.distill import build_loss
 from distillscope.errors import ConfigError, TrainingError
-from distillscope.train.group import GroupTrainer
+from distillscope.train import Trainer
 
 
-def group(tmp: Path | None = None, kill_at: int | None = None, **kwargs: object) -> GroupTrainer:
+def group(tmp: Path | None = None, kill_at: int | None = None, **kwargs: object) -> Trainer:
     models = {"a": TinyNet(seed=1), "b": TinyNet(seed=2), "c": TinyNet(hidden=8, seed=3)}
     losses = {p: build_loss({"dml": {}}) for p in models}
     calls = [0]
@@ -31,9 +31,9 @@ def group(tmp: Path | None = None, kill_at: int | None = None, **kwargs: object)
 
     for loss in losses.values():
         loss.register_forward_pre_hook(count)
-    return GroupTrainer(models, losses, config(epochs=3), progress=False, seed=4,
-                        checkpoint_dir=tmp, metrics_path=tmp / "m.jsonl" if tmp else None,
-                        **kwargs)  # fmt: skip
+    return Trainer(models, losses, config(epochs=3), progress=False, seed=4, name="group",
+                   checkpoint_dir=tmp, metrics_path=tmp / "m.jsonl" if tmp else None,
+                   **kwargs)  # fmt: skip
 
 
 def test_every_peer_learns_and_logs_its_own_rows(tmp_path: Path) -> None:
@@ -61,18 +61,20 @@ def test_a_killed_group_resumes_bit_identical(tmp_path: Path) -> None:
     resumed = group(tmp_path / "b")
     resumed.fit(make_data(), resume=True)
     assert state_equal(straight.models, resumed.models)
-    assert straight.history["b"][-1]["dml/kl"] == resumed.history["b"][-1]["dml/kl"]
+    assert straight.histories["b"][-1]["dml/kl"] == resumed.histories["b"][-1]["dml/kl"]
     rows = [json.loads(line) for line in (tmp_path / "b" / "m.jsonl").read_text().splitlines()]
     assert len(rows) == 9  # no epoch logged twice, none missing
 
 
-def test_a_group_needs_two_peers_and_dml_needs_a_group() -> None:
-    with pytest.raises(ConfigError, match="two or more peers"):
-        GroupTrainer({"a": TinyNet()}, {"a": build_loss({"dml": {}})}, config())
+def test_dml_needs_a_group_and_every_network_its_loss() -> None:
     loss = build_loss({"dml": {}})
     batch = next(iter_batches(make_data(), 4))
     with pytest.raises(TrainingError, match="put two or more students with dml in one group"):
         loss(Outputs(TinyNet()(batch.inputs)), None, batch)
+    with pytest.raises(ConfigError, match="every network needs its loss"):
+        Trainer({"a": TinyNet(), "b": TinyNet()}, {"a": build_loss({"dml": {}})}, config())
+    with pytest.raises(TypeError, match="not a LossTerm"):
+        Trainer(TinyNet(), nn.CrossEntropyLoss(), config())  # type: ignore[arg-type]
 
 
 def test_dml_loss_is_ce_plus_the_mean_kl_to_the_peers() -> None:
@@ -101,12 +103,16 @@ def test_dml_loss_is_ce_plus_the_mean_kl_to_the_peers() -> None:
     assert out["loss"].item() == pytest.approx(ce + sum(kls) / 2, rel=1e-12)
 
 
-@pytest.mark.parametrize(
-    "term", [{"e2kd": {}}, {"sskd": {}}, {"hint": {"student_layer": "a", "teacher_layer": "b"}}]
-)
-def test_a_peer_whose_loss_reads_more_than_logits_is_refused(term: dict) -> None:
+def test_peers_may_read_features_and_each_gets_its_own_taps(tmp_path: Path) -> None:
+    """Groups once refused feature losses; the one step serves every member's needs."""
     models = {"a": TinyNet(seed=1), "b": TinyNet(seed=2)}
-    losses = {"a": build_loss({"dml": {}, **term}), "b": build_loss({"dml": {}})}
-    with pytest.raises(ConfigError, match="which groups do not support yet") as err:
-        GroupTrainer(models, losses, config(epochs=1), progress=False)
-    assert "\n" not in str(err.value)
+    hint = {"hint": {"student_layer": "act", "teacher_layer": "act", "weight": 1.0}}
+    losses = {p: build_loss({"dml": {}, **hint}) for p in models}
+    teacher = TinyNet(seed=9)
+    trainer = Trainer(models, losses, config(epochs=2), teacher=teacher, progress=False,
+                      name="group", checkpoint_dir=tmp_path)  # fmt: skip
+    history = trainer.fit(make_data())
+    for peer in models:
+        assert [r["epoch"] for r in history[peer]] == [1, 2]
+        assert history[peer][0]["hint/loss"] > 0
+    assert not models["a"].act._forward_hooks and not teacher.act._forward_hooks  # taps gone

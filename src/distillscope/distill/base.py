@@ -21,11 +21,13 @@ A term's life has three stages:
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import ClassVar
 
+import torch
 from torch import Tensor, nn
 
 from distillscope.contracts import Batch, Outputs
@@ -87,6 +89,8 @@ class LossTerm(nn.Module):
         # Explicit so the registry sees the real parameters of parameterless terms (nn.Module's
         # own __init__ takes **kwargs, which would let unknown config keys through).
         super().__init__()
+        #: Set once :meth:`bind_seeded` has run (the trainer binds an unbound loss itself).
+        self.bound = False
 
     def student_paths(self) -> list[str]:
         """Student module paths whose features this term reads (tapped by the trainer)."""
@@ -122,6 +126,13 @@ class LossTerm(nn.Module):
         distils.
         """
         return nullcontext()
+
+    def bind_seeded(self, ctx: BindContext, seed: int = 0) -> None:
+        """:meth:`bind` under a seed of its own, ``bind_seed(seed, name)``, with the global
+        generators restored afterwards; marks the term bound. (A combination binds each term
+        under the key it is stored at.)"""
+        seeded_call(ctx.batch.inputs, bind_seed(seed, self.name), self.bind, ctx)
+        self.bound = True
 
     def bind(self, ctx: BindContext) -> None:
         """Build the modules this term owns from the shapes in ``ctx`` (default: none).
@@ -159,3 +170,26 @@ class LossTerm(nn.Module):
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
         raise NotImplementedError
+
+
+def bind_seed(seed: int, key: str) -> int:
+    """The seed term ``key`` is bound under: a function of the run's seed and the key alone.
+
+    Example:
+        >>> bind_seed(0, "hint") == bind_seed(0, "hint") != bind_seed(1, "hint")
+        True
+    """
+    return (int(seed) * 1_000_003 + zlib.crc32(key.encode())) % (2**63)
+
+
+def rng_devices(x: Tensor) -> list[int]:
+    """The CUDA devices whose generators :func:`torch.random.fork_rng` must save for ``x``."""
+    return [x.device.index or 0] if x.device.type == "cuda" else []
+
+
+def seeded_call(like: Tensor, seed: int, fn: object, *args: object) -> None:
+    """``fn(*args)`` with the global generators seeded with ``seed``, restored afterwards
+    (those of ``like``'s device included)."""
+    with torch.random.fork_rng(devices=rng_devices(like)):
+        torch.manual_seed(seed)
+        fn(*args)  # type: ignore[operator]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from typing import Any
@@ -12,12 +11,15 @@ import torch
 from torch import Tensor, nn
 
 from distillscope.contracts import Batch, Outputs, Views
-from distillscope.distill.base import NEEDS, BindContext, LossTerm
+from distillscope.distill.base import NEEDS, BindContext, LossTerm, bind_seed, seeded_call
 from distillscope.errors import ConfigError
 
 
-class CombinedLoss(nn.Module):
+class CombinedLoss(LossTerm):
     """``L = sum_i w_i L_i`` over named loss terms, with every term's parts kept.
+
+    A combination is itself a :class:`~distillscope.distill.base.LossTerm` (its ``needs`` the
+    union of its terms'), so the trainer holds one loss type.
 
     The terms live in an :class:`~torch.nn.ModuleDict`, so trainable modules they own
     (regressors, embeddings) are registered and reach the optimiser through
@@ -49,6 +51,8 @@ class CombinedLoss(nn.Module):
         >>> round(out["loss"].item(), 4)  # 1.5 * log 4
         2.0794
     """
+
+    name = "combined"
 
     def __init__(self, terms: Mapping[str, LossTerm], weights: Mapping[str, float]) -> None:
         super().__init__()
@@ -83,7 +87,6 @@ class CombinedLoss(nn.Module):
             raise ConfigError(
                 f"bad loss term key: {err.args[0]}; use plain names without '.', e.g. 'kd_t4'"
             ) from err
-        self.bound = False
 
     def __getitem__(self, key: str) -> LossTerm:
         return self.terms[key]  # type: ignore[return-value]
@@ -119,7 +122,7 @@ class CombinedLoss(nn.Module):
                 stack.enter_context(term.student_context(student))
             yield
 
-    def bind(self, ctx: BindContext, seed: int = 0) -> None:
+    def bind_seeded(self, ctx: BindContext, seed: int = 0) -> None:
         """Bind every term (:meth:`LossTerm.bind`), each under a seed of its own.
 
         Term ``key`` is bound with the global generators seeded from ``seed`` and ``key``
@@ -127,10 +130,13 @@ class CombinedLoss(nn.Module):
         order of terms, and leaves the caller's random state untouched.
         """
         for key, term in self.terms.items():
-            with torch.random.fork_rng(devices=_devices(ctx.batch.inputs)):
-                torch.manual_seed(bind_seed(seed, key))
-                term.bind(ctx)
+            seeded_call(ctx.batch.inputs, bind_seed(seed, key), term.bind, ctx)
+            term.bound = True
         self.bound = True
+
+    def bind(self, ctx: BindContext, seed: int = 0) -> None:
+        """:meth:`bind_seeded` (kept for callers that bind a combination directly)."""
+        self.bind_seeded(ctx, seed)
 
     def prepare(
         self, student: nn.Module, teacher: nn.Module | None, batches: Iterable[Batch]
@@ -196,20 +202,6 @@ class CombinedLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return ", ".join(f"{key}: weight={w:g}" for key, w in self.weights.items())
-
-
-def bind_seed(seed: int, key: str) -> int:
-    """The seed term ``key`` is bound under: a function of the run's seed and the key alone.
-
-    Example:
-        >>> bind_seed(0, "hint") == bind_seed(0, "hint") != bind_seed(1, "hint")
-        True
-    """
-    return (int(seed) * 1_000_003 + zlib.crc32(key.encode())) % (2**63)
-
-
-def _devices(x: Tensor) -> list[int]:
-    return [x.device.index or 0] if x.device.type == "cuda" else []
 
 
 def _check_needs(key: str, term: LossTerm) -> None:

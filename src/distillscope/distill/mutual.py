@@ -2,8 +2,8 @@
 
 ``dml`` is Deep Mutual Learning (Zhang, Xiang, Hospedales & Lu 2018, "Deep Mutual Learning").
 A group of peers (students sharing ``group:`` in the config) trains in one loop
-(:class:`~distillscope.train.group.GroupTrainer`); each peer's loss receives the other peers'
-detached outputs as ``peers``.
+(:class:`~distillscope.train.trainer.Trainer` given several networks); each peer's loss
+receives the other peers' detached outputs as ``peers``.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack
 from dataclasses import replace
 from typing import Any
 
@@ -22,8 +22,7 @@ from torch import Tensor, nn
 
 from distillscope.contracts import Batch, Outputs, Views
 from distillscope.data.base import DistillDataset
-from distillscope.distill.base import BindContext, LossTerm
-from distillscope.distill.combine import bind_seed
+from distillscope.distill.base import BindContext, LossTerm, rng_devices
 from distillscope.errors import ConfigError, UserError
 from distillscope.models.forward import forward_outputs
 from distillscope.models.taps import FeatureTap
@@ -74,7 +73,7 @@ def run_outputs(model: nn.Module, batch: Batch, paths: list[str], grad: bool = F
         model.train(was_training)
 
 
-def explained_outputs(loss: nn.Module, teacher: nn.Module, inputs: Tensor) -> Outputs:
+def explained_outputs(loss: LossTerm, teacher: nn.Module, inputs: Tensor) -> Outputs:
     """The teacher's outputs with its explanation (``loss.explain_teacher``), eval mode.
 
     The teacher's train/eval mode is restored; gradients flow only to the explained
@@ -90,7 +89,7 @@ def explained_outputs(loss: nn.Module, teacher: nn.Module, inputs: Tensor) -> Ou
 
 
 def bind_loss(
-    loss: nn.Module,
+    loss: LossTerm,
     student: nn.Module,
     teacher: nn.Module | None,
     train: DistillDataset,
@@ -100,7 +99,7 @@ def bind_loss(
     name: str = "student",
     teacher_outputs: Callable[[Batch], Outputs] | None = None,
 ) -> None:
-    """Bind ``loss`` (a :class:`~distillscope.distill.CombinedLoss` or anything with ``bind``).
+    """Bind ``loss`` (a :class:`~distillscope.distill.base.LossTerm`; a combination is one).
 
     Args:
         loss: The student's loss; its owned modules are built on its current device.
@@ -122,23 +121,21 @@ def bind_loss(
             on the sample batch); the message names the member and the term.
     """
     batch = sample_batch(train, device)
-    explains = "explanation" in getattr(loss, "needs", set())
+    explains = "explanation" in loss.needs
     try:
-        if hasattr(loss, "attach"):
-            loss.attach(student, teacher)
+        loss.attach(student, teacher)
     except UserError as exc:
         raise type(exc)(f"{name!r}: {exc}") from None
     try:
-        paths = list(getattr(loss, "student_paths", list)())
+        paths = loss.student_paths()
         role = "student"
-        context = getattr(loss, "student_context", None)  # as the student will train
-        with context(student) if context is not None else nullcontext():
+        with loss.student_context(student):  # as the student will train
             student_out = run_outputs(student, batch, paths, grad=explains)
         teacher_out = None
         live = teacher is not None and teacher_outputs is None  # a cache wins over running it
-        if getattr(loss, "needs_teacher", False) and live:
+        if loss.needs_teacher and live:
             assert teacher is not None
-            paths = list(getattr(loss, "teacher_paths", list)())
+            paths = loss.teacher_paths()
             role = "teacher"
             teacher_out = run_outputs(teacher, batch, paths)
             if explains:
@@ -146,7 +143,7 @@ def bind_loss(
                 teacher_out = replace(teacher_out, explanation=explained.explanation)
     except UserError as exc:
         raise type(exc)(f"{name!r} (its {role}'s layers {paths}): {exc}") from None
-    if getattr(loss, "needs_teacher", False) and teacher_out is None:
+    if loss.needs_teacher and teacher_out is None:
         if teacher_outputs is not None:
             teacher_out = teacher_outputs(batch)
         else:
@@ -161,30 +158,27 @@ def bind_loss(
         num_classes=int(student_out.logits.shape[1]),
     )
     try:
-        if isinstance(loss, LossTerm):  # a single term: bind it as CombinedLoss binds its terms
-            with torch.random.fork_rng(devices=_devices(batch)):
-                torch.manual_seed(bind_seed(seed, loss.name))
-                loss.bind(ctx)
-        elif hasattr(loss, "bind"):
-            loss.bind(ctx, seed=seed)
+        loss.bind_seeded(ctx, seed)
     except UserError as exc:
         raise type(exc)(f"{name!r}: {exc}") from None
     _dry_run(loss, ctx, name, grad=explains)
-    loss.bound = True
 
 
-def _dry_run(loss: nn.Module, ctx: BindContext, name: str, grad: bool = False) -> None:
+def _dry_run(loss: LossTerm, ctx: BindContext, name: str, grad: bool = False) -> None:
     """Run a copy of the bound loss once on the sample; a failure is the pair's, told in a line.
 
     With ``grad`` (a loss that differentiates the student's explanation) autograd stays on.
     """
     trial = copy.deepcopy(loss)
     try:
-        with torch.random.fork_rng(devices=_devices(ctx.batch)), torch.set_grad_enabled(grad):
+        with (
+            torch.random.fork_rng(devices=rng_devices(ctx.batch.inputs)),
+            torch.set_grad_enabled(grad),
+        ):
             extra: dict[str, Any] = {}
-            if getattr(loss, "needs_peers", False):
+            if loss.needs_peers:
                 extra["peers"] = [ctx.student_outputs]
-            if "views" in getattr(loss, "needs", ()):
+            if "views" in loss.needs:
                 extra["views"] = _views(trial, ctx)
             parts = trial(ctx.student_outputs, ctx.teacher_outputs, ctx.batch, **extra)
     except UserError as exc:
@@ -199,18 +193,13 @@ def _dry_run(loss: nn.Module, ctx: BindContext, name: str, grad: bool = False) -
         raise ConfigError(f"{name!r}: its loss returned {sorted(parts)} without 'loss'")
 
 
-def _views(loss: nn.Module, ctx: BindContext) -> Views:
+def _views(loss: LossTerm, ctx: BindContext) -> Views:
     """The sample's views through the student and the teacher (eval mode, no gradients)."""
     inputs = loss.make_views(ctx.batch.inputs)  # (V * B, ...)
     n = inputs.shape[0]
     views = Batch(inputs, ctx.batch.targets.repeat(n // len(ctx.batch)), torch.arange(n))
     student = run_outputs(ctx.student, views, list(loss.student_paths()))
     teacher = None
-    if ctx.teacher is not None and getattr(loss, "needs_teacher", False):
+    if ctx.teacher is not None and loss.needs_teacher:
         teacher = run_outputs(ctx.teacher, views, list(loss.teacher_paths()))
     return Views(student, teacher)
-
-
-def _devices(batch: Batch) -> list[int]:
-    x = batch.inputs
-    return [x.device.index or 0] if x.device.type == "cuda" else []

@@ -1,16 +1,18 @@
-"""One training loop for teachers, independent students and distilled students.
+"""One training loop for teachers, independent students, distilled students and groups.
 
-Per step: batch to the device, student forward, the student's logits divided by the training
-temperature (paper 004, section 4.1; inference stays at T=1), the teacher's outputs from the
-cache or from the frozen teacher, the loss dict, one finiteness check of the total, backward,
-optimizer step, scheduler step. Loss parts and correct predictions are summed as detached
-tensors on the device and read once per epoch, so the loop adds no host-device syncs to a bare
-PyTorch loop (the progress bar reads the running loss every few steps, only when shown).
+:class:`Trainer` trains a *group of one or more* networks, each with its own loss, in one loop:
+a single network is a group of one; DML peers are a group of several, trained on the same
+batches with one optimizer (a parameter group each). Per step: the batch to the device, the
+:class:`~distillscope.train.step.Step` (every member's forward, the teacher's outputs from the
+cache or the frozen teacher, explanations, views, peers, the loss dicts), one finiteness check
+of the total, backward, optimizer step, scheduler step. Loss parts and correct predictions are
+summed as detached tensors on the device and read once per epoch, so the loop adds no
+host-device syncs to a bare PyTorch loop (the progress bar reads the running loss every few
+steps, only when shown).
 
-On the CPU, convolutional image models train in channels-last layout (see
-:mod:`distillscope.train.layout`: about 1.3x faster for a CIFAR ResNet) unless the loss reads
-features or the model cannot run in that layout; the model leaves :meth:`Trainer.fit` in the
-default layout. ``benchmarks/epoch_time.py`` measures the loop against a bare PyTorch loop.
+The loss of every member is a :class:`~distillscope.distill.base.LossTerm` (a
+:class:`~distillscope.distill.combine.CombinedLoss` is one); the trainer asks it what it needs
+and never probes it. ``benchmarks/epoch_time.py`` measures the loop against a bare PyTorch loop.
 """
 
 from __future__ import annotations
@@ -19,9 +21,8 @@ import json
 import math
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, nullcontext
-from dataclasses import replace
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -33,10 +34,10 @@ from torch.optim.lr_scheduler import LRScheduler
 from tqdm import tqdm
 
 from distillscope.config_train import TrainConfig
-from distillscope.contracts import Batch, Outputs, Views
+from distillscope.contracts import Batch
 from distillscope.data.base import DistillDataset, iter_batches, num_batches
+from distillscope.distill.base import LossTerm
 from distillscope.errors import CheckpointError, ConfigError, TrainingError, quoted
-from distillscope.models.forward import forward_outputs
 from distillscope.models.taps import FeatureTap
 from distillscope.train.bind import bind_loss
 from distillscope.train.checkpoint import (
@@ -47,7 +48,6 @@ from distillscope.train.checkpoint import (
     save_train_state,
 )
 from distillscope.train.evaluate import evaluate
-from distillscope.train.layout import channels_last, to_layout
 from distillscope.train.optim import build_optimizer, build_scheduler
 from distillscope.train.seeding import (
     deterministic_mode,
@@ -57,6 +57,7 @@ from distillscope.train.seeding import (
     seed_everything,
     set_rng_state,
 )
+from distillscope.train.step import Step, StepResult
 from distillscope.train.teacher_cache import TeacherCache
 
 #: File names inside ``checkpoint_dir``.
@@ -67,49 +68,54 @@ POSTFIX_EVERY = 10
 
 
 class Trainer:
-    """Trains ``model`` with ``loss``, optionally against a frozen teacher or a teacher cache.
+    """Trains a network (or a group of networks) with its loss, optionally against a frozen
+    teacher or a teacher cache.
 
     Args:
-        model: The network to train; ``forward(x)`` returns logits ``(B, K)``.
-        loss: A :class:`~distillscope.distill.base.LossTerm` or anything with its interface
-            (``CombinedLoss``); its trainable parameters are optimised with the model's.
-        cfg: Training settings.
-        teacher: Frozen teacher, run in eval mode under ``torch.no_grad`` when the loss needs
-            it and no cache is given. (Not ``inference_mode``: its tensors could not be saved
-            for the student's backward pass, e.g. as the target of a KL divergence.)
+        model: The network to train (``forward(x)`` returns logits ``(B, K)``), or a mapping of
+            member name -> network for a group trained together (mutual learning).
+        loss: Its :class:`~distillscope.distill.base.LossTerm` (a
+            :class:`~distillscope.distill.combine.CombinedLoss` is one), or a mapping with the
+            same names as ``model``; trainable parameters of a loss are optimised with its
+            network's.
+        cfg: Training settings (shared by a group's members).
+        teacher: Frozen teacher, run in eval mode under ``torch.no_grad`` when a loss needs it
+            and no cache is given. (Not ``inference_mode``: its tensors could not be saved for
+            the student's backward pass, e.g. as the target of a KL divergence.)
         teacher_cache: Precomputed teacher outputs; used instead of ``teacher`` in the loop.
         device: ``"auto"``, ``"cpu"``, ``"cuda[:i]"`` or ``"mps"``.
-        checkpoint_dir: Where ``last.safetensors`` (every epoch) and ``final.safetensors`` go.
-        metrics_path: A JSON-lines file; one line per epoch is appended.
-        name: Model name written into metrics and checkpoints.
+        checkpoint_dir: Where ``last.safetensors`` (every epoch) and, for one network,
+            ``final.safetensors`` go.
+        metrics_path: A JSON-lines file; one line per member per epoch is appended.
+        name: The network's name (one network) or the group's, written into metrics and
+            checkpoints.
         progress: Show a tqdm bar per epoch on stderr.
         seed: Seeds the global generators at a fresh start and every epoch's batch order.
-        student_tap: Records the student features the loss reads (``loss.student_paths()``).
+        student_tap: Records the student features the loss reads (one network; by default
+            the trainer taps what the bound loss reads).
         teacher_tap: Records the live teacher's features the loss reads.
         channels_last: Allow the channels-last layout on the CPU (the default); it is used only
-            for convolutional image models whose loss reads no features, after a trial forward
-            pass in that layout succeeds. ``False`` keeps the default layout throughout.
+            for one convolutional image network whose loss reads no features, after a trial
+            forward pass in that layout succeeds. ``False`` keeps the default layout throughout.
+        identity: A digest recorded in every checkpoint; a resume under another is refused
+            (the experiment passes its run's, :mod:`distillscope.identity`).
 
     Example:
-        >>> import torch.nn.functional as F
         >>> from distillscope.data.base import DatasetInfo, TensorDataset
-        >>> class CE(nn.Module):
-        ...     def forward(self, student, teacher, batch):
-        ...         loss = F.cross_entropy(student.logits, batch.targets)
-        ...         return {"loss": loss, "ce/ce": loss}
+        >>> from distillscope.distill import build_loss
         >>> data = TensorDataset(torch.randn(32, 4), torch.randint(0, 3, (32,)),
         ...                      DatasetInfo("toy", 3, (4,), ["a", "b", "c"]))
-        >>> trainer = Trainer(nn.Linear(4, 3), CE(), TrainConfig(epochs=2, batch_size=8),
-        ...                   progress=False)
+        >>> trainer = Trainer(nn.Linear(4, 3), build_loss({"ce": {}}),
+        ...                   TrainConfig(epochs=2, batch_size=8), progress=False)
         >>> history = trainer.fit(data, val=data)
         >>> [row["epoch"] for row in history], sorted(history[0])[:4]
-        ([1, 2], ['ce/ce', 'epoch', 'loss', 'lr'])
+        ([1, 2], ['ce/ce', 'ce/loss', 'epoch', 'loss'])
     """
 
     def __init__(
         self,
-        model: nn.Module,
-        loss: nn.Module,
+        model: nn.Module | Mapping[str, nn.Module],
+        loss: LossTerm | Mapping[str, LossTerm],
         cfg: TrainConfig,
         *,
         teacher: nn.Module | None = None,
@@ -120,17 +126,32 @@ class Trainer:
         name: str = "model",
         progress: bool = True,
         seed: int = 0,
-        identity: str | None = None,
         student_tap: FeatureTap | None = None,
         teacher_tap: FeatureTap | None = None,
         channels_last: bool = True,
+        identity: str | None = None,
     ) -> None:
-        self.device = resolve_device(device)
-        self.model = model
-        self.loss = loss
+        self.single = isinstance(model, nn.Module)
+        models = {name: model} if isinstance(model, nn.Module) else dict(model)
+        losses = {name: loss} if isinstance(loss, nn.Module) else dict(loss)
+        if not models or set(models) != set(losses):
+            raise ConfigError(
+                f"{name!r}: every network needs its loss; got networks {sorted(models)} and "
+                f"losses {sorted(losses)}"
+            )
+        for member, term in losses.items():
+            if not isinstance(term, LossTerm):
+                raise TypeError(
+                    f"{member!r}: the loss is a {type(term).__name__}, not a LossTerm; build it "
+                    "with distillscope.create_loss / build_loss or subclass LossTerm"
+                )
+        self.members = list(models)
+        self.models = nn.ModuleDict(models)
+        self.losses = nn.ModuleDict({m: losses[m] for m in self.members})
         self.cfg = cfg
         self.teacher = teacher
         self.teacher_cache = teacher_cache
+        self.device = resolve_device(device)
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.metrics_path = Path(metrics_path) if metrics_path is not None else None
         self.name = name
@@ -140,17 +161,41 @@ class Trainer:
         self._data_print: str | None = None
         self.student_tap = student_tap
         self.teacher_tap = teacher_tap
-        self.needs_teacher = bool(getattr(loss, "needs_teacher", False))
-        self.makes_views = "views" in getattr(loss, "needs", ())
+        self.needs_teacher = any(term.needs_teacher for term in losses.values())
         self.allow_channels_last = channels_last
-        self.channels_last = False  # whether the student runs channels-last (set by fit)
-        self.teacher_channels_last = False
-        self.history: list[dict[str, Any]] = []
+        self.step: Step | None = None
+        self.histories: dict[str, list[dict[str, Any]]] = {m: [] for m in self.members}
+
+    # ------------------------------------------------------- one network's view
+    @property
+    def model(self) -> nn.Module:
+        """The network (of a group: the first member)."""
+        return self.models[self.members[0]]
+
+    @property
+    def loss(self) -> LossTerm:
+        """The network's loss (of a group: the first member's)."""
+        return self.losses[self.members[0]]  # type: ignore[return-value]
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """The per-epoch history (of a group: the first member's)."""
+        return self.histories[self.members[0]]
+
+    @property
+    def channels_last(self) -> bool:
+        """Whether the network trained channels-last (set by :meth:`fit`)."""
+        return self.step is not None and self.step.channels_last[self.members[0]]
+
+    @property
+    def teacher_channels_last(self) -> bool:
+        """Whether the live teacher ran channels-last (set by :meth:`fit`)."""
+        return self.step is not None and self.step.teacher_channels_last
 
     # ------------------------------------------------------------------ public
     def fit(
         self, train: DistillDataset, val: DistillDataset | None = None, resume: bool = False
-    ) -> list[dict[str, Any]]:
+    ) -> Any:
         """Train for ``cfg.epochs`` epochs and return the per-epoch history.
 
         Args:
@@ -158,6 +203,9 @@ class Trainer:
             val: Optional validation split, evaluated at T=1 after every epoch.
             resume: Continue from ``checkpoint_dir/last.safetensors`` if it exists (a missing
                 file starts afresh); a finished run only loads its weights and returns.
+
+        Returns:
+            One network: its list of per-epoch records. A group: member -> that list.
 
         Raises:
             ConfigError: Missing teacher, taps or cache coverage, or a resume under a
@@ -169,98 +217,73 @@ class Trainer:
         steps = min(steps, self.cfg.max_batches or steps)
         if steps == 0:
             raise ConfigError(f"the training set of {self.name!r} is empty; check the dataset")
-        self._check_setup(train, resume)
+        self._check_setup(resume)
         if self.checkpoint_dir is not None:  # recorded in checkpoints, compared on resume
             self._data_print = train.fingerprint()
+        self.models.to(self.device)
+        self.losses.to(self.device)
+        self._bind(train)
         state = self._read_state(steps) if resume else None
-        self.model.to(self.device)
-        self.loss.to(self.device)
-        if not getattr(self.loss, "bound", False):
-            self._bind(train)
-            if self.teacher_cache is not None and self.needs_teacher:  # paths known only now
-                self.teacher_cache.check(train, getattr(self.loss, "teacher_paths", list)())
         teacher_mode = self.teacher.training if self.teacher is not None else False
         if self.teacher is not None:
             self.teacher.to(self.device).eval()
         try:
             with ExitStack() as stack:
-                self._own_taps(stack)
-                context = getattr(self.loss, "student_context", None)  # e2KD on B-cos
-                stack.enter_context(context(self.model) if context else nullcontext())
+                taps = {self.members[0]: self.student_tap} if self.single else {}
+                self.step = Step(self.models, self.losses, self.cfg.temperature,  # type: ignore[arg-type]
+                                 teacher=self.teacher, teacher_cache=self.teacher_cache,
+                                 student_taps=taps, teacher_tap=self.teacher_tap)  # fmt: skip
+                self.step.tap(stack)
+                for m in self.members:  # e2KD on B-cos students trains in explanation mode
+                    stack.enter_context(self._loss(m).student_context(self.models[m]))
                 stack.enter_context(
                     deterministic_mode(True) if self.cfg.deterministic else nullcontext()
                 )
-                self._enter_layouts(stack, train)
-                return self._fit(train, val, steps, state)
+                self.step.choose_layouts(stack, train, self.device, self.allow_channels_last)
+                self._fit(train, val, steps, state)
         finally:
             if self.teacher is not None:
                 self.teacher.train(teacher_mode)
+        return self.history if self.single else self.histories
 
     # ----------------------------------------------------------------- set-up
-    def _own_taps(self, stack: ExitStack) -> None:
-        """Tap what the bound loss reads when the caller gave no tap (removed after ``fit``).
-
-        A term may learn its paths from the models at bind (e2KD's ``cam_layer``), after a
-        caller built its taps from the unbound loss.
-        """
-        paths = list(getattr(self.loss, "student_paths", list)())
-        if paths and self.student_tap is None:
-            self.student_tap = stack.enter_context(FeatureTap(self.model, paths))
-            stack.callback(setattr, self, "student_tap", None)
-        paths = list(getattr(self.loss, "teacher_paths", list)())
-        live = self.teacher is not None and self.needs_teacher
-        live = live and (self.teacher_cache is None or self.makes_views)  # views run live
-        if paths and live and self.teacher_tap is None:
-            assert self.teacher is not None
-            self.teacher_tap = stack.enter_context(FeatureTap(self.teacher, paths))
-            stack.callback(setattr, self, "teacher_tap", None)
+    def _loss(self, member: str) -> LossTerm:
+        return self.losses[member]  # type: ignore[return-value]
 
     def _bind(self, train: DistillDataset) -> None:
-        """Bind the loss on a sample batch (before a resumed state is loaded over it)."""
-        teacher = self.teacher.to(self.device) if self.teacher is not None else None
+        """Bind each member's loss on a sample batch (before a resumed state is loaded over it),
+        then check that the teacher cache covers the training set and the features read."""
         cache = self.teacher_cache
-        cached = None if cache is None or self.makes_views else cache.outputs  # views run live
-        bind_loss(
-            self.loss,
-            self.model,
-            teacher,  # with a cache, only shown to the loss (attach), not run
-            train,
-            device=self.device,
-            seed=self.seed,
-            name=self.name,
-            teacher_outputs=cached,
-        )
-        self.loss.to(self.device)
-
-    def _enter_layouts(self, stack: ExitStack, train: DistillDataset) -> None:
-        """Channels-last for the student (and the live teacher) where allowed and safe."""
-        self.channels_last = self.teacher_channels_last = False
-        if not self.allow_channels_last:
-            return
-        sample = _sample_inputs(train).to(self.device)  # (1, ...)
-        if not getattr(self.loss, "student_paths", list)():
-            self.channels_last = stack.enter_context(channels_last(self.model, sample, self.device))
-        live = self.teacher is not None and self.needs_teacher and self.teacher_cache is None
-        if live and not getattr(self.loss, "teacher_paths", list)():
-            assert self.teacher is not None
-            self.teacher_channels_last = stack.enter_context(
-                channels_last(self.teacher, sample, self.device)
+        for m in self.members:
+            loss = self._loss(m)
+            if loss.bound:
+                continue
+            views = "views" in loss.needs  # views run the teacher live
+            bind_loss(
+                loss,
+                self.models[m],
+                self.teacher.to(self.device) if self.teacher is not None else None,
+                train,
+                device=self.device,
+                seed=self.seed,
+                name=m,
+                teacher_outputs=None if cache is None or views else cache.outputs,
             )
+            loss.to(self.device)
+        if cache is not None:
+            paths = [p for m in self.members for p in self._loss(m).teacher_paths()]
+            cache.check(train, list(dict.fromkeys(paths)) if self.needs_teacher else ())
+            if cache.device != self.device:
+                self.teacher_cache = cache.to(self.device)
 
-    def _check_setup(self, train: DistillDataset, resume: bool) -> None:
-        loss_name = type(self.loss).__name__
-        teacher_paths = list(getattr(self.loss, "teacher_paths", list)())
+    def _check_setup(self, resume: bool) -> None:
         if resume and self.checkpoint_dir is None:
             raise ConfigError("resume=True needs a checkpoint_dir to resume from; pass one")
         if self.needs_teacher and self.teacher is None and self.teacher_cache is None:
             raise ConfigError(
-                f"{self.name!r}: the loss {loss_name} needs a teacher; pass teacher= or "
-                "teacher_cache= to the Trainer"
+                f"{self.name!r}: the loss {type(self.loss).__name__} needs a teacher; pass "
+                "teacher= or teacher_cache= to the Trainer"
             )
-        if self.teacher_cache is not None:
-            self.teacher_cache.check(train, teacher_paths if self.needs_teacher else ())
-            if self.teacher_cache.device != self.device:
-                self.teacher_cache = self.teacher_cache.to(self.device)
 
     def _read_state(self, steps: int) -> TrainState | None:
         assert self.checkpoint_dir is not None
@@ -268,35 +291,52 @@ class Trainer:
         if not path.exists():
             return None
         state = load_train_state(path)
+        group = {} if self.single else {"peers": self.members}
         check_same_settings(
             path,
             state,
             self.cfg,
             seed=self.seed,
             steps_per_epoch=steps,
+            **group,
             data=self._data_print,
             identity=self.identity,
         )
         return state
 
-    def _named_trainable(self, state: TrainState | None) -> list[tuple[str, nn.Parameter]]:
-        """``(name, param)`` to optimise; on resume exactly the saved names, others frozen."""
-        named = {f"model.{n}": p for n, p in self.model.named_parameters()}
-        named.update({f"loss.{n}": p for n, p in self.loss.named_parameters()})
-        if state is None:
-            return [(n, p) for n, p in named.items() if p.requires_grad]
-        wanted = state.meta.get("params", [])
-        missing = [n for n in wanted if n not in named]
+    def _state_modules(self) -> tuple[nn.Module, nn.Module]:
+        """The modules whose state a checkpoint holds (one network: its own, unprefixed)."""
+        if self.single:
+            return self.model, self.loss
+        return self.models, self.losses
+
+    def _named_trainable(
+        self, state: TrainState | None
+    ) -> dict[str, list[tuple[str, nn.Parameter]]]:
+        """Member -> ``(name, param)`` to optimise; on resume exactly the saved names (a term's
+        ``prepare`` may have frozen some), others frozen."""
+        named: dict[str, dict[str, nn.Parameter]] = {}
+        for m in self.members:
+            prefix = "" if self.single else f"{m}/"
+            own = {f"{prefix}model.{n}": p for n, p in self.models[m].named_parameters()}
+            own.update({f"{prefix}loss.{n}": p for n, p in self.losses[m].named_parameters()})
+            named[m] = own
+        if state is None or "params" not in state.meta:
+            return {m: [(n, p) for n, p in own.items() if p.requires_grad]
+                    for m, own in named.items()}  # fmt: skip
+        wanted = state.meta["params"]
+        every = {n: p for own in named.values() for n, p in own.items()}
+        missing = [n for n in wanted if n not in every]
         if missing:
             raise CheckpointError(
                 f"{self.checkpoint_dir}/{LAST_CHECKPOINT} optimises {missing[0]!r}, which this "
                 "model and loss lack; pass the same architecture and loss or delete it"
             )
         chosen = set(wanted)
-        for n, p in named.items():
+        for n, p in every.items():
             if n not in chosen:
                 p.requires_grad_(False)  # frozen in the saved run (e.g. by a term's prepare)
-        return [(n, named[n]) for n in wanted]
+        return {m: [(n, own[n]) for n in wanted if n in own] for m, own in named.items()}
 
     # ------------------------------------------------------------------- loop
     def _fit(
@@ -305,44 +345,56 @@ class Trainer:
         val: DistillDataset | None,
         steps: int,
         state: TrainState | None,
-    ) -> list[dict[str, Any]]:
+    ) -> None:
         cfg = self.cfg
         if state is None:
             seed_everything(self.seed)
-            self.history = []
+            self.histories = {m: [] for m in self.members}
             prepared = False
         else:
             path = f"{self.checkpoint_dir}/{LAST_CHECKPOINT}"
-            load_state_strict(self.model, state.model, path)
-            load_state_strict(self.loss, state.loss, path)
-            self.history = list(state.meta["history"])
+            model_state, loss_state = self._state_modules()
+            load_state_strict(model_state, state.model, path)
+            load_state_strict(loss_state, state.loss, path)
+            saved = state.meta["history"]
+            self.histories = (
+                {self.members[0]: list(saved)}
+                if self.single
+                else {m: list(saved[m]) for m in self.members}
+            )
             prepared = bool(state.meta.get("prepared", False))
         start = len(self.history)
         if start >= cfg.epochs:
             self._sync_metrics()
             self._save_final()
-            return self.history
+            return
         if not prepared:
-            prepare = getattr(self.loss, "prepare", None)
-            if prepare is not None:
-                batches = _PrepareBatches(train, cfg.batch_size, self, steps)
-                prepare(self.model, self.teacher, batches)
+            for m in self.members:
+                batches = _PrepareBatches(train, cfg.batch_size, self.device, self.seed, steps)
+                self._loss(m).prepare(self.models[m], self.teacher, batches)
         named = self._named_trainable(state)
-        optimizer = build_optimizer([p for _, p in named], cfg)
+        if self.single:
+            optimizer = build_optimizer([p for _, p in named[self.members[0]]], cfg)
+        else:
+            optimizer = build_optimizer([{"params": [p for _, p in named[m]]}
+                                         for m in self.members], cfg)  # fmt: skip
         scheduler = build_scheduler(optimizer, cfg, steps)
         if state is not None:
             self._restore(state, optimizer, scheduler)
             self._sync_metrics()
+        names = [n for m in self.members for n, _ in named[m]]
         for epoch in range(start, cfg.epochs):
-            record = self._train_epoch(train, epoch, steps, optimizer, scheduler)
-            if val is not None:
-                result = evaluate(self.model, val, cfg.batch_size, self.device, cfg.max_batches)
-                record["val_acc"], record["val_loss"] = result["acc"], result["loss"]
-            self.history.append(record)
-            self._checkpoint(optimizer, scheduler, [n for n, _ in named], steps)
-            self._append_metrics([record])
+            records = self._train_epoch(train, epoch, steps, optimizer, scheduler)
+            for m, record in records.items():
+                if val is not None:
+                    result = evaluate(
+                        self.models[m], val, cfg.batch_size, self.device, cfg.max_batches
+                    )
+                    record["val_acc"], record["val_loss"] = result["acc"], result["loss"]
+                self.histories[m].append(record)
+            self._checkpoint(optimizer, scheduler, names, steps)
+            self._append_metrics(list(records.values()))
         self._save_final()
-        return self.history
 
     def _train_epoch(
         self,
@@ -351,18 +403,17 @@ class Trainer:
         steps: int,
         optimizer: Optimizer,
         scheduler: LRScheduler,
-    ) -> dict[str, Any]:
-        model, loss, device, cfg = self.model, self.loss, self.device, self.cfg
-        model.train()
-        loss.train()
-        temperature = cfg.temperature
+    ) -> dict[str, dict[str, Any]]:
+        device, cfg, step, members = self.device, self.cfg, self.step, self.members
+        assert step is not None
+        self.models.train()
+        self.losses.train()
         lr = float(optimizer.param_groups[0]["lr"])
         generator = epoch_generator(self.seed, epoch)
         batches = islice(iter_batches(train, cfg.batch_size, True, generator), steps)
-        keys: list[str] = []
-        key_set: set[str] = set()
-        sums = torch.zeros(0, device=device)  # (P,) once the parts are known
-        correct = torch.zeros((), dtype=torch.long, device=device)
+        keys: dict[str, list[str]] = {}
+        sums: dict[str, Tensor] = {}  # member -> (P,) once the parts are known
+        correct = {m: torch.zeros((), dtype=torch.long, device=device) for m in members}
         seen = done = 0
         start = time.perf_counter()
         bar = tqdm(
@@ -376,110 +427,66 @@ class Trainer:
         with bar:
             for b, batch in enumerate(batches):
                 batch = batch.to(device)
-                if self.makes_views:
-                    student, teacher, views = self._with_views(batch, temperature)
-                    parts = loss(student, teacher, batch, views=views)
-                else:
-                    out = forward_outputs(
-                        model, to_layout(batch.inputs, self.channels_last), self.student_tap
-                    )
-                    student = _scaled(out, temperature)
-                    teacher = self._teacher_outputs(batch)
-                    parts = loss(student, teacher, batch)
-                logits = student.raw_logits  # (B, K) at T = 1
+                result = step(batch)
+                parts = result.parts
                 if not keys:
-                    keys = self._check_first_step(parts, student, teacher)
-                    key_set = set(keys)
-                    sums = torch.zeros(len(keys), device=device)  # (P,)
-                elif parts.keys() != key_set:
-                    raise TrainingError(
-                        f"the loss returned parts {sorted(parts)} at epoch {epoch + 1}, batch "
-                        f"{b + 1} but {keys} before; return the same parts every step"
-                    )
-                total = parts["loss"]
+                    keys = {m: self._check_first_step(m, result) for m in members}
+                    sums = {m: torch.zeros(len(keys[m]), device=device) for m in members}
+                else:
+                    for m in members:
+                        if len(parts[m]) != len(keys[m]) or parts[m].keys() != set(keys[m]):
+                            raise TrainingError(
+                                f"the loss of {m!r} returned parts {sorted(parts[m])} at epoch "
+                                f"{epoch + 1}, batch {b + 1} but {keys[m]} before; return the "
+                                "same parts every step"
+                            )
+                if self.single:
+                    total = parts[members[0]]["loss"]
+                else:
+                    total = torch.stack([parts[m]["loss"] for m in members]).sum()  # ()
                 if not math.isfinite(total.item()):  # the step's one sync, cheaper than a kernel
-                    raise self._non_finite(parts, logits, batch, epoch, b, steps)
+                    raise self._non_finite(result, batch, epoch, b, steps)
                 optimizer.zero_grad(set_to_none=True)
                 total.backward()
                 optimizer.step()
                 scheduler.step()
-                sums += torch.stack([parts[k].detach() for k in keys]).to(sums.dtype)  # (P,)
-                correct += (logits.detach().argmax(1) == batch.targets).sum()
+                for m in members:
+                    sums[m] += torch.stack([parts[m][k].detach() for k in keys[m]]).to(
+                        sums[m].dtype
+                    )  # (P,)
+                    correct[m] += (result.logits[m].detach().argmax(1) == batch.targets).sum()
                 seen += len(batch)
                 done = b + 1
                 bar.update()
                 if self.progress and done % POSTFIX_EVERY == 0:
-                    bar.set_postfix(loss=f"{sums[0].item() / done:.4f}", refresh=False)
-            means = (sums / max(done, 1)).tolist()
-            accuracy = correct.item() / max(seen, 1)
+                    running = sum(sums[m][0].item() for m in members) / done
+                    bar.set_postfix(loss=f"{running:.4f}", refresh=False)
             elapsed = time.perf_counter() - start
-            bar.set_postfix(loss=f"{means[0]:.4f}", acc=f"{accuracy:.3f}")
-        record: dict[str, Any] = {"model": self.name, "epoch": epoch + 1, "lr": lr}
-        record.update(zip(keys, means))
-        record.update({"train_acc": accuracy, "time": elapsed})
-        return record
+            records: dict[str, dict[str, Any]] = {}
+            for m in members:
+                means = (sums[m] / max(done, 1)).tolist()
+                record: dict[str, Any] = {"model": m, "epoch": epoch + 1, "lr": lr}
+                record.update(zip(keys[m], means))
+                record.update({"train_acc": correct[m].item() / max(seen, 1), "time": elapsed})
+                records[m] = record
+            first = records[members[0]]
+            bar.set_postfix(loss=f"{first['loss']:.4f}", acc=f"{first['train_acc']:.3f}")
+        return records
 
-    def _with_views(
-        self, batch: Batch, temperature: float
-    ) -> tuple[Outputs, Outputs | None, Views]:
-        """The student (and teacher) on the batch and its views, one pass each (SSKD).
-
-        The student sees the batch and the views in one forward, as the SSKD authors' code
-        does, so its BatchNorm statistics cover both.
-        """
-        n = len(batch)
-        extra = self.loss.make_views(batch.inputs)  # (V * B, ...)
-        both = torch.cat([batch.inputs, extra])  # ((1 + V) B, ...)
-        out = forward_outputs(self.model, to_layout(both, self.channels_last), self.student_tap)
-        student, student_views = _scaled(out, temperature).split(n)
-        if not self.needs_teacher:
-            return student, None, Views(student_views)
-        assert self.teacher is not None
-        layout = self.teacher_channels_last
-        with torch.no_grad():
-            if self.teacher_cache is None:  # one pass over both
-                teacher, teacher_views = forward_outputs(
-                    self.teacher, to_layout(both, layout), self.teacher_tap
-                ).split(n)
-            else:  # the cache holds the batch; the views run live
-                teacher = self.teacher_cache.outputs(batch)
-                x = to_layout(extra, layout)
-                teacher_views = forward_outputs(self.teacher, x, self.teacher_tap)
-        return student, teacher, Views(student_views, teacher_views)
-
-    def _teacher_outputs(self, batch: Batch) -> Outputs | None:
-        if not self.needs_teacher:
-            return None
-        if self.teacher_cache is not None:
-            return self.teacher_cache.outputs(batch)
-        assert self.teacher is not None
-        x = to_layout(batch.inputs, self.teacher_channels_last)
-        if "explanation" in getattr(self.loss, "needs", ()):  # e2KD: a gradient of the teacher
-            with torch.enable_grad():
-                explained = self.loss.explain_teacher(self.teacher, x).detach()
-            if self.teacher_tap is None:
-                return explained
-            with torch.no_grad():  # other terms' teacher features: a plain pass
-                out = forward_outputs(self.teacher, x, self.teacher_tap)
-            return replace(out, explanation=explained.explanation)
-        with torch.no_grad():
-            return forward_outputs(self.teacher, x, self.teacher_tap)
-
-    def _check_first_step(
-        self, parts: dict[str, Tensor], student: Outputs, teacher: Outputs | None
-    ) -> list[str]:
-        """Validate the first step's loss dict and features; the part keys, ``"loss"`` first."""
+    def _check_first_step(self, member: str, result: StepResult) -> list[str]:
+        """Validate a member's first loss dict and features; its part keys, ``"loss"`` first."""
+        parts, loss = result.parts[member], self._loss(member)
         if "loss" not in parts:
             raise TrainingError(
-                f"the loss {type(self.loss).__name__} returned {sorted(parts)} without a "
+                f"the loss {type(loss).__name__} returned {sorted(parts)} without a "
                 "'loss' key; a loss must return {'loss': total, ...}"
             )
         for key, value in parts.items():
             if not isinstance(value, Tensor) or value.numel() != 1:
                 raise TrainingError(f"loss part {key!r} is not a scalar tensor; return 0-d tensors")
         wanted = (
-            ("student", student, getattr(self.loss, "student_paths", list)()),
-            ("teacher", teacher, getattr(self.loss, "teacher_paths", list)()),
+            ("student", result.student[member], loss.student_paths()),
+            ("teacher", result.teacher[member], loss.teacher_paths()),
         )
         for role, outputs, paths in wanted:
             missing = [p for p in paths if outputs is not None and p not in outputs.features]
@@ -492,15 +499,13 @@ class Trainer:
         return ["loss", *(k for k in parts if k != "loss")]
 
     def _non_finite(
-        self,
-        parts: dict[str, Tensor],
-        logits: Tensor,
-        batch: Batch,
-        epoch: int,
-        b: int,
-        steps: int,
+        self, result: StepResult, batch: Batch, epoch: int, b: int, steps: int
     ) -> TrainingError:
         """The one-line error for a non-finite loss (built only when it happens)."""
+        bad_members = [m for m in self.members
+                       if not math.isfinite(result.parts[m]["loss"].item())]  # fmt: skip
+        member = (bad_members or self.members)[0]
+        parts, logits = result.parts[member], result.logits[member]
         bad = [
             f"{k}={v.item() if v.numel() == 1 else 'non-finite'}"
             for k, v in parts.items()
@@ -510,12 +515,13 @@ class Trainer:
         if not bool(torch.isfinite(batch.inputs).all()):
             causes.append("the inputs contain NaN/inf")
         if not bool(torch.isfinite(logits).all()):
-            causes.append(f"{self.name!r}'s logits are non-finite (its weights diverged)")
+            causes.append(f"{member!r}'s logits are non-finite (its weights diverged)")
         cause = f" ({'; '.join(causes)})" if causes else ""
         indices = batch.index[:5].tolist()
         more = ", ..." if len(batch) > 5 else ""
+        where = repr(member) if self.single else f"{member!r} (group {self.name!r})"
         return TrainingError(
-            f"non-finite loss in {self.name!r} at epoch {epoch + 1}, step "
+            f"non-finite loss in {where} at epoch {epoch + 1}, step "
             f"{epoch * steps + b + 1} (batch {b + 1} of {steps}, dataset indices "
             f"{str(indices)[1:-1]}{more}): {', '.join(bad)}{cause}; lower train.lr or "
             "check the data and the loss term"
@@ -540,10 +546,10 @@ class Trainer:
         if self.checkpoint_dir is None:
             return
         rng_tensors, rng_meta = get_rng_state()
-        meta = {
+        meta: dict[str, Any] = {
             "name": self.name,
             "epochs_done": len(self.history),
-            "history": self.history,
+            "history": self.history if self.single else self.histories,
             "prepared": True,
             "config": self.cfg.model_dump(mode="json"),
             "seed": self.seed,
@@ -552,9 +558,12 @@ class Trainer:
             "identity": self.identity,
             "params": names,
         }
+        if not self.single:
+            meta["peers"] = self.members
+        model_state, loss_state = self._state_modules()
         state = TrainState(
-            model=dict(self.model.state_dict()),
-            loss=dict(self.loss.state_dict()),
+            model=dict(model_state.state_dict()),
+            loss=dict(loss_state.state_dict()),
             optimizer=optimizer.state_dict(),
             scheduler=scheduler.state_dict(),
             rng_tensors=rng_tensors,
@@ -564,7 +573,7 @@ class Trainer:
         save_train_state(self.checkpoint_dir / LAST_CHECKPOINT, state)
 
     def _save_final(self) -> None:
-        if self.checkpoint_dir is None:
+        if self.checkpoint_dir is None or not self.single:
             return
         meta = {
             "name": self.name,
@@ -582,8 +591,9 @@ class Trainer:
         """On resume, append history epochs the killed run checkpointed but did not log."""
         if self.metrics_path is None:
             return
-        logged = logged_epochs(self.metrics_path, self.name)
-        self._append_metrics([r for r in self.history if r["epoch"] not in logged])
+        for m in self.members:
+            logged = logged_epochs(self.metrics_path, m)
+            self._append_metrics([r for r in self.histories[m] if r["epoch"] not in logged])
 
 
 def check_same_settings(path: Path, state: TrainState, cfg: TrainConfig, **extra: Any) -> None:
@@ -645,11 +655,13 @@ class _PrepareBatches:
     Each pass draws its own order from ``(seed, pass)``, so ``prepare`` is reproducible.
     """
 
-    def __init__(self, dataset: DistillDataset, batch_size: int, trainer: Trainer, limit: int):
+    def __init__(
+        self, dataset: DistillDataset, batch_size: int, device: torch.device, seed: int, limit: int
+    ) -> None:
         self.dataset = dataset
         self.batch_size = batch_size
-        self.device = trainer.device
-        self.seed = trainer.seed
+        self.device = device
+        self.seed = seed
         self.limit = limit
         self.passes = 0
 
@@ -661,13 +673,6 @@ class _PrepareBatches:
             yield batch.to(self.device)
 
 
-def _sample_inputs(train: DistillDataset) -> Tensor:
-    """The first training input as a batch of one, drawn without touching the global RNGs."""
-    with torch.random.fork_rng(devices=[]):  # __getitem__ may augment at random
-        x = train[0][0]
-    return torch.as_tensor(x).unsqueeze(0)  # (1, ...)
-
-
 def _ends_with_newline(path: Path) -> bool:
     """True for a missing or empty file too (nothing to terminate)."""
     if not path.exists() or path.stat().st_size == 0:
@@ -675,10 +680,3 @@ def _ends_with_newline(path: Path) -> bool:
     with open(path, "rb") as f:
         f.seek(-1, 2)
         return f.read(1) == b"\n"
-
-
-def _scaled(out: Outputs, temperature: float) -> Outputs:
-    """The student's outputs with its logits divided by its training temperature."""
-    if temperature == 1.0:
-        return Outputs(out.logits, out.features, 1.0)
-    return Outputs(out.logits / temperature, out.features, temperature)

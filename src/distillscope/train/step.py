@@ -1,0 +1,227 @@
+"""One training step's forward half: a batch in, every member's loss parts out.
+
+:class:`Step` is the one place where networks run during training. It serves what each
+member's loss declares it needs (:attr:`~distillscope.distill.base.LossTerm.needs`) and nothing
+else, the same way for a single network and for a group trained together (DML):
+
+- every member's student forward, its logits divided by the training temperature (paper 004,
+  section 4.1), with the student features its loss reads tapped;
+- the teacher's outputs, from the cache or from the frozen teacher (once per batch, under
+  ``no_grad``), with the teacher features the losses read;
+- the teacher's explanation (e2KD), through the member's own loss;
+- transformed views of the batch (SSKD), run with the batch in one pass;
+- the other members' detached outputs (``peers``), for losses that learn from peers.
+
+It owns the feature taps (built here and nowhere else) and the memory layout: on the CPU a
+single convolutional network whose loss reads no features trains channels-last
+(:mod:`distillscope.train.layout`); groups train in the default layout, as they always have.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor, nn
+
+from distillscope.contracts import Batch, Outputs, Views
+from distillscope.data.base import DistillDataset
+from distillscope.distill.base import LossTerm
+from distillscope.models.forward import forward_outputs
+from distillscope.models.taps import FeatureTap
+from distillscope.train.layout import channels_last, to_layout
+from distillscope.train.teacher_cache import TeacherCache
+
+
+@dataclass
+class StepResult:
+    """What one step computed.
+
+    Attributes:
+        parts: Member -> its loss dict (``"loss"`` and the logged parts).
+        logits: Member -> its logits at T = 1 ``(B, K)`` (training accuracy).
+        student: Member -> the outputs its loss saw (temperature-scaled).
+        teacher: Member -> the teacher outputs its loss saw, or ``None``.
+    """
+
+    parts: dict[str, dict[str, Tensor]]
+    logits: dict[str, Tensor]
+    student: dict[str, Outputs]
+    teacher: dict[str, Outputs | None]
+
+
+class Step:
+    """Turns a batch into every member's loss parts (see the module docstring).
+
+    Args:
+        models: Member name -> network, in training order.
+        losses: Member name -> its loss (the same names).
+        temperature: Training temperature; student logits are divided by it.
+        teacher: The frozen teacher, or ``None``.
+        teacher_cache: Precomputed teacher outputs, used instead of running ``teacher``.
+        student_taps: Member name -> a tap the caller made; otherwise the step taps what the
+            member's loss reads.
+        teacher_tap: A teacher tap the caller made (live teacher only).
+    """
+
+    def __init__(
+        self,
+        models: Mapping[str, nn.Module],
+        losses: Mapping[str, LossTerm],
+        temperature: float = 1.0,
+        *,
+        teacher: nn.Module | None = None,
+        teacher_cache: TeacherCache | None = None,
+        student_taps: Mapping[str, FeatureTap | None] | None = None,
+        teacher_tap: FeatureTap | None = None,
+    ) -> None:
+        self.models = dict(models)
+        self.losses = dict(losses)
+        self.names = list(self.models)
+        self.temperature = float(temperature)
+        self.teacher = teacher
+        self.teacher_cache = teacher_cache
+        self.student_taps: dict[str, FeatureTap | None] = dict(student_taps or {})
+        self.teacher_tap = teacher_tap
+        self.needs_teacher = any(loss.needs_teacher for loss in self.losses.values())
+        self.channels_last: dict[str, bool] = dict.fromkeys(self.names, False)
+        self.teacher_channels_last = False
+
+    # ----------------------------------------------------------------- set-up
+    def tap(self, stack: ExitStack) -> None:
+        """Tap what the bound losses read (taps the caller gave are kept); removed when
+        ``stack`` closes. A term may learn its paths from the models at bind (e2KD's
+        ``cam_layer``), so taps are made after binding."""
+        for name in self.names:
+            paths = self.losses[name].student_paths()
+            if paths and self.student_taps.get(name) is None:
+                self.student_taps[name] = stack.enter_context(FeatureTap(self.models[name], paths))
+        paths = self._teacher_paths()
+        live = self.teacher is not None and self.needs_teacher
+        live = live and (self.teacher_cache is None or self._any_views())  # views run live
+        if paths and live and self.teacher_tap is None:
+            assert self.teacher is not None
+            self.teacher_tap = stack.enter_context(FeatureTap(self.teacher, paths))
+
+    def choose_layouts(
+        self, stack: ExitStack, train: DistillDataset, device: torch.device, allow: bool = True
+    ) -> None:
+        """Channels-last for one network (and the live teacher) where allowed and safe; the
+        models leave in the default layout when ``stack`` closes. Groups keep the default."""
+        if not allow or len(self.names) > 1:
+            return
+        (name,) = self.names
+        sample = _sample_inputs(train).to(device)  # (1, ...)
+        if not self.losses[name].student_paths():
+            self.channels_last[name] = stack.enter_context(
+                channels_last(self.models[name], sample, device)
+            )
+        live = self.teacher is not None and self.needs_teacher and self.teacher_cache is None
+        if live and not self._teacher_paths():
+            assert self.teacher is not None
+            self.teacher_channels_last = stack.enter_context(
+                channels_last(self.teacher, sample, device)
+            )
+
+    def _teacher_paths(self) -> list[str]:
+        return list(dict.fromkeys(p for loss in self.losses.values() for p in loss.teacher_paths()))
+
+    def _any_views(self) -> bool:
+        return any("views" in loss.needs for loss in self.losses.values())
+
+    # ------------------------------------------------------------------- step
+    def __call__(self, batch: Batch) -> StepResult:
+        """Every member's loss parts on ``batch`` (already on the device)."""
+        student: dict[str, Outputs] = {}
+        student_views: dict[str, Outputs] = {}
+        extra: dict[str, Tensor] = {}
+        for name in self.names:
+            model, tap = self.models[name], self.student_taps.get(name)
+            layout = self.channels_last[name]
+            if "views" in self.losses[name].needs:  # one pass over the batch and its views
+                extra[name] = self.losses[name].make_views(batch.inputs)  # (V * B, ...)
+                both = torch.cat([batch.inputs, extra[name]])  # ((1 + V) B, ...)
+                out = _scaled(
+                    forward_outputs(model, to_layout(both, layout), tap), self.temperature
+                )
+                student[name], student_views[name] = out.split(len(batch))
+            else:
+                out = forward_outputs(model, to_layout(batch.inputs, layout), tap)
+                student[name] = _scaled(out, self.temperature)
+        teacher: dict[str, Outputs | None] = {}
+        teacher_views: dict[str, Outputs | None] = {}
+        shared: list[Outputs | None] = []  # the plain teacher pass, run once when needed
+        for name in self.names:
+            loss = self.losses[name]
+            if not loss.needs_teacher:
+                teacher[name] = teacher_views[name] = None
+            elif name in extra:
+                teacher[name], teacher_views[name] = self._teacher_with_views(batch, extra[name])
+            elif "explanation" in loss.needs and self.teacher_cache is None:
+                teacher[name] = self._explained(loss, batch)
+            else:
+                if not shared:
+                    shared.append(self._teacher_outputs(batch))
+                teacher[name] = shared[0]
+        parts: dict[str, dict[str, Tensor]] = {}
+        for name in self.names:
+            loss = self.losses[name]
+            kwargs: dict[str, object] = {}
+            if loss.needs_peers:
+                kwargs["peers"] = [student[q].detach() for q in self.names if q != name]
+            if name in extra:
+                kwargs["views"] = Views(student_views[name], teacher_views[name])
+            parts[name] = loss(student[name], teacher[name], batch, **kwargs)
+        logits = {name: out.raw_logits for name, out in student.items()}  # (B, K) at T = 1
+        return StepResult(parts, logits, student, teacher)
+
+    def _teacher_outputs(self, batch: Batch) -> Outputs:
+        if self.teacher_cache is not None:
+            return self.teacher_cache.outputs(batch)
+        assert self.teacher is not None
+        x = to_layout(batch.inputs, self.teacher_channels_last)
+        with torch.no_grad():
+            return forward_outputs(self.teacher, x, self.teacher_tap)
+
+    def _explained(self, loss: LossTerm, batch: Batch) -> Outputs:
+        """The live teacher's outputs with ``loss``'s explanation of it (a gradient: e2KD)."""
+        assert self.teacher is not None
+        x = to_layout(batch.inputs, self.teacher_channels_last)
+        with torch.enable_grad():
+            explained = loss.explain_teacher(self.teacher, x).detach()
+        if self.teacher_tap is None:
+            return explained
+        with torch.no_grad():  # other terms' teacher features: a plain pass
+            out = forward_outputs(self.teacher, x, self.teacher_tap)
+        return replace(out, explanation=explained.explanation)
+
+    def _teacher_with_views(self, batch: Batch, extra: Tensor) -> tuple[Outputs, Outputs]:
+        """The teacher on the batch and its views: one pass over both, or the cache for the
+        batch and a live pass for the views."""
+        assert self.teacher is not None
+        n = len(batch)
+        layout = self.teacher_channels_last
+        with torch.no_grad():
+            if self.teacher_cache is None:
+                both = torch.cat([batch.inputs, extra])
+                return forward_outputs(
+                    self.teacher, to_layout(both, layout), self.teacher_tap
+                ).split(n)
+            cached = self.teacher_cache.outputs(batch)
+            return cached, forward_outputs(self.teacher, to_layout(extra, layout), self.teacher_tap)
+
+
+def _scaled(out: Outputs, temperature: float) -> Outputs:
+    """The student's outputs with its logits divided by its training temperature."""
+    if temperature == 1.0:
+        return Outputs(out.logits, out.features, 1.0)
+    return Outputs(out.logits / temperature, out.features, temperature)
+
+
+def _sample_inputs(train: DistillDataset) -> Tensor:
+    """The first training input as a batch of one, drawn without touching the global RNGs."""
+    with torch.random.fork_rng(devices=[]):  # __getitem__ may augment at random
+        x = train[0][0]
+    return torch.as_tensor(x).unsqueeze(0)  # (1, ...)
