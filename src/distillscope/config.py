@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from distillscope.config_train import Strict, TrainConfig
+from distillscope.config_tree import merge_teacher, schema_at
 from distillscope.errors import ConfigError, quoted
 
 __all__ = [
@@ -273,14 +274,12 @@ class ExperimentConfig(Strict):
     @model_validator(mode="before")
     @classmethod
     def _merge_teacher(cls, raw: Any) -> Any:
-        if not isinstance(raw, dict) or raw.get("teacher") is None:
+        if not isinstance(raw, dict):
             return raw
-        raw = dict(raw)
-        teachers = dict(raw.get("teachers") or {})
-        if "teacher" in teachers:
-            raise ValueError("give either 'teacher' or 'teachers.teacher', not both")
-        raw["teachers"] = {"teacher": raw.pop("teacher"), **teachers}
-        return raw
+        try:
+            return merge_teacher(raw)
+        except ConfigError as exc:  # a ValueError is what pydantic reports with its location
+            raise ValueError(str(exc)) from None
 
     @model_validator(mode="after")
     def _roles(self) -> ExperimentConfig:
@@ -415,36 +414,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 def _fields_at(loc: tuple[Any, ...]) -> list[str]:
     """Valid keys of the config model at ``loc`` (for 'unknown key' messages).
 
-    ``loc`` may pass through mappings of named models (``teachers.<name>.model``): a part that
-    is not a field of a mapping-typed field's model is taken as the mapping's key.
+    ``loc`` may pass through mappings of named models (``teachers.<name>.model``).
     """
-    model: Any = ExperimentConfig
-    in_mapping = False
-    for part in loc:
-        if isinstance(part, int) or model is None:
-            return []
-        field = getattr(model, "model_fields", {}).get(part)
-        if field is None:
-            if in_mapping:  # a user's name inside teachers: / students:
-                in_mapping = False
-                continue
-            return []
-        ann = field.annotation
-        in_mapping = getattr(ann, "__origin__", None) is dict
-        model = _model_in(ann)
-    return sorted(getattr(model, "model_fields", {}))
-
-
-def _model_in(ann: Any) -> Any:
-    from pydantic import BaseModel
-
-    if isinstance(ann, type) and issubclass(ann, BaseModel):
-        return ann
-    for arg in getattr(ann, "__args__", ()) or ():
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None
+    return sorted(getattr(schema_at(ExperimentConfig, loc, named=True), "model_fields", {}))
 
 
 def _format_error(exc: ValidationError) -> str:
