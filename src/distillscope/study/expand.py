@@ -31,17 +31,16 @@ from typing import Any, Literal
 from distillscope.config import (
     ExperimentConfig,
     apply_overrides,
-    check_name,
     config_hash,
     dump_config,
     load_config_dict,
     parse_override,
     read_config_file,
-    validate_names,
 )
 from distillscope.config_tree import get_at, merge_teacher, normal_path, schema_at, set_at
 from distillscope.errors import ConfigError
 from distillscope.identity import digest
+from distillscope.validate import check_name, validate_names
 
 GRID_KEY = "grid"
 #: Top-level key beside ``grid:`` (not an axis): how many cells to run without ``--yes``.
