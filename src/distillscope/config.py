@@ -4,6 +4,12 @@ A config names a dataset, one or more teachers, the students (one per method) an
 Unknown keys, wrong types and unknown registry names are rejected at load time with one line naming
 the key, the value and the valid choices (:class:`~distillscope.errors.ConfigError`).
 
+Floor 1, the config schema (see ``docs/design-notes.md``, "Floors"): this module imports only
+:mod:`~distillscope.config_train`, :mod:`~distillscope.config_tree` and
+:mod:`~distillscope.errors`. What needs the registries (names, parameters, losses and probes
+built once) is checked by :mod:`distillscope.validate`, which :func:`load_config_dict` calls
+through the one marked import inside it.
+
 Example:
     >>> cfg = load_config_dict({"students": {"kd": {"temperature": 8}}}, ["train.epochs=2"])
     >>> cfg.train.epochs, cfg.students["kd"].loss_spec()

@@ -11,6 +11,9 @@ Layout::
         metrics.jsonl          one line per model per epoch
         results.json           every probe's values, series and params
         report.html            self-contained report rendered from results.json
+
+Floor 1 (see ``docs/design-notes.md``, "Floors"): it imports :mod:`distillscope.files` and
+:mod:`distillscope.results` only.
 """
 
 from __future__ import annotations
