@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
+from distillscope.results import results_path
+
 #: Fields that differ between identical runs: wall times.
 VOLATILE = ("time", "duration_s", "seconds")
 
@@ -77,8 +79,8 @@ def compare_values(a: Any, b: Any, path: str, out: list[str]) -> int:
 
 def compare(a: Path, b: Path) -> dict[str, Any]:
     diffs, tensors = compare_models(a, b)
-    ra = json.loads((a / "results.json").read_text())
-    rb = json.loads((b / "results.json").read_text())
+    ra = json.loads(results_path(a).read_text())
+    rb = json.loads(results_path(b).read_text())
     values = 0
     for section in ("probes", "training", "models"):
         values += compare_values(ra.get(section), rb.get(section), section, diffs)

@@ -187,8 +187,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from distillscope.config import import_registries
     from distillscope.registry import DATASETS, LOSSES, MODELS, PROBES
+    from distillscope.validate import import_registries
 
     import_registries()
     registry = {"models": MODELS, "losses": LOSSES, "probes": PROBES, "datasets": DATASETS}[

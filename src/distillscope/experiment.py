@@ -46,6 +46,7 @@ from distillscope.models.forward import count_parameters
 from distillscope.probes import create_probe
 from distillscope.probes.base import ProbeData, Roles, with_directions
 from distillscope.registry import MODELS, accepted_params
+from distillscope.results import build_results
 from distillscope.rundir import RunDir
 from distillscope.splits import Splits, load_splits
 from distillscope.teacher_store import (
@@ -67,8 +68,6 @@ from distillscope.train.teacher_cache import (
 from distillscope.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
-
-RESULTS_SCHEMA = 1
 
 
 @dataclass
@@ -739,53 +738,18 @@ class Experiment:
     def _payload(
         self, members: dict[str, Member], splits: Splits, probes: dict[str, Any], duration: float
     ) -> dict[str, Any]:
-        import distillscope
-
-        rd = self.run_dir
-        assert rd is not None
-        info = splits.train.info
-        return {
-            "schema": RESULTS_SCHEMA,
-            "run": {
-                "name": self.cfg.name,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "seed": self.cfg.seed,
-                "device": str(self.device),
-                "config_file": self.config_file,
-                "duration_s": round(duration, 2),
-                "distillscope_version": distillscope.__version__,
-                "torch_version": torch.__version__,
-            },
-            "config": dump_config(self.cfg),
-            "identity": {"digest": self.digest, **self.identity},
-            "dataset": {
-                "name": info.name,
-                "source": info.source,
-                "fingerprints": self.identity["data"],
-                "num_classes": info.num_classes,
-                "class_names": list(info.class_names),
-                "n_train": len(splits.train),
-                "n_test": len(splits.test),
-                "input_shape": list(info.input_shape),
-            },
-            "models": {
-                m.name: {
-                    "role": m.role,
-                    "arch": m.spec.name,
-                    "params": count_parameters(m.model),
-                    "train_temperature": float(m.train.temperature),
-                    "teacher": m.teacher,
-                    "loss": m.loss if m.role != "teacher" else None,
-                    "reused": m.reused,
-                    "group": m.group,
-                    **_own_data(splits, m.name),
-                    **({"seed": m.seed} if m.seed not in (None, self.cfg.seed) else {}),
-                }
-                for m in members.values()
-            },
-            "training": {m.name: m.history for m in members.values()},
-            "probes": probes,
-        }
+        return build_results(
+            config=dump_config(self.cfg),
+            members=members.values(),
+            parameters={m.name: count_parameters(m.model) for m in members.values()},
+            splits=splits,
+            probes=probes,
+            duration=duration,
+            device=str(self.device),
+            config_file=self.config_file,
+            digest=self.digest,
+            identity=self.identity,
+        )
 
 
 def with_data_root(cfg: ExperimentConfig, data_root: str | None) -> ExperimentConfig:
@@ -819,14 +783,6 @@ def _resume_fix(where: str) -> str:
     return (
         "resume with the torch version, thread count and device it started with, or start a new run"
     )
-
-
-def _own_data(splits: Splits, name: str) -> dict[str, Any]:
-    """``{"data": {...}}`` for a member trained on its own data, else nothing."""
-    if name not in splits.member_train:
-        return {}
-    data = splits.member_train[name]
-    return {"data": {"name": data.info.name, "n_train": len(data)}}
 
 
 def run_experiment(

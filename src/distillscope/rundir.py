@@ -11,6 +11,9 @@ Layout::
         metrics.jsonl          one line per model per epoch
         results.json           every probe's values, series and params
         report.html            self-contained report rendered from results.json
+
+Floor 1 (see ``docs/design-notes.md``, "Floors"): it imports :mod:`distillscope.files` and
+:mod:`distillscope.results` only.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 import yaml
 
 from distillscope.files import atomic_write_text
+from distillscope.results import results_path, write_results
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,7 @@ class RunDir:
 
     @property
     def results(self) -> Path:
-        return self.path / "results.json"
+        return results_path(self.path)
 
     @property
     def report(self) -> Path:
@@ -101,7 +105,7 @@ class RunDir:
         return data if isinstance(data, dict) else None
 
     def write_results(self, data: dict[str, Any]) -> None:
-        atomic_write_text(self.results, json.dumps(data, indent=1, allow_nan=True))
+        write_results(self.path, data)
 
     def __str__(self) -> str:
         return str(self.path)

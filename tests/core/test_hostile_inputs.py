@@ -15,10 +15,11 @@ import pytest
 import yaml
 
 from distillscope.cli import main
-from distillscope.config import import_registries, load_config_dict
+from distillscope.config import load_config_dict
 from distillscope.errors import ConfigError
 from distillscope.probes import create_probe
 from distillscope.registry import PROBES
+from distillscope.validate import import_registries
 
 BASE = {
     "name": "hostile",

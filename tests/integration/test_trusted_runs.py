@@ -20,7 +20,7 @@ from PIL import Image
 from distillscope import run_experiment
 from distillscope.cli import main
 from distillscope.experiment import resume_experiment
-from distillscope.report.results import load_results
+from distillscope.results import load_results
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from distillscope.cli import main
 from distillscope.errors import UserError
 from distillscope.report.html import render_html
-from distillscope.report.results import check_results
+from distillscope.results import check_results
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "results_small.json"
 BASE = json.loads(FIXTURE.read_text())

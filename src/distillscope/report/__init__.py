@@ -5,6 +5,6 @@ results to a string, and :func:`load_results` reads and checks a run's results f
 """
 
 from distillscope.report.html import REPORT_FILE, render_html, render_report
-from distillscope.report.results import RESULTS_FILE, load_results
+from distillscope.results import RESULTS_FILE, load_results
 
 __all__ = ["REPORT_FILE", "RESULTS_FILE", "load_results", "render_html", "render_report"]

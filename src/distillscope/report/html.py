@@ -16,9 +16,9 @@ from distillscope.errors import UserError
 from distillscope.files import atomic_write_text
 from distillscope.report.plots import Palette
 from distillscope.report.ranking import ranking_section
-from distillscope.report.results import FIX, SCHEMA_VERSION, check_results, load_results
 from distillscope.report.sections import header, models_section, probe_section, training_section
 from distillscope.report.style import CSS
+from distillscope.results import FIX, SCHEMA_VERSION, check_results, load_results
 
 REPORT_FILE = "report.html"
 

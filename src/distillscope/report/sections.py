@@ -111,7 +111,7 @@ def header(results: Mapping[str, Any]) -> str:
     """The page header: run name and metadata, dataset, how to read, the resolved config.
 
     Args:
-        results: Checked results (see :func:`~distillscope.report.results.check_results`).
+        results: Checked results (see :func:`~distillscope.results.check_results`).
     """
     run, data = results["run"], results.get("dataset", {})
     shape = data.get("input_shape")

@@ -28,21 +28,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel
-
 from distillscope.config import (
     ExperimentConfig,
     apply_overrides,
-    check_name,
     config_hash,
     dump_config,
     load_config_dict,
     parse_override,
     read_config_file,
-    validate_names,
 )
+from distillscope.config_tree import get_at, merge_teacher, normal_path, schema_at, set_at
 from distillscope.errors import ConfigError
 from distillscope.identity import digest
+from distillscope.validate import check_name, validate_names
 
 GRID_KEY = "grid"
 #: Top-level key beside ``grid:`` (not an axis): how many cells to run without ``--yes``.
@@ -167,12 +165,10 @@ def expand_grid(raw: dict[str, Any], overrides: list[str] | None = None) -> Grid
             "e.g. grid: {seed: [0, 1, 2]}"
         )
     max_cells = _max_cells(source.get(MAX_CELLS_KEY, DEFAULT_MAX_CELLS))
-    written = _merge_teacher(
-        {k: v for k, v in source.items() if k not in (GRID_KEY, MAX_CELLS_KEY)}
-    )
+    written = merge_teacher({k: v for k, v in source.items() if k not in (GRID_KEY, MAX_CELLS_KEY)})
     # a path axis replaces what the config writes at its key, placeholders included
     replaced = [str(k) for k in spec if _is_path(str(k))]
-    base = _without(written, [_normal(k) for k in replaced])
+    base = _without(written, [normal_path(k) for k in replaced])
     refs = _references(base)
     axes = tuple(_axis(str(key), values, refs) for key, values in spec.items())
     _check_unused(axes, base, written, replaced)
@@ -259,7 +255,7 @@ def _axis(key: str, values: Any, refs: dict[str, list[tuple[str, bool]]]) -> Axi
     if _is_path(key):
         if isinstance(values, dict):
             _check_nested_axis(key, values)
-        return Axis(key, "path", tuple(labels), tuple(items), (_normal(key),))
+        return Axis(key, "path", tuple(labels), tuple(items), (normal_path(key),))
     if not re.fullmatch(_VAR, key):
         raise ConfigError(
             f"{where} is neither a config key nor a variable name (letters, digits, '_'); "
@@ -279,7 +275,7 @@ def _axis(key: str, values: Any, refs: dict[str, list[tuple[str, bool]]]) -> Axi
 def _check_nested_axis(key: str, values: dict[Any, Any]) -> None:
     """``train: {epochs: [1, 2]}`` under ``grid:`` labels a value of ``train``; it was surely
     meant as the axis ``train.epochs`` (a config key under ``train`` with a list of values)."""
-    model = _schema_at(_normal(key).split("."))
+    model = schema_at(ExperimentConfig, normal_path(key).split("."))
     if model is None:
         return
     for label, value in values.items():
@@ -297,32 +293,12 @@ def _is_path(key: str) -> bool:
     return "." in key or key in ExperimentConfig.model_fields or key == GRID_KEY
 
 
-def _merge_teacher(base: dict[str, Any]) -> dict[str, Any]:
-    """Write the ``teacher:`` shorthand as ``teachers.teacher`` (so axes can address both)."""
-    if base.get("teacher") is None or not isinstance(base.get("teachers", {}), dict):
-        return base
-    base = dict(base)
-    teacher = base.pop("teacher")
-    rest = base.get("teachers") or {}
-    if "teacher" in rest:
-        raise ConfigError("give either 'teacher' or 'teachers.teacher', not both")
-    base["teachers"] = {"teacher": teacher, **rest}
-    return base
-
-
-def _normal(key: str) -> str:
-    """The path an axis key sets: ``teacher.x`` is ``teachers.teacher.x``."""
-    if key == "teacher" or key.startswith("teacher."):
-        return "teachers.teacher" + key[len("teacher") :]
-    return key
-
-
 def _without(base: dict[str, Any], keys: list[str]) -> dict[str, Any]:
     """A copy of ``base`` without the values at the dotted ``keys``."""
     out = copy.deepcopy(base)
     for key in keys:
         *parents, last = key.split(".")
-        node = _get(out, parents)
+        node = get_at(out, parents)
         if isinstance(node, dict):
             node.pop(last, None)
     return out
@@ -430,7 +406,7 @@ def _check_unused(
             owner = next(
                 k
                 for k in replaced
-                if hidden[0] == _normal(k) or hidden[0].startswith(_normal(k) + ".")
+                if hidden[0] == normal_path(k) or hidden[0].startswith(normal_path(k) + ".")
             )
             raise ConfigError(
                 f"{where}: the config uses ${{{key}}} only where grid axes replace what it writes "
@@ -502,13 +478,17 @@ def _check_path(key: str, path: str, raw: dict[str, Any], resolved: dict[str, An
         raise ConfigError(_unknown(key, parts[0], "", sorted(ExperimentConfig.model_fields)))
     for depth in range(1, len(parts)):
         section = parts[:depth]
-        nodes = [n for n in (_get(raw, section), _get(resolved, section)) if isinstance(n, dict)]
+        nodes = [
+            n for n in (get_at(raw, section), get_at(resolved, section)) if isinstance(n, dict)
+        ]
         if not nodes:
             parent = section[:-1]
-            above = [n for n in (_get(raw, parent), _get(resolved, parent)) if isinstance(n, dict)]
+            above = [
+                n for n in (get_at(raw, parent), get_at(resolved, parent)) if isinstance(n, dict)
+            ]
             valid = sorted({k for n in above for k in n})
             raise ConfigError(_unknown(key, section[-1], ".".join(parent), valid))
-    model = _schema_at(parts[:-1])
+    model = schema_at(ExperimentConfig, parts[:-1])
     strict = model is not None and model.model_config.get("extra") == "forbid"
     if strict and parts[-1] not in model.model_fields:
         valid = sorted(model.model_fields)
@@ -523,48 +503,6 @@ def _unknown(key: str, part: str, under: str, valid: list[str]) -> str:
         f"grid axis {key!r}: the config has no key {part!r}{where}{hint}; "
         f"valid keys: {', '.join(valid) or 'none'}"
     )
-
-
-def _get(node: Any, parts: list[str]) -> Any:
-    for part in parts:
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
-def _schema_at(parts: list[str]) -> type[BaseModel] | None:
-    """The pydantic model of the section at ``parts`` when it is fixed by the schema."""
-    model: Any = ExperimentConfig
-    for part in parts:
-        field = model.model_fields.get(part) if model is not None else None
-        if field is None:
-            return None
-        model = _model_in(field.annotation)
-    return model
-
-
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    origin_args = getattr(annotation, "__args__", ()) or ()
-    if getattr(annotation, "__origin__", None) is dict:
-        return None  # free keys (e.g. students.<name>): no fixed schema at this level
-    for arg in origin_args:
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def _set(node: dict[str, Any], key: str, value: Any) -> None:
-    parts = key.split(".")
-    for part in parts[:-1]:
-        nxt = node.get(part)
-        if not isinstance(nxt, dict):
-            nxt = node[part] = {}
-        node = nxt
-    node[parts[-1]] = copy.deepcopy(value)
 
 
 # --------------------------------------------------------------------------- cells
@@ -582,7 +520,7 @@ def _cell(
     raw = _substitute(base, {k: v for k, v in params.items() if _kind(axes, k) == "variable"})
     for axis in axes:
         if axis.kind == "path":
-            _set(raw, axis.used_at[0], params[axis.key])
+            set_at(raw, axis.used_at[0], params[axis.key])
     cell_id = cell_id_of(labels)
     raw["name"] = cell_run_name(name, cell_id)
     raw["progress"] = False  # cells run side by side: the grid reports progress per cell

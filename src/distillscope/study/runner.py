@@ -42,6 +42,7 @@ from distillscope.checks import check_int
 from distillscope.config import dump_config, load_config_dict
 from distillscope.errors import ConfigError, UserError, quoted
 from distillscope.identity import first_difference, runtime
+from distillscope.results import results_path
 from distillscope.rundir import atomic_write_text
 from distillscope.study.expand import MAX_CELLS_KEY, Cell, Grid, load_grid
 from distillscope.study.summary import CellOutcome, build_summary, cell_dir, write_summary
@@ -212,7 +213,7 @@ def _per_epoch(size: int, train: Any) -> int:
 
 
 def _finished(root: Path, cell: Cell) -> bool:
-    return (cell_dir(root, cell) / "results.json").is_file()
+    return results_path(cell_dir(root, cell)).is_file()
 
 
 def _trainings(cell: Cell) -> tuple[int, int]:
@@ -257,7 +258,7 @@ def estimate(grid: Grid, root: Path, todo: list[Cell], images: dict[str, int], j
 
 def _duration(root: Path, cell: Cell) -> float | None:
     try:
-        data = json.loads((cell_dir(root, cell) / "results.json").read_text())
+        data = json.loads(results_path(cell_dir(root, cell)).read_text())
         value = data["run"]["duration_s"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -364,7 +365,7 @@ def run_cell(task: CellTask) -> CellOutcome:
             with open(path / LOG_FILE, "a", encoding="utf-8") as log:
                 print(f"distillscope: error: {busy}", file=log)
             return CellOutcome(task.id, "failed", time.time() - start, busy, user_error=True)
-        if (path / "results.json").is_file():  # finished by the process we waited for
+        if results_path(path).is_file():  # finished by the process we waited for
             return CellOutcome(task.id, "done", time.time() - start)
         return _run_locked_cell(task, path, start)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from distillscope.errors import UserError
-from distillscope.report.results import load_results
+from distillscope.results import load_results, results_path
 from distillscope.rundir import atomic_write_text
 from distillscope.study.expand import Cell, Grid, cell_id_of
 
@@ -99,7 +99,7 @@ def cell_record(
         "models": {},
         "values": {},
     }
-    if (path / "results.json").is_file():
+    if results_path(path).is_file():
         try:
             results = load_results(path)
         except UserError as exc:
