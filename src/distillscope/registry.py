@@ -283,8 +283,10 @@ MODELS = Registry("model")
 LOSSES = Registry("loss")
 PROBES = Registry("probe")
 DATASETS = Registry("dataset")
+EXPLAINERS = Registry("explainer")
 
 register_model = MODELS.register
 register_loss = LOSSES.register
 register_probe = PROBES.register
 register_dataset = DATASETS.register
+register_explainer = EXPLAINERS.register

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from distillscope.report.descriptions import PAPERS, describe
+from distillscope.probes.task import AccuracyProbe, AgreementProbe
+from distillscope.report.descriptions import GENERIC, PAPERS, describe
 
 
 def test_boundary_measures_are_labelled_ours_with_their_formulas() -> None:
@@ -32,3 +33,17 @@ def test_domain_probes_cite_paper_003_and_label_their_own_parts() -> None:
         assert text.endswith(f"[003] {PAPERS['003']}")
         assert "ours" in text.lower()
     assert "shape decisions / (shape + texture decisions)" in describe("shape_bias")
+
+
+def test_the_description_is_read_from_the_probe_class(monkeypatch) -> None:
+    monkeypatch.setattr(AgreementProbe, "description", "Measures agreement.")
+    assert describe("agreement") == f"Measures agreement. Source: [001] {PAPERS['001']}."
+    monkeypatch.setattr(AgreementProbe, "paper", None)
+    assert describe("agreement") == "Measures agreement."
+    monkeypatch.setattr(AccuracyProbe, "description", None)
+    assert describe("accuracy") == GENERIC
+
+
+def test_unknown_and_prefixed_names_render_generically() -> None:
+    assert describe("mystery") == GENERIC
+    assert describe("prefix:name") == GENERIC

@@ -6,7 +6,8 @@ distillation (Ahn et al. 2019); ``ab`` is activation-boundary distillation (Heo 
 2019). All take ``student_layers`` and
 ``teacher_layers`` (lists of module paths, paired in order) whose outputs are feature maps
 ``(B, C, H, W)``; channel counts may differ, and a larger map is average-pooled to the smaller
-one's size, as RepDistiller does.
+one's size, as RepDistiller does. The maths is in :mod:`distillscope.functional.attention`; the
+terms pick the maps and own the modules (VID's mean networks, AB's connectors).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from collections.abc import Iterable
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distillscope.checks import check_int, check_positive
@@ -25,9 +25,31 @@ from distillscope.distill.base import BindContext, LossTerm
 from distillscope.distill.feature import check_paths
 from distillscope.distill.logit import require_teacher
 from distillscope.errors import ConfigError, TrainingError
+from distillscope.functional.attention import (
+    ab_loss,
+    attention_map,
+    attention_transfer_loss,
+    boundary_loss,
+    nst_loss,
+    polynomial_mmd,
+    same_size,
+    vid_nll,
+)
 from distillscope.models.forward import forward_outputs
 from distillscope.models.taps import FeatureTap
 from distillscope.registry import register_loss
+
+__all__ = [
+    "ActivationBoundaries",
+    "AttentionTransfer",
+    "LayerPairsTerm",
+    "NeuronSelectivityTransfer",
+    "VariationalInformation",
+    "attention_map",
+    "boundary_loss",
+    "polynomial_mmd",
+    "same_size",
+]
 
 
 class LayerPairsTerm(LossTerm):
@@ -74,21 +96,6 @@ class LayerPairsTerm(LossTerm):
         return f"student_layers={self.student_layers}, teacher_layers={self.teacher_layers}"
 
 
-def same_size(s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-    """Average-pool the larger of two maps ``(B, C, H, W)`` to the smaller one's ``H x W``."""
-    hs, ht = s.shape[-2:], t.shape[-2:]
-    if hs == ht:
-        return s, t
-    if hs[0] * hs[1] > ht[0] * ht[1]:
-        return F.adaptive_avg_pool2d(s, tuple(ht)), t
-    return s, F.adaptive_avg_pool2d(t, tuple(hs))
-
-
-def attention_map(f: Tensor, p: float = 2.0) -> Tensor:
-    """``(B, H*W)`` L2-normalised spatial attention ``mean_c |A_c|^p`` (Zagoruyko & Komodakis)."""
-    return F.normalize(f.abs().pow(p).mean(1).reshape(f.shape[0], -1), dim=1)
-
-
 @register_loss("at")
 class AttentionTransfer(LayerPairsTerm):
     """Attention transfer (Zagoruyko & Komodakis 2017, eq. 2; papers 000 and 002).
@@ -111,28 +118,9 @@ class AttentionTransfer(LayerPairsTerm):
         self.p = check_positive("at.p", p)
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
-        losses = [
-            (attention_map(s, self.p) - attention_map(t, self.p)).pow(2).mean()
-            for s, t in self.pairs(student, teacher)
-        ]
-        loss = torch.stack(losses).sum()  # ()
+        student_maps, teacher_maps = zip(*self.pairs(student, teacher))
+        loss = attention_transfer_loss(student_maps, teacher_maps, self.p)  # ()
         return {"loss": loss, "at/at": loss}
-
-
-def polynomial_mmd(s: Tensor, t: Tensor) -> Tensor:
-    """Squared MMD with the kernel ``k(x, y) = (x . y)^2`` between the channels of two maps.
-
-    Each channel's ``H*W`` activations are L2-normalised; the channels of a sample are the
-    samples of its distribution (Huang & Wang 2017, eq. 6 with ``d = 2``, ``c = 0``). Returns
-    ``mean k(t, t') + mean k(s, s') - 2 mean k(s, t)``, averaged over the batch.
-    """
-    s = F.normalize(s.flatten(2), dim=2)  # (B, C_s, HW)
-    t = F.normalize(t.flatten(2), dim=2)  # (B, C_t, HW)
-
-    def k(a: Tensor, b: Tensor) -> Tensor:
-        return torch.bmm(a, b.transpose(1, 2)).pow(2).mean()  # ()
-
-    return k(t, t) + k(s, s) - 2 * k(s, t)
 
 
 @register_loss("nst")
@@ -147,7 +135,7 @@ class NeuronSelectivityTransfer(LayerPairsTerm):
     """
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
-        loss = torch.stack([polynomial_mmd(s, t) for s, t in self.pairs(student, teacher)]).sum()
+        loss = nst_loss(*zip(*self.pairs(student, teacher)))  # ()
         return {"loss": loss, "nst/nst": loss}
 
 
@@ -201,11 +189,12 @@ class VariationalInformation(LayerPairsTerm):
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
         if len(self.means) != len(self.student_layers):
             raise TrainingError("vid was not bound; bind the loss (Trainer.fit does) first")
-        losses = []
-        for (s, t), mean, scale in zip(self.pairs(student, teacher), self.means, self.log_scales):
-            var = (F.softplus(scale) + self.EPS).view(1, -1, 1, 1)  # (1, C_t, 1, 1)
-            nll = 0.5 * ((t - mean(s)) ** 2 / var + torch.log(var))  # (B, C_t, H, W)
-            losses.append(nll.mean())
+        losses = [
+            vid_nll(t, mean(s), scale, self.EPS)  # ()
+            for (s, t), mean, scale in zip(
+                self.pairs(student, teacher), self.means, self.log_scales
+            )
+        ]
         loss = torch.stack(losses).sum()  # ()
         return {"loss": loss, "vid/vid": loss}
 
@@ -296,19 +285,11 @@ class ActivationBoundaries(LayerPairsTerm):
     def _loss(self, student: Outputs, teacher: Outputs | None) -> Tensor:
         if len(self.connectors) != len(self.student_layers):
             raise TrainingError("ab was not bound; bind the loss (Trainer.fit does) first")
-        n = len(self.connectors)
-        losses = []
-        for i, (connector, s_path, t_path) in enumerate(
-            zip(self.connectors, self.student_layers, self.teacher_layers)
-        ):
-            t_out = require_teacher(self.name, teacher)
-            s, t = same_size(connector(student.features[s_path]), t_out.features[t_path].detach())
-            losses.append(2.0 ** (i - n + 1) * boundary_loss(s, t, self.margin) / s.shape[0])
-        return torch.stack(losses).sum() * 3.0 / 1000.0
-
-
-def boundary_loss(s: Tensor, t: Tensor, margin: float) -> Tensor:
-    """``sum (s + mu)^2 [s > -mu, t <= 0] + (s - mu)^2 [s <= mu, t > 0]`` (Heo et al. 2019)."""
-    off = ((s > -margin) & (t <= 0)).to(s.dtype)
-    on = ((s <= margin) & (t > 0)).to(s.dtype)
-    return ((s + margin) ** 2 * off + (s - margin) ** 2 * on).sum()
+        t_out = require_teacher(self.name, teacher)
+        pairs = [
+            same_size(connector(student.features[s_path]), t_out.features[t_path].detach())
+            for connector, s_path, t_path in zip(
+                self.connectors, self.student_layers, self.teacher_layers
+            )
+        ]  # (s, t) per pair, s through its connector
+        return ab_loss([s for s, _ in pairs], [t for _, t in pairs], self.margin)

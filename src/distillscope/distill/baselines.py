@@ -24,6 +24,7 @@ from distillscope.functional.distill import (
     pseudo_soft_targets,
     soft_cross_entropy,
 )
+from distillscope.functional.logit import bce_loss
 from distillscope.registry import register_loss
 
 # Paper 000, appendix B.2: "For the LS, we set the alpha value to 0.1".
@@ -93,12 +94,7 @@ class BinaryCrossEntropy(LossTerm):
         self.smoothing = check_range("bce.smoothing", smoothing, 0.0, 1.0, high_open=True)
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
-        logits = student.logits  # (B, K)
-        k = logits.shape[1]
-        target = F.one_hot(batch.targets, k).to(logits.dtype)  # (B, K)
-        if self.smoothing:
-            target = target * (1.0 - self.smoothing) + self.smoothing / k
-        bce = F.binary_cross_entropy_with_logits(logits, target)  # ()
+        bce = bce_loss(student.logits, batch.targets, self.smoothing)  # ()
         return {"loss": bce, "bce/bce": bce}
 
 

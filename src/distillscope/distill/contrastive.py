@@ -19,26 +19,10 @@ from distillscope.distill.base import BindContext
 from distillscope.distill.feature import PairedFeatureTerm
 from distillscope.distill.relation import Embed
 from distillscope.errors import ConfigError, TrainingError
+from distillscope.functional.relation import contrast_scores, memory_update, nce_loss
 from distillscope.registry import register_loss
 
-#: Guards the NCE logs, as the reference implementation.
-NCE_EPS = 1e-7
-
-
-def nce_loss(scores: Tensor, num_items: int) -> Tensor:
-    """The NCE loss of one side: ``scores`` ``(B, 1 + K)``, the positive in column 0.
-
-    With noise probability ``P_n = 1 / N`` (``N = num_items``):
-    ``L = -(1/B) sum_b [log(s_b0 / (s_b0 + K P_n)) + sum_k log(K P_n / (s_bk + K P_n))]``
-    (Tian et al. 2020, eq. 15-16, as RepDistiller's ``ContrastLoss``, with its ``eps = 1e-7``).
-    """
-    k = scores.shape[1] - 1
-    noise = k / num_items
-    pos = scores[:, 0]  # (B,)
-    neg = scores[:, 1:]  # (B, K)
-    log_d1 = torch.log(pos / (pos + noise + NCE_EPS))  # (B,)
-    log_d0 = torch.log(noise / (neg + noise + NCE_EPS))  # (B, K)
-    return -(log_d1.sum() + log_d0.sum()) / scores.shape[0]
+__all__ = ["ContrastiveRepresentation", "nce_loss"]
 
 
 @register_loss("crd")
@@ -133,7 +117,7 @@ class ContrastiveRepresentation(PairedFeatureTerm):
 
     def _scores(self, bank: Tensor, draws: Tensor, v: Tensor, z_name: str, n: int) -> Tensor:
         rows = bank[draws]  # (B, 1+K, dim)
-        scores = torch.exp(torch.bmm(rows, v.unsqueeze(2)).squeeze(2) / self.temperature)
+        scores = contrast_scores(rows, v, self.temperature)  # (B, 1+K)
         z: Tensor = getattr(self, z_name)
         if float(z) < 0:  # the first training batch fixes the normalising constant
             estimate = scores.detach().mean() * n
@@ -144,8 +128,7 @@ class ContrastiveRepresentation(PairedFeatureTerm):
 
     def _update(self, bank: Tensor, index: Tensor, v: Tensor) -> None:
         with torch.no_grad():
-            moved = bank[index] * self.momentum + v.detach() * (1 - self.momentum)  # (B, dim)
-            bank[index] = moved / moved.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            bank[index] = memory_update(bank[index], v.detach(), self.momentum)  # (B, dim)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, dim={self.dim}, negatives={self.k or self.negatives}"

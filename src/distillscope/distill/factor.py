@@ -16,13 +16,16 @@ from torch import Tensor, nn
 
 from distillscope.checks import check_int, check_positive, check_range
 from distillscope.contracts import Batch, Outputs
-from distillscope.distill.attention import same_size
 from distillscope.distill.base import BindContext
 from distillscope.distill.feature import PairedFeatureTerm
 from distillscope.errors import ConfigError, TrainingError
+from distillscope.functional.attention import same_size
+from distillscope.functional.feature import factor, factor_transfer_loss
 from distillscope.models.forward import forward_outputs
 from distillscope.models.taps import FeatureTap
 from distillscope.registry import register_loss
+
+__all__ = ["FactorTransfer", "factor"]
 
 
 def _conv_stack(channels: list[int], transpose: bool = False) -> nn.Sequential:
@@ -32,11 +35,6 @@ def _conv_stack(channels: list[int], transpose: bool = False) -> nn.Sequential:
     for c_in, c_out in zip(channels, channels[1:]):
         layers += [conv(c_in, c_out, 3, stride=1, padding=1), nn.LeakyReLU(0.1)]
     return nn.Sequential(*layers)
-
-
-def factor(x: Tensor) -> Tensor:
-    """``(B, D)``: the flattened factor, L2-normalised per sample."""
-    return F.normalize(x.reshape(x.shape[0], -1), dim=1)
 
 
 @register_loss("ft")
@@ -130,9 +128,8 @@ class FactorTransfer(PairedFeatureTerm):
         assert self.translator is not None
         s, t = same_size(*self.pair(student, teacher))
         with torch.no_grad():
-            f_t = factor(encoder(t))  # (B, D)
-        f_s = factor(self.translator(s))  # (B, D)
-        loss = (f_s - f_t).abs().mean()  # ()
+            code_t = encoder(t)  # (B, k C_t, H, W), fixed
+        loss = factor_transfer_loss(self.translator(s), code_t)  # ()
         return {"loss": loss, "ft/ft": loss}
 
     def _paraphraser(self) -> tuple[nn.Module, nn.Module]:

@@ -12,6 +12,7 @@ from distillscope.checks import check_int, check_range
 from distillscope.contracts import Batch, Outputs
 from distillscope.distill.base import LossTerm
 from distillscope.distill.logit import require_teacher
+from distillscope.functional.logit import dkd_parts, virtual_teacher_kl
 from distillscope.registry import register_loss
 
 
@@ -59,13 +60,8 @@ class DecoupledKD(LossTerm):
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
         z_t = require_teacher(self.name, teacher).logits.detach()
-        z_s, y, t = student.logits, batch.targets, self.temperature
-        gt = F.one_hot(y, z_s.shape[1]).to(torch.bool)  # (B, K)
-        tckd = _binary_kl(z_s / t, z_t / t, gt) * t * t  # ()
-        masked = gt.to(z_s.dtype) * 1000.0  # (B, K): the target class out of the softmax
-        log_hat_s = F.log_softmax(z_s / t - masked, dim=1)  # (B, K)
-        hat_t = F.softmax(z_t / t - masked, dim=1)  # (B, K)
-        nckd = F.kl_div(log_hat_s, hat_t, reduction="sum") / z_s.shape[0] * t * t  # ()
+        z_s, y = student.logits, batch.targets
+        tckd, nckd = dkd_parts(z_s, z_t, y, self.temperature)  # (), ()
         ce = F.cross_entropy(z_s, y)  # ()
         weight = 1.0
         if self.warmup_steps:
@@ -77,15 +73,6 @@ class DecoupledKD(LossTerm):
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, beta={self.beta}, temperature={self.temperature}"
-
-
-def _binary_kl(z_s: Tensor, z_t: Tensor, gt: Tensor) -> Tensor:
-    """``mean_b KL([p_t, 1 - p_t] || [p_s, 1 - p_s])`` of the target-class probability."""
-    p_s = F.softmax(z_s, dim=1)  # (B, K)
-    p_t = F.softmax(z_t, dim=1)  # (B, K)
-    b_s = torch.stack([(p_s * gt).sum(1), (p_s * ~gt).sum(1)], dim=1)  # (B, 2)
-    b_t = torch.stack([(p_t * gt).sum(1), (p_t * ~gt).sum(1)], dim=1)  # (B, 2)
-    return F.kl_div(torch.log(b_s), b_t, reduction="sum") / z_s.shape[0]
 
 
 @register_loss("tf_kd")
@@ -130,12 +117,7 @@ class TeacherFreeKD(LossTerm):
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
         z, y = student.logits, batch.targets
-        k = z.shape[1]
-        p_d = torch.full_like(z, (1.0 - self.correct_prob) / (k - 1))  # (B, K)
-        p_d.scatter_(1, y.unsqueeze(1), self.correct_prob)
-        target = F.softmax(p_d / self.temperature, dim=1)  # (B, K)
-        kl = F.kl_div(F.log_softmax(z, dim=1), target, reduction="sum") / z.numel()  # ()
-        virtual = kl * self.multiplier
+        virtual = virtual_teacher_kl(z, y, self.temperature, self.correct_prob, self.multiplier)
         ce = F.cross_entropy(z, y)  # ()
         loss = (1.0 - self.alpha) * ce + self.alpha * virtual
         return {"loss": loss, "tf_kd/ce": ce, "tf_kd/virtual": virtual}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -18,6 +17,7 @@ from distillscope.checks import check_range
 from distillscope.contracts import Batch, Outputs
 from distillscope.distill.base import LossTerm
 from distillscope.errors import TrainingError
+from distillscope.functional.logit import mutual_learning_kl
 from distillscope.registry import register_loss
 
 
@@ -33,7 +33,9 @@ class DeepMutualLearning(LossTerm):
     predictions after each update; we update all peers from the same forward pass, as most
     public implementations do, which saves ``K - 1`` extra forward passes per step. The paper
     uses ``T = 1``; at other temperatures the ``T^2`` factor keeps the gradient scale (Hinton
-    et al.), and is 1 at ``T = 1``.
+    et al.), and is 1 at ``T = 1``. The maths is
+    :func:`~distillscope.functional.logit.mutual_learning_kl` (which says why it is not a loop
+    over ``kd_loss``).
 
     Args:
         temperature: ``T > 0`` of the mimicry term (paper: 1).
@@ -61,18 +63,8 @@ class DeepMutualLearning(LossTerm):
                 "loss term 'dml' needs the other peers' outputs; put two or more students with "
                 "dml in one group (students.<name>.group: <group name>)"
             )
-        t = self.temperature
-        log_p = F.log_softmax(student.logits / t, dim=1)  # (B, K)
-        kls = [
-            F.kl_div(
-                log_p,
-                F.log_softmax(p.logits.detach() / t, dim=1),
-                reduction="batchmean",
-                log_target=True,
-            )  # fmt: skip
-            for p in peers
-        ]
-        kl = torch.stack(kls).mean() * (t * t)  # ()
+        peer_logits = [p.logits.detach() for p in peers]  # fixed targets
+        kl = mutual_learning_kl(student.logits, peer_logits, self.temperature)  # ()
         ce = F.cross_entropy(student.logits, batch.targets)  # ()
         return {"loss": ce + kl, "dml/ce": ce, "dml/kl": kl}
 

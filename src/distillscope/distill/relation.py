@@ -2,16 +2,15 @@
 
 Each term reads one student feature and one teacher feature (``student_layer``,
 ``teacher_layer``; usually the pooled penultimate features, ``pool`` of the zoo's CIFAR ResNets),
-flattened per sample, so the two networks' feature sizes may differ. Reductions and constants
-follow RepDistiller (Tian et al. 2020), the reference implementation behind paper 000's and
-paper 002's comparison tables, where the papers leave them open; each docstring says so.
+flattened per sample, so the two networks' feature sizes may differ. The maths, with its
+reductions and constants (RepDistiller's, Tian et al. 2020, where the papers leave them open),
+is in :mod:`distillscope.functional.relation`; the terms pick the features and own the heads.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -20,7 +19,24 @@ from distillscope.contracts import Batch, Outputs
 from distillscope.distill.base import BindContext
 from distillscope.distill.feature import PairedFeatureTerm
 from distillscope.errors import ConfigError, TrainingError
+from distillscope.functional.relation import (
+    PKT_EPS,
+    correlation_congruence_loss,
+    pairwise_distances,
+    pkt_loss,
+    rkd_parts,
+    similarity_preserving_loss,
+)
 from distillscope.registry import register_loss
+
+__all__ = [
+    "CorrelationCongruence",
+    "Embed",
+    "ProbabilisticKT",
+    "RelationalKD",
+    "SimilarityPreserving",
+    "pairwise_distances",
+]
 
 
 def _flat(x: Tensor) -> Tensor:
@@ -45,24 +61,10 @@ class SimilarityPreserving(PairedFeatureTerm):
     """
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
-        s, t = (_flat(x) for x in self.pair(student, teacher))
+        s, t = self.pair(student, teacher)
         _check_batch(self.name, s)
-        g_s = F.normalize(s @ s.T, dim=1)  # (B, B)
-        g_t = F.normalize(t @ t.T, dim=1)  # (B, B)
-        loss = (g_t - g_s).pow(2).sum() / (s.shape[0] ** 2)  # ()
+        loss = similarity_preserving_loss(s, t)  # ()
         return {"loss": loss, "sp/sp": loss}
-
-
-def pairwise_distances(e: Tensor, eps: float = 1e-12) -> Tensor:
-    """``(B, B)`` Euclidean distances between the rows of ``e``, zero on the diagonal.
-
-    Squared distances are clamped at ``eps`` before the square root (a finite gradient for
-    identical rows), as RepDistiller's RKD does.
-    """
-    sq = e.pow(2).sum(1)  # (B,)
-    d2 = (sq.unsqueeze(0) + sq.unsqueeze(1) - 2 * e @ e.T).clamp_min(eps)  # (B, B)
-    d = d2.sqrt()
-    return d * (1 - torch.eye(e.shape[0], dtype=d.dtype, device=d.device))
 
 
 @register_loss("rkd")
@@ -97,23 +99,11 @@ class RelationalKD(PairedFeatureTerm):
         self.angle_weight = check_range("rkd.angle_weight", angle_weight, 0.0)
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
-        s, t = (_flat(x) for x in self.pair(student, teacher))
+        s, t = self.pair(student, teacher)
         _check_batch(self.name, s)
-        distance = F.smooth_l1_loss(_normalised_distances(s), _normalised_distances(t))  # ()
-        angle = F.smooth_l1_loss(_angles(s), _angles(t))  # ()
+        distance, angle = rkd_parts(s, t)  # (), ()
         loss = self.distance_weight * distance + self.angle_weight * angle
         return {"loss": loss, "rkd/distance": distance, "rkd/angle": angle}
-
-
-def _normalised_distances(e: Tensor) -> Tensor:
-    d = pairwise_distances(e)  # (B, B)
-    mu = d[d > 0].mean()
-    return d / mu
-
-
-def _angles(e: Tensor) -> Tensor:
-    diff = F.normalize(e.unsqueeze(0) - e.unsqueeze(1), p=2, dim=2)  # (B, B, D): e_j - e_i
-    return torch.bmm(diff, diff.transpose(1, 2)).reshape(-1)  # (B^3,)
 
 
 @register_loss("pkt")
@@ -130,18 +120,11 @@ class ProbabilisticKT(PairedFeatureTerm):
     Parts: ``pkt/pkt``.
     """
 
-    EPS: ClassVar[float] = 1e-7
+    EPS: ClassVar[float] = PKT_EPS
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
-        s, t = (_flat(x) for x in self.pair(student, teacher))
-        p_s, p_t = self._conditional(s), self._conditional(t)  # (B, B)
-        loss = (p_t * torch.log((p_t + self.EPS) / (p_s + self.EPS))).mean()  # ()
+        loss = pkt_loss(*self.pair(student, teacher), eps=self.EPS)  # ()
         return {"loss": loss, "pkt/pkt": loss}
-
-    def _conditional(self, f: Tensor) -> Tensor:
-        f = f / (f.norm(dim=1, keepdim=True) + self.EPS)  # (B, D)
-        k = (f @ f.T + 1.0) / 2.0  # (B, B)
-        return k / k.sum(dim=1, keepdim=True)
 
 
 class Embed(nn.Module):
@@ -193,8 +176,9 @@ class CorrelationCongruence(PairedFeatureTerm):
             raise TrainingError("cc was not bound; bind the loss (Trainer.fit does) first")
         s, t = self.pair(student, teacher)
         _check_batch(self.name, s)
-        delta = (self.embed_s(s) - self.embed_t(t)).abs()  # (B, dim)
-        loss = (delta[:-1] * delta[1:]).sum(1).mean()  # ()
+        e_s = self.embed_s(s)  # (B, dim)
+        e_t = self.embed_t(t)  # (B, dim)
+        loss = correlation_congruence_loss(e_s, e_t)  # ()
         return {"loss": loss, "cc/cc": loss}
 
     def extra_repr(self) -> str:

@@ -14,6 +14,10 @@
   et al. 2014, section 3.1); ``"integrated_gradients"`` and ``"guided_gradcam"`` by the sum over
   channels (their values are additive contributions, so a pixel's contribution is the sum of
   its channels'; for IG this keeps completeness).
+
+Each method is an :class:`~distillscope.explain.attribution.Explainer` of the registry
+:data:`~distillscope.registry.EXPLAINERS` (``"explain"`` is :class:`OwnExplainer`, here); its
+``attribute`` verb then its ``to_map`` give the map.
 """
 
 from __future__ import annotations
@@ -22,11 +26,20 @@ import torch
 from torch import Tensor, nn
 
 from distillscope.errors import ConfigError, ModelError
-from distillscope.explain.attribution import IG_STEPS, attribute
+from distillscope.explain.attribution import IG_STEPS, Explainer, create_explainer
+from distillscope.registry import EXPLAINERS, register_explainer
 
-__all__ = ["MAP_METHODS", "check_map_method", "explanation_maps", "map_method", "why_not"]
+__all__ = [
+    "MAP_METHODS",
+    "OwnExplainer",
+    "check_map_method",
+    "explanation_maps",
+    "map_method",
+    "why_not",
+]
 
-#: Methods :func:`explanation_maps` knows.
+#: Methods :func:`explanation_maps` knows (``"auto"`` and the explainers that give maps), in
+#: the order its error message lists them.
 MAP_METHODS = (
     "auto",
     "explain",
@@ -35,7 +48,6 @@ MAP_METHODS = (
     "integrated_gradients",
     "guided_gradcam",
 )
-_CHANNEL_SUM = ("integrated_gradients", "guided_gradcam")
 
 
 def check_map_method(owner: str, method: object) -> str:
@@ -89,11 +101,43 @@ def why_not(model: nn.Module, method: str) -> str | None:
             f"{name} has neither an explain(inputs, target) method nor a cam_layer; add one or "
             "use method: saliency"
         )
-    if method == "explain" and not _has_explain(model):
-        return f"{name} has no explain(inputs, target) method; use method: auto"
-    if method in ("gradcam", "guided_gradcam") and getattr(model, "cam_layer", None) is None:
-        return f"{name} has no cam_layer; use method: auto (a model's own explain) or saliency"
+    if method in EXPLAINERS.list():
+        return EXPLAINERS.get(method).why_not(model)
     return None
+
+
+@register_explainer("explain")
+class OwnExplainer(Explainer):
+    """The model's own ``model.explain(inputs, target) -> (B, H, W)`` (B-cos models: the
+    contribution map ``sum_c W(x)_c x_c`` of their dynamic linear weights, paper 001, 3.1).
+
+    A map method only: :func:`~distillscope.explain.attribution.attribute` does not offer it.
+
+    Example:
+        >>> OwnExplainer.why_not(nn.Linear(2, 2))
+        'Linear has no explain(inputs, target) method; use method: auto'
+    """
+
+    needs = "explain"
+
+    def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor) -> Tensor:
+        target = target.to(inputs.device)
+        with torch.enable_grad():
+            maps = model.explain(inputs, target)
+        expected = (inputs.shape[0], *inputs.shape[-2:])
+        if not isinstance(maps, Tensor) or tuple(maps.shape) != expected:
+            got = tuple(maps.shape) if isinstance(maps, Tensor) else type(maps).__name__
+            raise ModelError(
+                f"{type(model).__name__}.explain returned {got}; it must return a (B, H, W) = "
+                f"{expected} map per image"
+            )
+        return maps.detach()
+
+    @classmethod
+    def why_not(cls, model: nn.Module) -> str | None:
+        if not _has_explain(model):
+            return f"{type(model).__name__} has no explain(inputs, target) method; use method: auto"
+        return None
 
 
 def explanation_maps(
@@ -142,30 +186,5 @@ def explanation_maps(
     reason = why_not(model, chosen)
     if reason is not None:
         raise ModelError(reason)
-    target = target.to(inputs.device)
-    if chosen == "explain":
-        with torch.enable_grad():
-            maps = model.explain(inputs, target)
-        expected = (inputs.shape[0], *inputs.shape[-2:])
-        if not isinstance(maps, Tensor) or tuple(maps.shape) != expected:
-            got = tuple(maps.shape) if isinstance(maps, Tensor) else type(maps).__name__
-            raise ModelError(
-                f"{type(model).__name__}.explain returned {got}; it must return a (B, H, W) = "
-                f"{expected} map per image"
-            )
-        return maps.detach()
-    maps = attribute(
-        model,
-        inputs,
-        target,
-        chosen,
-        n_steps=n_steps,
-        internal_batch_size=internal_batch_size,
-    )
-    if chosen == "gradcam":
-        return maps  # (B, H, W)
-    if chosen == "saliency":
-        return maps.amax(1)  # (B, H, W): max over channels of |grad|
-    if chosen in _CHANNEL_SUM:
-        return maps.sum(1)  # (B, H, W): a pixel's contribution, summed over its channels
-    raise AssertionError(chosen)  # unreachable: every method is handled above
+    explainer = create_explainer(chosen, n_steps=n_steps, internal_batch_size=internal_batch_size)
+    return explainer.to_map(explainer.attribute(model, inputs, target))  # (B, H, W)

@@ -1,4 +1,4 @@
-"""Pure tensor functions behind feature-distillation losses (OFD's margin and partial L2).
+"""Pure tensor functions behind feature-distillation losses (OFD's margin and partial L2, FT).
 
 Everything here takes tensors and numbers and returns tensors: no modules, no state, no I/O.
 The loss terms in :mod:`distillscope.distill` build the owned modules (connectors) and call
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["match_spatial", "ofd_loss", "ofd_margin"]
+__all__ = ["factor", "factor_transfer_loss", "match_spatial", "ofd_loss", "ofd_margin"]
 
 # Heo et al. 2019 (OFD), the authors' code: a channel whose negative half has probability at
 # most this under N(mean, std^2) gets the margin -3 std instead of the conditional mean.
@@ -123,3 +123,44 @@ def ofd_loss(s: Tensor, t: Tensor, margin: Tensor) -> Tensor:
     target = torch.maximum(t, _per_channel(margin, t))  # (B, C, ...)
     mask = (s > target) | (target > 0)  # (B, C, ...)
     return ((s - target).pow(2) * mask).sum() / s.shape[0]  # ()
+
+
+def factor(x: Tensor) -> Tensor:
+    """A factor of factor transfer: the flattened code, L2-normalised per sample.
+
+    Kim, Park & Kwak 2018 ("Paraphrasing Complex Network"), eq. 3: ``F / ||F||_2``.
+
+    Args:
+        x: ``(B, ...)`` a paraphraser's or translator's output.
+
+    Returns:
+        ``(B, D)`` unit-norm rows.
+
+    Example:
+        >>> factor(torch.tensor([[[3.0]], [[4.0]]]).view(1, 2, 1, 1))
+        tensor([[0.6000, 0.8000]])
+    """
+    return F.normalize(x.reshape(x.shape[0], -1), dim=1)
+
+
+def factor_transfer_loss(student_code: Tensor, teacher_code: Tensor) -> Tensor:
+    """Factor transfer (Kim et al. 2018, eq. 3): ``mean |F_t / ||F_t|| - F_s / ||F_s|| |``.
+
+    The L1 (``p = 1``) distance between the two :func:`factor` s, averaged over every element
+    (as RepDistiller's ``FTLoss``).
+
+    Args:
+        student_code: ``(B, ...)`` the translator's output on the student's map.
+        teacher_code: ``(B, ...)`` the paraphraser's code of the teacher's map (no graph).
+
+    Returns:
+        Scalar ``>= 0``.
+
+    Example:
+        >>> c = torch.rand(2, 3, 4, 4)
+        >>> factor_transfer_loss(c, 2 * c).item()  # factors are normalised
+        0.0
+    """
+    f_t = factor(teacher_code)  # (B, D)
+    f_s = factor(student_code)  # (B, D)
+    return (f_s - f_t).abs().mean()  # ()

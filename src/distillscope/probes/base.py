@@ -116,6 +116,12 @@ class Probe:
     """
 
     name: ClassVar[str] = "probe"
+    #: One paragraph for the report: what the probe measures, and which of its parts are this
+    #: project's rather than the paper's (``None``: the report prints a generic line).
+    description: ClassVar[str | None] = None
+    #: The paper it comes from, a number of the project's paper index
+    #: (:data:`distillscope.report.descriptions.PAPERS`), or ``None``.
+    paper: ClassVar[str | None] = None
     #: Whether a higher main value is better (``None``: neither direction is better).
     higher_is_better: ClassVar[bool | None] = None
     #: Metrics whose direction differs from :attr:`higher_is_better` (e.g. agreement's ``kl``).

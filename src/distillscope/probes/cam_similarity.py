@@ -61,6 +61,15 @@ class CamSimilarityProbe(Probe):
     are empty and ``params["skipped"]`` says why.
     """
 
+    description = (
+        "Grad-CAM similarity %: share of images on which the teacher's Grad-CAM (true class) is "
+        "closer, by cosine, to the row model's than to the column's independent model "
+        "(vs_<model>); 0.5 = chance, above = the distilled student looks where its teacher "
+        "looks. Rows between two independent models are the sanity check and should be near "
+        "0.5. Exact ties count 1/2 (ours)."
+    )
+    paper = "003"
+
     higher_is_better = True
 
     def __init__(

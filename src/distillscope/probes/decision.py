@@ -60,6 +60,16 @@ class DecisionMapProbe(Probe):
     Inputs that are not 2-D vectors give empty values and ``params["skipped"]``.
     """
 
+    description = (
+        "Predicted class probabilities over a 2-D input grid, as in paper 004's decision "
+        "heatmaps. The two numbers are this project's measures, not the paper's (it describes "
+        "the blurry 'twilight zone' only in words): hardness = mean of p(1) - p(2), the top-2 "
+        "probability margin, over grid points that have a 4-neighbour with another predicted "
+        "class (near 1 = step-like boundary, near 0 = sigmoid-like); twilight = share of grid "
+        "points whose top probability max_k p_k is below 0.9."
+    )
+    paper = "004"
+
     higher_is_better = None
 
     def __init__(

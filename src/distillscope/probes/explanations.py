@@ -115,6 +115,16 @@ class AdherenceProbe(Probe):
     not a B-cos network.
     """
 
+    description = (
+        "Cosine similarity between the teacher's and the model's attributions of the true "
+        "class: saliency (absolute input gradient), Integrated Gradients (zero baseline; signed, "
+        "so in [-1, 1]), GradCAM (per image) and guided_gradcam (captum-style Guided Grad-CAM: "
+        "guided backpropagation times a nearest-upsampled ReLU GradCAM of the last conv block, "
+        "paper 004's GradCAM column) and bcos (a B-cos model's dynamic weights W(x), signed: the "
+        "explanation e2KD distils between B-cos models, paper 001)."
+    )
+    paper = "004"
+
     higher_is_better = True
 
     def __init__(

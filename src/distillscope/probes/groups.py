@@ -45,6 +45,15 @@ class GroupGapProbe(Probe):
     model; ``"<t>-><m>/<group>"`` agreement for every teacher/model pair.
     """
 
+    description = (
+        "Top-1 accuracy per group of the held-out data, the worst group and the gap between the "
+        "best and the worst (lower is better), and teacher-student agreement per group. With "
+        "spurious backgrounds the groups are the majority (background agrees with the label: in "
+        "distribution) and the minority (out of distribution), as paper 001 evaluates KD students "
+        "on Waterbirds; paper 003 6.2 asks whether a teacher's group bias passes to its student."
+    )
+    paper = "001"
+
     higher_is_better = True
     metric_directions = {"gap": False}
 

@@ -114,6 +114,20 @@ class InvarianceProbe(Probe):
     ``roles.pairs()``. Series: ``"x/<family>"`` = the sweep, ``"<m>/<family>"`` = ``inv_m``.
     """
 
+    description = (
+        "Share of held-out images on which a model gives the same top-1 class to two views of "
+        "the image: colour (the image vs a colour-jittered copy: brightness, contrast, "
+        "saturation 1 +/- U[0, s], hue +/- U[0, s/2]; grey images colourised first with random "
+        "foreground and background colours, ours), crop (two random crops of a share of the "
+        "area, resized back) and shift (two copies shifted by up to m pixels from each other), "
+        "each against its strength. Paper 003 finds a student distilled from a teacher trained "
+        "with the augmentation more invariant than the independent student, but not one "
+        "distilled from a teacher T* trained without it. Our summaries: the mean agreement over "
+        "each sweep, and <family>_gap = mean |inv_model(s) - inv_teacher(s)| (lower = closer "
+        "to the teacher's invariance)."
+    )
+    paper = "003"
+
     higher_is_better = True
     metric_directions = {f"{family}_gap": False for family in FAMILIES}
     model_params = {"control_teacher": ModelParam()}

@@ -83,6 +83,16 @@ class LocalisationProbe(Probe):
     skipped with its reason.
     """
 
+    description = (
+        "How much of each model's explanation of the true class falls on the object (its mask): "
+        "EPG = positive attribution energy inside the mask / total positive energy (energy-based "
+        "pointing game), and IoU of the region where the min-max scaled map exceeds 0.5 with "
+        "the mask; higher = more focused on the object. Parameter mask_share is the EPG of a "
+        "uniform map (chance). mask_source: foreground (bright pixels as masks) is this "
+        "project's extension."
+    )
+    paper = "001"
+
     higher_is_better = True
 
     def __init__(

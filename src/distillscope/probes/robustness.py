@@ -122,6 +122,18 @@ class AdversarialProbe(Probe):
     reason in ``params["skipped"]``, when DeepFool fooled no sample of that model).
     """
 
+    description = (
+        "Accuracy on clean inputs and under FGSM and PGD (L-inf budget eps) and DeepFool "
+        "(values <m>/deepfool, <m>/deepfool_strong: the smallest step across the linearised "
+        "nearest boundary, 50 steps, overshoot 0.02) attacks; the strong variants attack the "
+        "logits divided by the model's training temperature, undoing gradient masking. Paper 004 "
+        "attacks CIFAR-10 and TSRD images; attacking 2-D toy points (the decision-map data) is "
+        "this project's extension. Opt-in: I-FGSM (5 steps), PGD-L2 and Carlini-Wagner L2 "
+        "(<m>/cw_l2_l2: mean L2 norm of its successes). Series, if any: accuracy against the "
+        "attack budget eps."
+    )
+    paper = "004"
+
     higher_is_better = True
 
     def __init__(

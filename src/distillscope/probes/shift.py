@@ -69,6 +69,16 @@ class ExplanationShiftProbe(Probe):
     Series: ``"x"`` = the shifts, ``"<m>"`` = ``c(s)`` (the report draws the curves).
     """
 
+    description = (
+        "Cosine similarity between the explanation of an image and that of the image shifted "
+        "diagonally by s pixels (shifted back, over the shared area), against s: 1 = the "
+        "explanation moves with the image; periodic dips reveal the patch or stride grid "
+        "(paper 001 Fig. 5). Our summaries: the model's mean cosine over s > 0, and "
+        "curve_gap = mean |c_model(s) - c_teacher(s)| (lower = the teacher's shift behaviour "
+        "was distilled)."
+    )
+    paper = "001"
+
     higher_is_better = True
     metric_directions = {"curve_gap": False}
 

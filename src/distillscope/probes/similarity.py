@@ -67,6 +67,14 @@ class ClassSimilarityProbe(Probe):
             construction), or names a model that is not probed (in :meth:`run`).
     """
 
+    description = (
+        "Mean softmax entropy over all classes (entire) and within the true class's category "
+        "(category), on the samples that every model of the mask classifies correctly (by "
+        "default the compared students, as in the paper, not the teacher; see params "
+        "mask_names): a higher category entropy means more class-similarity information."
+    )
+    paper = "000"
+
     higher_is_better = None
     model_params = {"mask_models": ModelParam()}
     model_sets = MASK_MODEL_SETS

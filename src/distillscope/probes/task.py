@@ -33,6 +33,11 @@ class AccuracyProbe(Probe):
     Values: ``"<m>/top1"`` and ``"<m>/top<k>"`` (k after clipping; absent when k = 1).
     """
 
+    description = (
+        "Top-1 and top-k accuracy on the held-out split: how well each model does the task."
+    )
+    paper = None
+
     higher_is_better = True
 
     def __init__(self, topk: int = 5, **base: Unpack[ProbeParams]) -> None:
@@ -74,6 +79,13 @@ class AgreementProbe(Probe):
     Values: ``"<t>-><m>"`` (agreement) and ``"<t>-><m>/kl"`` for every pair of
     ``roles.pairs()``. Without pairs the values are empty and ``params["skipped"]`` says why.
     """
+
+    description = (
+        "Share of held-out images on which the model's top-1 class matches its teacher's "
+        "(higher = more faithful), and KL(teacher || model) of their outputs in nats "
+        "(lower = closer)."
+    )
+    paper = "001"
 
     higher_is_better = True
     metric_directions = {"kl": False}

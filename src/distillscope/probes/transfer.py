@@ -74,6 +74,16 @@ class AdversarialTransferProbe(Probe):
     ``"<foreign>-><model>"`` as well. ``params["n_successful"]`` holds each source's count.
     """
 
+    description = (
+        "Images crafted by iterative FGSM (5 steps, L-inf eps) to change a source network's "
+        "prediction; of those that succeed, the share that also change each other model's "
+        "prediction (<source>-><model>). Paper 003 finds the distilled student fooled more often "
+        "than the independent one by its teacher's images, but not by a foreign network's (the "
+        "control, if a foreign model is named). <source>/success: the attack's success rate on "
+        "the source itself. Student -> teacher rows (reverse) are this project's addition."
+    )
+    paper = "003"
+
     higher_is_better = None  # neither: a higher rate means more inherited vulnerability
     model_params = {"foreign": ModelParam(("teacher", "independent"), FOREIGN_WHY)}
 

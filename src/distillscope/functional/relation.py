@@ -1,0 +1,250 @@
+"""Pure tensor functions behind the relation-based and contrastive losses (SP, RKD, PKT, CC, CRD).
+
+Each takes features flattened per sample, ``(B, D)`` (``D`` may differ between the student and
+the teacher, as the relations are ``B x B``), and returns tensors: no modules, no state, no I/O.
+Reductions and constants follow RepDistiller (Tian et al. 2020), the reference implementation
+behind paper 000's and paper 002's comparison tables, where the papers leave them open.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "CRD_BANK_EPS",
+    "NCE_EPS",
+    "PKT_EPS",
+    "contrast_scores",
+    "correlation_congruence_loss",
+    "memory_update",
+    "nce_loss",
+    "pairwise_distances",
+    "pkt_loss",
+    "rkd_parts",
+    "similarity_preserving_loss",
+]
+
+#: PKT's guard in its log ratio (the authors' code and RepDistiller).
+PKT_EPS = 1e-7
+#: Guards CRD's NCE logs, as the reference implementation.
+NCE_EPS = 1e-7
+#: Smallest norm a CRD memory-bank row is divided by (that of ``F.normalize``).
+CRD_BANK_EPS = 1e-12
+
+
+def _flat(x: Tensor) -> Tensor:
+    return x.reshape(x.shape[0], -1)  # (B, D)
+
+
+def similarity_preserving_loss(student: Tensor, teacher: Tensor) -> Tensor:
+    """Similarity-preserving KD (Tung & Mori 2019, eq. 1-4).
+
+    ``G = f f^T`` (``B x B``) over the flattened features, each row L2-normalised;
+    ``L = ||G_t - G_s||_F^2 / B^2``.
+
+    Args:
+        student: ``(B, ...)`` student features.
+        teacher: ``(B, ...)`` teacher features (detached by the caller).
+
+    Returns:
+        Scalar ``>= 0``.
+
+    Example:
+        >>> f = torch.randn(4, 3)
+        >>> similarity_preserving_loss(f, 2 * f).item()  # the Gram rows are normalised
+        0.0
+    """
+    s, t = _flat(student), _flat(teacher)  # (B, D_s), (B, D_t)
+    g_s = F.normalize(s @ s.T, dim=1)  # (B, B)
+    g_t = F.normalize(t @ t.T, dim=1)  # (B, B)
+    return (g_t - g_s).pow(2).sum() / (s.shape[0] ** 2)  # ()
+
+
+def pairwise_distances(e: Tensor, eps: float = 1e-12) -> Tensor:
+    """``(B, B)`` Euclidean distances between the rows of ``e``, zero on the diagonal.
+
+    Squared distances are clamped at ``eps`` before the square root (a finite gradient for
+    identical rows), as RepDistiller's RKD does.
+
+    Args:
+        e: ``(B, D)`` rows.
+        eps: Clamp of the squared distances.
+
+    Returns:
+        ``(B, B)`` distances.
+
+    Example:
+        >>> pairwise_distances(torch.tensor([[0.0, 0.0], [3.0, 4.0]]))
+        tensor([[0., 5.],
+                [5., 0.]])
+    """
+    sq = e.pow(2).sum(1)  # (B,)
+    d2 = (sq.unsqueeze(0) + sq.unsqueeze(1) - 2 * e @ e.T).clamp_min(eps)  # (B, B)
+    d = d2.sqrt()
+    return d * (1 - torch.eye(e.shape[0], dtype=d.dtype, device=d.device))
+
+
+def _normalised_distances(e: Tensor) -> Tensor:
+    d = pairwise_distances(e)  # (B, B)
+    mu = d[d > 0].mean()
+    return d / mu
+
+
+def _angles(e: Tensor) -> Tensor:
+    diff = F.normalize(e.unsqueeze(0) - e.unsqueeze(1), p=2, dim=2)  # (B, B, D): e_j - e_i
+    return torch.bmm(diff, diff.transpose(1, 2)).reshape(-1)  # (B^3,)
+
+
+def rkd_parts(student: Tensor, teacher: Tensor) -> tuple[Tensor, Tensor]:
+    """Relational KD's distance-wise and angle-wise terms (Park, Kim, Lu & Cho 2019, eq. 4-7).
+
+    Distance: ``psi_D(t_i, t_j) = ||t_i - t_j|| / mu`` with ``mu`` the mean distance over the
+    pairs ``i != j``; ``L_D = huber(psi_D(s), psi_D(t))`` over all ``B x B`` entries.
+    Angle: ``psi_A(t_i, t_j, t_k) = <e_ij, e_kj>`` with ``e_ij = (t_i - t_j) / ||t_i - t_j||``;
+    ``L_A = huber(psi_A(s), psi_A(t))`` over all ``B^3`` triplets. Huber is PyTorch's smooth L1
+    (``beta = 1``), as the authors' code and RepDistiller.
+
+    One function for both terms: each feature is flattened once and read by both, so the
+    gradients of the two terms meet in the same place (two flattenings would add them up in
+    another order, which rounds differently).
+
+    Args:
+        student: ``(B, ...)`` student features.
+        teacher: ``(B, ...)`` teacher features.
+
+    Returns:
+        ``(L_D, L_A)``, scalars ``>= 0``.
+
+    Example:
+        >>> f = torch.randn(4, 3)
+        >>> [p.item() < 1e-6 for p in rkd_parts(f, 3 * f)]  # both ignore the scale
+        [True, True]
+    """
+    s, t = _flat(student), _flat(teacher)  # (B, D_s), (B, D_t)
+    distance = F.smooth_l1_loss(_normalised_distances(s), _normalised_distances(t))  # ()
+    angle = F.smooth_l1_loss(_angles(s), _angles(t))  # ()
+    return distance, angle
+
+
+def _conditional(f: Tensor, eps: float) -> Tensor:
+    f = f / (f.norm(dim=1, keepdim=True) + eps)  # (B, D)
+    k = (f @ f.T + 1.0) / 2.0  # (B, B)
+    return k / k.sum(dim=1, keepdim=True)
+
+
+def pkt_loss(student: Tensor, teacher: Tensor, eps: float = PKT_EPS) -> Tensor:
+    """Probabilistic knowledge transfer (Passalis & Tefas 2018), cosine-kernel form.
+
+    Features are L2-normalised; ``K_ij = (cos(f_i, f_j) + 1) / 2``; each row is normalised to a
+    conditional distribution ``p_{j|i} = K_ij / sum_j K_ij``;
+    ``L = mean_ij p^t_{j|i} log((p^t_{j|i} + eps) / (p^s_{j|i} + eps))``: the mean over all
+    ``B x B`` entries and ``eps = 1e-7`` of the authors' code and RepDistiller.
+
+    Args:
+        student: ``(B, ...)`` student features.
+        teacher: ``(B, ...)`` teacher features.
+        eps: Guard of the norms and of the log ratio.
+
+    Returns:
+        Scalar.
+
+    Example:
+        >>> f = torch.randn(4, 3)
+        >>> pkt_loss(f, f).item()
+        0.0
+    """
+    s, t = _flat(student), _flat(teacher)  # (B, D_s), (B, D_t)
+    p_s, p_t = _conditional(s, eps), _conditional(t, eps)  # (B, B) each
+    return (p_t * torch.log((p_t + eps) / (p_s + eps))).mean()  # ()
+
+
+def correlation_congruence_loss(student_embedding: Tensor, teacher_embedding: Tensor) -> Tensor:
+    """Correlation congruence (Peng et al. 2019) in RepDistiller's form.
+
+    With ``d_i = |e^s_i - e^t_i|`` the embedding differences,
+    ``L = mean_i sum_k d_ik d_(i+1)k`` over consecutive samples of the batch (RepDistiller's
+    simplification of the paper's Taylor-approximated Gaussian kernel).
+
+    Args:
+        student_embedding: ``(B, d)`` the student's embeddings.
+        teacher_embedding: ``(B, d)`` the teacher's embeddings.
+
+    Returns:
+        Scalar ``>= 0``.
+
+    Example:
+        >>> e = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+        >>> correlation_congruence_loss(e, torch.zeros(3, 2)).item()  # (0 + 1) / 2
+        0.5
+    """
+    delta = (student_embedding - teacher_embedding).abs()  # (B, d)
+    return (delta[:-1] * delta[1:]).sum(1).mean()  # ()
+
+
+def contrast_scores(rows: Tensor, v: Tensor, temperature: float) -> Tensor:
+    """CRD's unnormalised scores ``exp(<v_b, m_bj> / tau)`` of each embedding against its rows.
+
+    Tian, Krishnan & Isola 2020 (CRD), eq. 19 before the division by ``Z``.
+
+    Args:
+        rows: ``(B, 1 + K, d)`` memory-bank rows (positive first) for each sample.
+        v: ``(B, d)`` the embeddings scored.
+        temperature: ``tau > 0``.
+
+    Returns:
+        ``(B, 1 + K)`` positive scores.
+
+    Example:
+        >>> contrast_scores(torch.zeros(2, 3, 4), torch.ones(2, 4), 0.07)
+        tensor([[1., 1., 1.],
+                [1., 1., 1.]])
+    """
+    return torch.exp(torch.bmm(rows, v.unsqueeze(2)).squeeze(2) / temperature)  # (B, 1+K)
+
+
+def nce_loss(scores: Tensor, num_items: int) -> Tensor:
+    """The NCE loss of one side of CRD: ``scores`` ``(B, 1 + K)``, the positive in column 0.
+
+    With noise probability ``P_n = 1 / N`` (``N = num_items``):
+    ``L = -(1/B) sum_b [log(s_b0 / (s_b0 + K P_n)) + sum_k log(K P_n / (s_bk + K P_n))]``
+    (Tian et al. 2020, eq. 15-16, as RepDistiller's ``ContrastLoss``, with its ``eps = 1e-7``).
+
+    Args:
+        scores: ``(B, 1 + K)`` normalised scores.
+        num_items: ``N``, the size of the memory bank.
+
+    Returns:
+        Scalar.
+
+    Example:
+        >>> round(nce_loss(torch.tensor([[1.0, 1.0]]), num_items=1).item(), 4)  # 2 log 2
+        1.3863
+    """
+    k = scores.shape[1] - 1
+    noise = k / num_items
+    pos = scores[:, 0]  # (B,)
+    neg = scores[:, 1:]  # (B, K)
+    log_d1 = torch.log(pos / (pos + noise + NCE_EPS))  # (B,)
+    log_d0 = torch.log(noise / (neg + noise + NCE_EPS))  # (B, K)
+    return -(log_d1.sum() + log_d0.sum()) / scores.shape[0]
+
+
+def memory_update(rows: Tensor, v: Tensor, momentum: float) -> Tensor:
+    """CRD's memory-bank step: ``m <- normalise(momentum m + (1 - momentum) v)`` (Tian et al.).
+
+    Args:
+        rows: ``(B, d)`` the bank's rows of the batch.
+        v: ``(B, d)`` the new embeddings (the caller detaches them).
+        momentum: In ``[0, 1)``.
+
+    Returns:
+        ``(B, d)`` the new rows, L2-normalised (norms clamped at :data:`CRD_BANK_EPS`).
+
+    Example:
+        >>> memory_update(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]]), 0.5)
+        tensor([[0.7071, 0.7071]])
+    """
+    moved = rows * momentum + v * (1 - momentum)  # (B, d)
+    return moved / moved.norm(dim=1, keepdim=True).clamp_min(CRD_BANK_EPS)  # (B, d)
