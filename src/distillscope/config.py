@@ -52,6 +52,7 @@ __all__ = [
     "load_config",
     "load_config_dict",
     "read_config_file",
+    "resolve_config",
 ]
 
 
@@ -480,6 +481,19 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {str(p)!r} must hold a mapping of keys at the top level")
     return raw
+
+
+def resolve_config(
+    config: ExperimentConfig | str | Path | dict[str, Any] | None,
+    overrides: list[str] | None = None,
+) -> ExperimentConfig:
+    """A validated config from a config object, a raw mapping or a YAML path (``None``: the
+    schema's defaults), with dotted ``overrides`` applied."""
+    if isinstance(config, ExperimentConfig):
+        return load_config_dict(dump_config(config), overrides) if overrides else config
+    if isinstance(config, dict):
+        return load_config_dict(config, overrides)
+    return load_config(config, overrides)
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:

@@ -17,9 +17,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from distillscope.errors import ConfigError
+
 __all__ = [
     "atomic_write_text",
     "cache_root",
+    "check_writable_dir",
     "clean_stale_temporaries",
     "file_digest",
     "file_digests",
@@ -178,3 +181,25 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         if isinstance(row, dict):
             rows.append(row)
     return rows
+
+
+def check_writable_dir(path: Path, what: str, fix: str) -> None:
+    """Raise :class:`~distillscope.errors.ConfigError` unless ``path`` is (or can be created
+    as) a writable folder.
+
+    Nothing is created: the nearest existing ancestor is checked instead.
+
+    Args:
+        path: The folder that will be written to.
+        what: What the folder is, for the message (e.g. ``"teacher store"``).
+        fix: How to fix it, for the message.
+    """
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise ConfigError(f"{what} {str(path)!r}: {str(probe)!r} is a file, not a folder; {fix}")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {str(path)!r} is not writable; {fix}")

@@ -17,14 +17,16 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from distillscope.errors import CheckpointError, ConfigError
-from distillscope.files import atomic_write_text, file_digest
+from distillscope.errors import CheckpointError
+from distillscope.files import atomic_write_text, check_writable_dir, file_digest
+from distillscope.identity import digest
+from distillscope.messages import say
 from distillscope.train.checkpoint import load_model_weights, save_model
 
 #: Bump when training code changes what a stored teacher means (2: data fingerprint, checksum;
@@ -40,27 +42,6 @@ def default_store_root(configured: str | None = None) -> Path:
     base = os.environ.get("DISTILLSCOPE_CACHE")
     root = Path(base).expanduser() if base else Path.home() / ".cache" / "distillscope"
     return root / "teachers"
-
-
-def check_writable_dir(path: Path, what: str, fix: str) -> None:
-    """Raise :class:`ConfigError` unless ``path`` is (or can be created as) a writable folder.
-
-    Nothing is created: the nearest existing ancestor is checked instead.
-
-    Args:
-        path: The folder that will be written to.
-        what: What the folder is, for the message (e.g. ``"teacher store"``).
-        fix: How to fix it, for the message.
-    """
-    probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if probe.exists() and not probe.is_dir():
-        raise ConfigError(f"{what} {str(path)!r}: {str(probe)!r} is a file, not a folder; {fix}")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"{what} {str(path)!r} is not writable; {fix}")
 
 
 class TeacherStore:
@@ -120,6 +101,81 @@ class TeacherStore:
             model.load_state_dict(initial)
             return None, str(exc)
         return list(meta["history"]), ""
+
+    def reuse(
+        self, name: str, entry: Path, model: nn.Module, key: str, why_same: str
+    ) -> list[dict[str, Any]] | None:
+        """Load teacher ``name`` from ``entry`` and say so (``why_same``: what matched); its
+        history, or ``None`` when it must be trained (one line says why, unless not stored)."""
+        history, why = self.load(entry, model, key)
+        if history is not None:
+            say(f"teacher {name}: reusing stored teacher {entry} ({why_same}; checksum verified)")
+        elif why != "not stored":
+            say(f"teacher {name}: stored teacher {entry} is unusable ({why}); retraining")
+        return history
+
+    def keep(
+        self,
+        name: str,
+        entry: Path,
+        model: nn.Module,
+        meta: dict[str, Any],
+        history: list[dict[str, Any]],
+    ) -> None:
+        """:meth:`save`, saying in one line (not failing) when the disk refuses it: writability
+        was checked up front, but a full disk or a race can still fail."""
+        try:
+            self.save(entry, model, meta, history)
+        except OSError as exc:
+            say(f"teacher {name}: could not store it ({exc.strerror}); the run goes on")
+
+    def needs_room(self, entries: list[Path], retrain: bool) -> None:
+        """Fail now (one line) if a teacher will be trained into one of ``entries`` (absent, or
+        ``retrain``) and the store cannot take it."""
+        if any(retrain or not (e / "model.safetensors").is_file() for e in entries):
+            self.check_writable()
+
+    def obtain(
+        self,
+        name: str,
+        arch: str,
+        identity: dict[str, Any],
+        model: nn.Module,
+        train: Callable[[], list[dict[str, Any]]],
+        *,
+        retrain: bool = False,
+        described: dict[str, Any] | None = None,
+    ) -> tuple[str, list[dict[str, Any]], bool]:
+        """The store's policy for teacher ``name``: reuse the entry of its ``identity`` (same
+        digest, intact files) unless ``retrain``, else ``train()`` it and store it.
+
+        Args:
+            name: The teacher's name in the run (messages).
+            arch: Its architecture (the entry's folder name starts with it).
+            identity: What determines its weights (:func:`~distillscope.plan.
+                teacher_identity`); its digest is the key.
+            model: Receives the stored weights, or is trained by ``train``.
+            train: Trains ``model`` and returns its history.
+            retrain: Train even when the store has it.
+            described: What went into the key, for people (``meta.json``'s ``matches``).
+
+        Returns:
+            ``(key, history, reused)``.
+        """
+        key = digest(identity, 16)
+        entry = self.entry(arch, key)
+        data, rt = identity["data"], identity["runtime"]
+        why_same = (
+            f"same teacher config, training data fingerprint {data['train'][:16]}, torch "
+            f"{rt['torch']} on {rt['threads']} threads"
+        )
+        history = None if retrain else self.reuse(name, entry, model, key, why_same)
+        if history is not None:
+            return key, history, True
+        history = train()
+        meta = {"key": key, "matches": described or {}, "identity": identity}
+        self.keep(name, entry, model, meta, history)
+        return key, history, False
 
     def describe(self, entry: Path) -> dict[str, Any]:
         """What went into the entry's key (``meta.json``'s ``matches``), or ``{}``."""

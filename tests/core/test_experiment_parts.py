@@ -6,10 +6,10 @@ from types import SimpleNamespace
 
 import torch
 
-from distillscope.config import ModelSpec, load_config_dict
+from distillscope.config import ModelSpec, TrainConfig, load_config_dict
 from distillscope.data.base import DatasetInfo, TensorDataset
-from distillscope.experiment import Member, build_model, teacher_identity
 from distillscope.identity import digest, runtime
+from distillscope.plan import Member, build_model, teacher_identity
 from distillscope.train.teacher_cache import unaugmented
 
 
@@ -110,12 +110,13 @@ def test_identical_members_finds_a_teacher_that_is_an_independent_student() -> N
     from torch import nn
 
     from distillscope.distill import build_loss
-    from distillscope.experiment import identical_members
+    from distillscope.plan import identical_members
 
     spec = ModelSpec(name="resnet8")
 
-    def make(name, role, loss, teacher=None, seed=None):
-        m = Member(name, role, spec, nn.Identity(), {"epochs": 3}, loss, teacher=teacher, seed=seed)
+    def make(name, role, loss, teacher=None, seed=0):
+        train = TrainConfig(epochs=3)
+        m = Member(name, role, spec, nn.Identity(), train, loss, teacher=teacher, seed=seed)
         m.bound_loss = build_loss(loss) if role != "teacher" else None
         return m
 
@@ -126,5 +127,6 @@ def test_identical_members_finds_a_teacher_that_is_an_independent_student() -> N
     members = {m.name: m for m in (teacher, independent, kd, kd_other)}
     # born-again's first config: the teacher is the independent student (its teacher unread);
     # two KD students of different teachers are not the same network
-    assert identical_members(members, run_seed=0) == [("teacher", "independent", 0)]
-    assert identical_members(members, run_seed=1) == []  # the teacher pins seed 0
+    assert identical_members(members) == [("teacher", "independent", 0)]
+    independent.seed = kd.seed = kd_other.seed = 1  # the run's seed 1: the teacher pins 0
+    assert identical_members(members) == []

@@ -20,7 +20,7 @@ FLOORS = {
     **dict.fromkeys(("explain", "attacks", "distill"), 3),
     **dict.fromkeys(("train", "splits", "teacher_store"), 4),
     "probes": 5,
-    "validate": 6,
+    **dict.fromkeys(("validate", "plan"), 6),
     "report": 7,
     **dict.fromkeys(("experiment", "study"), 8),
     **dict.fromkeys(("cli", "__main__"), 9),

@@ -13,8 +13,8 @@ from distillscope.cli import main
 from distillscope.config import DataConfig, MemberData, load_config_dict
 from distillscope.data.base import DatasetInfo, TensorDataset
 from distillscope.errors import ConfigError
-from distillscope.experiment import teacher_identity
 from distillscope.identity import digest, runtime
+from distillscope.plan import teacher_identity
 from distillscope.splits import load_splits, match_normalisation
 
 BASE = {

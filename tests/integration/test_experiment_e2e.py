@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 
 from distillscope import run_experiment
 from distillscope.cli import main
-from distillscope.experiment import resume_experiment, stable
+from distillscope.experiment import resume_experiment
+from distillscope.plan import stable
 from distillscope.train import trainer as trainer_module
 
 pytestmark = pytest.mark.integration
@@ -251,16 +252,16 @@ def test_teacher_features_are_cached_within_the_budget(tmp_path, capsys, budget)
 
 def test_older_teacher_caches_make_room_within_the_budget(tmp_path, monkeypatch):
     """Two feature caches that fit alone but not together: the first is dropped for the second."""
-    from distillscope import experiment as experiment_module
+    from distillscope.train import cache_pool as pool_module
 
     built: list[str] = []
-    original = experiment_module.TeacherCache.build
+    original = pool_module.TeacherCache.build
 
     def recording(*args, **kwargs):
         built.append(",".join(kwargs.get("feature_paths") or []))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(experiment_module.TeacherCache, "build", recording)
+    monkeypatch.setattr(pool_module.TeacherCache, "build", recording)
     hint = {"student_layer": "body.act1", "teacher_layer": "body.act1"}
     students = {
         "h1": {"loss": {"ce": {}, "hint": hint}},

@@ -15,7 +15,6 @@ from distillscope.contracts import Batch, Outputs
 from distillscope.data.base import DatasetInfo, TensorDataset
 from distillscope.distill import create_loss
 from distillscope.errors import ConfigError
-from distillscope.experiment import build_model
 from distillscope.models import create_model
 from distillscope.models.bcos_layers import (
     BcosConv2d,
@@ -26,6 +25,7 @@ from distillscope.models.bcos_layers import (
     explanation_mode,
     is_bcos,
 )
+from distillscope.plan import build_model
 
 CNNS = [("bcos_mnist_cnn", {}), ("bcos_resnet8", {}), ("bcos_resnet_cifar", {"depth": 14})]
 

@@ -63,7 +63,7 @@ class GridCellError(RuntimeError):
 
 def say(msg: str) -> None:
     """Grid progress on stderr (stdout's last line is the grid directory)."""
-    from distillscope.experiment import say as experiment_say
+    from distillscope.messages import say as experiment_say
 
     experiment_say(msg)
 
@@ -180,7 +180,7 @@ def preflight(grid: Grid, data_root: str | None = None) -> tuple[dict[str, Any],
     one data section) and the training images its networks go through (epochs x images per
     epoch, summed over its teachers and students).
     """
-    from distillscope.experiment import plan_members, with_data_root
+    from distillscope.plan import plan_members, with_data_root
     from distillscope.splits import load_splits
 
     splits: dict[str, Any] = {}
@@ -279,7 +279,7 @@ def _check_existing_cells(grid: Grid, root: Path, splits: dict[str, Any]) -> Non
     """A cell folder from an earlier run must hold a run of this cell: the same identity
     (config, data fingerprints, runtime; :mod:`distillscope.identity`), else its results would
     be reported for a cell they were not computed for."""
-    from distillscope.experiment import run_identity
+    from distillscope.plan import run_identity
     from distillscope.rundir import RunDir
     from distillscope.train.seeding import resolve_device
 

@@ -33,7 +33,7 @@ from safetensors import safe_open
 from safetensors.torch import save
 from torch import Tensor, nn
 
-from distillscope.errors import CheckpointError
+from distillscope.errors import CheckpointError, quoted
 from distillscope.files import file_mode
 
 _META_KEY = "distillscope"
@@ -302,3 +302,17 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def load_own_model(path: str | Path, model: nn.Module, digest: str) -> dict[str, Any]:
+    """Load a model file a run wrote before it was killed into ``model``; its metadata.
+
+    Refused when another run wrote it: its recorded identity digest is not ``digest``.
+    """
+    meta = load_model_weights(path, model)
+    if meta.get("identity") != digest:
+        raise CheckpointError(
+            f"{path} was not written by this run (identity {quoted(meta.get('identity'))}, "
+            f"this run {digest}); delete it to train that model again"
+        )
+    return meta

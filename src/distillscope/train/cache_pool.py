@@ -1,0 +1,111 @@
+"""Teacher caches held during a run, within one memory budget.
+
+A :class:`CachePool` builds a teacher's cache once per teacher, training set, feature set and
+explanation and hands it to every student (or group) that asks for the same; the logits and
+features of the caches held at once stay within ``teacher_cache_mb``: the oldest are dropped to
+make room, and a cache that would not fit alone is not built (the teacher then runs live; one
+line says so).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from distillscope.data.base import DistillDataset
+from distillscope.distill.combine import CombinedLoss
+from distillscope.messages import say
+from distillscope.train.teacher_cache import (
+    TeacherCache,
+    cache_allowed,
+    cache_bytes,
+    unmoved_features,
+)
+
+
+class CachePool:
+    """The teacher caches of one run.
+
+    Args:
+        budget_mb: Memory budget of the caches held at once (``teacher_cache_mb``).
+        device: Where caches are built and kept.
+        progress: Show the build's progress bar.
+    """
+
+    def __init__(self, budget_mb: float, device: torch.device, progress: bool = True) -> None:
+        self.budget_mb = budget_mb
+        self.device = device
+        self.progress = progress
+        self.caches: dict[str, TeacherCache] = {}
+
+    def get(
+        self,
+        member: str,
+        mode: str,
+        teacher_name: str,
+        teacher: nn.Module,
+        train: DistillDataset,
+        losses: list[CombinedLoss],
+    ) -> TeacherCache | None:
+        """The teacher's cache for ``member`` and the ``losses`` trained with it (a group's peers),
+        built once per teacher and feature set, or ``None``.
+
+        ``None`` when caching is off, when augmentation makes cached outputs differ from live
+        ones (``teacher_cache: auto``), or when the logits and features would exceed
+        ``teacher_cache_mb`` (one line says so; the teacher then runs live). Caches kept for
+        other students count against the same budget: the oldest are dropped to make room.
+        """
+        if mode == "off" or not cache_allowed(train, frozen=mode == "frozen"):
+            return None
+        paths = list(dict.fromkeys(p for loss in losses for p in loss.teacher_paths()))
+        terms = {k: t for loss in losses for k, t in loss.terms.items()}
+        explainers = [loss for loss in losses if "explanation" in loss.needs]
+        explaining = sorted({repr(t) for t in terms.values() if "explanation" in t.needs})
+        if len(explaining) > 1:  # peers explaining the teacher in other ways: run it live
+            return None
+        # data is shared by object; explanations differ by the term's settings
+        key = "|".join([teacher_name, str(id(train)), *sorted(paths), *explaining])
+        if key in self.caches:
+            return self.caches[key]
+        n = len(train)
+        explain = explainers[0].explain_teacher if explainers else None
+        need = cache_bytes(teacher, train, paths, explain)
+        budget = self.budget_mb * 2**20
+        if need > budget:
+            say(
+                f"{member}: not caching teacher {teacher_name} (logits and features "
+                f"{', '.join(paths) or '-'} on {n} images need {need / 2**20:.0f} MB, over "
+                f"teacher_cache_mb={self.budget_mb:g}); the teacher runs live"
+            )
+            return None
+        held = {k: _cache_size(c) for k, c in self.caches.items()}
+        while held and sum(held.values()) + need > budget:  # the oldest caches go first
+            oldest = next(iter(held))
+            del self.caches[oldest], held[oldest]
+        what = f"outputs and features {', '.join(paths)}" if paths else "outputs"
+        what += " and explanations" if explain is not None else ""
+        say(f"caching teacher {teacher_name} {what} on {n} images ({need / 2**20:.0f} MB)")
+        self.caches[key] = TeacherCache.build(
+            teacher,
+            train,  # the cache reads un-augmented inputs itself
+            batch_size=512,
+            device=self.device,
+            feature_paths=paths,
+            progress=self.progress,
+            explain=explain,
+        )
+        unmoved = unmoved_features(self.caches[key])
+        if unmoved:
+            readers = [n for n, t in terms.items() if set(t.teacher_paths()) & set(unmoved)]
+            say(
+                f"warning: {member}: teacher_cache frozen under augmentation: the teacher "
+                f"features {', '.join(unmoved)} read by {', '.join(readers) or 'the loss'} are not "
+                "spatial maps, so they stay those of the un-augmented image (as the logits); "
+                "use teacher_cache: auto to run the teacher live on each augmented view"
+            )
+        return self.caches[key]
+
+
+def _cache_size(cache: TeacherCache) -> int:
+    tensors = [cache.logits, *cache.features.values()]
+    return sum(t.numel() * t.element_size() for t in tensors)
