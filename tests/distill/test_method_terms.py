@@ -207,6 +207,7 @@ def test_ft_pretrains_then_freezes_the_paraphraser_and_trains_the_translator() -
     from distillscope.distill import build_loss
     from distillscope.models.taps import FeatureTap
     from distillscope.train.bind import bind_loss
+    from distillscope.train.stage import prepare_loss
 
     torch.manual_seed(0)
     teacher = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
@@ -226,7 +227,7 @@ def test_ft_pretrains_then_freezes_the_paraphraser_and_trains_the_translator() -
         teacher(batches[0].inputs)
         t = tap.features["1"]
     before = torch.nn.functional.mse_loss(ft.decoder(ft.encoder(t)), t).item()
-    loss.prepare(student, teacher, batches)
+    prepare_loss(loss, student, teacher, batches)  # the paraphraser's stage, then prepare
     after = torch.nn.functional.mse_loss(ft.decoder(ft.encoder(t)), t).item()
     assert after < before  # the paraphraser learned to reconstruct the teacher's map
     assert not any(p.requires_grad for p in ft.encoder.parameters())

@@ -16,7 +16,7 @@ from distillscope.distill.attention import (
     NeuronSelectivityTransfer,
     VariationalInformation,
 )
-from distillscope.distill.base import LossTerm
+from distillscope.distill.base import LossTerm, Stage
 from distillscope.distill.baselines import CrossEntropy, LabelSmoothing, PseudoSoftLabels
 from distillscope.distill.class_attention import ClassAttentionTransfer
 from distillscope.distill.combine import CombinedLoss
@@ -66,6 +66,7 @@ __all__ = [
     "ReviewKD",
     "SelfSupervisedKD",
     "SoftTargets",
+    "Stage",
     "build_loss",
     "create_loss",
     "loss_names",

@@ -13,7 +13,9 @@ terms pick the maps and own the modules (VID's mean networks, AB's connectors).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
 from typing import ClassVar
 
 import torch
@@ -21,7 +23,7 @@ from torch import Tensor, nn
 
 from distillscope.checks import check_int, check_positive
 from distillscope.contracts import Batch, Outputs
-from distillscope.distill.base import BindContext, LossTerm
+from distillscope.distill.base import BindContext, LossTerm, Stage
 from distillscope.distill.feature import check_paths
 from distillscope.distill.logit import require_teacher
 from distillscope.errors import ConfigError, TrainingError
@@ -211,8 +213,9 @@ class ActivationBoundaries(LayerPairsTerm):
 
     As RepDistiller's ``ABLoss`` (margin 1, the weights ``2^(i - n + 1)``, the ``/ B * 3 / 1000``
     scaling, its connectors). RepDistiller uses AB only in a 30-epoch initialisation stage and
-    then trains with CE alone; ``stage1_epochs`` passes of that stage run in :meth:`prepare`
-    (student and connectors, Adam at ``stage1_lr``, a CPU-sized choice of ours), and the term's
+    then trains with CE alone; ``stage1_epochs`` passes of that stage (``ab/stage1``, run by the
+    trainer's stage runner) train the student and the connectors with Adam at ``stage1_lr`` (a
+    CPU-sized choice of ours) before the student's training, and the term's
     weight decides whether it also acts during training (0: RepDistiller's form). The paper
     and RepDistiller read pre-ReLU responses of both networks: tap the zoo ResNet blocks'
     ``preact`` points (``configs/methods/ab.yaml`` does); on a post-ReLU tap ``t <= 0`` still
@@ -250,33 +253,42 @@ class ActivationBoundaries(LayerPairsTerm):
             connector = nn.Sequential(_conv1x1(c_s, c_t), nn.BatchNorm2d(c_t))
             self.connectors.append(connector.to(ctx.batch.inputs.device))
 
-    def prepare(
-        self, student: nn.Module, teacher: nn.Module | None, batches: Iterable[Batch]
-    ) -> None:
+    def stages(self, student: nn.Module, teacher: nn.Module | None) -> list[Stage]:
+        """The AB-only initialisation stage (``stage1_epochs > 0``): the student and the
+        connectors, Adam at ``stage1_lr``, the teacher frozen. (Only the student is put in
+        train mode, as before the stage runner: the connectors stay in the mode they are in.)"""
         if self.stage1_epochs == 0:
-            return
+            return []
         if teacher is None:
             raise TrainingError("ab's initialisation stage needs the teacher network; pass it")
         params = [p for p in (*student.parameters(), *self.connectors.parameters())
                   if p.requires_grad]  # fmt: skip
-        optimizer = torch.optim.Adam(params, lr=self.stage1_lr)
-        was_training = student.training
-        student.train()
-        teacher.eval()
-        with (
-            FeatureTap(student, self.student_layers) as s_tap,
-            FeatureTap(teacher, self.teacher_layers, detach=True) as t_tap,
-        ):
-            for _ in range(self.stage1_epochs):
-                for batch in batches:
+
+        @contextmanager
+        def ab_only() -> Iterator[Callable[[Batch], Tensor]]:
+            with (
+                FeatureTap(student, self.student_layers) as s_tap,
+                FeatureTap(teacher, self.teacher_layers, detach=True) as t_tap,
+            ):
+
+                def loss_of(batch: Batch) -> Tensor:
                     with torch.no_grad():
                         t_out = forward_outputs(teacher, batch.inputs, t_tap)
-                    s_out = forward_outputs(student, batch.inputs, s_tap)
-                    loss = self._loss(s_out, t_out)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-        student.train(was_training)
+                    return self._loss(forward_outputs(student, batch.inputs, s_tap), t_out)
+
+                yield loss_of
+
+        return [
+            Stage(
+                "stage1",
+                self.stage1_epochs,
+                params,
+                partial(torch.optim.Adam, lr=self.stage1_lr),
+                ab_only,
+                train=(student,),
+                eval=(teacher,),
+            )
+        ]
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
         loss = self._loss(student, teacher)

@@ -12,9 +12,14 @@ A term's life has three stages:
    feature, an embedding, a memory bank over the training set) from the shapes it sees. Binding
    is deterministic (it runs under a seed of its own), so ``--resume`` binds again and then loads
    the saved state. A pair the term cannot apply to fails here, in seconds, with one line.
-2. **prepare** (:meth:`LossTerm.prepare`), optional, after the teacher is trained and before the
-   student trains: a pre-training stage (FitNets' hint stage trains the student's lower half, FT's
-   paraphraser and IE-KD's auto-encoder train on teacher features).
+2. **prepare**, optional, after the teacher is trained and before the student trains. A term
+   that trains something first declares it as :class:`Stage` objects (:meth:`LossTerm.stages`:
+   FitNets' hint stage trains the student's lower half, AB's initialisation stage the student and
+   its connectors, FT's paraphraser and SSKD's teacher head train on teacher features); the
+   trainer's stage runner (:mod:`distillscope.train.stage`) runs them, with a progress bar, a
+   finiteness check, metrics and a checkpoint per stage epoch. :meth:`LossTerm.prepare` then
+   does what needs no optimiser (freeze what a stage trained, read the trained teacher's
+   margins or classifier). :meth:`LossTerm.preparation` is the order of the two.
 3. **forward**, every step; the trainer optimises the term's trainable parameters together with
    the student's and saves its state with the student's checkpoint.
 """
@@ -22,7 +27,7 @@ A term's life has three stages:
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import ClassVar
@@ -60,6 +65,38 @@ class BindContext:
     teacher_outputs: Outputs | None
     num_train: int
     num_classes: int
+
+
+@dataclass
+class Stage:
+    """A training stage a term runs before the student trains, declared by the term
+    (:meth:`LossTerm.stages`) and run by the trainer's stage runner
+    (:class:`distillscope.train.stage.StageRunner`).
+
+    The runner builds ``optimizer(params)``, puts ``train`` in train mode and ``eval`` in eval
+    mode (restoring both afterwards), enters ``open()`` around the stage and, for each of
+    ``epochs`` passes over the training batches, per batch: ``loss = loss_of(batch)``, a
+    finiteness check, ``zero_grad(set_to_none=True)``, ``backward``, ``step``.
+
+    Attributes:
+        name: The stage's name, logged as ``"<term key>/<name>"`` (e.g. ``"hint/stage1"``).
+        epochs: Passes over the training set.
+        params: What the stage optimises, in the optimiser's order.
+        optimizer: Builds the stage's optimiser from ``params`` (its settings), e.g.
+            ``functools.partial(torch.optim.Adam, lr=0.001)``.
+        open: A context (taps on the networks) entered around the stage's epochs; it yields
+            the loss of a batch, ``loss_of(batch) -> ()`` tensor.
+        train: Modules put in train mode for the stage.
+        eval: Modules put in eval mode for the stage (the frozen teacher).
+    """
+
+    name: str
+    epochs: int
+    params: list[nn.Parameter]
+    optimizer: Callable[[list[nn.Parameter]], torch.optim.Optimizer]
+    open: Callable[[], AbstractContextManager[Callable[[Batch], Tensor]]]
+    train: tuple[nn.Module, ...] = ()
+    eval: tuple[nn.Module, ...] = ()
 
 
 class LossTerm(nn.Module):
@@ -143,16 +180,39 @@ class LossTerm(nn.Module):
         this teacher/student pair.
         """
 
+    def stages(self, student: nn.Module, teacher: nn.Module | None) -> list[Stage]:
+        """The training stages to run before the student trains, in order (default: none).
+
+        Declared right before they run (after the stages and :meth:`prepare` of the terms
+        before this one), so they see the modules as those left them. Raise
+        :class:`~distillscope.errors.TrainingError` with one line when a stage cannot run
+        (e.g. it needs the teacher network and got none).
+        """
+        return []
+
     def prepare(
         self, student: nn.Module, teacher: nn.Module | None, batches: Iterable[Batch]
     ) -> None:
-        """Optional pre-training stage run once before the student's training (default: none).
+        """Optional preparation without an optimiser, run once after the term's
+        :meth:`stages` and before the student's training (default: none): freeze what a stage
+        trained, read the trained teacher (OFD's margins, CAT-KD's classifier weights).
 
         Args:
-            student: The student (a stage may train part of it, e.g. FitNets' hint stage).
+            student: The student.
             teacher: The trained, frozen teacher, or ``None``.
             batches: Re-iterable training batches on the training device.
         """
+
+    def preparation(
+        self, student: nn.Module, teacher: nn.Module | None, batches: Iterable[Batch]
+    ) -> Iterator[tuple[str, Stage]]:
+        """The term's preparation in order: yields ``(key, stage)`` for the caller to run
+        (:class:`~distillscope.train.stage.StageRunner` does), then runs :meth:`prepare`
+        once the caller asks for the next one. ``key`` is the term's name (a combination
+        yields each term's stages under the key the term is stored at)."""
+        for stage in self.stages(student, teacher):
+            yield self.name, stage
+        self.prepare(student, teacher, batches)
 
     def make_views(self, inputs: Tensor) -> Tensor:
         """``(V * B, ...)`` transformed copies of ``inputs`` ``(B, ...)``, view-major; only for

@@ -11,7 +11,14 @@ import torch
 from torch import Tensor, nn
 
 from distillscope.contracts import Batch, Outputs, Views
-from distillscope.distill.base import NEEDS, BindContext, LossTerm, bind_seed, seeded_call
+from distillscope.distill.base import (
+    NEEDS,
+    BindContext,
+    LossTerm,
+    Stage,
+    bind_seed,
+    seeded_call,
+)
 from distillscope.errors import ConfigError
 
 
@@ -141,13 +148,22 @@ class CombinedLoss(LossTerm):
     def prepare(
         self, student: nn.Module, teacher: nn.Module | None, batches: Iterable[Batch]
     ) -> None:
-        """Run every term's pre-training stage, in order.
+        """Run every term's :meth:`LossTerm.prepare` (not their stages), in order.
 
         ``batches`` is iterated once per term, so pass a re-iterable (a ``DataLoader`` or a
         list), not a generator.
         """
         for term in self.terms.values():
             term.prepare(student, teacher, batches)
+
+    def preparation(
+        self, student: nn.Module, teacher: nn.Module | None, batches: Iterable[Batch]
+    ) -> Iterator[tuple[str, Stage]]:
+        """Every term's :meth:`LossTerm.preparation` in order (its stages, then its
+        ``prepare``), each stage under the key its term is stored at."""
+        for key, term in self.terms.items():
+            for _, stage in term.preparation(student, teacher, batches):
+                yield key, stage
 
     def make_views(self, inputs: Tensor) -> Tensor:
         """The transformed copies of ``inputs`` made by the one term that needs views."""

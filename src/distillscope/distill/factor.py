@@ -8,7 +8,9 @@ teacher's. Paper 002 builds IE-FT on it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +18,7 @@ from torch import Tensor, nn
 
 from distillscope.checks import check_int, check_positive, check_range
 from distillscope.contracts import Batch, Outputs
-from distillscope.distill.base import BindContext
+from distillscope.distill.base import BindContext, Stage
 from distillscope.distill.feature import PairedFeatureTerm
 from distillscope.errors import ConfigError, TrainingError
 from distillscope.functional.attention import same_size
@@ -42,8 +44,9 @@ class FactorTransfer(PairedFeatureTerm):
     """Factor transfer (Kim et al. 2018, eq. 1-3; paper 002's FT).
 
     Paraphraser on the teacher's map ``(C_t, H, W)``: encoder ``C_t -> C_t -> k C_t -> k C_t``,
-    decoder back to ``C_t`` (3x3 convolutions, LeakyReLU 0.1), trained in :meth:`prepare` to
-    reconstruct the teacher's features (mean squared error) and then frozen. Translator on the
+    decoder back to ``C_t`` (3x3 convolutions, LeakyReLU 0.1), trained in a stage before the
+    student's training (``ft/paraphraser``, run by the trainer's stage runner) to reconstruct the
+    teacher's features (mean squared error) and then frozen (:meth:`prepare`). Translator on the
     student's map: ``C_s -> C_s -> k C_t -> k C_t``, trained with the student.
     ``L = mean |F_t / ||F_t|| - F_s / ||F_s|| |`` between the flattened factors (p = 1).
 
@@ -97,29 +100,45 @@ class FactorTransfer(PairedFeatureTerm):
         self.decoder = _conv_stack([c_f, c_f, c_t, c_t], transpose=True).to(device)
         self.translator = _conv_stack([c_s, c_s, c_f, c_f]).to(device)
 
+    def stages(self, student: nn.Module, teacher: nn.Module | None) -> list[Stage]:
+        """The paraphraser's stage (``paraphraser_epochs > 0``): encoder and decoder learn to
+        reconstruct the teacher's map (mean squared error), Adam at ``paraphraser_lr``."""
+        encoder, decoder = self._paraphraser()
+        if not self.paraphraser_epochs:
+            return []
+        if teacher is None:
+            raise TrainingError("ft's paraphraser stage needs the teacher network; pass it")
+
+        @contextmanager
+        def reconstruct() -> Iterator[Callable[[Batch], Tensor]]:
+            with FeatureTap(teacher, [self.teacher_layer], detach=True) as tap:
+
+                def loss_of(batch: Batch) -> Tensor:
+                    with torch.no_grad():
+                        t = forward_outputs(teacher, batch.inputs, tap)
+                    t = t.features[self.teacher_layer]
+                    loss = F.mse_loss(decoder(encoder(t)), t)
+                    self.paraphraser_loss = float(loss.detach())
+                    return loss
+
+                yield loss_of
+
+        return [
+            Stage(
+                "paraphraser",
+                self.paraphraser_epochs,
+                [*encoder.parameters(), *decoder.parameters()],
+                partial(torch.optim.Adam, lr=self.paraphraser_lr),
+                reconstruct,
+                eval=(teacher,),
+            )
+        ]
+
     def prepare(
         self, student: nn.Module, teacher: nn.Module | None, batches: Iterable[Batch]
     ) -> None:
-        """Train the paraphraser to reconstruct the teacher's map, then freeze it."""
+        """Freeze the paraphraser (trained by its stage, :meth:`stages`)."""
         encoder, decoder = self._paraphraser()
-        if self.paraphraser_epochs and teacher is None:
-            raise TrainingError("ft's paraphraser stage needs the teacher network; pass it")
-        if self.paraphraser_epochs:
-            params = [*encoder.parameters(), *decoder.parameters()]
-            optimizer = torch.optim.Adam(params, lr=self.paraphraser_lr)
-            assert teacher is not None
-            teacher.eval()
-            with FeatureTap(teacher, [self.teacher_layer], detach=True) as tap:
-                for _ in range(self.paraphraser_epochs):
-                    for batch in batches:
-                        with torch.no_grad():
-                            t = forward_outputs(teacher, batch.inputs, tap)
-                        t = t.features[self.teacher_layer]
-                        loss = F.mse_loss(decoder(encoder(t)), t)
-                        optimizer.zero_grad(set_to_none=True)
-                        loss.backward()
-                        optimizer.step()
-                        self.paraphraser_loss = float(loss.detach())
         for p in (*encoder.parameters(), *decoder.parameters()):
             p.requires_grad_(False)  # frozen while the student trains (not optimised)
 

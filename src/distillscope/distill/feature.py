@@ -8,7 +8,9 @@ features the two networks actually produce, so no channel count is typed into a 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
 from typing import ClassVar
 
 import torch
@@ -17,7 +19,7 @@ from torch import Tensor, nn
 
 from distillscope.checks import check_int, check_positive
 from distillscope.contracts import Batch, Outputs
-from distillscope.distill.base import BindContext, LossTerm
+from distillscope.distill.base import BindContext, LossTerm, Stage
 from distillscope.distill.logit import require_teacher
 from distillscope.errors import ConfigError, TrainingError
 from distillscope.models.forward import forward_outputs
@@ -132,7 +134,9 @@ class Hint(LossTerm):
 
     With ``stage1_epochs > 0``, FitNets' first stage runs before ordinary training: the student
     (its layers up to the hint layer receive gradients) and ``r`` are trained on the hint loss
-    alone for that many passes over the training set, with Adam at ``stage1_lr``.
+    alone for that many passes over the training set, with Adam at ``stage1_lr`` (a
+    :class:`~distillscope.distill.base.Stage` named ``stage1``, run by the trainer's stage
+    runner).
 
     Args:
         student_layer: Student module path of the guided layer (paper 003: the middle).
@@ -174,34 +178,41 @@ class Hint(LossTerm):
         self.regressor = build_regressor(tuple(s.shape[1:]), tuple(t.shape[1:]))
         self.regressor.to(s.device)
 
-    def prepare(
-        self, student: nn.Module, teacher: nn.Module | None, batches: Iterable[Batch]
-    ) -> None:
+    def stages(self, student: nn.Module, teacher: nn.Module | None) -> list[Stage]:
+        """FitNets' first stage (``stage1_epochs > 0``): the student and ``r`` on the hint
+        loss alone, Adam at ``stage1_lr``, the teacher frozen."""
         if self.stage1_epochs == 0:
-            return
+            return []
         if teacher is None:
             raise TrainingError("hint's first stage needs the teacher network; pass it")
         regressor = self._regressor()
         params = [*student.parameters(), *regressor.parameters()]
-        optimizer = torch.optim.Adam([p for p in params if p.requires_grad], lr=self.stage1_lr)
-        was_training = student.training
-        student.train()
-        regressor.train()
-        teacher.eval()
-        with (
-            FeatureTap(student, [self.student_layer]) as s_tap,
-            FeatureTap(teacher, [self.teacher_layer], detach=True) as t_tap,
-        ):
-            for _ in range(self.stage1_epochs):
-                for batch in batches:
+
+        @contextmanager
+        def hint_only() -> Iterator[Callable[[Batch], Tensor]]:
+            with (
+                FeatureTap(student, [self.student_layer]) as s_tap,
+                FeatureTap(teacher, [self.teacher_layer], detach=True) as t_tap,
+            ):
+
+                def loss_of(batch: Batch) -> Tensor:
                     with torch.no_grad():
                         t = forward_outputs(teacher, batch.inputs, t_tap)
-                    s = forward_outputs(student, batch.inputs, s_tap)
-                    loss = self._mse(s, t)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-        student.train(was_training)
+                    return self._mse(forward_outputs(student, batch.inputs, s_tap), t)
+
+                yield loss_of
+
+        return [
+            Stage(
+                "stage1",
+                self.stage1_epochs,
+                [p for p in params if p.requires_grad],
+                partial(torch.optim.Adam, lr=self.stage1_lr),
+                hint_only,
+                train=(student, regressor),
+                eval=(teacher,),
+            )
+        ]
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
         teacher = require_teacher(self.name, teacher)

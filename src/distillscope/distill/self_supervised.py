@@ -17,8 +17,9 @@ The rotated copies' terms keep the copies the teacher gets right and the first `
 the ones it gets wrong, ranked by how far down the teacher's ranking the right answer sits
 (true class for ``tf``, own original for ``ss``): the paper's "error level ranking".
 
-The teacher's head is trained first (:meth:`SelfSupervisedKD.prepare`), the teacher frozen,
-with cross-entropy on ``S_T`` (no temperature), then frozen; the student's head trains with
+The teacher's head is trained first (the stage ``sskd/head``, :meth:`SelfSupervisedKD.stages`,
+run by the trainer's stage runner), the teacher frozen, with cross-entropy on ``S_T`` (no
+temperature), then frozen (:meth:`SelfSupervisedKD.prepare`); the student's head trains with
 the student.
 
 Reference choices follow the authors' code (xuguodong03/SSKD): weights 0.1 / 0.9 / 2.7 / 10,
@@ -30,18 +31,18 @@ one student forward over the batch and its copies. Ours: the teacher head trains
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from functools import partial
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from distillscope.checks import check_int, check_range
 from distillscope.contracts import Batch, Outputs, Views
-from distillscope.distill.base import BindContext, LossTerm
+from distillscope.distill.base import BindContext, LossTerm, Stage
 from distillscope.distill.logit import require_teacher
 from distillscope.errors import ConfigError, TrainingError
 from distillscope.functional.distill import kd_loss
@@ -184,40 +185,54 @@ class SelfSupervisedKD(LossTerm):
         self.student_head = _head(s_dim)
         self.teacher_head = _head(t_dim)
 
+    def stages(self, student: nn.Module, teacher: nn.Module | None) -> list[Stage]:
+        """The teacher head's stage (``head_epochs > 0``): the head learns the rotation task on
+        the frozen teacher's features, SGD at ``head_lr`` (momentum 0.9, weight decay 5e-4)."""
+        head, teacher, layer = self._teacher_parts(teacher)
+        if self.head_epochs == 0:
+            return []
+
+        @contextmanager
+        def rotation_task() -> Iterator[Callable[[Batch], Tensor]]:
+            with FeatureTap(teacher, [layer], detach=True) as tap:
+
+                def loss_of(batch: Batch) -> Tensor:
+                    x = batch.inputs
+                    with torch.no_grad():
+                        out = forward_outputs(teacher, torch.cat([x, rotated_views(x)]), tap)
+                    rep = head(out.features[layer].flatten(1))  # (4B, d)
+                    n = len(batch)
+                    simi = similarity(rep[n:], rep[:n])  # (3B, B)
+                    target = torch.arange(n, device=x.device).repeat(len(ROTATIONS))
+                    return F.cross_entropy(simi, target)
+
+                yield loss_of
+
+        return [
+            Stage(
+                "head",
+                self.head_epochs,
+                list(head.parameters()),
+                partial(torch.optim.SGD, lr=self.head_lr, momentum=0.9, weight_decay=5e-4),
+                rotation_task,
+                train=(head,),
+                eval=(teacher,),
+            )
+        ]
+
     def prepare(
         self, student: nn.Module, teacher: nn.Module | None, batches: Iterable[Batch]
     ) -> None:
-        """Train the teacher's head on the rotation task, the teacher frozen; then freeze it."""
+        """Freeze the teacher's head (trained by its stage, :meth:`stages`)."""
+        head, _, _ = self._teacher_parts(teacher)
+        head.requires_grad_(False)
+        head.eval()
+
+    def _teacher_parts(self, teacher: nn.Module | None) -> tuple[nn.Module, nn.Module, str]:
         head = self.teacher_head
         if teacher is None or head is None or not self.teacher_layer:
             raise TrainingError("sskd's teacher head is trained on the teacher; bind it first")
-        optimizer = torch.optim.SGD(
-            head.parameters(), lr=self.head_lr, momentum=0.9, weight_decay=5e-4
-        )
-        was_training = teacher.training
-        teacher.eval()
-        head.train()
-        try:
-            with FeatureTap(teacher, [self.teacher_layer], detach=True) as tap:
-                bar = tqdm(range(self.head_epochs), desc="sskd teacher head", file=sys.stderr,
-                           leave=False, disable=not sys.stderr.isatty())  # fmt: skip
-                for _ in bar:
-                    for batch in batches:
-                        x = batch.inputs
-                        with torch.no_grad():
-                            out = forward_outputs(teacher, torch.cat([x, rotated_views(x)]), tap)
-                        rep = head(out.features[self.teacher_layer].flatten(1))  # (4B, d)
-                        n = len(batch)
-                        simi = similarity(rep[n:], rep[:n])  # (3B, B)
-                        target = torch.arange(n, device=x.device).repeat(len(ROTATIONS))
-                        loss = F.cross_entropy(simi, target)
-                        optimizer.zero_grad(set_to_none=True)
-                        loss.backward()
-                        optimizer.step()
-        finally:
-            teacher.train(was_training)
-        head.requires_grad_(False)
-        head.eval()
+        return head, teacher, self.teacher_layer
 
     # ------------------------------------------------------------------ loss
     def forward(

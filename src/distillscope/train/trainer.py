@@ -57,6 +57,7 @@ from distillscope.train.seeding import (
     seed_everything,
     set_rng_state,
 )
+from distillscope.train.stage import StageBatches, StageResume, StageRunner, append_metrics
 from distillscope.train.step import Step, StepResult
 from distillscope.train.teacher_cache import TeacherCache
 
@@ -347,15 +348,16 @@ class Trainer:
         state: TrainState | None,
     ) -> None:
         cfg = self.cfg
+        stage_state = None
+        if state is not None and "stage" in state.meta:  # killed in a stage before training
+            stage_state, state = state, None
+            self._load_states(stage_state)
         if state is None:
             seed_everything(self.seed)
             self.histories = {m: [] for m in self.members}
             prepared = False
         else:
-            path = f"{self.checkpoint_dir}/{LAST_CHECKPOINT}"
-            model_state, loss_state = self._state_modules()
-            load_state_strict(model_state, state.model, path)
-            load_state_strict(loss_state, state.loss, path)
+            self._load_states(state)
             saved = state.meta["history"]
             self.histories = (
                 {self.members[0]: list(saved)}
@@ -369,9 +371,7 @@ class Trainer:
             self._save_final()
             return
         if not prepared:
-            for m in self.members:
-                batches = _PrepareBatches(train, cfg.batch_size, self.device, self.seed, steps)
-                self._loss(m).prepare(self.models[m], self.teacher, batches)
+            self._prepare(train, steps, stage_state)
         named = self._named_trainable(state)
         if self.single:
             optimizer = build_optimizer([p for _, p in named[self.members[0]]], cfg)
@@ -395,6 +395,44 @@ class Trainer:
             self._checkpoint(optimizer, scheduler, names, steps)
             self._append_metrics(list(records.values()))
         self._save_final()
+
+    def _prepare(self, train: DistillDataset, steps: int, stage_state: TrainState | None) -> None:
+        """Every member's preparation through a :class:`StageRunner` (its loss's stages and
+        ``prepare``), continued from ``stage_state`` when a stage was killed."""
+        resume, history, first = None, [], 0
+        if stage_state is not None:
+            position = stage_state.meta["stage"]
+            if position.get("member") not in self.members:
+                raise CheckpointError(
+                    f"{self.checkpoint_dir}/{LAST_CHECKPOINT} stopped in a stage of "
+                    f"{position.get('member')!r}, which is not trained here; pass the same "
+                    "networks or delete it"
+                )
+            resume = StageResume(
+                position["member"], int(position["index"]), position["key"],
+                int(position["epochs_done"]), stage_state.optimizer, stage_state.rng_tensors,
+                stage_state.rng_meta,
+            )  # fmt: skip
+            history = list(stage_state.meta.get("stage_history", []))
+            first = self.members.index(resume.member)
+            self._sync_stage_metrics(history)
+
+        def save(optimizer: Optimizer, position: dict[str, Any], done: list[Any]) -> None:
+            self._stage_checkpoint(optimizer, position, done, steps)
+
+        for i, m in enumerate(self.members):
+            runner = StageRunner(
+                m,
+                progress=self.progress,
+                metrics_path=self.metrics_path,
+                save=save if self.checkpoint_dir is not None else None,
+                resume=resume if i == first else None,
+                skip_all=resume is not None and i < first,
+                history=history,
+            )
+            batches = StageBatches(train, self.cfg.batch_size, self.device, self.seed, steps)
+            runner.prepare(self._loss(m), self.models[m], self.teacher, batches)
+            history = runner.history
 
     def _train_epoch(
         self,
@@ -540,8 +578,36 @@ class Trainer:
             ) from exc
         set_rng_state(state.rng_tensors, state.rng_meta)
 
+    def _load_states(self, state: TrainState) -> None:
+        path = f"{self.checkpoint_dir}/{LAST_CHECKPOINT}"
+        model_state, loss_state = self._state_modules()
+        load_state_strict(model_state, state.model, path)
+        load_state_strict(loss_state, state.loss, path)
+
     def _checkpoint(
         self, optimizer: Optimizer, scheduler: LRScheduler, names: list[str], steps: int
+    ) -> None:
+        meta = {"prepared": True, "params": names}
+        self._save_state(optimizer.state_dict(), scheduler.state_dict(), meta, steps)
+
+    def _stage_checkpoint(
+        self,
+        optimizer: Optimizer,
+        position: dict[str, Any],
+        history: list[dict[str, Any]],
+        steps: int,
+    ) -> None:
+        """The checkpoint after a stage epoch: the stage's optimiser and position, no training
+        yet (``prepared`` false, no main optimiser)."""
+        meta = {"prepared": False, "stage": position, "stage_history": history}
+        self._save_state(optimizer.state_dict(), {}, meta, steps)
+
+    def _save_state(
+        self,
+        optimizer: dict[str, Any],
+        scheduler: dict[str, Any],
+        extra: dict[str, Any],
+        steps: int,
     ) -> None:
         if self.checkpoint_dir is None:
             return
@@ -550,13 +616,12 @@ class Trainer:
             "name": self.name,
             "epochs_done": len(self.history),
             "history": self.history if self.single else self.histories,
-            "prepared": True,
             "config": self.cfg.model_dump(mode="json"),
             "seed": self.seed,
             "steps_per_epoch": steps,
             "data": self._data_print,
             "identity": self.identity,
-            "params": names,
+            **extra,
         }
         if not self.single:
             meta["peers"] = self.members
@@ -564,8 +629,8 @@ class Trainer:
         state = TrainState(
             model=dict(model_state.state_dict()),
             loss=dict(loss_state.state_dict()),
-            optimizer=optimizer.state_dict(),
-            scheduler=scheduler.state_dict(),
+            optimizer=optimizer,
+            scheduler=scheduler,
             rng_tensors=rng_tensors,
             rng_meta=rng_meta,
             meta=meta,
@@ -586,6 +651,16 @@ class Trainer:
     def _append_metrics(self, records: list[dict[str, Any]]) -> None:
         if self.metrics_path is not None:
             append_metrics(self.metrics_path, records)
+
+    def _sync_stage_metrics(self, history: list[dict[str, Any]]) -> None:
+        """On resume in a stage, append stage epochs the killed run checkpointed but did not
+        log."""
+        if self.metrics_path is None:
+            return
+        logged = logged_stage_epochs(self.metrics_path)
+        self._append_metrics(
+            [r for r in history if (r["model"], r["stage"], r["epoch"]) not in logged]
+        )
 
     def _sync_metrics(self) -> None:
         """On resume, append history epochs the killed run checkpointed but did not log."""
@@ -623,60 +698,29 @@ def check_same_settings(path: Path, state: TrainState, cfg: TrainConfig, **extra
         )
 
 
-def append_metrics(path: Path, records: list[dict[str, Any]]) -> None:
-    """Append one JSON line per record to ``path`` (after a line a kill cut short, if any)."""
-    if not records:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines = "".join(json.dumps(r) + "\n" for r in records)
-    if not _ends_with_newline(path):
-        lines = "\n" + lines  # a previous run was killed mid-line
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(lines)
-
-
-def logged_epochs(path: Path, name: str) -> set[int]:
-    """Epochs of model ``name`` already in the metrics file (lines cut by a kill skipped)."""
-    logged: set[int] = set()
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(row, dict) and row.get("model") == name:
-                logged.add(row.get("epoch"))
+def logged_stage_epochs(path: Path) -> set[tuple[str, str, int]]:
+    """``(model, stage, epoch)`` of the stage lines already in the metrics file."""
+    logged: set[tuple[str, str, int]] = set()
+    for row in _rows(path):
+        if "stage" in row:
+            logged.add((row.get("model"), row.get("stage"), row.get("epoch")))
     return logged
 
 
-class _PrepareBatches:
-    """Re-iterable training batches on the device, for a loss term's ``prepare`` stage.
-
-    Each pass draws its own order from ``(seed, pass)``, so ``prepare`` is reproducible.
-    """
-
-    def __init__(
-        self, dataset: DistillDataset, batch_size: int, device: torch.device, seed: int, limit: int
-    ) -> None:
-        self.dataset = dataset
-        self.batch_size = batch_size
-        self.device = device
-        self.seed = seed
-        self.limit = limit
-        self.passes = 0
-
-    def __iter__(self) -> Iterator[Batch]:
-        generator = epoch_generator(self.seed, self.passes, stream=1)
-        self.passes += 1
-        batches = iter_batches(self.dataset, self.batch_size, True, generator)
-        for batch in islice(batches, self.limit):
-            yield batch.to(self.device)
+def _rows(path: Path) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a metrics file (lines cut by a kill skipped)."""
+    if not path.exists():
+        return
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            yield row
 
 
-def _ends_with_newline(path: Path) -> bool:
-    """True for a missing or empty file too (nothing to terminate)."""
-    if not path.exists() or path.stat().st_size == 0:
-        return True
-    with open(path, "rb") as f:
-        f.seek(-1, 2)
-        return f.read(1) == b"\n"
+def logged_epochs(path: Path, name: str) -> set[int]:
+    """Epochs of model ``name`` already in the metrics file (lines cut by a kill and stage
+    lines skipped)."""
+    return {r.get("epoch") for r in _rows(path) if r.get("model") == name and "stage" not in r}
