@@ -18,8 +18,8 @@ from typing import Any
 
 from rounds import interleaved, write_result
 
-from distillscope.study.expand import expand_grid
-from distillscope.study.runner import preflight
+from distillscope.grid.expand import expand_grid
+from distillscope.grid.runner import preflight
 
 
 def toy(axes: dict[str, list[Any]]) -> dict[str, Any]:

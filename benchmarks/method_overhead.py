@@ -44,7 +44,7 @@ from distillscope.data import load_dataset  # noqa: E402
 from distillscope.data.base import DatasetInfo, TensorDataset, iter_batches  # noqa: E402
 from distillscope.distill import build_loss, loss_names  # noqa: E402
 from distillscope.errors import DataError  # noqa: E402
-from distillscope.functional.distill import kd_loss  # noqa: E402
+from distillscope.functional.soft_targets import kd_loss  # noqa: E402
 from distillscope.models import create_model  # noqa: E402
 from distillscope.models.taps import FeatureTap  # noqa: E402
 from distillscope.train import TeacherCache, Trainer, epoch_generator  # noqa: E402

@@ -132,7 +132,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _grid_run(args: argparse.Namespace, config: str | None, overrides: list[str]) -> int | None:
     """Run a grid config (or resume a grid directory); ``None`` when it is a single run."""
     from distillscope.checks import check_int
-    from distillscope.study import GridCellError, is_grid_config, resume_grid, run_grid
+    from distillscope.grid import GridCellError, is_grid_config, resume_grid, run_grid
 
     jobs = 1 if args.jobs is None else check_int("--jobs", _int(args.jobs), minimum=1)
     resume = args.resume

@@ -2,7 +2,7 @@
 
 Floor 1, the config schema (see ``docs/design-notes.md``, "Floors"): used by
 :mod:`distillscope.config` (error messages, the ``teacher:`` shorthand) and by
-:mod:`distillscope.study.expand` (grid axes address config paths). Imports only pydantic and
+:mod:`distillscope.grid.expand` (grid axes address config paths). Imports only pydantic and
 :mod:`distillscope.errors`; the schema's root model is passed in, so this module does not import
 the schema.
 

@@ -12,7 +12,7 @@ from distillscope.config import (
     load_config_dict,
 )
 from distillscope.errors import ConfigError
-from distillscope.study import is_grid_config, load_grid
+from distillscope.grid import is_grid_config, load_grid
 
 REPO = Path(__file__).resolve().parents[2]
 

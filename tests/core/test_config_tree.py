@@ -14,7 +14,7 @@ from distillscope.config_tree import (
     set_at,
 )
 from distillscope.errors import ConfigError
-from distillscope.study import expand_grid
+from distillscope.grid import expand_grid
 
 T = {"model": {"name": "mlp"}}
 

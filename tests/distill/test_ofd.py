@@ -14,7 +14,7 @@ from distillscope.contracts import Batch, Outputs
 from distillscope.distill import OverhaulFeatureDistillation, build_loss, create_loss
 from distillscope.distill.base import BindContext
 from distillscope.errors import ConfigError, ModelError, TrainingError
-from distillscope.functional.feature import match_spatial, ofd_loss, ofd_margin
+from distillscope.functional.feature_transfer import match_spatial, ofd_loss, ofd_margin
 
 GOLDEN = json.loads(
     (Path(__file__).resolve().parents[1] / "fixtures" / "golden_feature.json").read_text()

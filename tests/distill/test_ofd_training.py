@@ -16,7 +16,7 @@ from distillscope.contracts import Batch
 from distillscope.data.base import DatasetInfo, TensorDataset
 from distillscope.distill import build_loss
 from distillscope.errors import ConfigError
-from distillscope.functional.feature import ofd_margin
+from distillscope.functional.feature_transfer import ofd_margin
 from distillscope.models.forward import forward_outputs
 from distillscope.models.taps import FeatureTap
 from distillscope.train import Trainer

@@ -14,10 +14,10 @@ from distillscope.contracts import Batch, Outputs
 from distillscope.distill import create_loss
 from distillscope.distill.base import BindContext
 from distillscope.functional import attention as fa
-from distillscope.functional import feature as ff
+from distillscope.functional import feature_transfer as ff
 from distillscope.functional import logit as fl
 from distillscope.functional import relation as fr
-from distillscope.functional.distill import kd_loss
+from distillscope.functional.soft_targets import kd_loss
 
 B, K = 6, 5
 DTYPES = [torch.float32, torch.float64]

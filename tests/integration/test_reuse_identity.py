@@ -24,7 +24,7 @@ from distillscope.data import fashion_mnist as fm
 from distillscope.data.idx import write_idx
 from distillscope.errors import CheckpointError, ConfigError
 from distillscope.experiment import resume_experiment
-from distillscope.study import run_grid
+from distillscope.grid import run_grid
 from distillscope.train import trainer as trainer_module
 
 pytestmark = pytest.mark.integration
@@ -308,8 +308,8 @@ def test_a_cell_records_its_thread_count_and_keeps_it_under_another_jobs(tmp_pat
 
 
 def test_parallel_cells_get_their_thread_count_written_into_their_config(tmp_path) -> None:
-    from distillscope.study.expand import expand_grid
-    from distillscope.study.runner import _task
+    from distillscope.grid.expand import expand_grid
+    from distillscope.grid.runner import _task
 
     grid = expand_grid(grid_config(tmp_path))
     assert _task(tmp_path, grid.cells[0], None, False, 3).config["threads"] == 3

@@ -8,7 +8,7 @@ from tiny_probe_models import TinyCNN, seeded
 from torch import Tensor, nn
 
 from distillscope.data.base import DatasetInfo, TensorDataset
-from distillscope.data.domains import DOMAINS, apply_domain, to_channels
+from distillscope.data.domain_shifts import DOMAINS, apply_domain, to_channels
 from distillscope.data.textures import hue_colours
 from distillscope.errors import ConfigError
 from distillscope.probes import create_probe

@@ -112,7 +112,7 @@ def test_a_broken_grid_json_is_one_line_and_exit_2(tmp_path, capsys, content):
 def test_the_grid_report_imports_neither_runner_nor_experiment():
     code = (
         "import sys, distillscope.report.grid; "
-        "print(sorted(m for m in sys.modules if m.startswith(('distillscope.study', "
+        "print(sorted(m for m in sys.modules if m.startswith(('distillscope.grid', "
         "'distillscope.experiment'))))"
     )
     out = subprocess.run(

@@ -2,8 +2,9 @@
 
 Paper 003 6.1 trains a teacher on MNIST, MNIST-Color (a random background colour) and MNIST-M
 (digits on natural photo patches), distils students on MNIST alone, and evaluates every student
-on the three domains. Ours applies the domain shifts of :mod:`distillscope.data.domains` to any
-grey base dataset (Fashion-MNIST by default, or the 8x8 digits resized to 28x28):
+on the three domains. Ours applies the domain shifts of
+:mod:`distillscope.data.domain_shifts` to any grey base dataset (Fashion-MNIST by default, or the
+8x8 digits resized to 28x28):
 
 - every item of a split is drawn in **one** domain, chosen uniformly at random (seeded) from
   ``domains`` (``original`` = the grey image itself, repeated over three channels);
@@ -23,7 +24,7 @@ import torch
 
 from distillscope.data.base import DatasetInfo, TensorDataset
 from distillscope.data.digits import digits
-from distillscope.data.domains import DOMAINS, apply_domain, object_masks, to_rgb
+from distillscope.data.domain_shifts import DOMAINS, apply_domain, object_masks, to_rgb
 from distillscope.data.fashion_mnist import fashion_mnist
 from distillscope.data.subsets import check_split
 from distillscope.data.vision import ColourJitter, RandomCropFlip
@@ -83,7 +84,7 @@ def multi_domain(
         root: Folder of the base dataset's files (its own search order otherwise).
         base: ``fashion-mnist`` (default) or ``digits`` (resized to 28x28).
         domains: Names among ``original`` and the domains of
-            :data:`~distillscope.data.domains.DOMAINS`; item ``i``'s group is the index of
+            :data:`~distillscope.data.domain_shifts.DOMAINS`; item ``i``'s group is the index of
             its domain here.
         max_items: Keep at most this many items of the split (the first of a seeded order).
         data_seed: Seed of the domain draw, the item order and the domains' own randomness.

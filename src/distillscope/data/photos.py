@@ -1,7 +1,7 @@
 """scikit-image's bundled photos and textures, and random patches cut from them.
 
 Shared by the spurious-background dataset (:mod:`distillscope.data.spurious`), the domain shifts
-(:mod:`distillscope.data.domains`) and the texture bank (:mod:`distillscope.data.textures`).
+(:mod:`distillscope.data.domain_shifts`) and the texture bank (:mod:`distillscope.data.textures`).
 The photos ship inside scikit-image (no download); each is read once per process.
 
 Example:

@@ -4,7 +4,7 @@ Ours, at CPU scale, after paper 003 appendix C.3: its shape-biased teacher is a 
 trained on Stylized-ImageNet (texture made uninformative, so the network must use shape),
 its texture-biased student an ordinary ImageNet network; shape bias is measured on
 cue-conflict images (Geirhos et al. 2019). Here every Fashion-MNIST object (luminance above
-0.1, :data:`~distillscope.data.domains.MASK_THRESHOLD`) is filled with a colour texture
+0.1, :data:`~distillscope.data.domain_shifts.MASK_THRESHOLD`) is filled with a colour texture
 (:mod:`distillscope.data.textures`), on its black background:
 
 - ``class``: the texture of the item's own class (pattern ``k % 6``, hue ``k / 10``): texture
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from distillscope.data.base import DatasetInfo, TensorDataset
-from distillscope.data.domains import cue_conflict, object_masks, stylised, to_rgb
+from distillscope.data.domain_shifts import cue_conflict, object_masks, stylised, to_rgb
 from distillscope.data.fashion_mnist import CATEGORIES, CLASS_NAMES, fashion_mnist
 from distillscope.data.subsets import check_split
 from distillscope.data.textures import class_textures, conflict_labels

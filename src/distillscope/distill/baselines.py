@@ -16,7 +16,8 @@ from distillscope.checks import check_range
 from distillscope.contracts import Batch, Outputs
 from distillscope.distill.base import LossTerm
 from distillscope.errors import ConfigError
-from distillscope.functional.distill import (
+from distillscope.functional.logit import bce_loss
+from distillscope.functional.soft_targets import (
     PSEUDO_SOFT_TEMPERATURE,
     PSEUDO_SOFT_VARIANCE,
     cross_entropy_to_uniform,
@@ -24,7 +25,6 @@ from distillscope.functional.distill import (
     pseudo_soft_targets,
     soft_cross_entropy,
 )
-from distillscope.functional.logit import bce_loss
 from distillscope.registry import register_loss
 
 # Paper 000, appendix B.2: "For the LS, we set the alpha value to 0.1".
@@ -149,7 +149,7 @@ class PseudoSoftLabels(LossTerm):
     default).
 
     The noise of a sample is a fixed function of ``(seed, batch.index)``
-    (:func:`~distillscope.functional.distill.indexed_normal`), so each training image keeps
+    (:func:`~distillscope.functional.soft_targets.indexed_normal`), so each training image keeps
     the same pseudo label in every epoch, whatever batch it falls in. Combine with ``ce`` to
     get the paper's ``gamma L_CLS + alpha L_KL`` objective.
 

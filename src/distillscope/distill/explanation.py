@@ -42,7 +42,7 @@ from distillscope.distill.base import LossTerm
 from distillscope.distill.logit import require_teacher
 from distillscope.errors import ConfigError, TrainingError
 from distillscope.explain.gradcam import gradcam_from
-from distillscope.functional.distill import kd_loss
+from distillscope.functional.soft_targets import kd_loss
 from distillscope.models.bcos_layers import explanation_mode, is_bcos
 from distillscope.models.forward import forward_outputs, running_stats_kept
 from distillscope.models.taps import FeatureTap, check_module_paths

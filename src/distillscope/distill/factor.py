@@ -22,7 +22,7 @@ from distillscope.distill.base import BindContext, Stage
 from distillscope.distill.feature import PairedFeatureTerm
 from distillscope.errors import ConfigError, TrainingError
 from distillscope.functional.attention import same_size
-from distillscope.functional.feature import factor, factor_transfer_loss
+from distillscope.functional.feature_transfer import factor, factor_transfer_loss
 from distillscope.models.forward import forward_outputs
 from distillscope.models.taps import FeatureTap
 from distillscope.registry import register_loss

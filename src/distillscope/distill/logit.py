@@ -16,7 +16,7 @@ from distillscope.checks import check_range
 from distillscope.contracts import Batch, Outputs
 from distillscope.distill.base import LossTerm
 from distillscope.errors import TrainingError
-from distillscope.functional.distill import kd_loss, soft_cross_entropy, soft_labels
+from distillscope.functional.soft_targets import kd_loss, soft_cross_entropy, soft_labels
 from distillscope.registry import register_loss
 
 # Paper 000, appendix B.2: "We set the temperature to four" for every KD student.

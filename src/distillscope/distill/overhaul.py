@@ -23,7 +23,7 @@ from distillscope.contracts import Batch, Outputs
 from distillscope.distill.base import BindContext, LossTerm
 from distillscope.distill.logit import require_teacher
 from distillscope.errors import ConfigError, TrainingError
-from distillscope.functional.feature import match_spatial, ofd_loss, ofd_margin
+from distillscope.functional.feature_transfer import match_spatial, ofd_loss, ofd_margin
 from distillscope.models.forward import forward_outputs
 from distillscope.models.taps import FeatureTap, check_module_paths
 from distillscope.registry import register_loss
@@ -37,9 +37,9 @@ class OverhaulFeatureDistillation(LossTerm):
 
     over ``n`` layer pairs of *pre-ReLU* features: ``max(t, m)`` is the margin ReLU of the
     teacher's feature (paper, eq. 2), ``m`` the per-channel expectation of its negative
-    responses (eq. 3, :func:`~distillscope.functional.feature.ofd_margin`), ``d_p`` the partial
-    L2 (eq. 4: zero where ``s <= t' <= 0``), ``r_i`` a 1x1 convolution + batch norm connector
-    on the student's pre-ReLU feature (section 3.4), built at bind from the two shapes and
+    responses (eq. 3, :func:`~distillscope.functional.feature_transfer.ofd_margin`), ``d_p``
+    the partial L2 (eq. 4: zero where ``s <= t' <= 0``), ``r_i`` a 1x1 convolution + batch norm
+    connector on the student's pre-ReLU feature (section 3.4), built at bind from the two shapes and
     trained with the student. The teacher's features are detached.
 
     Reference choices (the authors' code and mdistiller): the layer weights ``2^(i-n+1)``

@@ -45,7 +45,7 @@ from distillscope.contracts import Batch, Outputs, Views
 from distillscope.distill.base import BindContext, LossTerm, Stage
 from distillscope.distill.logit import require_teacher
 from distillscope.errors import ConfigError, TrainingError
-from distillscope.functional.distill import kd_loss
+from distillscope.functional.soft_targets import kd_loss
 from distillscope.models.forward import forward_outputs
 from distillscope.models.taps import FeatureTap, check_module_paths
 from distillscope.registry import register_loss

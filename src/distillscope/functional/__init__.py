@@ -25,17 +25,6 @@ from distillscope.functional.boundary import (
     boundary_points,
     twilight_fraction,
 )
-from distillscope.functional.distill import (
-    PSEUDO_SOFT_TEMPERATURE,
-    PSEUDO_SOFT_VARIANCE,
-    cross_entropy_to_uniform,
-    indexed_normal,
-    kd_loss,
-    label_smoothing_targets,
-    pseudo_soft_targets,
-    soft_cross_entropy,
-    soft_labels,
-)
 from distillscope.functional.entropy import category_mask, entropy, softmax_entropy
 from distillscope.functional.explanation_metrics import (
     IOU_THRESHOLD,
@@ -47,18 +36,18 @@ from distillscope.functional.explanation_metrics import (
     shift_cosine,
     shift_diagonal,
 )
-from distillscope.functional.feature import (
-    factor,
-    factor_transfer_loss,
-    match_spatial,
-    ofd_loss,
-    ofd_margin,
-)
 from distillscope.functional.feature_maps import (
     HCL_LEVELS,
     cat_loss,
     class_activation_maps,
     hcl_loss,
+)
+from distillscope.functional.feature_transfer import (
+    factor,
+    factor_transfer_loss,
+    match_spatial,
+    ofd_loss,
+    ofd_margin,
 )
 from distillscope.functional.logit import (
     bce_loss,
@@ -82,6 +71,17 @@ from distillscope.functional.similarity import (
     cosine_parts,
     flat_cosine,
     pooled_cosine,
+)
+from distillscope.functional.soft_targets import (
+    PSEUDO_SOFT_TEMPERATURE,
+    PSEUDO_SOFT_VARIANCE,
+    cross_entropy_to_uniform,
+    indexed_normal,
+    kd_loss,
+    label_smoothing_targets,
+    pseudo_soft_targets,
+    soft_cross_entropy,
+    soft_labels,
 )
 from distillscope.functional.views import (
     colour_jitter,

@@ -36,7 +36,7 @@ def same_size(s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
     """Average-pool the larger of two maps ``(B, C, H, W)`` to the smaller one's ``H x W``.
 
     "Larger" is by area (``H * W``); RepDistiller's rule for its feature-map losses. Unlike
-    :func:`~distillscope.functional.feature.match_spatial` (OFD's, per axis), a map that is
+    :func:`~distillscope.functional.feature_transfer.match_spatial` (OFD's, per axis), a map that is
     taller but narrower than the other is resized to the other's size, as these losses always
     did.
 

@@ -1,6 +1,6 @@
 """Pure tensor functions behind the logit variants: BCE, decoupled KD, teacher-free KD and DML.
 
-Hinton's ``kd_loss`` and the soft-label helpers live in :mod:`distillscope.functional.distill`;
+Hinton's ``kd_loss`` and the soft-label helpers live in :mod:`distillscope.functional.soft_targets`;
 this file holds the variants whose reductions differ from it (each docstring says where and
 why they cannot call ``kd_loss``). Logits are ``(B, K)``, targets ``(B,)`` class indices; no
 modules, no state, no I/O.

@@ -1,6 +1,6 @@
 """Unseen domains and shape bias: consensus on shifted images, decisions on cue conflicts.
 
-Both probes redraw the held-out images on the fly with :mod:`distillscope.data.domains`: the
+Both probes redraw the held-out images on the fly with :mod:`distillscope.data.domain_shifts`: the
 inputs are un-normalised to pixels (``DatasetInfo.mean/std``), transformed to RGB, brought back
 to the models' channel count (luminance for one channel) and normalised again. The object
 masks are the dataset's own (``TensorDataset.masks``) when it has them, else the pixels whose
@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from distillscope.attacks.temperature import to_pixels
 from distillscope.checks import check_range
 from distillscope.data.base import DatasetInfo
-from distillscope.data.domains import (
+from distillscope.data.domain_shifts import (
     DOMAINS,
     MASK_THRESHOLD,
     apply_domain,
@@ -124,8 +124,8 @@ class DomainConsensusProbe(_DomainProbe):
     match for it (regardless of whether the predicted label is correct or incorrect), which we
     call the consensus score", on Geirhos et al.'s sketch, stylized, edge, silhouette and
     cue-conflict images. For a domain ``d`` with transform ``D_d``
-    (:mod:`distillscope.data.domains`: colour / natural backgrounds, edges, silhouette, sketch,
-    stylised; all seeded by ``seed``, the same images for every model):
+    (:mod:`distillscope.data.domain_shifts`: colour / natural backgrounds, edges, silhouette,
+    sketch, stylised; all seeded by ``seed``, the same images for every model):
 
         consensus_d(T, S) = 1/N sum_i 1[argmax T(D_d(x_i)) = argmax S(D_d(x_i))]
         acc_d(f) = 1/N sum_i 1[argmax f(D_d(x_i)) = y_i]
@@ -136,7 +136,7 @@ class DomainConsensusProbe(_DomainProbe):
 
     Args:
         domains: Domains to audit, ``original`` and keys of
-            :data:`~distillscope.data.domains.DOMAINS`; default: all of them.
+            :data:`~distillscope.data.domain_shifts.DOMAINS`; default: all of them.
         mask_source: ``auto`` (default: the dataset's masks, else bright pixels) or
             ``foreground`` (always bright pixels).
         foreground_threshold: Luminance in ``[0, 1)`` above which a pixel is object (0.1).
@@ -245,7 +245,7 @@ class ShapeBiasProbe(_DomainProbe):
 
         shape_bias(f) = sum_i 1[f(x_i) = A_i] / sum_i (1[f(x_i) = A_i] + 1[f(x_i) = B_i])
 
-    Our cue-conflict images (:func:`~distillscope.data.domains.cue_conflict`): each held-out
+    Our cue-conflict images (:func:`~distillscope.data.domain_shifts.cue_conflict`): each held-out
     image's object mask (its class A) filled with the texture of a class B drawn uniformly
     among the others (:func:`~distillscope.data.textures.conflict_labels`, seeded by ``seed``);
     the texture of class k of K is pattern ``k % 6`` tinted with hue ``k / K``

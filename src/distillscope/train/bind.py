@@ -1,6 +1,6 @@
 """Bind a loss to its networks on one sample batch, before anything trains.
 
-:func:`bind_loss` is the start-up dry run of DESIGN.md's second contract step: it taps the
+:func:`bind_loss` is the start-up dry run (``docs/architecture.md``): it taps the
 feature paths the loss asks for (a wrong path fails here, naming the valid ones), runs a small
 sample batch through the student and the teacher in eval mode, lets every term build its owned
 modules from the shapes it sees (:meth:`~distillscope.distill.base.LossTerm.bind`, under a seed

@@ -15,8 +15,8 @@ import pytest
 from grid_parts import tiny_grid, write_yaml
 
 from distillscope.errors import UserError
-from distillscope.study import load_grid, run_grid
-from distillscope.study.runner import CELL_LOCK_FILE
+from distillscope.grid import load_grid, run_grid
+from distillscope.grid.runner import CELL_LOCK_FILE
 
 fcntl = pytest.importorskip("fcntl")
 pytestmark = [
@@ -136,7 +136,7 @@ def test_a_worker_exits_when_its_parent_dies_without_the_parent_death_signal(tmp
         import multiprocessing, os, sys, time
 
         def child(parent, out):
-            from distillscope.study.runner import _watch_parent
+            from distillscope.grid.runner import _watch_parent
             import threading
             threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
             with open(out, "w") as fh:
@@ -167,7 +167,7 @@ def test_a_worker_exits_when_its_parent_dies_without_the_parent_death_signal(tmp
 
 
 def test_a_cell_held_by_another_process_fails_in_one_line_and_is_not_run(tmp_path, monkeypatch):
-    from distillscope.study import runner
+    from distillscope.grid import runner
 
     monkeypatch.setattr(runner, "CELL_LOCK_WAIT_S", 0.3)
     raw = tiny_grid(tmp_path, {"T": [1], "seed": [0]})

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from distillscope.checks import check_range
 from distillscope.errors import ConfigError
-from distillscope.functional.distill import (
+from distillscope.functional.soft_targets import (
     cross_entropy_to_uniform,
     indexed_normal,
     kd_loss,

@@ -6,8 +6,8 @@ and ``summary`` writes ``grid.json`` with mean and spread over seeds, rendered b
 :mod:`distillscope.report.grid`. See ``docs/grids.md``.
 """
 
-from distillscope.study.expand import Axis, Cell, Grid, expand_grid, is_grid_config, load_grid
-from distillscope.study.runner import GridCellError, resume_grid, run_grid
+from distillscope.grid.expand import Axis, Cell, Grid, expand_grid, is_grid_config, load_grid
+from distillscope.grid.runner import GridCellError, resume_grid, run_grid
 
 __all__ = [
     "Axis",

@@ -41,11 +41,11 @@ import yaml
 from distillscope.checks import check_int
 from distillscope.config import dump_config, load_config_dict
 from distillscope.errors import ConfigError, UserError, quoted
+from distillscope.grid.expand import MAX_CELLS_KEY, Cell, Grid, load_grid
+from distillscope.grid.summary import CellOutcome, build_summary, cell_dir, write_summary
 from distillscope.identity import first_difference, runtime
 from distillscope.results import results_path
 from distillscope.rundir import atomic_write_text
-from distillscope.study.expand import MAX_CELLS_KEY, Cell, Grid, load_grid
-from distillscope.study.summary import CellOutcome, build_summary, cell_dir, write_summary
 
 GRID_CONFIG = "grid.yaml"
 LOCK_FILE = ".grid.lock"

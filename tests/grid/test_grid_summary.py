@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from distillscope.study.summary import aggregate, mean_std, summary_csv
+from distillscope.grid.summary import aggregate, mean_std, summary_csv
 
 
 @pytest.mark.parametrize(

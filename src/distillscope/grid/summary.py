@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from distillscope.errors import UserError
+from distillscope.grid.expand import Cell, Grid, cell_id_of
 from distillscope.results import load_results, results_path
 from distillscope.rundir import atomic_write_text
-from distillscope.study.expand import Cell, Grid, cell_id_of
 
 GRID_FILE = "grid.json"
 SUMMARY_CSV = "summary.csv"

@@ -12,8 +12,8 @@ from grid_parts import tiny_grid, write_yaml
 
 from distillscope.cli import main
 from distillscope.errors import ConfigError, TrainingError, UserError
-from distillscope.study import GridCellError, run_grid
-from distillscope.study.summary import mean_std
+from distillscope.grid import GridCellError, run_grid
+from distillscope.grid.summary import mean_std
 from distillscope.train.trainer import Trainer
 
 pytestmark = pytest.mark.integration
@@ -204,7 +204,7 @@ def test_jobs_2_runs_cells_in_parallel_processes(tmp_path, capsys):
 
 
 def test_a_big_grid_is_refused_at_once_unless_confirmed(tmp_path, capsys):
-    from distillscope.study.expand import DEFAULT_MAX_CELLS
+    from distillscope.grid.expand import DEFAULT_MAX_CELLS
 
     seeds = list(range(DEFAULT_MAX_CELLS + 1))
     path = write_yaml(tmp_path / "grid.yaml", tiny_grid(tmp_path, {"T": [1], "seed": seeds}))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from distillscope.data.domains import (
+from distillscope.data.domain_shifts import (
     DOMAINS,
     apply_domain,
     cue_conflict,

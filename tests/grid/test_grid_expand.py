@@ -9,9 +9,9 @@ from grid_parts import tiny_grid, write_yaml
 
 from distillscope.cli import main
 from distillscope.errors import ConfigError
-from distillscope.study import expand_grid, load_grid
-from distillscope.study.expand import cell_id_of
-from distillscope.study.runner import schedule
+from distillscope.grid import expand_grid, load_grid
+from distillscope.grid.expand import cell_id_of
+from distillscope.grid.runner import schedule
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -275,7 +275,7 @@ def test_jobs_needs_a_grid(tmp_path, capsys):
 
 
 def test_a_grid_override_turns_a_plain_config_into_a_grid(tmp_path):
-    from distillscope.study import is_grid_config
+    from distillscope.grid import is_grid_config
 
     raw = tiny_grid(tmp_path, {"seed": [0]})
     raw.pop("grid")
