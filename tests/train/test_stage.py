@@ -29,9 +29,9 @@ from distillscope.distill.self_supervised import (
     ROTATIONS,
     SelfSupervisedKD,
     rotated_views,
-    similarity,
 )
 from distillscope.errors import TrainingError
+from distillscope.functional.relation import view_similarity as similarity
 from distillscope.models import create_model
 from distillscope.models.forward import forward_outputs
 from distillscope.models.taps import FeatureTap

@@ -42,6 +42,7 @@ from distillscope.distill.base import LossTerm
 from distillscope.distill.logit import require_teacher
 from distillscope.errors import ConfigError, TrainingError
 from distillscope.explain.gradcam import gradcam_from
+from distillscope.functional.explanation_metrics import explanation_loss
 from distillscope.functional.soft_targets import kd_loss
 from distillscope.models.bcos_layers import explanation_mode, is_bcos
 from distillscope.models.forward import forward_outputs, running_stats_kept
@@ -62,28 +63,6 @@ BCOS_STUDENT_MODES = ("normal", "explanation")
 #: Weight of the KD term against cross-entropy; 1 = no cross-entropy, as eq. 1 and the
 #: authors' code (``gt_logit_loss_coef = 0``).
 E2KD_ALPHA = 1.0
-
-
-def explanation_loss(student: Tensor, teacher: Tensor) -> Tensor:
-    """``mean_b (1 - cos(flat(E_S[b]), flat(E_T[b])))`` (paper 001, eq. 3).
-
-    Args:
-        student: ``(B, ...)`` student explanations.
-        teacher: ``(B, ...)`` teacher explanations of the same shape.
-
-    Example:
-        >>> e = torch.rand(3, 4, 4)
-        >>> round(explanation_loss(e, 2 * e).item(), 6)  # the cosine ignores scale
-        0.0
-    """
-    if student.shape != teacher.shape:
-        raise TrainingError(
-            f"student explanations {tuple(student.shape)} and teacher explanations "
-            f"{tuple(teacher.shape)} differ in shape; explain inputs of the same size"
-        )
-    b = student.shape[0]
-    cos = F.cosine_similarity(student.reshape(b, -1), teacher.reshape(b, -1), dim=1)  # (B,)
-    return (1.0 - cos).mean()
 
 
 @register_loss("e2kd")

@@ -45,6 +45,7 @@ from distillscope.contracts import Batch, Outputs, Views
 from distillscope.distill.base import BindContext, LossTerm, Stage
 from distillscope.distill.logit import require_teacher
 from distillscope.errors import ConfigError, TrainingError
+from distillscope.functional.relation import kept_by_error_level, view_similarity
 from distillscope.functional.soft_targets import kd_loss
 from distillscope.models.forward import forward_outputs
 from distillscope.models.taps import FeatureTap, check_module_paths
@@ -63,28 +64,6 @@ def rotated_views(inputs: Tensor) -> Tensor:
         [[[1.0, 3.0], [0.0, 2.0]], [[3.0, 2.0], [1.0, 0.0]], [[2.0, 0.0], [3.0, 1.0]]]
     """
     return torch.cat([torch.rot90(inputs, k, dims=(2, 3)) for k in ROTATIONS])
-
-
-def similarity(views: Tensor, originals: Tensor) -> Tensor:
-    """``(V B, B)`` cosine similarity of every view's representation to every original's."""
-    return F.cosine_similarity(views[:, :, None], originals.t()[None], dim=1)
-
-
-def kept_by_error_level(scores: Tensor, truth: Tensor, ratio: float) -> Tensor:
-    """Indices of the rows to distil: all rows whose ``truth`` is ranked first in ``scores``,
-    and the ``int(ratio * wrong)`` wrong rows whose truth ranks highest (SSKD's error-level
-    ranking), in ascending order.
-
-    Example:
-        >>> s = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
-        >>> kept_by_error_level(s, torch.tensor([0, 0, 0]), ratio=0.0).tolist()
-        [0, 2]
-    """
-    order = torch.argsort(scores, dim=1, descending=True, stable=True)  # (N, K)
-    rank = (order == truth[:, None]).long().argmax(1)  # (N,) where the truth sits
-    wrong = int((rank > 0).sum())
-    keep = scores.shape[0] - wrong + int(wrong * ratio)
-    return torch.sort(torch.argsort(rank, stable=True)[:keep]).values
 
 
 def _kl_rows(student: Tensor, teacher: Tensor, temperature: float, rows: Tensor) -> Tensor:
@@ -202,7 +181,7 @@ class SelfSupervisedKD(LossTerm):
                         out = forward_outputs(teacher, torch.cat([x, rotated_views(x)]), tap)
                     rep = head(out.features[layer].flatten(1))  # (4B, d)
                     n = len(batch)
-                    simi = similarity(rep[n:], rep[:n])  # (3B, B)
+                    simi = view_similarity(rep[n:], rep[:n])  # (3B, B)
                     target = torch.arange(n, device=x.device).repeat(len(ROTATIONS))
                     return F.cross_entropy(simi, target)
 
@@ -256,8 +235,8 @@ class SelfSupervisedKD(LossTerm):
         s_rep = self.student_head(_both(student, views.student, self.student_layer))  # (4B, d)
         with torch.no_grad():
             t_rep = self.teacher_head(_both(teacher, views.teacher, self.teacher_layer))
-        s_simi = similarity(s_rep[n:], s_rep[:n])  # (3B, B)
-        t_simi = similarity(t_rep[n:], t_rep[:n]).detach()  # (3B, B)
+        s_simi = view_similarity(s_rep[n:], s_rep[:n])  # (3B, B)
+        t_simi = view_similarity(t_rep[n:], t_rep[:n]).detach()  # (3B, B)
         own = torch.arange(n, device=s_simi.device).repeat(copies)  # (3B,)
         kept_ss = kept_by_error_level(t_simi, own, self.ss_ratio)
         ss = _kl_rows(s_simi, t_simi, t["ss"], kept_ss)
@@ -294,4 +273,4 @@ def _penultimate(role: str, model: nn.Module, path: str | None) -> str:
     return path
 
 
-__all__ = ["SelfSupervisedKD", "kept_by_error_level", "rotated_views", "similarity"]
+__all__ = ["SelfSupervisedKD", "kept_by_error_level", "rotated_views", "view_similarity"]

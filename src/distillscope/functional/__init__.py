@@ -30,6 +30,7 @@ from distillscope.functional.explanation_metrics import (
     IOU_THRESHOLD,
     closer_votes,
     energy_pointing_game,
+    explanation_loss,
     mask_share,
     region_iou,
     relevant_region,
@@ -59,12 +60,14 @@ from distillscope.functional.logit import (
 from distillscope.functional.relation import (
     contrast_scores,
     correlation_congruence_loss,
+    kept_by_error_level,
     memory_update,
     nce_loss,
     pairwise_distances,
     pkt_loss,
     rkd_parts,
     similarity_preserving_loss,
+    view_similarity,
 )
 from distillscope.functional.similarity import (
     batch_cosine,
@@ -123,6 +126,7 @@ __all__ = [
     "dkd_parts",
     "energy_pointing_game",
     "entropy",
+    "explanation_loss",
     "factor",
     "factor_transfer_loss",
     "flat_cosine",
@@ -130,6 +134,7 @@ __all__ = [
     "indexed_normal",
     "jitter_params",
     "kd_loss",
+    "kept_by_error_level",
     "kl_divergence",
     "label_smoothing_targets",
     "luminance",
@@ -163,5 +168,6 @@ __all__ = [
     "topk_correct",
     "twilight_fraction",
     "vid_nll",
+    "view_similarity",
     "virtual_teacher_kl",
 ]

@@ -24,12 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from distillscope.errors import TrainingError
 from distillscope.functional.similarity import flat_cosine
 
 __all__ = [
     "IOU_THRESHOLD",
     "closer_votes",
     "energy_pointing_game",
+    "explanation_loss",
     "mask_share",
     "relevant_region",
     "region_iou",
@@ -231,3 +233,25 @@ def closer_votes(reference: Tensor, a: Tensor, b: Tensor) -> Tensor:
     cos_a = flat_cosine(reference, a).double()  # (B,)
     cos_b = flat_cosine(reference, b).double()  # (B,)
     return (cos_a > cos_b).double() + 0.5 * (cos_a == cos_b).double()
+
+
+def explanation_loss(student: Tensor, teacher: Tensor) -> Tensor:
+    """``mean_b (1 - cos(flat(E_S[b]), flat(E_T[b])))`` (paper 001, eq. 3).
+
+    Args:
+        student: ``(B, ...)`` student explanations.
+        teacher: ``(B, ...)`` teacher explanations of the same shape.
+
+    Example:
+        >>> e = torch.rand(3, 4, 4)
+        >>> round(explanation_loss(e, 2 * e).item(), 6)  # the cosine ignores scale
+        0.0
+    """
+    if student.shape != teacher.shape:
+        raise TrainingError(
+            f"student explanations {tuple(student.shape)} and teacher explanations "
+            f"{tuple(teacher.shape)} differ in shape; explain inputs of the same size"
+        )
+    b = student.shape[0]
+    cos = F.cosine_similarity(student.reshape(b, -1), teacher.reshape(b, -1), dim=1)  # (B,)
+    return (1.0 - cos).mean()

@@ -18,12 +18,14 @@ __all__ = [
     "PKT_EPS",
     "contrast_scores",
     "correlation_congruence_loss",
+    "kept_by_error_level",
     "memory_update",
     "nce_loss",
     "pairwise_distances",
     "pkt_loss",
     "rkd_parts",
     "similarity_preserving_loss",
+    "view_similarity",
 ]
 
 #: PKT's guard in its log ratio (the authors' code and RepDistiller).
@@ -248,3 +250,32 @@ def memory_update(rows: Tensor, v: Tensor, momentum: float) -> Tensor:
     """
     moved = rows * momentum + v * (1 - momentum)  # (B, d)
     return moved / moved.norm(dim=1, keepdim=True).clamp_min(CRD_BANK_EPS)  # (B, d)
+
+
+def view_similarity(views: Tensor, originals: Tensor) -> Tensor:
+    """``(V B, B)`` cosine similarity of every view's representation ``(V B, D)`` to every
+    original's ``(B, D)`` (SSKD's contrastive prediction, Xu et al. 2020).
+
+    Example:
+        >>> x = torch.eye(2)
+        >>> view_similarity(x, x).tolist()
+        [[1.0, 0.0], [0.0, 1.0]]
+    """
+    return F.cosine_similarity(views[:, :, None], originals.t()[None], dim=1)
+
+
+def kept_by_error_level(scores: Tensor, truth: Tensor, ratio: float) -> Tensor:
+    """Indices of the rows to distil: all rows whose ``truth`` is ranked first in ``scores``,
+    and the ``int(ratio * wrong)`` wrong rows whose truth ranks highest (SSKD's error-level
+    ranking, Xu et al. 2020), in ascending order.
+
+    Example:
+        >>> s = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+        >>> kept_by_error_level(s, torch.tensor([0, 0, 0]), ratio=0.0).tolist()
+        [0, 2]
+    """
+    order = torch.argsort(scores, dim=1, descending=True, stable=True)  # (N, K)
+    rank = (order == truth[:, None]).long().argmax(1)  # (N,) where the truth sits
+    wrong = int((rank > 0).sum())
+    keep = scores.shape[0] - wrong + int(wrong * ratio)
+    return torch.sort(torch.argsort(rank, stable=True)[:keep]).values
