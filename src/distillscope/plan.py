@@ -22,7 +22,6 @@ from distillscope.config import (
     ExperimentConfig,
     ModelSpec,
     dump_config,
-    load_config_dict,
 )
 from distillscope.data.base import DistillDataset
 from distillscope.distill import CombinedLoss, build_loss
@@ -289,14 +288,21 @@ def roles_of(members: dict[str, Member]) -> Roles:
 def with_data_root(cfg: ExperimentConfig, data_root: str | None) -> ExperimentConfig:
     """``cfg`` with ``--data-root`` written into every data section that names a folder (the
     top level and members' own ``root``), so ``config.yaml`` says where the data was read and
-    a re-run or resume of it reads the same place."""
+    a re-run or resume of it reads the same place. Only folders change: nothing is validated
+    again."""
     if not data_root:
         return cfg
-    data_root = str(Path(data_root).expanduser().absolute())  # re-runs from another folder
-    raw = dump_config(cfg)
-    raw["data"]["root"] = data_root
-    for section in ("teachers", "students"):
-        for spec in raw[section].values():
-            if spec.get("data") and spec["data"].get("root"):
-                spec["data"]["root"] = data_root
-    return load_config_dict(raw)
+    root = str(Path(data_root).expanduser().absolute())  # re-runs from another folder
+
+    def moved(spec: Any) -> Any:
+        if spec.data is None or not spec.data.root:
+            return spec
+        return spec.model_copy(update={"data": spec.data.model_copy(update={"root": root})})
+
+    return cfg.model_copy(
+        update={
+            "data": cfg.data.model_copy(update={"root": root}),
+            "teachers": {name: moved(t) for name, t in cfg.teachers.items()},
+            "students": {name: moved(s) for name, s in cfg.students.items()},
+        }
+    )

@@ -15,7 +15,6 @@ reported in one line and the teacher is retrained, never fatal and never used si
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 from torch import nn
 
 from distillscope.errors import CheckpointError
-from distillscope.files import atomic_write_text, check_writable_dir, file_digest
+from distillscope.files import atomic_write_text, cache_root, check_writable_dir, file_digest
 from distillscope.identity import digest
 from distillscope.messages import say
 from distillscope.train.checkpoint import load_model_weights, save_model
@@ -39,9 +38,7 @@ def default_store_root(configured: str | None = None) -> Path:
     ``~/.cache/distillscope/teachers``."""
     if configured:
         return Path(configured).expanduser()
-    base = os.environ.get("DISTILLSCOPE_CACHE")
-    root = Path(base).expanduser() if base else Path.home() / ".cache" / "distillscope"
-    return root / "teachers"
+    return cache_root() / "teachers"
 
 
 class TeacherStore:

@@ -46,14 +46,11 @@ class FakeSplits:
     """Splits whose fingerprints are given (the identity reads only those)."""
 
     def __init__(self, train: str, test: str = "t") -> None:
-        self.train_print, self.test_print = train, test
+        self.train_print = train
+        self.test = SimpleNamespace(fingerprint=lambda: test)
 
     def train_of(self, name):
         return SimpleNamespace(fingerprint=lambda: self.train_print)
-
-    @property
-    def test(self):
-        return SimpleNamespace(fingerprint=lambda: self.test_print)
 
 
 def key(cfg, prints=("f1", "t"), rt=None) -> str:

@@ -29,8 +29,9 @@ def rand(seed: int, *shape: int, dtype: torch.dtype = torch.float64, grad: bool 
     return x.requires_grad_(grad)
 
 
-def same(make_new, make_old, leaves: list[Tensor]) -> None:
-    """``make_new()`` and ``make_old()`` give equal values and equal gradients on ``leaves``."""
+def same(make_new, make_old, leaves: list[Tensor]) -> bool:
+    """``make_new()`` and ``make_old()`` give equal values and equal gradients on ``leaves``
+    (asserted here, element by element; ``True`` when they do)."""
     new, old = make_new(), make_old()
     news = new if isinstance(new, tuple) else (new,)
     olds = old if isinstance(old, tuple) else (old,)
@@ -40,6 +41,7 @@ def same(make_new, make_old, leaves: list[Tensor]) -> None:
     grads_old = torch.autograd.grad(sum(x.sum() for x in olds), leaves)
     for a, b in zip(grads_new, grads_old, strict=True):
         assert torch.equal(a, b)
+    return True
 
 
 def batch(y: Tensor) -> Batch:
@@ -59,7 +61,7 @@ def test_bce_loss_is_the_old_inline_formula_and_the_term(dtype, smoothing) -> No
             target = target * (1.0 - smoothing) + smoothing / K
         return F.binary_cross_entropy_with_logits(z, target)
 
-    same(lambda: fl.bce_loss(z, y, smoothing), old, [z])
+    assert same(lambda: fl.bce_loss(z, y, smoothing), old, [z])
     term = create_loss("bce", smoothing=smoothing)(Outputs(z), None, batch(y))["loss"]
     assert torch.equal(term, fl.bce_loss(z, y, smoothing))
 
@@ -81,7 +83,7 @@ def test_dkd_parts_are_the_old_inline_formula_and_the_term(dtype) -> None:
         nckd = F.kl_div(log_hat_s, hat_t, reduction="sum") / z_s.shape[0] * t * t
         return tckd, nckd
 
-    same(lambda: fl.dkd_parts(z_s, z_t, y, t), old, [z_s])
+    assert same(lambda: fl.dkd_parts(z_s, z_t, y, t), old, [z_s])
     out = create_loss("dkd", temperature=t)(Outputs(z_s), Outputs(z_t), batch(y))
     tckd, nckd = fl.dkd_parts(z_s, z_t, y, t)
     assert torch.equal(out["dkd/tckd"], tckd) and torch.equal(out["dkd/nckd"], nckd)
@@ -99,7 +101,7 @@ def test_virtual_teacher_kl_is_the_old_inline_formula_and_the_term(dtype) -> Non
         target = F.softmax(p_d / temp, dim=1)
         return F.kl_div(F.log_softmax(z, dim=1), target, reduction="sum") / z.numel() * m
 
-    same(lambda: fl.virtual_teacher_kl(z, y, temp, a, m), old, [z])
+    assert same(lambda: fl.virtual_teacher_kl(z, y, temp, a, m), old, [z])
     out = create_loss("tf_kd")(Outputs(z), None, batch(y))
     assert torch.equal(out["tf_kd/virtual"], fl.virtual_teacher_kl(z, y, temp, a, m))
 
@@ -119,7 +121,7 @@ def test_mutual_learning_kl_is_the_old_inline_formula_and_the_term(peers, temper
         ]
         return torch.stack(kls).mean() * (t * t)
 
-    same(lambda: fl.mutual_learning_kl(z, others, t), old, [z])
+    assert same(lambda: fl.mutual_learning_kl(z, others, t), old, [z])
     y = torch.zeros(B, dtype=torch.long)
     out = create_loss("dml", temperature=t)(
         Outputs(z), None, batch(y), peers=[Outputs(p) for p in others]
@@ -201,7 +203,7 @@ def test_relation_functions_are_the_old_inline_formulas_and_the_terms(
     name, new, old, parts, dtype
 ) -> None:
     s, t = rand(0, B, 7, dtype=dtype, grad=True), rand(1, B, 9, dtype=dtype)
-    same(lambda: new(s, t), lambda: old(s, t), [s])
+    assert same(lambda: new(s, t), lambda: old(s, t), [s])
     term = create_loss(name, student_layer="s", teacher_layer="t")
     out = term(Outputs(s, {"s": s}), Outputs(s, {"t": t}), batch(torch.zeros(B, dtype=torch.long)))
     values = new(s, t)
@@ -211,7 +213,7 @@ def test_relation_functions_are_the_old_inline_formulas_and_the_terms(
 
 def test_pairwise_distances_is_the_old_formula() -> None:
     e = rand(0, B, 4, grad=True)
-    same(lambda: fr.pairwise_distances(e), lambda: _old_pairwise(e), [e])
+    assert same(lambda: fr.pairwise_distances(e), lambda: _old_pairwise(e), [e])
 
 
 def test_correlation_congruence_is_the_old_inline_formula_and_the_term() -> None:
@@ -227,7 +229,7 @@ def test_correlation_congruence_is_the_old_inline_formula_and_the_term() -> None
         delta = (term.embed_s(s) - term.embed_t(t)).abs()
         return (delta[:-1] * delta[1:]).sum(1).mean()
 
-    same(lambda: fr.correlation_congruence_loss(term.embed_s(s), term.embed_t(t)), old, [s])
+    assert same(lambda: fr.correlation_congruence_loss(term.embed_s(s), term.embed_t(t)), old, [s])
     out = term(Outputs(s, {"s": s}), Outputs(s, {"t": t}), ctx.batch)
     assert torch.equal(out["cc/cc"], old())
 
@@ -235,7 +237,7 @@ def test_correlation_congruence_is_the_old_inline_formula_and_the_term() -> None
 def test_crd_pieces_are_the_old_inline_formulas() -> None:
     rows, v = rand(0, B, 4, 3, grad=True), rand(1, B, 3, grad=True)
     old_scores = lambda: torch.exp(torch.bmm(rows, v.unsqueeze(2)).squeeze(2) / 0.07)  # noqa: E731
-    same(lambda: fr.contrast_scores(rows, v, 0.07), old_scores, [rows, v])
+    assert same(lambda: fr.contrast_scores(rows, v, 0.07), old_scores, [rows, v])
     scores = fr.contrast_scores(rows, v, 0.07).detach().requires_grad_() / 50.0
 
     def old_nce() -> Tensor:
@@ -287,8 +289,8 @@ def test_attention_and_nst_are_the_old_inline_formulas_and_the_terms(dtype) -> N
         old = lambda p=p: torch.stack(  # noqa: E731
             [(_old_attention(a, p) - _old_attention(b, p)).pow(2).mean() for a, b in zip(s, t)]
         ).sum()
-        same(lambda p=p: fa.attention_transfer_loss(s, t, p), old, s)
-    same(
+        assert same(lambda p=p: fa.attention_transfer_loss(s, t, p), old, s)
+    assert same(
         lambda: fa.nst_loss(s, t),
         lambda: torch.stack([_old_mmd(a, b) for a, b in zip(s, t)]).sum(),
         s,
@@ -312,7 +314,7 @@ def test_vid_nll_is_the_old_inline_formula(dtype) -> None:
         var = (F.softplus(scale) + 1e-5).view(1, -1, 1, 1)
         return (0.5 * ((t - mean) ** 2 / var + torch.log(var))).mean()
 
-    same(lambda: fa.vid_nll(t, mean, scale, 1e-5), old, [mean, scale])
+    assert same(lambda: fa.vid_nll(t, mean, scale, 1e-5), old, [mean, scale])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -327,7 +329,7 @@ def test_ab_loss_is_the_old_inline_formula(dtype, margin) -> None:
                   for i, (a, b) in enumerate(zip(s, t))]  # fmt: skip
         return torch.stack(losses).sum() * 3.0 / 1000.0
 
-    same(lambda: fa.ab_loss(s, t, margin), old, s)
+    assert same(lambda: fa.ab_loss(s, t, margin), old, s)
     assert torch.equal(fa.boundary_loss(s[0], t[0], margin), _old_boundary(s[0], t[0], margin))
 
 
@@ -350,7 +352,7 @@ def test_factor_transfer_loss_is_the_old_inline_formula(dtype) -> None:
         f_s = F.normalize(code_s.reshape(B, -1), dim=1)
         return (f_s - f_t).abs().mean()
 
-    same(lambda: ff.factor_transfer_loss(code_s, code_t), old, [code_s])
+    assert same(lambda: ff.factor_transfer_loss(code_s, code_t), old, [code_s])
 
 
 def test_the_moved_functions_reject_unpaired_lists() -> None:

@@ -450,6 +450,7 @@ class Trainer:
         generator = epoch_generator(self.seed, epoch)
         batches = islice(iter_batches(train, cfg.batch_size, True, generator), steps)
         keys: dict[str, list[str]] = {}
+        key_sets: dict[str, set[str]] = {}
         sums: dict[str, Tensor] = {}  # member -> (P,) once the parts are known
         correct = {m: torch.zeros((), dtype=torch.long, device=device) for m in members}
         seen = done = 0
@@ -469,10 +470,11 @@ class Trainer:
                 parts = result.parts
                 if not keys:
                     keys = {m: self._check_first_step(m, result) for m in members}
+                    key_sets = {m: set(keys[m]) for m in members}
                     sums = {m: torch.zeros(len(keys[m]), device=device) for m in members}
                 else:
                     for m in members:
-                        if len(parts[m]) != len(keys[m]) or parts[m].keys() != set(keys[m]):
+                        if parts[m].keys() != key_sets[m]:
                             raise TrainingError(
                                 f"the loss of {m!r} returned parts {sorted(parts[m])} at epoch "
                                 f"{epoch + 1}, batch {b + 1} but {keys[m]} before; return the "
