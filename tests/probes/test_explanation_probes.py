@@ -81,6 +81,19 @@ def test_model_without_cam_layer_skips_gradcam_only(image_data) -> None:
     assert result.params["skipped"] == {"t->s/gradcam": "model 's' has no cam_layer"}
 
 
+def test_what_a_method_needs_is_asked_of_its_explainer(image_data, monkeypatch) -> None:
+    from distillscope.explain.attribution import SaliencyExplainer
+
+    # a requirement declared on the explainer class reaches the probe's skip reasons unchanged
+    monkeypatch.setattr(SaliencyExplainer, "lacks", classmethod(lambda cls, m: "has no wings"))
+    models = {"t": seeded(TinyCNN, 0), "s": seeded(TinyCNN, 1)}
+    result = create_probe("adherence", methods=["saliency", "gradcam"], batch_size=8).run(
+        models, image_data, ROLES
+    )
+    assert list(result.values) == ["t->s/gradcam"]
+    assert result.params["skipped"] == {"t->s/saliency": "model 't' has no wings"}
+
+
 @pytest.mark.parametrize("methods", [[], ["lime"], "saliency"])
 def test_invalid_methods_raise(methods) -> None:
     with pytest.raises(ConfigError, match="adherence.methods"):

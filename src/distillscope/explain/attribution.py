@@ -59,11 +59,17 @@ class Explainer:
             ``"explain"`` (its own ``explain`` method) or ``None``.
         gives_map: Whether :func:`~distillscope.explain.maps.explanation_maps` offers it (its
             :meth:`to_map` turns the attributions into one ``(B, H, W)`` map per image).
+        label: The method's name in messages (``"GradCAM"``).
+        needs_images: Whether the method needs image inputs ``(B, C, H, W)``.
+        advice: What to do instead when a model lacks what the method needs.
     """
 
     name: ClassVar[str] = "explainer"
     needs: ClassVar[str | None] = None
     gives_map: ClassVar[bool] = True
+    label: ClassVar[str] = "explainer"
+    needs_images: ClassVar[bool] = False
+    advice: ClassVar[str] = ""
 
     def __init__(self) -> None:
         """No options (explicit, so :func:`create_explainer` sees that it takes none)."""
@@ -77,10 +83,19 @@ class Explainer:
         return attributions
 
     @classmethod
-    def why_not(cls, model: nn.Module) -> str | None:
-        """Why :func:`~distillscope.explain.maps.explanation_maps` cannot use this method on
-        ``model``, or ``None`` when it can (default: always can)."""
+    def lacks(cls, model: nn.Module) -> str | None:
+        """What ``model`` lacks for this method, as the words after its name (``"has no
+        cam_layer"``), or ``None`` when it has all it needs (default: always has)."""
         return None
+
+    @classmethod
+    def why_not(cls, model: nn.Module) -> str | None:
+        """Why this method cannot explain ``model`` and what to do instead, one line, or
+        ``None`` when it can."""
+        missing = cls.lacks(model)
+        if missing is None:
+            return None
+        return f"{type(model).__name__} {missing}; {cls.advice}"
 
 
 def create_explainer(name: str, **options: Any) -> Explainer:
@@ -190,19 +205,20 @@ def _cam_layer(model: nn.Module, method: str) -> str:
 
 class _CamExplainer(Explainer):
     needs: ClassVar[str | None] = "cam_layer"
+    needs_images: ClassVar[bool] = True
+    advice: ClassVar[str] = "use method: auto (a model's own explain) or saliency"
 
     @classmethod
-    def why_not(cls, model: nn.Module) -> str | None:
-        if getattr(model, "cam_layer", None) is None:
-            name = type(model).__name__
-            return f"{name} has no cam_layer; use method: auto (a model's own explain) or saliency"
-        return None
+    def lacks(cls, model: nn.Module) -> str | None:
+        return "has no cam_layer" if getattr(model, "cam_layer", None) is None else None
 
 
 @register_explainer("gradcam")
 class GradCamExplainer(_CamExplainer):
     """:func:`~distillscope.explain.gradcam.gradcam` on ``model.cam_layer`` (ReLU-ed, bilinear
     resize, one channel): ``(B, H, W)``, already a map."""
+
+    label: ClassVar[str] = "GradCAM"
 
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor) -> Tensor:
         target = target.to(inputs.device)
@@ -214,6 +230,8 @@ class GuidedGradCamExplainer(_CamExplainer):
     """:func:`~distillscope.explain.guided.guided_gradcam` on ``model.cam_layer``: guided
     backprop times the nearest-upsampled GradCAM, shaped like the input and signed (captum's
     ``GuidedGradCam``, paper 004's "GradCAM" column). As a map, the sum over channels."""
+
+    label: ClassVar[str] = "Guided Grad-CAM"
 
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor) -> Tensor:
         target = target.to(inputs.device)
@@ -231,14 +249,20 @@ class BcosExplainer(Explainer):
 
     needs: ClassVar[str | None] = "bcos"
     gives_map: ClassVar[bool] = False
+    label: ClassVar[str] = "B-cos"
+    advice: ClassVar[str] = "the bcos method explains bcos_* models with their dynamic weights W(x)"
+
+    @classmethod
+    def lacks(cls, model: nn.Module) -> str | None:
+        if is_bcos(model) and hasattr(model, "dynamic_weights"):
+            return None
+        return "is not a B-cos model"
 
     def attribute(self, model: nn.Module, inputs: Tensor, target: Tensor) -> Tensor:
         target = target.to(inputs.device)
-        if not is_bcos(model) or not hasattr(model, "dynamic_weights"):
-            raise ModelError(
-                f"{type(model).__name__} is not a B-cos model; the bcos method explains bcos_* "
-                "models with their dynamic weights W(x)"
-            )
+        reason = self.why_not(model)
+        if reason is not None:
+            raise ModelError(reason)
         return model.dynamic_weights(inputs, target).detach()
 
 

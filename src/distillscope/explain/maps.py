@@ -22,6 +22,8 @@ Each method is an :class:`~distillscope.explain.attribution.Explainer` of the re
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor, nn
 
@@ -133,11 +135,12 @@ class OwnExplainer(Explainer):
             )
         return maps.detach()
 
+    label: ClassVar[str] = "explain"
+    advice: ClassVar[str] = "use method: auto"
+
     @classmethod
-    def why_not(cls, model: nn.Module) -> str | None:
-        if not _has_explain(model):
-            return f"{type(model).__name__} has no explain(inputs, target) method; use method: auto"
-        return None
+    def lacks(cls, model: nn.Module) -> str | None:
+        return None if _has_explain(model) else "has no explain(inputs, target) method"
 
 
 def explanation_maps(

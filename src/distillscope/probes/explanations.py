@@ -11,17 +11,14 @@ from torch import Tensor, nn
 from distillscope.checks import check_int
 from distillscope.errors import ConfigError
 from distillscope.explain.attribution import (
-    BCOS_METHODS,
-    CAM_METHODS,
     IG_STEPS,
     METHODS,
     attribute,
 )
 from distillscope.functional.similarity import cosine_parts, flat_cosine, pooled_cosine
-from distillscope.models.bcos_layers import is_bcos
 from distillscope.probes.base import Probe, ProbeData, ProbeParams, ProbeResult, Roles
 from distillscope.probes.sampling import evaluating, probe_batches
-from distillscope.registry import register_probe
+from distillscope.registry import EXPLAINERS, register_probe
 
 __all__ = ["AGGREGATES", "DEFAULT_METHODS", "PRESETS", "AdherenceProbe"]
 
@@ -236,20 +233,15 @@ class AdherenceProbe(Probe):
     def _cannot(
         method: str, models: Mapping[str, nn.Module], pair: tuple[str, str], data: ProbeData
     ) -> str | None:
-        """Why ``method`` cannot compare the two models of ``pair``, or None when it can."""
-        if method in BCOS_METHODS:
-            for name in pair:
-                if name in models and not is_bcos(models[name]):
-                    return f"model {name!r} is not a B-cos model"
-            return None
-        if method not in CAM_METHODS:
-            return None
-        label = "GradCAM" if method == "gradcam" else "Guided Grad-CAM"
-        if not data.info.is_image:
-            return f"{label} needs image inputs"
+        """Why ``method`` cannot compare the two models of ``pair``, or None when it can
+        (what the method needs is declared by its explainer)."""
+        explainer = EXPLAINERS.get(method)
+        if explainer.needs_images and not data.info.is_image:
+            return f"{explainer.label} needs image inputs"
         for name in pair:
-            if name in models and getattr(models[name], "cam_layer", None) is None:
-                return f"model {name!r} has no cam_layer"
+            missing = explainer.lacks(models[name]) if name in models else None
+            if missing is not None:
+                return f"model {name!r} {missing}"
         return None
 
 
