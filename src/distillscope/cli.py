@@ -1,4 +1,4 @@
-"""Command line: ``distillscope run | report | list``.
+"""Command line: ``distillscope run | reproduce | report | list``.
 
 ``run`` on a config with a ``grid:`` section runs the grid (see ``docs/grids.md``).
 
@@ -16,6 +16,7 @@ from pathlib import Path
 from distillscope.errors import RunInterrupted, UserError, error_line
 
 DEFAULT_CONFIG = "configs/quickstart.yaml"
+DEFAULT_REPRODUCE = "configs/reproduce"
 LIST_KINDS = ("models", "losses", "probes", "datasets")
 
 
@@ -62,6 +63,26 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="grid configs: run even when more than 100 cells (config: grid_max_cells) are to run",
     )
+
+    rep = sub.add_parser(
+        "reproduce",
+        help="run a paper's declared claims over seeds; write claims.md/claims.json with verdicts",
+        description="Run the claims of one paper (declared in <reproduce dir>/claims/) as grids "
+        "over seeds, reusing finished cells, and compute each claim's verdict from its rule.",
+    )
+    rep.add_argument("paper", nargs="?", help="paper id, e.g. 003 (see --list)")
+    rep.add_argument("claims", nargs="*", help="claim ids to run (default: all of the paper's)")
+    rep.add_argument("--seeds", metavar="N", default="3", help="seeds 0..N-1 (default 3, >= 2)")
+    rep.add_argument("--jobs", metavar="N", default="1", help="grid cells run at once (default 1)")
+    rep.add_argument("--list", action="store_true", help="list the papers and their claims")
+    rep.add_argument(
+        "--configs",
+        default=DEFAULT_REPRODUCE,
+        help=f"reproduce folder holding claims/ and the configs (default: {DEFAULT_REPRODUCE})",
+    )
+    rep.add_argument("--data-root", help="folder holding the datasets")
+    rep.add_argument("--output-dir", help="parent folder of the grids and of reproduce-<paper>")
+    rep.add_argument("--yes", action="store_true", help="run grids of more than 100 cells")
 
     report = sub.add_parser(
         "report", help="re-render report.html from a run's results.json (or a grid's grid.json)"
@@ -177,6 +198,41 @@ def _int(text: str) -> int | str:
         return text
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from distillscope.checks import check_int
+    from distillscope.claims import list_claims, reproduce
+    from distillscope.grid import run_grid
+
+    if args.list:
+        print(list_claims(args.configs, args.paper), end="")
+        return 0
+    if args.paper is None:
+        raise UserError("name a paper, e.g. `distillscope reproduce 003`; --list shows them")
+    jobs = check_int("--jobs", _int(args.jobs), minimum=1)
+    seeds = check_int("--seeds", _int(args.seeds), minimum=2)
+
+    def grid(config: Path, seed_list: list[int]) -> Path:
+        return run_grid(
+            config,
+            [f"grid.seed={seed_list}"],
+            jobs=jobs,
+            data_root=args.data_root,
+            output_dir=args.output_dir,
+            yes=args.yes,
+        )
+
+    out = reproduce(
+        args.paper,
+        args.claims,
+        seeds=seeds,
+        root=args.configs,
+        run_grid=grid,
+        output_dir=args.output_dir or "runs",
+    )
+    print(out / "claims.md")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from distillscope.report import render_report
     from distillscope.report.grid import is_grid_dir, render_grid_report
@@ -220,7 +276,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    handler = {"run": cmd_run, "report": cmd_report, "list": cmd_list}[args.command]
+    handler = {
+        "run": cmd_run,
+        "reproduce": cmd_reproduce,
+        "report": cmd_report,
+        "list": cmd_list,
+    }[args.command]
     try:
         return handler(args)
     except UserError as exc:

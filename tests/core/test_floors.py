@@ -22,7 +22,7 @@ FLOORS = {
     "probes": 5,
     **dict.fromkeys(("validate", "plan"), 6),
     "report": 7,
-    **dict.fromkeys(("experiment", "grid"), 8),
+    **dict.fromkeys(("experiment", "grid", "claims"), 8),
     **dict.fromkeys(("cli", "__main__"), 9),
 }
 #: Imports that go up a floor on purpose: (importing module, function, imported module).
