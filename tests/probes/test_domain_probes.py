@@ -8,11 +8,18 @@ from tiny_probe_models import TinyCNN, seeded
 from torch import Tensor, nn
 
 from distillscope.data.base import DatasetInfo, TensorDataset
-from distillscope.data.domain_shifts import DOMAINS, apply_domain, to_channels
-from distillscope.data.textures import hue_colours
+from distillscope.data.domain_shifts import (
+    DOMAINS,
+    apply_domain,
+    cue_conflict,
+    object_masks,
+    to_channels,
+)
+from distillscope.data.textures import class_textures, conflict_labels, hue_colours
 from distillscope.errors import ConfigError
 from distillscope.probes import create_probe
 from distillscope.probes.base import ProbeData, Roles
+from distillscope.probes.domains import EXTRA_DOMAINS, PAPER_DOMAINS
 from distillscope.probes.sampling import sample_indices
 
 K = 4
@@ -109,13 +116,43 @@ def test_domain_consensus_of_a_model_with_itself_is_one():
     result = create_probe("domain_consensus", batch_size=6).run(
         models, shapes_data(1), pair_roles("twin", "other")
     )
-    domains = ["original", *DOMAINS]
-    assert result.params["x_ticks"] == domains and result.series["x"] == [0.0, 1.0, 2, 3, 4, 5, 6]
+    # the default: the seen domain and paper 003's five unseen ones, not our extra backgrounds
+    domains = ["original", "sketch", "stylised", "edges", "silhouette", "cue_conflict"]
+    assert result.params["x_ticks"] == domains and result.series["x"] == [0.0, 1.0, 2, 3, 4, 5]
     assert all(result.values[f"teacher->twin/{d}"] == 1.0 for d in domains)
     assert result.values["teacher->twin"] == 1.0
-    assert result.series["teacher->twin/consensus"] == [1.0] * 7
+    assert result.series["teacher->twin/consensus"] == [1.0] * 6
     assert result.values["teacher/original"] == result.series["teacher/accuracy"][0]
     assert set(result.images) == set(domains)
+
+
+def test_our_extra_domains_are_audited_only_when_named():
+    models = {"teacher": seeded(TinyCNN, 0), "s": seeded(TinyCNN, 1)}
+    named = ["original", *EXTRA_DOMAINS]
+    result = create_probe("domain_consensus", domains=named, batch_size=6).run(
+        models, shapes_data(1), pair_roles("s")
+    )
+    assert result.params["x_ticks"] == named
+    assert set(EXTRA_DOMAINS) == set(DOMAINS) - set(PAPER_DOMAINS)
+
+
+def test_cue_conflict_domain_fills_each_object_with_another_class_texture():
+    data = shapes_data(3, n=10)
+    models = {"shape": ShapeReader(), "texture": TextureReader()}
+    probe = create_probe("domain_consensus", domains=["cue_conflict"], seed=5)
+    result = probe.run(models, data, Roles(teachers=["shape"], teacher_of={"texture": "shape"},
+                                           independent=["texture"]))  # fmt: skip
+    idx = sample_indices(10, 1000, 5)
+    x = data.dataset.inputs[idx] * STD + MEAN  # (N, 3, H, W) pixels, in probe order
+    y = data.dataset.targets[idx]
+    g = torch.Generator().manual_seed(5)
+    b = conflict_labels(y, 3, g)
+    rgb = cue_conflict(x, object_masks(x), class_textures(b, 3, *x.shape[-2:], g))
+    inputs = (to_channels(rgb, 3) - MEAN) / STD
+    for m, f in models.items():
+        p = f(inputs).argmax(1)
+        assert result.values[f"{m}/cue_conflict"] == pytest.approx(float((p == y).float().mean()))
+    assert bool((b != y).all())
 
 
 def test_domain_consensus_matches_the_pipeline_by_hand():

@@ -35,10 +35,24 @@ from distillscope.probes.explained import check_choice
 from distillscope.probes.sampling import evaluating, forward_all, probe_batches, probe_samples
 from distillscope.registry import register_probe
 
-__all__ = ["ORIGINAL", "DomainConsensusProbe", "ShapeBiasProbe"]
+__all__ = [
+    "CUE_CONFLICT",
+    "EXTRA_DOMAINS",
+    "ORIGINAL",
+    "PAPER_DOMAINS",
+    "DomainConsensusProbe",
+    "ShapeBiasProbe",
+]
 
 #: The untransformed held-out images, the seen domain (paper 003 Table 7's "ImageNet val").
 ORIGINAL = "original"
+#: Each object filled with the texture of another class (Geirhos et al.'s cue conflict).
+CUE_CONFLICT = "cue_conflict"
+#: Paper 003 4.4's unseen domains (Geirhos et al. 2021's sketch, stylized, edge, silhouette,
+#: cue conflict), redrawn at CPU scale: the default of ``domain_consensus``.
+PAPER_DOMAINS = ("sketch", "stylised", "edges", "silhouette", CUE_CONFLICT)
+#: Domains of ours, not the paper's (opt in by naming them): colour and natural backgrounds.
+EXTRA_DOMAINS = tuple(d for d in DOMAINS if d not in PAPER_DOMAINS)
 #: Where the object masks come from: the dataset's when it has them, else bright pixels; or
 #: always the bright pixels.
 MASK_SOURCES = ("auto", "foreground")
@@ -123,9 +137,12 @@ class DomainConsensusProbe(_DomainProbe):
     from an unseen domain and see how frequently the student's and teacher's class predictions
     match for it (regardless of whether the predicted label is correct or incorrect), which we
     call the consensus score", on Geirhos et al.'s sketch, stylized, edge, silhouette and
-    cue-conflict images. For a domain ``d`` with transform ``D_d``
-    (:mod:`distillscope.data.domain_shifts`: colour / natural backgrounds, edges, silhouette,
-    sketch, stylised; all seeded by ``seed``, the same images for every model):
+    cue-conflict images. By default we audit those five, redrawn at CPU scale
+    (:data:`PAPER_DOMAINS`; :mod:`distillscope.data.domain_shifts`; ``cue_conflict``: each
+    object filled with the texture of another class, as the ``shape_bias`` probe's images);
+    colour and natural-photo backgrounds are ours, audited only when named in ``domains``.
+    For a domain ``d`` with transform ``D_d`` (all seeded by ``seed``, the same images for
+    every model):
 
         consensus_d(T, S) = 1/N sum_i 1[argmax T(D_d(x_i)) = argmax S(D_d(x_i))]
         acc_d(f) = 1/N sum_i 1[argmax f(D_d(x_i)) = y_i]
@@ -135,8 +152,9 @@ class DomainConsensusProbe(_DomainProbe):
     (all but ``original``).
 
     Args:
-        domains: Domains to audit, ``original`` and keys of
-            :data:`~distillscope.data.domain_shifts.DOMAINS`; default: all of them.
+        domains: Domains to audit: ``original``, ``cue_conflict`` and keys of
+            :data:`~distillscope.data.domain_shifts.DOMAINS`; default: ``original`` and the
+            paper's five (:data:`PAPER_DOMAINS`).
         mask_source: ``auto`` (default: the dataset's masks, else bright pixels) or
             ``foreground`` (always bright pixels).
         foreground_threshold: Luminance in ``[0, 1)`` above which a pixel is object (0.1).
@@ -153,12 +171,13 @@ class DomainConsensusProbe(_DomainProbe):
 
     description = (
         "Accuracy of each model and teacher-student top-1 consensus (share of images on which "
-        "their predictions match, right or wrong) on the held-out images redrawn in unseen "
-        "domains: colour and natural-photo backgrounds, edge maps, silhouettes, sketches, "
-        "stylised (texture-swapped) objects; original = the seen domain. Paper 003 finds "
-        "distillation raises consensus on unseen domains more than on the seen one. Our "
-        "domains are CPU-scale redrawings (the paper uses Geirhos et al.'s ImageNet sets); the "
-        "main value (mean over the shifted domains) is ours."
+        "their predictions match, right or wrong) on the held-out images redrawn in the paper's "
+        "unseen domains: sketches, stylised (texture-swapped) objects, edge maps, silhouettes "
+        "and cue conflicts (object filled with another class's texture); original = the seen "
+        "domain. Colour and natural-photo backgrounds are ours, audited when named. Paper 003 "
+        "finds distillation raises consensus on unseen domains. Our domains are CPU-scale "
+        "redrawings (the paper uses Geirhos et al.'s ImageNet sets); the main value (mean over "
+        "the shifted domains) is ours."
     )
     paper = "003"
 
@@ -173,8 +192,8 @@ class DomainConsensusProbe(_DomainProbe):
         **base: Unpack[ProbeParams],
     ) -> None:
         super().__init__(mask_source, foreground_threshold, examples, **base)
-        known = (ORIGINAL, *DOMAINS)
-        chosen = list(known) if domains is None else domains
+        known = (ORIGINAL, *PAPER_DOMAINS, *EXTRA_DOMAINS)  # every domain we can draw
+        chosen = [ORIGINAL, *PAPER_DOMAINS] if domains is None else domains
         if isinstance(chosen, str) or not isinstance(chosen, Sequence) or not chosen:
             raise ConfigError(
                 f"domain_consensus.domains={domains!r} is invalid; use a non-empty list of "
@@ -192,6 +211,9 @@ class DomainConsensusProbe(_DomainProbe):
     def run(self, models: Mapping[str, nn.Module], data: ProbeData, roles: Roles) -> ProbeResult:
         params: dict[str, Any] = {**self.common_params(), "domains": self.domains}
         reason = self.data_reason(data.info)
+        k = data.info.num_classes
+        if reason is None and CUE_CONFLICT in self.domains and k < 2:
+            reason = "cue conflicts need at least two classes; leave cue_conflict out of domains"
         if reason is not None:
             params["skipped"] = {"domain_consensus": reason}
             return ProbeResult(self.name, {}, params=params)
@@ -209,7 +231,10 @@ class DomainConsensusProbe(_DomainProbe):
                     if name == ORIGINAL:
                         rgb, inputs = pixels, batch.inputs
                     else:
-                        rgb = apply_domain(name, pixels, generator, masks)  # (B, 3, H, W)
+                        if name == CUE_CONFLICT:
+                            rgb = _cue_conflicts(pixels, masks, y, k, generator)
+                        else:
+                            rgb = apply_domain(name, pixels, generator, masks)  # (B, 3, H, W)
                         inputs = self.model_inputs(rgb, data.info)
                     if self.examples and n == 0:
                         images[name] = _example(rgb[0])
@@ -233,6 +258,16 @@ class DomainConsensusProbe(_DomainProbe):
             series[f"{key}/{metric}"] = rates
         params.update(x_ticks=list(self.domains), x_label="domain", n_samples=n)
         return ProbeResult(self.name, values, series=series, params=params, images=images)
+
+
+def _cue_conflicts(
+    pixels: Tensor, masks: Tensor, y: Tensor, k: int, generator: torch.Generator
+) -> Tensor:
+    """``(B, 3, H, W)``: each object filled with the texture of another class, uniformly drawn
+    (as the ``shape_bias`` probe draws its cue conflicts)."""
+    h, w = pixels.shape[-2:]
+    textures = class_textures(conflict_labels(y, k, generator), k, h, w, generator)
+    return cue_conflict(pixels, masks, textures.to(pixels.device))
 
 
 @register_probe("shape_bias")
