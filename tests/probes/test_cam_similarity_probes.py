@@ -26,7 +26,7 @@ def test_a_student_that_is_its_teacher_is_always_closer(image_data) -> None:
     models = {"t": teacher, "a": seeded(TinyCNN, 1), "kd": copy.deepcopy(teacher)}
     roles = Roles(["t"], ["a"], ["kd"], {"a": "t", "kd": "t"})
     r = create_probe("cam_similarity", batch_size=7).run(models, image_data, roles)
-    assert r.values == {"t->kd/vs_a": 1.0}
+    assert r.values == {"t->kd/vs_a": 1.0, "t->kd": 1.0}  # one independent model: no sanity
     assert r.params["n_samples"] == 24 and "ties" not in r.params
 
 
@@ -99,8 +99,21 @@ def test_models_without_cam_layer_skip_their_comparisons(image_data) -> None:
     models = {"t": seeded(TinyCNN, 0), "a": seeded(TinyCNN, 1), "b": seeded(TinyCNN, 3)}
     models["kd"] = plain
     r = create_probe("cam_similarity").run(models, image_data, ROLES)
-    assert set(r.values) == {"t->a/vs_b"}
+    assert set(r.values) == {"t->a/vs_b", "t/sanity_deviation"}
+    assert r.values["t/sanity_deviation"] == pytest.approx(abs(r.values["t->a/vs_b"] - 0.5))
     assert "no cam_layer" in r.params["skipped"]["t->kd/vs_a"]
+
+
+def test_sanity_pairs_become_a_distribution_with_three_independent_models(image_data) -> None:
+    models = {n: seeded(TinyCNN, i) for i, n in enumerate(["t", "a", "b", "c", "kd"])}
+    roles = Roles(["t"], ["a", "b", "c"], ["kd"], {m: "t" for m in "abc"} | {"kd": "t"})
+    r = create_probe("cam_similarity", batch_size=8).run(models, image_data, roles)
+    pairs = ["t->a/vs_b", "t->a/vs_c", "t->b/vs_c"]
+    assert r.params["sanity_pairs"] == pairs
+    deviation = sum(abs(r.values[p] - 0.5) for p in pairs) / 3
+    assert r.values["t/sanity_deviation"] == pytest.approx(deviation)
+    mean = sum(r.values[f"t->kd/vs_{i}"] for i in "abc") / 3
+    assert r.values["t->kd"] == pytest.approx(mean)
 
 
 def test_non_image_data_is_skipped(point_models, point_data, roles) -> None:

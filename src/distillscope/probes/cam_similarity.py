@@ -55,9 +55,17 @@ class CamSimilarityProbe(Probe):
         max_samples: See :class:`~distillscope.probes.base.Probe` (the paper: 5,000 images).
         seed: See :class:`~distillscope.probes.base.Probe`.
 
+    Several independent models make the sanity check a distribution (ours): with ``k``
+    independent models there are ``k (k - 1) / 2`` sanity pairs, and
+    ``"<t>/sanity_deviation"`` = mean over them of ``|score(T; A, B) - 0.5|``, how far two
+    students trained alone typically sit from 50%. A distilled student's margin over chance,
+    ``"<t>-><s>"`` - 0.5 (``"<t>-><s>"``: its score averaged over the teacher's independent
+    models, ours), is then judged against that deviation rather than against 0.5 alone.
+
     Values: ``"<t>-><s>/vs_<i>"`` for every distilled student ``s`` and independent model
     ``i`` of teacher ``t``; and the sanity pairs ``"<t>-><a>/vs_<b>"`` for every two independent
-    models ``a`` before ``b`` of ``t``. Without a comparison (no independent model) the values
+    models ``a`` before ``b`` of ``t``; the summaries ``"<t>-><s>"`` and
+    ``"<t>/sanity_deviation"`` above. Without a comparison (no independent model) the values
     are empty and ``params["skipped"]`` says why.
     """
 
@@ -66,7 +74,9 @@ class CamSimilarityProbe(Probe):
         "closer, by cosine, to the row model's than to the column's independent model "
         "(vs_<model>); 0.5 = chance, above = the distilled student looks where its teacher "
         "looks. Rows between two independent models are the sanity check and should be near "
-        "0.5. Exact ties count 1/2 (ours)."
+        "0.5. Exact ties count 1/2 (ours). Summaries (ours): a distilled student's score "
+        "averaged over the independent models, and the sanity deviation, the mean distance "
+        "of the sanity pairs from 0.5, against which a student's margin is judged."
     )
     paper = "003"
 
@@ -135,6 +145,7 @@ class CamSimilarityProbe(Probe):
                     ties[t, a, b] += int((v == 0.5).sum())
                 n += len(batch)
         values = {_key(triple): votes[triple] / n for triple in triples}
+        values.update(summaries(values, triples, roles))
         params["n_samples"] = n
         params["sanity_pairs"] = [_key(tr) for tr in triples if tr[1] in roles.independent]
         if any(ties.values()):
@@ -160,6 +171,30 @@ def comparisons(roles: Roles) -> list[Triple]:
         triples += [(t, s, i) for s in students for i in independent]
         triples += [(t, a, b) for a, b in combinations(independent, 2)]
     return triples
+
+
+def summaries(scores: Mapping[str, float], triples: list[Triple], roles: Roles) -> dict[str, float]:
+    """Per distilled student its mean score over the independent models (``"<t>-><s>"``), and
+    per teacher the mean distance of its sanity pairs from 0.5 (``"<t>/sanity_deviation"``).
+
+    Example:
+        >>> r = Roles(["t"], ["i1", "i2"], ["kd"], {"i1": "t", "i2": "t", "kd": "t"})
+        >>> scores = {"t->kd/vs_i1": 0.7, "t->kd/vs_i2": 0.8, "t->i1/vs_i2": 0.25}
+        >>> summaries(scores, comparisons(r), r)
+        {'t->kd': 0.75, 't/sanity_deviation': 0.25}
+    """
+    by_student: dict[str, list[float]] = {}
+    deviations: dict[str, list[float]] = {}
+    for triple in triples:
+        t, a, _ = triple
+        score = scores[_key(triple)]
+        if a in roles.independent:
+            deviations.setdefault(t, []).append(abs(score - 0.5))
+        else:
+            by_student.setdefault(f"{t}->{a}", []).append(score)
+    out = {key: sum(xs) / len(xs) for key, xs in by_student.items()}
+    out.update({f"{t}/sanity_deviation": sum(xs) / len(xs) for t, xs in deviations.items()})
+    return out
 
 
 def _key(triple: Triple) -> str:
