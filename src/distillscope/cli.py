@@ -85,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--yes", action="store_true", help="run grids of more than 100 cells")
 
     report = sub.add_parser(
-        "report", help="re-render report.html from a run's results.json (or a grid's grid.json)"
+        "report",
+        help="re-render report.html from a run's results.json (a grid's grid.json, a "
+        "reproduce folder's claims.json)",
     )
     report.add_argument("run_dir", metavar="RUN_DIR")
 
@@ -235,10 +237,14 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from distillscope.report import render_report
+    from distillscope.report.claims import is_claims_dir, render_claims_report
     from distillscope.report.grid import is_grid_dir, render_grid_report
 
     path = Path(args.run_dir)
-    print(render_grid_report(path) if is_grid_dir(path) else render_report(path))
+    if is_claims_dir(path):
+        print(render_claims_report(path))
+    else:
+        print(render_grid_report(path) if is_grid_dir(path) else render_report(path))
     return 0
 
 

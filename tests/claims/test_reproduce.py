@@ -140,6 +140,12 @@ def test_verdicts_are_computed_from_the_seeds_values(tmp_path) -> None:
     assert by_id["typo"]["missing"] == ["agreement:teacher->kdd"]
     page = (out / "claims.md").read_text()
     assert "| kd-agrees | KD agrees more (paper: +1) |" in page and "| reproduced |" in page
+    html = (out / "report.html").read_text()
+    assert '<span class="verdict reproduced">reproduced</span>' in html
+    assert '<span class="verdict not-reproduced">not reproduced</span>' in html
+    assert 'href="../../grid/report.html"' in html  # relative: the folder can move with runs
+    (out / "report.html").unlink()
+    assert main(["report", str(out)]) == 0 and (out / "report.html").read_text() == html
 
 
 def test_a_grid_varying_more_than_the_seed_is_refused(tmp_path) -> None:

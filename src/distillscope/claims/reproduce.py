@@ -3,7 +3,7 @@
 Each config the chosen claims read runs once as a grid over the seeds (``grid.seed=[0, ...]``,
 finished cells reused), and each claim's rule and controls are computed per seed from the
 cells' probe values (:mod:`distillscope.claims.rule`). The results go to
-``<output_dir>/reproduce-<paper>/claims.json`` and ``claims.md``.
+``<output_dir>/reproduce-<paper>/claims.json``, ``claims.md`` and ``report.html``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from distillscope.claims.declare import Claim, PaperClaims, load_claims, selecte
 from distillscope.claims.rule import Interval, Rule, interval, verdict
 from distillscope.claims.write import claims_markdown
 from distillscope.errors import ConfigError
+from distillscope.report.claims import render_claims_report
 from distillscope.rundir import atomic_write_text
 
 __all__ = ["CLAIMS_JSON", "CLAIMS_MD", "evaluate_claim", "reproduce", "seed_values"]
@@ -74,6 +75,7 @@ def reproduce(
     payload = _payload(declared, records, seed_list)
     atomic_write_text(out / CLAIMS_JSON, json.dumps(payload, indent=1, allow_nan=False) + "\n")
     atomic_write_text(out / CLAIMS_MD, claims_markdown(payload))
+    render_claims_report(out)
     return out
 
 
