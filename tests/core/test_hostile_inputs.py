@@ -115,7 +115,13 @@ def files_under(folder: Path) -> list[Path]:
             ["students.hint={loss: {hint: {student_layer: body.act1, teacher_layer: bogus}}}"],
             ["'hint'", "no module 'bogus'"],
         ),
-        (["students.hint={loss: {hint: {}}}"], ["hint", "student_layer"]),
+        (
+            ["students.hint={loss: {hint: {student_layer: ../x}}}"],
+            ["'hint'", "hint.student_layer: no module '../x'", "valid paths"],
+        ),
+        (["students.hint={loss: {hint: {student_layer: ''}}}"], ["hint.student_layer=''"]),
+        # omitted layers default to the models' declared ones; an MLP has no feature map
+        (["students.ft={loss: {ft: {}}}"], ["'ft'", "ft.student_layer defaults to", "give"]),
         # mutual-learning groups
         (["students.kd.loss=dml"], ["'students.kd.loss'", "put 'kd'", "in a group"]),
         (["students.kd={loss: dml, group: g}"], ["group 'g' has one member"]),

@@ -305,9 +305,11 @@ def test_unbound_terms_say_so() -> None:
         ("reviewkd", {"student_layers": "layer1", "teacher_layers": ["layer1"]},
          r"reviewkd.student_layers='layer1' is "),  # the registry's type check, or ours
         ("reviewkd", {"student_layers": ["layer1", "layer2"], "teacher_layers": ["layer1"]},
-         "has 1 paths but reviewkd.student_layers has 2"),
+         "reviewkd: 2 student layers but 1 teacher layers"),
         ("reviewkd", {"student_layers": ["a", "a"], "teacher_layers": ["b", "c"]},
-         "names a layer twice"),
+         "names 'a' twice"),
+        ("reviewkd", {"student_layers": ["a", "b"], "teacher_layers": ["c", "c"]},
+         r"reviewkd.teacher_layers=\['c', 'c'\] names 'c' twice"),
         ("reviewkd", {"student_layers": [], "teacher_layers": []}, "is not a list"),
         ("reviewkd", {"student_layers": ["a"], "teacher_layers": [" b"]}, "not a module path"),
         ("reviewkd", {"student_layers": ["a"], "teacher_layers": ["b"], "warmup_epochs": -1},
@@ -341,7 +343,7 @@ def test_a_classifier_path_that_is_not_linear_is_refused_at_bind() -> None:
 
 
 def test_the_class_itself_checks_its_layer_lists() -> None:
-    with pytest.raises(ConfigError, match=r"reviewkd.student_layers='layer1' is not a list"):
+    with pytest.raises(ConfigError, match=r"reviewkd.student_layers='layer1' is a single path"):
         ReviewKD("layer1", ["layer1"])  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match=r"reviewkd.teacher_layers entry 3 is not a module path"):
+    with pytest.raises(ConfigError, match=r"reviewkd.teacher_layers\[0\]=3 is not a module path"):
         ReviewKD(["a"], [3])  # type: ignore[list-item]

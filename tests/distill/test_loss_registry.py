@@ -130,5 +130,7 @@ def test_unknown_parameter_is_rejected(name: str) -> None:
 
 
 def test_a_missing_required_parameter_is_one_config_error() -> None:
-    with pytest.raises(ConfigError, match="loss 'hint' needs parameter 'student_layer'"):
-        create_loss("hint", teacher_layer="layer2")
+    # OFD's pre-ReLU layers have no default (feature terms' layers otherwise default to the
+    # models' declared ones, tests/distill/test_feature_base.py)
+    with pytest.raises(ConfigError, match="loss 'ofd' needs parameter 'student_layers'"):
+        create_loss("ofd", teacher_layers=["layer2"])

@@ -176,7 +176,7 @@ def test_unbound_or_teacherless_forward_is_a_training_error() -> None:
     [
         ({"student_layers": "a", "teacher_layers": ["b"]}, r"ofd.student_layers='a' is invalid"),
         ({"student_layers": [], "teacher_layers": ["b"]}, "non-empty list"),
-        ({"student_layers": ["a", "b"], "teacher_layers": ["a"]}, "has 2 paths and ofd.teacher"),
+        ({"student_layers": ["a", "b"], "teacher_layers": ["a"]}, "ofd: 2 student layers but 1"),
         ({"student_layers": ["a", "a"], "teacher_layers": ["a", "b"]}, "names 'a' twice"),
         ({"student_layers": [" a"], "teacher_layers": ["a"]}, r"ofd.student_layers\[0\]=' a'"),
         ({"student_layers": ["a"], "teacher_layers": ["b"], "teacher_bns": ["c", "d"]},

@@ -86,3 +86,23 @@ def test_an_inapplicable_pair_fails_before_any_training(tmp_path: Path, capsys) 
     assert code == 2 and len(lines) == 1, err
     assert "'hint'" in lines[0] and "smaller than the teacher" in lines[0]
     assert not (tmp_path / "out").exists() and not (tmp_path / "store").exists()
+
+
+def test_a_config_that_omits_the_layers_trains_on_the_declared_ones(tmp_path, capsys) -> None:
+    """Feature terms without layers read the models' declared ones (resnet20 -> resnet8:
+    hint the middle stage, at the three stage maps, crd the pooled feature)."""
+    data = fake_fashion_mnist(tmp_path / "fm")
+    students = (
+        "students={hint: {loss: {ce: {}, hint: {weight: 100}}}, "
+        "at: {loss: {ce: {}, at: {weight: 1000}}}, crd: {loss: {crd: {negatives: 8}}}}"
+    )
+    args = ["run", str(REPO / "configs" / "methods" / "hint.yaml"), *SHRINK, students,
+            "teacher.train.epochs=1", f"teacher_store={tmp_path / 'store'}"]  # fmt: skip
+    code = main([*args, "--data-root", str(data), "--output-dir", str(tmp_path / "out")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    run_dir = Path(out.strip().splitlines()[-1])
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for term in ("hint", "at", "crd"):
+        logged = [r[f"{term}/loss"] for r in rows if r["model"] == term and f"{term}/loss" in r]
+        assert logged and all(np.isfinite(logged)), (term, rows)

@@ -3,11 +3,12 @@
 ``at`` is attention transfer (Zagoruyko & Komodakis 2017), used by papers 000 and 002; ``nst``
 is neuron selectivity transfer (Huang & Wang 2017); ``vid`` is variational information
 distillation (Ahn et al. 2019); ``ab`` is activation-boundary distillation (Heo et al.
-2019). All take ``student_layers`` and
-``teacher_layers`` (lists of module paths, paired in order) whose outputs are feature maps
-``(B, C, H, W)``; channel counts may differ, and a larger map is average-pooled to the smaller
-one's size, as RepDistiller does. The maths is in :mod:`distillscope.functional.attention`; the
-terms pick the maps and own the modules (VID's mean networks, AB's connectors).
+2019). All take ``student_layers`` and ``teacher_layers`` (lists of module paths, paired in
+order; by default each model's feature maps, its ``feature_layers`` up to its ``cam_layer``,
+paired from the deepest) whose outputs are feature maps ``(B, C, H, W)``; channel counts may
+differ, and a larger map is average-pooled to the smaller one's size, as RepDistiller does.
+The maths is in :mod:`distillscope.functional.attention`; the terms pick the maps and own the
+modules (VID's mean networks, AB's connectors).
 """
 
 from __future__ import annotations
@@ -23,9 +24,8 @@ from torch import Tensor, nn
 
 from distillscope.checks import check_int, check_positive
 from distillscope.contracts import Batch, Outputs
-from distillscope.distill.base import BindContext, LossTerm, Stage
-from distillscope.distill.feature import check_paths
-from distillscope.distill.logit import require_teacher
+from distillscope.distill.base import BindContext, Stage
+from distillscope.distill.feature_base import FeatureTerm
 from distillscope.errors import ConfigError, TrainingError
 from distillscope.functional.attention import (
     ab_loss,
@@ -44,7 +44,7 @@ from distillscope.registry import register_loss
 __all__ = [
     "ActivationBoundaries",
     "AttentionTransfer",
-    "LayerPairsTerm",
+    "MapPairsTerm",
     "NeuronSelectivityTransfer",
     "VariationalInformation",
     "attention_map",
@@ -54,30 +54,24 @@ __all__ = [
 ]
 
 
-class LayerPairsTerm(LossTerm):
-    """A term over pairs of feature maps (``student_layers[i]`` with ``teacher_layers[i]``)."""
+class MapPairsTerm(FeatureTerm):
+    """The family's part: pairs of feature maps (``student_layers[i]`` with
+    ``teacher_layers[i]``), by default each model's declared feature maps (``"maps"``, see
+    :data:`~distillscope.distill.feature_base.DEFAULT_RULES`), paired from the deepest."""
 
-    needs: ClassVar[set[str]] = {"features", "teacher"}
+    default_layers: ClassVar[str | None] = "maps"
 
-    def __init__(self, student_layers: list[str], teacher_layers: list[str]) -> None:
-        super().__init__()
-        self.student_layers, self.teacher_layers = check_paths(
-            self.name, student_layers, teacher_layers
-        )
-
-    def student_paths(self) -> list[str]:
-        return list(self.student_layers)
-
-    def teacher_paths(self) -> list[str]:
-        return list(self.teacher_layers)
+    def __init__(
+        self, student_layers: list[str] | None = None, teacher_layers: list[str] | None = None
+    ) -> None:
+        super().__init__(student_layers, teacher_layers)
 
     def bind(self, ctx: BindContext) -> None:
         """Every pair must be two feature maps (``(B, C, H, W)``)."""
-        if ctx.teacher_outputs is None:
-            raise ConfigError(f"{self.name} needs a teacher; give the student one")
-        for s_path, t_path in zip(self.student_layers, self.teacher_layers):
+        teacher = self.bind_teacher(ctx)
+        for s_path, t_path in self.layer_pairs():
             s = ctx.student_outputs.features[s_path]
-            t = ctx.teacher_outputs.features[t_path]
+            t = teacher.features[t_path]
             if s.dim() != 4 or t.dim() != 4:
                 raise ConfigError(
                     f"{self.name} compares feature maps (B, C, H, W) but student {s_path!r} gives "
@@ -87,19 +81,11 @@ class LayerPairsTerm(LossTerm):
 
     def pairs(self, student: Outputs, teacher: Outputs | None) -> list[tuple[Tensor, Tensor]]:
         """``(f_s, f_t)`` per layer pair, the larger map pooled to the smaller's size."""
-        teacher = require_teacher(self.name, teacher)
-        out = []
-        for s_path, t_path in zip(self.student_layers, self.teacher_layers):
-            s, t = student.features[s_path], teacher.features[t_path].detach()
-            out.append(same_size(s, t))
-        return out
-
-    def extra_repr(self) -> str:
-        return f"student_layers={self.student_layers}, teacher_layers={self.teacher_layers}"
+        return [same_size(s, t) for s, t in self.feature_pairs(student, teacher)]
 
 
 @register_loss("at")
-class AttentionTransfer(LayerPairsTerm):
+class AttentionTransfer(MapPairsTerm):
     """Attention transfer (Zagoruyko & Komodakis 2017, eq. 2; papers 000 and 002).
 
     ``Q = mean_c |A_c|^p`` flattened and L2-normalised per sample;
@@ -115,7 +101,12 @@ class AttentionTransfer(LayerPairsTerm):
     Parts: ``at/at`` (the sum over pairs).
     """
 
-    def __init__(self, student_layers: list[str], teacher_layers: list[str], p: float = 2.0):
+    def __init__(
+        self,
+        student_layers: list[str] | None = None,
+        teacher_layers: list[str] | None = None,
+        p: float = 2.0,
+    ) -> None:
         super().__init__(student_layers, teacher_layers)
         self.p = check_positive("at.p", p)
 
@@ -126,7 +117,7 @@ class AttentionTransfer(LayerPairsTerm):
 
 
 @register_loss("nst")
-class NeuronSelectivityTransfer(LayerPairsTerm):
+class NeuronSelectivityTransfer(MapPairsTerm):
     """Neuron selectivity transfer (Huang & Wang 2017): MMD between the distributions of
     neuron (channel) activation patterns, polynomial kernel ``d = 2``, ``c = 0``.
 
@@ -146,7 +137,7 @@ def _conv1x1(c_in: int, c_out: int) -> nn.Conv2d:
 
 
 @register_loss("vid")
-class VariationalInformation(LayerPairsTerm):
+class VariationalInformation(MapPairsTerm):
     """Variational information distillation (Ahn, Hu, Damianou, Lawrence & Dai 2019, eq. 2-6).
 
     Per layer pair, a Gaussian ``q(t | s) = N(mu(s), sigma^2)`` with ``mu`` a small network on
@@ -167,19 +158,21 @@ class VariationalInformation(LayerPairsTerm):
     INIT_VARIANCE: ClassVar[float] = 5.0
     EPS: ClassVar[float] = 1e-5
 
-    def __init__(self, student_layers: list[str], teacher_layers: list[str]) -> None:
+    def __init__(
+        self, student_layers: list[str] | None = None, teacher_layers: list[str] | None = None
+    ) -> None:
         super().__init__(student_layers, teacher_layers)
         self.means = nn.ModuleList()
         self.log_scales = nn.ParameterList()
 
     def bind(self, ctx: BindContext) -> None:
         super().bind(ctx)
-        assert ctx.teacher_outputs is not None
+        teacher = self.bind_teacher(ctx)
         self.means = nn.ModuleList()
         self.log_scales = nn.ParameterList()
-        for s_path, t_path in zip(self.student_layers, self.teacher_layers):
+        for s_path, t_path in self.layer_pairs():
             c_s = ctx.student_outputs.features[s_path].shape[1]
-            c_t = ctx.teacher_outputs.features[t_path].shape[1]
+            c_t = teacher.features[t_path].shape[1]
             mean = nn.Sequential(_conv1x1(c_s, c_t), nn.ReLU(), _conv1x1(c_t, c_t), nn.ReLU(),
                                  _conv1x1(c_t, c_t))  # fmt: skip
             self.means.append(mean.to(ctx.batch.inputs.device))
@@ -189,7 +182,7 @@ class VariationalInformation(LayerPairsTerm):
             )
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
-        if len(self.means) != len(self.student_layers):
+        if len(self.means) != len(self.layer_pairs()):
             raise TrainingError("vid was not bound; bind the loss (Trainer.fit does) first")
         losses = [
             vid_nll(t, mean(s), scale, self.EPS)  # ()
@@ -202,7 +195,7 @@ class VariationalInformation(LayerPairsTerm):
 
 
 @register_loss("ab")
-class ActivationBoundaries(LayerPairsTerm):
+class ActivationBoundaries(MapPairsTerm):
     """Activation boundaries (Heo, Lee, Yun & Choi 2019, AAAI), the alternative L2 loss.
 
     Per layer pair ``i`` (``n`` pairs), the student's map goes through a connector (1x1 conv +
@@ -231,8 +224,8 @@ class ActivationBoundaries(LayerPairsTerm):
 
     def __init__(
         self,
-        student_layers: list[str],
-        teacher_layers: list[str],
+        student_layers: list[str] | None = None,
+        teacher_layers: list[str] | None = None,
         margin: float = 1.0,
         stage1_epochs: int = 0,
         stage1_lr: float = 0.001,
@@ -245,11 +238,11 @@ class ActivationBoundaries(LayerPairsTerm):
 
     def bind(self, ctx: BindContext) -> None:
         super().bind(ctx)
-        assert ctx.teacher_outputs is not None
+        teacher = self.bind_teacher(ctx)
         self.connectors = nn.ModuleList()
-        for s_path, t_path in zip(self.student_layers, self.teacher_layers):
+        for s_path, t_path in self.layer_pairs():
             c_s = ctx.student_outputs.features[s_path].shape[1]
-            c_t = ctx.teacher_outputs.features[t_path].shape[1]
+            c_t = teacher.features[t_path].shape[1]
             connector = nn.Sequential(_conv1x1(c_s, c_t), nn.BatchNorm2d(c_t))
             self.connectors.append(connector.to(ctx.batch.inputs.device))
 
@@ -267,8 +260,8 @@ class ActivationBoundaries(LayerPairsTerm):
         @contextmanager
         def ab_only() -> Iterator[Callable[[Batch], Tensor]]:
             with (
-                FeatureTap(student, self.student_layers) as s_tap,
-                FeatureTap(teacher, self.teacher_layers, detach=True) as t_tap,
+                FeatureTap(student, self.layers("student")) as s_tap,
+                FeatureTap(teacher, self.layers("teacher"), detach=True) as t_tap,
             ):
 
                 def loss_of(batch: Batch) -> Tensor:
@@ -295,13 +288,10 @@ class ActivationBoundaries(LayerPairsTerm):
         return {"loss": loss, "ab/ab": loss}
 
     def _loss(self, student: Outputs, teacher: Outputs | None) -> Tensor:
-        if len(self.connectors) != len(self.student_layers):
+        if len(self.connectors) != len(self.layer_pairs()):
             raise TrainingError("ab was not bound; bind the loss (Trainer.fit does) first")
-        t_out = require_teacher(self.name, teacher)
         pairs = [
-            same_size(connector(student.features[s_path]), t_out.features[t_path].detach())
-            for connector, s_path, t_path in zip(
-                self.connectors, self.student_layers, self.teacher_layers
-            )
+            same_size(connector(s), t)
+            for connector, (s, t) in zip(self.connectors, self.feature_pairs(student, teacher))
         ]  # (s, t) per pair, s through its connector
         return ab_loss([s for s, _ in pairs], [t for _, t in pairs], self.margin)

@@ -18,8 +18,8 @@ from torch import Tensor, nn
 
 from distillscope.checks import check_int
 from distillscope.contracts import Batch, Outputs
-from distillscope.distill.base import BindContext, LossTerm
-from distillscope.distill.logit import require_teacher
+from distillscope.distill.base import BindContext
+from distillscope.distill.feature_base import SingleLayerTerm, check_optional_path
 from distillscope.errors import ConfigError, TrainingError
 from distillscope.functional.feature_maps import cat_loss, class_activation_maps
 from distillscope.models.taps import check_module_paths
@@ -48,7 +48,7 @@ class _Borrowed:
 
 
 @register_loss("cat_kd")
-class ClassAttentionTransfer(LossTerm):
+class ClassAttentionTransfer(SingleLayerTerm):
     """CAT-KD (Guo, Yan, Li & Lin 2023; a comparison in paper 001, tables 1-3).
 
     ``L = MSE(N(P_r(M_s)), N(P_r(M_t)))`` with ``M_k = sum_c w_kc A_c`` the class activation
@@ -75,8 +75,10 @@ class ClassAttentionTransfer(LossTerm):
 
     Args:
         student_layer: Student module path of the final feature map (``(C, H, W)``, the map the
-            classifier pools; ``model.cam_layer`` of our models, ``layer3`` of the ResNets).
-        teacher_layer: Teacher module path of its final feature map.
+            classifier pools; ``model.cam_layer`` of our models, ``layer3`` of the ResNets);
+            default: the student's ``model.cam_layer``.
+        teacher_layer: Teacher module path of its final feature map; default: the teacher's
+            ``model.cam_layer``.
         resolution: ``r``, the pooled CAMs' side.
         normalize: L2-normalise every pooled CAM.
         student_classifier: Module path of the student's ``nn.Linear`` classifier; by default
@@ -88,26 +90,28 @@ class ClassAttentionTransfer(LossTerm):
     """
 
     name: ClassVar[str] = "cat_kd"
-    needs: ClassVar[set[str]] = {"features", "teacher"}
+    default_layers: ClassVar[str | None] = "cam"
 
     def __init__(
         self,
-        student_layer: str,
-        teacher_layer: str,
+        student_layer: str | None = None,
+        teacher_layer: str | None = None,
         resolution: int = CAT_RESOLUTION,
         normalize: bool = True,
         student_classifier: str | None = None,
         teacher_classifier: str | None = None,
     ) -> None:
-        super().__init__()
-        self.student_layer = _path("cat_kd.student_layer", student_layer)
-        self.teacher_layer = _path("cat_kd.teacher_layer", teacher_layer)
+        super().__init__(student_layer, teacher_layer)
         self.resolution = check_int("cat_kd.resolution", resolution)
         if not isinstance(normalize, bool):
             raise ConfigError(f"cat_kd.normalize={normalize!r} is invalid; use true or false")
         self.normalize = normalize
-        self.student_classifier = _optional_path("cat_kd.student_classifier", student_classifier)
-        self.teacher_classifier = _optional_path("cat_kd.teacher_classifier", teacher_classifier)
+        self.student_classifier = check_optional_path(
+            "cat_kd.student_classifier", student_classifier
+        )
+        self.teacher_classifier = check_optional_path(
+            "cat_kd.teacher_classifier", teacher_classifier
+        )
         self._student_head: _Borrowed | None = None
         self._student_head_path = ""
         self._teacher_head_path: str | None = None
@@ -115,21 +119,14 @@ class ClassAttentionTransfer(LossTerm):
         self.teacher_weight: Tensor | None
         self.register_buffer("teacher_weight", None)  # (K, C_t) once bound
 
-    def student_paths(self) -> list[str]:
-        return [self.student_layer]
-
-    def teacher_paths(self) -> list[str]:
-        return [self.teacher_layer]
-
     def bind(self, ctx: BindContext) -> None:
-        if ctx.teacher_outputs is None:
-            raise ConfigError("cat_kd needs a teacher; give the student one")
+        teacher = self.bind_teacher(ctx)
         s_shape = self._map_shape("student", self.student_layer, ctx.student_outputs)
-        t_shape = self._map_shape("teacher", self.teacher_layer, ctx.teacher_outputs)
+        t_shape = self._map_shape("teacher", self.teacher_layer, teacher)
         k = int(ctx.student_outputs.logits.shape[1])
         s_path, s_head = _classifier("student", ctx.student, self.student_classifier, s_shape, k)
         self._student_head = _Borrowed(s_head)
-        t_feature = ctx.teacher_outputs.features[self.teacher_layer]
+        t_feature = teacher.features[self.teacher_layer]
         weight = torch.zeros(k, t_shape[0], dtype=t_feature.dtype, device=t_feature.device)
         if ctx.teacher is not None:  # untrained at start-up: prepare reads it again
             t_path, t_head = _classifier(
@@ -163,12 +160,12 @@ class ClassAttentionTransfer(LossTerm):
         self._student_head = _Borrowed(head)
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
-        teacher = require_teacher(self.name, teacher)
+        s_feature, t_feature = self.pair(student, teacher)
         if self._student_head is None or self.teacher_weight is None:
             raise TrainingError("cat_kd was not bound; bind the loss (Trainer.fit does) first")
         r = self.resolution
-        s_map = F.adaptive_avg_pool2d(student.features[self.student_layer], r)  # (B, C_s, r, r)
-        t_map = F.adaptive_avg_pool2d(teacher.features[self.teacher_layer].detach(), r)
+        s_map = F.adaptive_avg_pool2d(s_feature, r)  # (B, C_s, r, r)
+        t_map = F.adaptive_avg_pool2d(t_feature, r)  # (B, C_t, r, r), detached
         s_cams = class_activation_maps(s_map, self._student_head.module.weight)  # (B, K, r, r)
         t_cams = class_activation_maps(t_map, self.teacher_weight)  # (B, K, r, r)
         loss = cat_loss(s_cams, t_cams, r, self.normalize)  # ()
@@ -190,23 +187,7 @@ class ClassAttentionTransfer(LossTerm):
         return shape  # type: ignore[return-value]
 
     def extra_repr(self) -> str:
-        return (
-            f"student_layer={self.student_layer!r}, teacher_layer={self.teacher_layer!r}, "
-            f"resolution={self.resolution}, normalize={self.normalize}"
-        )
-
-
-def _path(name: str, value: object) -> str:
-    if not isinstance(value, str) or not value or value.strip() != value:
-        raise ConfigError(
-            f"{name}={value!r} is not a module path; give a path of model.named_modules(), "
-            "e.g. 'layer3'"
-        )
-    return value
-
-
-def _optional_path(name: str, value: object) -> str | None:
-    return None if value is None else _path(name, value)
+        return f"{super().extra_repr()}, resolution={self.resolution}, normalize={self.normalize}"
 
 
 def _classifier(

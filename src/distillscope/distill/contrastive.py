@@ -9,6 +9,7 @@ contrastive estimate of the softmax over the bank.
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -16,7 +17,7 @@ from torch import Tensor
 from distillscope.checks import check_int, check_range
 from distillscope.contracts import Batch, Outputs
 from distillscope.distill.base import BindContext
-from distillscope.distill.feature import PairedFeatureTerm
+from distillscope.distill.feature_base import SingleLayerTerm
 from distillscope.distill.relation import Embed
 from distillscope.errors import ConfigError, TrainingError
 from distillscope.functional.relation import contrast_scores, memory_update, nce_loss
@@ -26,15 +27,16 @@ __all__ = ["ContrastiveRepresentation", "nce_loss"]
 
 
 @register_loss("crd")
-class ContrastiveRepresentation(PairedFeatureTerm):
+class ContrastiveRepresentation(SingleLayerTerm):
     """Contrastive representation distillation (Tian et al. 2020; papers 000 and 003).
 
     Both features (``student_layer``, ``teacher_layer``; the pooled penultimate ones in the
-    paper) are embedded (linear to ``dim`` + L2 normalisation; heads built at bind and trained
-    with the student). Two memory banks of ``N x dim`` (``N`` = the training set's size, known at
-    bind) hold a running embedding of every image, one per network. For a batch, ``K`` indices
-    are drawn uniformly from ``[0, N)`` per sample and the first is replaced by the sample's own
-    index; the student's embedding is scored against the teacher bank's rows and vice versa,
+    paper, by default the last of each model's ``feature_layers``) are embedded (linear to
+    ``dim`` + L2 normalisation; heads built at bind and trained with the student). Two memory
+    banks of ``N x dim`` (``N`` = the training set's size, known at bind) hold a running
+    embedding of every image, one per network. For a batch, ``K`` indices are drawn uniformly
+    from ``[0, N)`` per sample and the first is replaced by the sample's own index; the
+    student's embedding is scored against the teacher bank's rows and vice versa,
     ``s = exp(<v, m> / tau) / Z``, with ``Z`` estimated once from the first training batch as
     ``N * mean(exp(<v, m> / tau))``; ``L = NCE(student side) + NCE(teacher side)``
     (:func:`nce_loss`). After each training step the banks' rows of the batch move towards the
@@ -57,10 +59,12 @@ class ContrastiveRepresentation(PairedFeatureTerm):
     ``crd/teacher`` (the teacher's against the student bank).
     """
 
+    default_layers: ClassVar[str | None] = "last"
+
     def __init__(
         self,
-        student_layer: str,
-        teacher_layer: str,
+        student_layer: str | None = None,
+        teacher_layer: str | None = None,
         dim: int = 128,
         negatives: int = 16384,
         temperature: float = 0.07,
@@ -76,12 +80,11 @@ class ContrastiveRepresentation(PairedFeatureTerm):
         self.k = 0
 
     def bind(self, ctx: BindContext) -> None:
-        if ctx.teacher_outputs is None:
-            raise ConfigError("crd needs a teacher; give the student one")
+        teacher = self.bind_teacher(ctx)
         if ctx.num_train < 2:
             raise ConfigError("crd needs a training set of two or more items for its memory bank")
         s = ctx.student_outputs.features[self.student_layer]
-        t = ctx.teacher_outputs.features[self.teacher_layer]
+        t = teacher.features[self.teacher_layer]
         device = s.device
         self.embed_s = Embed(s.reshape(s.shape[0], -1).shape[1], self.dim).to(device)
         self.embed_t = Embed(t.reshape(t.shape[0], -1).shape[1], self.dim).to(device)

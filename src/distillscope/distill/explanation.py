@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from distillscope.checks import check_range
 from distillscope.contracts import Batch, Outputs
 from distillscope.distill.base import LossTerm
+from distillscope.distill.feature_base import check_optional_path
 from distillscope.distill.logit import require_teacher
 from distillscope.errors import ConfigError, TrainingError
 from distillscope.explain.gradcam import gradcam_from
@@ -132,8 +133,8 @@ class ExplanationEnhancedKD(LossTerm):
         self.explanation_weight = check_range("e2kd.explanation_weight", explanation_weight, 0.0)
         self.temperature = check_range("e2kd.temperature", temperature, 0.0, low_open=True)
         self.alpha = check_range("e2kd.alpha", alpha, 0.0, 1.0)
-        self.student_layer = student_layer
-        self.teacher_layer = teacher_layer
+        self.student_layer = check_optional_path("e2kd.student_layer", student_layer)
+        self.teacher_layer = check_optional_path("e2kd.teacher_layer", teacher_layer)
 
     def attach(self, student: nn.Module, teacher: nn.Module | None) -> None:
         both = is_bcos(student) and teacher is not None and is_bcos(teacher)

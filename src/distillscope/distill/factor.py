@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from functools import partial
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +20,7 @@ from torch import Tensor, nn
 from distillscope.checks import check_int, check_positive, check_range
 from distillscope.contracts import Batch, Outputs
 from distillscope.distill.base import BindContext, Stage
-from distillscope.distill.feature import PairedFeatureTerm
+from distillscope.distill.feature_base import SingleLayerTerm
 from distillscope.errors import ConfigError, TrainingError
 from distillscope.functional.attention import same_size
 from distillscope.functional.feature_transfer import factor, factor_transfer_loss
@@ -40,7 +41,7 @@ def _conv_stack(channels: list[int], transpose: bool = False) -> nn.Sequential:
 
 
 @register_loss("ft")
-class FactorTransfer(PairedFeatureTerm):
+class FactorTransfer(SingleLayerTerm):
     """Factor transfer (Kim et al. 2018, eq. 1-3; paper 002's FT).
 
     Paraphraser on the teacher's map ``(C_t, H, W)``: encoder ``C_t -> C_t -> k C_t -> k C_t``,
@@ -56,6 +57,9 @@ class FactorTransfer(PairedFeatureTerm):
     ``paraphraser_lr`` (a CPU-sized choice of ours). A larger map is average-pooled to the smaller
     one's size. Both modules are built at bind from the two maps' shapes.
 
+    The layers (``student_layer``, ``teacher_layer``: feature maps) default to each model's
+    ``cam_layer``, its last feature map (``layer3`` of the zoo's CIFAR ResNets).
+
     Args:
         rate: ``k`` in ``(0, 1]``, the factor's channels per teacher channel (0.5).
         paraphraser_epochs: Passes over the training set to pre-train the paraphraser (1).
@@ -64,10 +68,12 @@ class FactorTransfer(PairedFeatureTerm):
     Parts: ``ft/ft``; the paraphraser's last reconstruction error is ``paraphraser_loss``.
     """
 
+    default_layers: ClassVar[str | None] = "cam"
+
     def __init__(
         self,
-        student_layer: str,
-        teacher_layer: str,
+        student_layer: str | None = None,
+        teacher_layer: str | None = None,
         rate: float = 0.5,
         paraphraser_epochs: int = 1,
         paraphraser_lr: float = 0.001,
@@ -82,10 +88,9 @@ class FactorTransfer(PairedFeatureTerm):
         self.paraphraser_loss = float("nan")
 
     def bind(self, ctx: BindContext) -> None:
-        if ctx.teacher_outputs is None:
-            raise ConfigError("ft needs a teacher; give the student one")
+        teacher = self.bind_teacher(ctx)
         s = ctx.student_outputs.features[self.student_layer]
-        t = ctx.teacher_outputs.features[self.teacher_layer]
+        t = teacher.features[self.teacher_layer]
         if s.dim() != 4 or t.dim() != 4:
             raise ConfigError(
                 f"ft paraphrases feature maps (B, C, H, W) but student {self.student_layer!r} "

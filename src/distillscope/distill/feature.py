@@ -19,66 +19,12 @@ from torch import Tensor, nn
 
 from distillscope.checks import check_int, check_positive
 from distillscope.contracts import Batch, Outputs
-from distillscope.distill.base import BindContext, LossTerm, Stage
-from distillscope.distill.logit import require_teacher
+from distillscope.distill.base import BindContext, Stage
+from distillscope.distill.feature_base import SingleLayerTerm
 from distillscope.errors import ConfigError, TrainingError
 from distillscope.models.forward import forward_outputs
 from distillscope.models.taps import FeatureTap
 from distillscope.registry import register_loss
-
-
-def check_path(name: str, value: object) -> str:
-    """``value`` if it can be a module path (a non-empty string), else a one-line ConfigError."""
-    if not isinstance(value, str) or not value or value.strip() != value:
-        raise ConfigError(
-            f"{name}={value!r} is not a module path; give a path of model.named_modules(), "
-            "e.g. 'layer2'"
-        )
-    return value
-
-
-def check_paths(name: str, student: object, teacher: object) -> tuple[list[str], list[str]]:
-    """Two equally long, non-empty lists of module paths (layer pairs), or a ConfigError."""
-    for side, value in (("student_layers", student), ("teacher_layers", teacher)):
-        if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
-            raise ConfigError(
-                f"{name}.{side}={value!r} is not a list of module paths; give e.g. "
-                "[layer1, layer2, layer3]"
-            )
-    s = [check_path(f"{name}.student_layers", v) for v in student]  # type: ignore[union-attr]
-    t = [check_path(f"{name}.teacher_layers", v) for v in teacher]  # type: ignore[union-attr]
-    if len(s) != len(t):
-        raise ConfigError(
-            f"{name}: {len(s)} student layers but {len(t)} teacher layers; give one teacher "
-            "layer per student layer"
-        )
-    return s, t
-
-
-class PairedFeatureTerm(LossTerm):
-    """A term reading one student feature and one teacher feature (``student_layer``,
-    ``teacher_layer``), detaching the teacher's."""
-
-    needs: ClassVar[set[str]] = {"features", "teacher"}
-
-    def __init__(self, student_layer: str, teacher_layer: str) -> None:
-        super().__init__()
-        self.student_layer = check_path(f"{self.name}.student_layer", student_layer)
-        self.teacher_layer = check_path(f"{self.name}.teacher_layer", teacher_layer)
-
-    def student_paths(self) -> list[str]:
-        return [self.student_layer]
-
-    def teacher_paths(self) -> list[str]:
-        return [self.teacher_layer]
-
-    def pair(self, student: Outputs, teacher: Outputs | None) -> tuple[Tensor, Tensor]:
-        """``(f_s, f_t)``: the student's feature and the teacher's, detached."""
-        teacher = require_teacher(self.name, teacher)
-        return student.features[self.student_layer], teacher.features[self.teacher_layer].detach()
-
-    def extra_repr(self) -> str:
-        return f"student_layer={self.student_layer!r}, teacher_layer={self.teacher_layer!r}"
 
 
 def build_regressor(student_shape: tuple[int, ...], teacher_shape: tuple[int, ...]) -> nn.Module:
@@ -120,7 +66,7 @@ def build_regressor(student_shape: tuple[int, ...], teacher_shape: tuple[int, ..
 
 
 @register_loss("hint")
-class Hint(LossTerm):
+class Hint(SingleLayerTerm):
     """FitNets hint loss (Romero et al. 2015; paper 003, section 3).
 
     ``L = mean((f_t - r(f_s))^2)``
@@ -139,8 +85,11 @@ class Hint(LossTerm):
     runner).
 
     Args:
-        student_layer: Student module path of the guided layer (paper 003: the middle).
-        teacher_layer: Teacher module path of the hint layer.
+        student_layer: Student module path of the guided layer (paper 003: the middle);
+            default: the middle one of the student's ``model.feature_layers``
+            (``feature_layers[(n - 1) // 2]``, ``layer2`` of the zoo's CIFAR ResNets).
+        teacher_layer: Teacher module path of the hint layer; default: the middle one of the
+            teacher's ``model.feature_layers``.
         stage1_epochs: Passes of the hint-only first stage (0: none, the single-stage form).
         stage1_lr: Learning rate of the first stage.
 
@@ -148,33 +97,24 @@ class Hint(LossTerm):
         ``hint/hint``: the mean squared error (equal to ``loss``).
     """
 
-    needs: ClassVar[set[str]] = {"features", "teacher"}
+    default_layers: ClassVar[str | None] = "middle"
 
     def __init__(
         self,
-        student_layer: str,
-        teacher_layer: str,
+        student_layer: str | None = None,
+        teacher_layer: str | None = None,
         stage1_epochs: int = 0,
         stage1_lr: float = 0.001,
     ) -> None:
-        super().__init__()
-        self.student_layer = check_path("hint.student_layer", student_layer)
-        self.teacher_layer = check_path("hint.teacher_layer", teacher_layer)
+        super().__init__(student_layer, teacher_layer)
         self.stage1_epochs = check_int("hint.stage1_epochs", stage1_epochs, minimum=0)
         self.stage1_lr = check_positive("hint.stage1_lr", stage1_lr)
         self.regressor: nn.Module | None = None
 
-    def student_paths(self) -> list[str]:
-        return [self.student_layer]
-
-    def teacher_paths(self) -> list[str]:
-        return [self.teacher_layer]
-
     def bind(self, ctx: BindContext) -> None:
-        if ctx.teacher_outputs is None:
-            raise ConfigError("hint needs a teacher; give the student one")
+        teacher = self.bind_teacher(ctx)
         s = ctx.student_outputs.features[self.student_layer]
-        t = ctx.teacher_outputs.features[self.teacher_layer]
+        t = teacher.features[self.teacher_layer]
         self.regressor = build_regressor(tuple(s.shape[1:]), tuple(t.shape[1:]))
         self.regressor.to(s.device)
 
@@ -215,19 +155,14 @@ class Hint(LossTerm):
         ]
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
-        teacher = require_teacher(self.name, teacher)
         loss = self._mse(student, teacher)
         return {"loss": loss, "hint/hint": loss}
 
-    def _mse(self, student: Outputs, teacher: Outputs) -> Tensor:
-        s = student.features[self.student_layer]
-        t = teacher.features[self.teacher_layer].detach()
+    def _mse(self, student: Outputs, teacher: Outputs | None) -> Tensor:
+        s, t = self.pair(student, teacher)
         return F.mse_loss(self._regressor()(s.contiguous()), t)  # ()
 
     def _regressor(self) -> nn.Module:
         if self.regressor is None:
             raise TrainingError("hint was not bound; bind the loss (Trainer.fit does) first")
         return self.regressor
-
-    def extra_repr(self) -> str:
-        return f"student_layer={self.student_layer!r}, teacher_layer={self.teacher_layer!r}"

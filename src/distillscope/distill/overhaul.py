@@ -13,15 +13,15 @@ directly, that batch norm is itself the pre-ReLU tap point; in the toy MLPs, ``b
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from distillscope.contracts import Batch, Outputs
-from distillscope.distill.base import BindContext, LossTerm
-from distillscope.distill.logit import require_teacher
+from distillscope.distill.base import BindContext
+from distillscope.distill.feature_base import FeatureTerm, check_layers
 from distillscope.errors import ConfigError, TrainingError
 from distillscope.functional.feature_transfer import match_spatial, ofd_loss, ofd_margin
 from distillscope.models.forward import forward_outputs
@@ -30,7 +30,7 @@ from distillscope.registry import register_loss
 
 
 @register_loss("ofd")
-class OverhaulFeatureDistillation(LossTerm):
+class OverhaulFeatureDistillation(FeatureTerm):
     """OFD (Heo et al. 2019, "A Comprehensive Overhaul of Feature Distillation", ICCV).
 
     ``L = sum_i 2^(i-n+1) mean_b sum_{c,h,w} d_p(r_i(s_i), max(t_i, m_i))``
@@ -61,9 +61,14 @@ class OverhaulFeatureDistillation(LossTerm):
     bind (from the teacher as it is then, untrained at start-up) is only a placeholder for the
     start-up dry run; it cannot equal the trained teacher's in general, hence ``prepare``.
 
+    The layers have no default: OFD reads *pre-ReLU* features, which ``model.feature_layers``
+    does not declare (the zoo's ResNets declare their stages' post-ReLU outputs, whose missing
+    negative responses would leave the margin nothing to measure), so they must be given.
+
     Args:
         student_layers: Student module paths of pre-ReLU features (paper: the end of each
-            stage, before its ReLU), e.g. ``[layer1.0.preact, layer2.0.preact, ...]``.
+            stage, before its ReLU), e.g. ``[layer1.0.preact, layer2.0.preact, ...]``; each
+            once (they name the parts).
         teacher_layers: Teacher module paths of pre-ReLU features, one per student path.
         teacher_bns: The teacher's batch norms right before those features, one per teacher
             path; ``None``: measure the margin instead.
@@ -78,7 +83,7 @@ class OverhaulFeatureDistillation(LossTerm):
     """
 
     name: ClassVar[str] = "ofd"
-    needs: ClassVar[set[str]] = {"features", "teacher"}
+    distinct: ClassVar[tuple[str, ...]] = ("student",)
 
     def __init__(
         self,
@@ -86,44 +91,24 @@ class OverhaulFeatureDistillation(LossTerm):
         teacher_layers: list[str],
         teacher_bns: list[str] | None = None,
     ) -> None:
-        super().__init__()
-        self.student_layers = _check_paths("ofd.student_layers", student_layers)
-        self.teacher_layers = _check_paths("ofd.teacher_layers", teacher_layers)
-        if len(self.student_layers) != len(self.teacher_layers):
-            raise ConfigError(
-                f"ofd.student_layers has {len(self.student_layers)} paths and "
-                f"ofd.teacher_layers {len(self.teacher_layers)}; give one teacher layer per "
-                "student layer"
-            )
-        repeated = sorted({p for p in self.student_layers if self.student_layers.count(p) > 1})
-        if repeated:
-            raise ConfigError(
-                f"ofd.student_layers names {repeated[0]!r} twice; pair each student layer once"
-            )
+        super().__init__(student_layers, teacher_layers)
+        n = len(self.layers("student"))
         self.teacher_bns: list[str] | None = None
         if teacher_bns is not None:
-            self.teacher_bns = _check_paths("ofd.teacher_bns", teacher_bns)
-            if len(self.teacher_bns) != len(self.teacher_layers):
+            self.teacher_bns = check_layers("ofd.teacher_bns", teacher_bns)
+            if len(self.teacher_bns) != n:
                 raise ConfigError(
                     f"ofd.teacher_bns has {len(self.teacher_bns)} paths and ofd.teacher_layers "
-                    f"{len(self.teacher_layers)}; give one batch norm per teacher layer"
+                    f"{n}; give one batch norm per teacher layer"
                 )
-        n = len(self.student_layers)
         self.weights = [2.0 ** (i - n + 1) for i in range(n)]
         self.connectors: nn.ModuleList | None = None
 
-    def student_paths(self) -> list[str]:
-        return list(self.student_layers)
-
-    def teacher_paths(self) -> list[str]:
-        return list(self.teacher_layers)
-
     def bind(self, ctx: BindContext) -> None:
-        if ctx.teacher_outputs is None:
-            raise ConfigError("ofd needs a teacher; give the student one")
+        teacher = self.bind_teacher(ctx)
         connectors = []
-        t_feats = [ctx.teacher_outputs.features[p].detach() for p in self.teacher_layers]
-        for s_path, t_path, t in zip(self.student_layers, self.teacher_layers, t_feats):
+        t_feats = [teacher.features[p].detach() for p in self.layers("teacher")]
+        for (s_path, t_path), t in zip(self.layer_pairs(), t_feats):
             s_shape = tuple(ctx.student_outputs.features[s_path].shape[1:])
             t_shape = tuple(t.shape[1:])
             if len(s_shape) != len(t_shape) or len(s_shape) not in (1, 3):
@@ -147,7 +132,7 @@ class OverhaulFeatureDistillation(LossTerm):
         """Set the margins from the trained teacher (its batch norms, or measured features)."""
         if teacher is None:
             raise TrainingError("ofd's margin needs the teacher network; pass it")
-        channels = [self.margin(i).shape[0] for i in range(len(self.teacher_layers))]
+        channels = [self.margin(i).shape[0] for i in range(len(self.layers("teacher")))]
         if self.teacher_bns is not None:
             margins = self._bn_margins(teacher, channels)
         else:
@@ -162,23 +147,23 @@ class OverhaulFeatureDistillation(LossTerm):
         return getattr(self, f"margin_{i}")
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
-        teacher = require_teacher(self.name, teacher)
+        features = self.feature_pairs(student, teacher)
         if self.connectors is None:
             raise TrainingError("ofd was not bound; bind the loss (Trainer.fit does) first")
         parts = []
-        for i, (s_path, t_path) in enumerate(zip(self.student_layers, self.teacher_layers)):
-            s, t = match_spatial(student.features[s_path], teacher.features[t_path].detach())
+        for i, (s, t) in enumerate(features):
+            s, t = match_spatial(s, t)
             s = self.connectors[i](s.contiguous())  # (B, C_t, ...)
             parts.append(self.weights[i] * ofd_loss(s, t, self.margin(i)))  # ()
-        out = {f"ofd/{p}": v for p, v in zip(self.student_layers, parts)}
+        out = {f"ofd/{p}": v for p, v in zip(self.layers("student"), parts)}
         return {"loss": torch.stack(parts).sum(), **out}
 
     def _bn_margins(self, teacher: nn.Module, channels: list[int]) -> list[Tensor]:
         assert self.teacher_bns is not None
         modules = check_module_paths(teacher, self.teacher_bns)
         margins = []
-        for i, path in enumerate(self.teacher_bns):
-            bn, c = modules[path], channels[i]
+        for path, c, t_path in zip(self.teacher_bns, channels, self.layers("teacher")):
+            bn = modules[path]
             weight, bias = getattr(bn, "weight", None), getattr(bn, "bias", None)
             if not (
                 isinstance(bn, nn.modules.batchnorm._BatchNorm)
@@ -188,7 +173,7 @@ class OverhaulFeatureDistillation(LossTerm):
             ):
                 raise ConfigError(
                     f"ofd.teacher_bns: {path!r} ({type(bn).__name__}) is not an affine batch "
-                    f"norm over the {c} channels of teacher layer {self.teacher_layers[i]!r}; "
+                    f"norm over the {c} channels of teacher layer {t_path!r}; "
                     "name the batch norm right before it"
                 )
             margins.append(ofd_margin(weight, bias))
@@ -196,11 +181,12 @@ class OverhaulFeatureDistillation(LossTerm):
 
     def _measured_margins(self, teacher: nn.Module, batches: Iterable[Batch]) -> list[Tensor]:
         teacher.eval()
-        sums: list[Tensor | None] = [None] * len(self.teacher_layers)
-        with FeatureTap(teacher, self.teacher_layers, detach=True) as tap, torch.no_grad():
+        paths = self.layers("teacher")
+        sums: list[Tensor | None] = [None] * len(paths)
+        with FeatureTap(teacher, paths, detach=True) as tap, torch.no_grad():
             for batch in batches:
                 out = forward_outputs(teacher, batch.inputs, tap)
-                for i, path in enumerate(self.teacher_layers):
+                for i, path in enumerate(paths):
                     moments = _channel_sums(out.features[path])  # (3, C)
                     total = sums[i]
                     sums[i] = moments if total is None else total + moments
@@ -210,7 +196,7 @@ class OverhaulFeatureDistillation(LossTerm):
 
     def extra_repr(self) -> str:
         bns = "" if self.teacher_bns is None else f", teacher_bns={self.teacher_bns}"
-        return f"student_layers={self.student_layers}, teacher_layers={self.teacher_layers}{bns}"
+        return f"{super().extra_repr()}{bns}"
 
 
 def connector(channels_in: int, channels_out: int, map_kind: bool) -> nn.Sequential:
@@ -234,24 +220,6 @@ def connector(channels_in: int, channels_out: int, map_kind: bool) -> nn.Sequent
     nn.init.ones_(norm.weight)
     nn.init.zeros_(norm.bias)
     return nn.Sequential(layer, norm)
-
-
-def _check_paths(name: str, value: object) -> list[str]:
-    """A non-empty list of module paths, or a one-line :class:`ConfigError` naming ``name``."""
-    if isinstance(value, str):
-        raise ConfigError(f"{name}={value!r} is a single path; give a list, e.g. [{value!r}]")
-    if not isinstance(value, Sequence) or not value:
-        raise ConfigError(
-            f"{name}={value!r} is not a list of module paths; give a non-empty list, e.g. "
-            "['layer2.0.preact']"
-        )
-    for i, path in enumerate(value):
-        if not isinstance(path, str) or not path or path.strip() != path:
-            raise ConfigError(
-                f"{name}[{i}]={path!r} is not a module path; give a path of "
-                "model.named_modules(), e.g. 'layer2.0.preact'"
-            )
-    return list(value)
 
 
 def _channel_sums(f: Tensor) -> Tensor:

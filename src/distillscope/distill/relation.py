@@ -1,10 +1,11 @@
 """Relation-based distillation: the student matches relations between the samples of a batch.
 
 Each term reads one student feature and one teacher feature (``student_layer``,
-``teacher_layer``; usually the pooled penultimate features, ``pool`` of the zoo's CIFAR ResNets),
-flattened per sample, so the two networks' feature sizes may differ. The maths, with its
-reductions and constants (RepDistiller's, Tian et al. 2020, where the papers leave them open),
-is in :mod:`distillscope.functional.relation`; the terms pick the features and own the heads.
+``teacher_layer``; by default the last of each model's ``feature_layers``, the pooled
+penultimate features, ``pool`` of the zoo's CIFAR ResNets), flattened per sample, so the two
+networks' feature sizes may differ. The maths, with its reductions and constants
+(RepDistiller's, Tian et al. 2020, where the papers leave them open), is in
+:mod:`distillscope.functional.relation`; the terms pick the features and own the heads.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from torch import Tensor, nn
 from distillscope.checks import check_int, check_range
 from distillscope.contracts import Batch, Outputs
 from distillscope.distill.base import BindContext
-from distillscope.distill.feature import PairedFeatureTerm
-from distillscope.errors import ConfigError, TrainingError
+from distillscope.distill.feature_base import SingleLayerTerm
+from distillscope.errors import TrainingError
 from distillscope.functional.relation import (
     PKT_EPS,
     correlation_congruence_loss,
@@ -49,7 +50,7 @@ def _check_batch(name: str, f: Tensor) -> None:
 
 
 @register_loss("sp")
-class SimilarityPreserving(PairedFeatureTerm):
+class SimilarityPreserving(SingleLayerTerm):
     """Similarity-preserving KD (Tung & Mori 2019, eq. 1-4).
 
     ``G = f f^T`` (``B x B``) over the flattened features, each row L2-normalised;
@@ -60,6 +61,8 @@ class SimilarityPreserving(PairedFeatureTerm):
     Parts: ``sp/sp``.
     """
 
+    default_layers: ClassVar[str | None] = "last"
+
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
         s, t = self.pair(student, teacher)
         _check_batch(self.name, s)
@@ -68,7 +71,7 @@ class SimilarityPreserving(PairedFeatureTerm):
 
 
 @register_loss("rkd")
-class RelationalKD(PairedFeatureTerm):
+class RelationalKD(SingleLayerTerm):
     """Relational KD (Park, Kim, Lu & Cho 2019): distance-wise and angle-wise terms.
 
     Distance: ``psi_D(t_i, t_j) = ||t_i - t_j|| / mu`` with ``mu`` the mean distance over the
@@ -87,10 +90,12 @@ class RelationalKD(PairedFeatureTerm):
     Parts: ``rkd/distance``, ``rkd/angle`` (unweighted).
     """
 
+    default_layers: ClassVar[str | None] = "last"
+
     def __init__(
         self,
-        student_layer: str,
-        teacher_layer: str,
+        student_layer: str | None = None,
+        teacher_layer: str | None = None,
         distance_weight: float = 25.0,
         angle_weight: float = 50.0,
     ) -> None:
@@ -107,7 +112,7 @@ class RelationalKD(PairedFeatureTerm):
 
 
 @register_loss("pkt")
-class ProbabilisticKT(PairedFeatureTerm):
+class ProbabilisticKT(SingleLayerTerm):
     """Probabilistic knowledge transfer (Passalis & Tefas 2018), cosine-kernel form.
 
     Features are L2-normalised; ``K_ij = (cos(f_i, f_j) + 1) / 2``; each row is normalised to a
@@ -119,6 +124,8 @@ class ProbabilisticKT(PairedFeatureTerm):
 
     Parts: ``pkt/pkt``.
     """
+
+    default_layers: ClassVar[str | None] = "last"
 
     EPS: ClassVar[float] = PKT_EPS
 
@@ -139,7 +146,7 @@ class Embed(nn.Module):
 
 
 @register_loss("cc")
-class CorrelationCongruence(PairedFeatureTerm):
+class CorrelationCongruence(SingleLayerTerm):
     """Correlation congruence (Peng et al. 2019), in RepDistiller's form.
 
     Both features are embedded (linear to ``dim`` + L2 normalisation, heads built at bind from
@@ -157,17 +164,20 @@ class CorrelationCongruence(PairedFeatureTerm):
     Parts: ``cc/cc``.
     """
 
-    def __init__(self, student_layer: str, teacher_layer: str, dim: int = 128) -> None:
+    default_layers: ClassVar[str | None] = "last"
+
+    def __init__(
+        self, student_layer: str | None = None, teacher_layer: str | None = None, dim: int = 128
+    ) -> None:
         super().__init__(student_layer, teacher_layer)
         self.dim = check_int("cc.dim", dim)
         self.embed_s: Embed | None = None
         self.embed_t: Embed | None = None
 
     def bind(self, ctx: BindContext) -> None:
-        if ctx.teacher_outputs is None:
-            raise ConfigError("cc needs a teacher; give the student one")
+        teacher = self.bind_teacher(ctx)
         s = ctx.student_outputs.features[self.student_layer]
-        t = ctx.teacher_outputs.features[self.teacher_layer]
+        t = teacher.features[self.teacher_layer]
         self.embed_s = Embed(_flat(s).shape[1], self.dim).to(s.device)
         self.embed_t = Embed(_flat(t).shape[1], self.dim).to(s.device)
 

@@ -17,8 +17,8 @@ from torch import Tensor, nn
 
 from distillscope.checks import check_int, check_range
 from distillscope.contracts import Batch, Outputs
-from distillscope.distill.base import BindContext, LossTerm
-from distillscope.distill.logit import require_teacher
+from distillscope.distill.base import BindContext
+from distillscope.distill.feature_base import FeatureTerm
 from distillscope.errors import ConfigError, TrainingError
 from distillscope.functional.feature_maps import hcl_loss
 from distillscope.registry import register_loss
@@ -28,25 +28,6 @@ from distillscope.registry import register_loss
 REVIEWKD_WARMUP_EPOCHS = 20.0
 # Both cap the ABFs' shared middle width at 512 channels.
 REVIEWKD_MAX_MID_CHANNELS = 512
-
-
-def check_paths(name: str, value: object) -> list[str]:
-    """``value`` as a non-empty list of distinct module paths, else one-line ConfigError."""
-    if isinstance(value, str) or not isinstance(value, Sequence) or not value:
-        raise ConfigError(
-            f"{name}={value!r} is not a list of module paths; give one such as "
-            "[layer1, layer2, layer3]"
-        )
-    paths = list(value)
-    for path in paths:
-        if not isinstance(path, str) or not path or path.strip() != path:
-            raise ConfigError(
-                f"{name} entry {path!r} is not a module path; give paths of "
-                "model.named_modules(), e.g. [layer1, layer2, layer3]"
-            )
-    if len(set(paths)) != len(paths):
-        raise ConfigError(f"{name}={paths!r} names a layer twice; give each layer once")
-    return paths
 
 
 class ABF(nn.Module):
@@ -103,7 +84,7 @@ def _as_map(x: Tensor) -> Tensor:
 
 
 @register_loss("reviewkd")
-class ReviewKD(LossTerm):
+class ReviewKD(FeatureTerm):
     """ReviewKD (Chen, Liu, Zhao & Jia 2021; a comparison in paper 001, tables 1-3).
 
     ``L = w(e) * sum_i HCL(F_i, T_i)`` with ``F_n = ABF_n(S_n)`` and
@@ -132,8 +113,10 @@ class ReviewKD(LossTerm):
 
     Args:
         student_layers: Student module paths, shallow to deep (e.g. ``[layer1, layer2, layer3,
-            pool]`` for our CIFAR ResNets, as the references).
-        teacher_layers: Teacher module paths, one per student layer.
+            pool]`` for our CIFAR ResNets, as the references), each once; default: the
+            student's ``model.feature_layers`` (paired from the deepest with the teacher's).
+        teacher_layers: Teacher module paths, one per student layer, each once; default: the
+            teacher's ``model.feature_layers``.
         warmup_epochs: Epochs over which the weight ramps up to 1 (0: no warm-up).
         max_mid_channels: Cap on the ABFs' middle width.
 
@@ -142,50 +125,33 @@ class ReviewKD(LossTerm):
     """
 
     name: ClassVar[str] = "reviewkd"
-    needs: ClassVar[set[str]] = {"features", "teacher"}
+    default_layers: ClassVar[str | None] = "all"
+    distinct: ClassVar[tuple[str, ...]] = ("student", "teacher")
 
     def __init__(
         self,
-        student_layers: Sequence[str],
-        teacher_layers: Sequence[str],
+        student_layers: Sequence[str] | None = None,
+        teacher_layers: Sequence[str] | None = None,
         warmup_epochs: float = REVIEWKD_WARMUP_EPOCHS,
         max_mid_channels: int = REVIEWKD_MAX_MID_CHANNELS,
     ) -> None:
-        super().__init__()
-        self.student_layers = check_paths("reviewkd.student_layers", student_layers)
-        self.teacher_layers = check_paths("reviewkd.teacher_layers", teacher_layers)
-        if len(self.teacher_layers) != len(self.student_layers):
-            raise ConfigError(
-                f"reviewkd.teacher_layers has {len(self.teacher_layers)} paths but "
-                f"reviewkd.student_layers has {len(self.student_layers)}; give one teacher "
-                "layer per student layer"
-            )
+        super().__init__(student_layers, teacher_layers)
         self.warmup_epochs = check_range("reviewkd.warmup_epochs", warmup_epochs, 0.0)
         self.max_mid_channels = check_int("reviewkd.max_mid_channels", max_mid_channels)
         self.abfs: nn.ModuleList | None = None
         self.num_train = 0
         self.register_buffer("items_seen", torch.zeros((), dtype=torch.long))
 
-    def student_paths(self) -> list[str]:
-        return list(self.student_layers)
-
-    def teacher_paths(self) -> list[str]:
-        return list(self.teacher_layers)
-
     def bind(self, ctx: BindContext) -> None:
-        if ctx.teacher_outputs is None:
-            raise ConfigError("reviewkd needs a teacher; give the student one")
-        pairs = zip(self.student_layers, self.teacher_layers)
+        teacher = self.bind_teacher(ctx)
         shapes = [
             (
                 _stage_shape("student", s, ctx.student_outputs.features[s]),
-                _stage_shape("teacher", t, ctx.teacher_outputs.features[t]),
+                _stage_shape("teacher", t, teacher.features[t]),
             )
-            for s, t in pairs
+            for s, t in self.layer_pairs()
         ]
-        for i, ((s_shape, t_shape), s, t) in enumerate(
-            zip(shapes, self.student_layers, self.teacher_layers)
-        ):
+        for i, ((s_shape, t_shape), (s, t)) in enumerate(zip(shapes, self.layer_pairs())):
             if len(s_shape) != len(t_shape):
                 kinds = ["a vector" if len(x) == 1 else "a map" for x in (s_shape, t_shape)]
                 raise ConfigError(
@@ -208,11 +174,11 @@ class ReviewKD(LossTerm):
         self.num_train = ctx.num_train
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
-        teacher = require_teacher(self.name, teacher)
+        features = self.feature_pairs(student, teacher)
         if self.abfs is None:
             raise TrainingError("reviewkd was not bound; bind the loss (Trainer.fit does) first")
-        s_maps = [_as_map(student.features[p]) for p in self.student_layers]
-        t_maps = [_as_map(teacher.features[p]).detach() for p in self.teacher_layers]
+        s_maps = [_as_map(s) for s, _ in features]
+        t_maps = [_as_map(t) for _, t in features]  # detached
         outputs: list[Tensor] = [s_maps[0]] * len(s_maps)
         residual: Tensor | None = None
         for i in reversed(range(len(s_maps))):  # deepest first: each stage reviews the deeper
@@ -232,10 +198,7 @@ class ReviewKD(LossTerm):
         return (epoch / self.warmup_epochs).clamp(max=1.0).float()  # ()
 
     def extra_repr(self) -> str:
-        return (
-            f"student_layers={self.student_layers!r}, teacher_layers={self.teacher_layers!r}, "
-            f"warmup_epochs={self.warmup_epochs:g}"
-        )
+        return f"{super().extra_repr()}, warmup_epochs={self.warmup_epochs:g}"
 
 
 def _stage_shape(role: str, path: str, feature: Tensor) -> tuple[int, ...]:

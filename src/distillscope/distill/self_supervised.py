@@ -42,13 +42,14 @@ from torch import Tensor, nn
 
 from distillscope.checks import check_int, check_range
 from distillscope.contracts import Batch, Outputs, Views
-from distillscope.distill.base import BindContext, LossTerm, Stage
+from distillscope.distill.base import BindContext, Stage
+from distillscope.distill.feature_base import SingleLayerTerm
 from distillscope.distill.logit import require_teacher
 from distillscope.errors import ConfigError, TrainingError
 from distillscope.functional.relation import kept_by_error_level, view_similarity
 from distillscope.functional.soft_targets import kd_loss
 from distillscope.models.forward import forward_outputs
-from distillscope.models.taps import FeatureTap, check_module_paths
+from distillscope.models.taps import FeatureTap
 from distillscope.registry import register_loss
 
 #: Rotations of the copies, as ``k`` of ``torch.rot90`` (90, 180, 270 degrees).
@@ -78,7 +79,7 @@ def _head(dim: int) -> nn.Sequential:
 
 
 @register_loss("sskd")
-class SelfSupervisedKD(LossTerm):
+class SelfSupervisedKD(SingleLayerTerm):
     """SSKD (Xu et al. 2020; paper 000 B.4.4); see the module docstring for the formula.
 
     Args:
@@ -97,6 +98,7 @@ class SelfSupervisedKD(LossTerm):
     """
 
     needs: ClassVar[set[str]] = {"logits", "teacher", "features", "views"}
+    default_layers: ClassVar[str | None] = "last"
 
     def __init__(
         self,
@@ -114,7 +116,7 @@ class SelfSupervisedKD(LossTerm):
         head_epochs: int = 2,
         head_lr: float = 0.05,
     ) -> None:
-        super().__init__()
+        super().__init__(student_layer, teacher_layer)
         self.weights = {
             name: check_range(f"sskd.{name}_weight", value, 0.0)
             for name, value in (
@@ -128,25 +130,12 @@ class SelfSupervisedKD(LossTerm):
         }
         self.tf_ratio = check_range("sskd.tf_ratio", tf_ratio, 0.0, 1.0)
         self.ss_ratio = check_range("sskd.ss_ratio", ss_ratio, 0.0, 1.0)
-        self.student_layer = student_layer
-        self.teacher_layer = teacher_layer
         self.head_epochs = check_int("sskd.head_epochs", head_epochs, minimum=0)
         self.head_lr = check_range("sskd.head_lr", head_lr, 0.0, low_open=True)
         self.student_head: nn.Module | None = None
         self.teacher_head: nn.Module | None = None
 
     # ------------------------------------------------------------------ set-up
-    def attach(self, student: nn.Module, teacher: nn.Module | None) -> None:
-        self.student_layer = _penultimate("student", student, self.student_layer)
-        if teacher is not None:
-            self.teacher_layer = _penultimate("teacher", teacher, self.teacher_layer)
-
-    def student_paths(self) -> list[str]:
-        return [self.student_layer] if self.student_layer else []
-
-    def teacher_paths(self) -> list[str]:
-        return [self.teacher_layer] if self.teacher_layer else []
-
     def make_views(self, inputs: Tensor) -> Tensor:
         if inputs.dim() != 4 or inputs.shape[-1] != inputs.shape[-2]:
             raise ConfigError(
@@ -157,10 +146,9 @@ class SelfSupervisedKD(LossTerm):
 
     def bind(self, ctx: BindContext) -> None:
         self.make_views(ctx.batch.inputs)  # refuses non-square or non-image inputs
-        if ctx.teacher_outputs is None:
-            raise ConfigError("sskd needs a teacher; give the student one")
-        s_dim = ctx.student_outputs.features[str(self.student_layer)].flatten(1).shape[1]
-        t_dim = ctx.teacher_outputs.features[str(self.teacher_layer)].flatten(1).shape[1]
+        teacher = self.bind_teacher(ctx)
+        s_dim = ctx.student_outputs.features[self.student_layer].flatten(1).shape[1]
+        t_dim = teacher.features[self.teacher_layer].flatten(1).shape[1]
         self.student_head = _head(s_dim)
         self.teacher_head = _head(t_dim)
 
@@ -209,7 +197,7 @@ class SelfSupervisedKD(LossTerm):
 
     def _teacher_parts(self, teacher: nn.Module | None) -> tuple[nn.Module, nn.Module, str]:
         head = self.teacher_head
-        if teacher is None or head is None or not self.teacher_layer:
+        if teacher is None or head is None or self.teacher_layers is None:
             raise TrainingError("sskd's teacher head is trained on the teacher; bind it first")
         return head, teacher, self.teacher_layer
 
@@ -249,28 +237,13 @@ class SelfSupervisedKD(LossTerm):
     def extra_repr(self) -> str:
         return (
             f"weights={self.weights}, temperatures={self.temperatures}, "
-            f"ratios=({self.tf_ratio}, {self.ss_ratio}), layers=({self.student_layer!r}, "
-            f"{self.teacher_layer!r})"
+            f"ratios=({self.tf_ratio}, {self.ss_ratio}), layers={self.named()!r}"
         )
 
 
-def _both(batch_out: Outputs, view_out: Outputs, path: str | None) -> Tensor:
+def _both(batch_out: Outputs, view_out: Outputs, path: str) -> Tensor:
     """``(4B, d)``: the flattened feature at ``path`` of the batch, then of its views."""
-    key = str(path)
-    return torch.cat([batch_out.features[key].flatten(1), view_out.features[key].flatten(1)])
-
-
-def _penultimate(role: str, model: nn.Module, path: str | None) -> str:
-    if path is None:
-        layers = list(getattr(model, "feature_layers", []) or [])
-        if not layers:
-            raise ConfigError(
-                f"sskd's head reads the {role}'s penultimate feature, but "
-                f"{type(model).__name__} lists no feature_layers; pass sskd.{role}_layer"
-            )
-        path = layers[-1]
-    check_module_paths(model, [path])
-    return path
+    return torch.cat([batch_out.features[path].flatten(1), view_out.features[path].flatten(1)])
 
 
 __all__ = ["SelfSupervisedKD", "kept_by_error_level", "rotated_views", "view_similarity"]
