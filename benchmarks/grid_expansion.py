@@ -3,8 +3,9 @@
 A small toy config (one teacher, two students, two probes) with ``grid: {T: [...], seed:
 [0..9]}``: 1,000 and 10,000 cells, where cells of one T differ only in their seed, and 1,000
 cells over T alone (every cell differs in more than its seed, so none shares the registry
-checks). ``--preflight`` also times the data-and-networks check that ``distillscope run`` does
-next, on 1,000 cells. One untimed warm-up (imports), then ``--reps`` rounds; medians kept.
+checks). ``--preflight`` also times what ``distillscope run`` does next on 1,000 cells: resolve
+each cell's plan and check its data and networks. One untimed warm-up (imports), then
+``--reps`` rounds; medians kept.
 
     .venv/bin/python benchmarks/grid_expansion.py              # about half a minute on 2 cores
     .venv/bin/python benchmarks/grid_expansion.py --preflight --out /tmp/g.json
@@ -19,7 +20,7 @@ from typing import Any
 from rounds import interleaved, write_result
 
 from distillscope.grid.expand import expand_grid
-from distillscope.grid.runner import preflight
+from distillscope.grid.runner import plan_cells, preflight
 
 
 def toy(axes: dict[str, list[Any]]) -> dict[str, Any]:
@@ -59,7 +60,7 @@ def main() -> None:
     variants = {name: (lambda raw=raw: expand_grid(raw)) for name, raw in configs.items()}
     if args.preflight:
         grid = expand_grid(by_seed(1000))
-        variants["preflight_1000"] = lambda: preflight(grid)
+        variants["preflight_1000"] = lambda: preflight(grid, plan_cells(grid))
     times, medians = interleaved(variants, args.reps)
     cells = {"expand_1000": 1000, "expand_10000": 10_000, "expand_1000_distinct": 1000}
     cells["preflight_1000"] = 1000

@@ -1,9 +1,10 @@
 """One experiment, end to end: data -> teachers -> students -> probes -> results -> report.
 
-Data moves forward only. The config is resolved once into a plan of members
-(:mod:`distillscope.plan`); teachers are trained once and stored by their identity (everything
-that determines their weights: :func:`~distillscope.plan.teacher_identity`), so a later run that
-asks for the same teacher reuses it; students, alone or in groups, are trained by the one
+Data moves forward only. The config is resolved once into a plan (:mod:`distillscope.plan`),
+and the run reads the plan, never the config again. Teachers are trained once and stored by
+their identity (everything that determines their weights:
+:func:`~distillscope.plan.teacher_identity`), so a later run that asks for the same teacher
+reuses it; students, alone or in groups, are trained by the one
 :class:`~distillscope.train.trainer.Trainer`; probes read the trained models and the held-out
 split; the report reads ``results.json`` only.
 """
@@ -17,7 +18,7 @@ from typing import Any
 
 import torch
 
-from distillscope.config import ExperimentConfig, dump_config, load_config, resolve_config
+from distillscope.config import ExperimentConfig, load_config, resolve_config
 from distillscope.distill import CombinedLoss, build_loss
 from distillscope.errors import DataError, RunInterrupted
 from distillscope.files import clean_stale_temporaries
@@ -26,8 +27,11 @@ from distillscope.messages import say
 from distillscope.models.forward import count_parameters
 from distillscope.plan import (
     Member,
-    plan_members,
+    Plan,
+    build_members,
+    load_plan_splits,
     plan_notes,
+    resolve_plan,
     roles_of,
     run_identity,
     stable,
@@ -38,7 +42,7 @@ from distillscope.probes.base import ProbeData
 from distillscope.probes.run import run_probes
 from distillscope.results import build_results
 from distillscope.rundir import RunDir
-from distillscope.splits import Splits, load_splits
+from distillscope.splits import Splits
 from distillscope.teacher_store import TeacherStore, default_store_root
 from distillscope.train.cache_pool import CachePool
 from distillscope.train.checkpoint import load_own_model, save_model
@@ -50,11 +54,13 @@ log = logging.getLogger(__name__)
 
 
 class Experiment:
-    """Runs one config into a :class:`RunDir`.
+    """Runs one config, or its resolved plan, into a :class:`RunDir`.
 
     Args:
-        cfg: The validated config.
-        data_root: Overrides ``data.root`` (and is written into the saved config).
+        cfg: The validated config (resolved here into its plan).
+        plan: Its plan, already resolved (:func:`~distillscope.plan.resolve_plan`, with any
+            ``--data-root`` written in), instead of ``cfg``: used as it is (a grid cell).
+        data_root: Overrides ``data.root`` (and is written into the saved config); with ``cfg``.
         retrain_teacher: Train teachers even when the store has them.
         run_dir: Resume into this existing run directory instead of creating one.
         config_file: The YAML file the config came from (recorded).
@@ -64,8 +70,9 @@ class Experiment:
 
     def __init__(
         self,
-        cfg: ExperimentConfig,
+        cfg: ExperimentConfig | None = None,
         *,
+        plan: Plan | None = None,
         data_root: str | None = None,
         retrain_teacher: bool = False,
         run_dir: RunDir | None = None,
@@ -73,14 +80,18 @@ class Experiment:
         run_at: str | Path | None = None,
         device_changed: bool = False,
     ) -> None:
-        self.cfg = with_data_root(cfg, data_root)  # config.yaml records where the data was
+        if (cfg is None) == (plan is None) or (plan is not None and data_root):
+            raise TypeError("Experiment takes a config (and a data root) or a resolved plan")
+        if plan is None:  # config.yaml records where the data was
+            plan = resolve_plan(with_data_root(cfg, data_root))
+        self.plan = plan
         self.retrain_teacher = retrain_teacher
         self.resume = run_dir is not None
         self.run_dir = run_dir
         self.config_file = config_file
         self.run_at = run_at
         self.device_changed = device_changed
-        self.device = resolve_device(cfg.device)
+        self.device = resolve_device(plan.device)
 
     def run(self) -> RunDir:
         """Validate everything, then create the run directory and run; return it.
@@ -94,28 +105,27 @@ class Experiment:
             RunInterrupted: Ctrl-C during the run (carries the run directory to resume).
         """
         start = time.time()
-        if self.cfg.threads is not None:
-            torch.set_num_threads(self.cfg.threads)
+        if self.plan.threads is not None:
+            torch.set_num_threads(self.plan.threads)
         else:  # the thread count changes numbers: config.yaml records the one that ran
-            self.cfg = self.cfg.model_copy(update={"threads": torch.get_num_threads()})
-        cfg = self.cfg
-        seed_everything(cfg.seed)
-        splits = load_splits(cfg)
-        members = plan_members(cfg, splits)
-        self.runtime = runtime(self.device, cfg.threads)
+            self.plan = self.plan.with_threads(torch.get_num_threads())
+        plan = self.plan
+        seed_everything(plan.seed)
+        splits = load_plan_splits(plan)
+        members = build_members(plan, splits)
+        self.runtime = runtime(self.device, plan.threads)
         if self.run_dir is not None:
             self.runtime = self.run_dir.resumed_runtime(self.runtime, self.device_changed)
-        self.identity = run_identity(cfg, splits, self.runtime)
+        self.identity = run_identity(plan, splits, self.runtime)
         self.digest = digest(self.identity)
         if self.run_dir is not None:
             self.run_dir.check_identity(self.identity)
-        self.store = TeacherStore(default_store_root(cfg.teacher_store))
+        self.store = TeacherStore(default_store_root(plan.teacher_store))
         self._check_store(members, splits)
         if self.run_dir is None:
             record = {"digest": self.digest, "identity": self.identity}
-            self.run_dir = RunDir.start(
-                cfg.output_dir, cfg.name, self.run_at, record, dump_config(cfg)
-            )
+            self.run_dir = RunDir.start(plan.output_dir, plan.name, self.run_at, record,
+                                        plan.record)  # fmt: skip
         else:
             for stale in clean_stale_temporaries(self.run_dir.path):
                 log.info("removed %s (left by a kill during a write)", stale)
@@ -132,9 +142,9 @@ class Experiment:
 
     def _check_store(self, members: dict[str, Member], splits: Splits) -> None:
         """Fail now if a teacher will be trained and the store cannot take it."""
+        rt = self.runtime
         entries = [
-            self.store.entry(m.spec.name, digest(teacher_identity(self.cfg, m.name, splits,
-                                                                  self.runtime), 16))
+            self.store.entry(m.spec.name, digest(teacher_identity(m.plan, splits, rt), 16))
             for m in members.values()
             if m.role == "teacher" and m.checkpoint is None
             and not (self.run_dir is not None and self.run_dir.model(m.name).is_file())
@@ -142,18 +152,18 @@ class Experiment:
         self.store.needs_room(entries, self.retrain_teacher)
 
     def _run(self, members: dict[str, Member], splits: Splits, start: float) -> RunDir:
-        cfg, rd = self.cfg, self.run_dir
+        plan, rd = self.plan, self.run_dir
         assert rd is not None
         say(f"run directory {rd}")
         say(
-            f"data {cfg.data.name}: {len(splits.train)} train / {len(splits.test)} held-out, "
+            f"data {plan.data.name}: {len(splits.train)} train / {len(splits.test)} held-out, "
             f"device {self.device}"
         )
         for line in plan_notes(members, splits):
             say(line)
         for m in members.values():
             m.model.to(self.device)
-        self.pool = CachePool(cfg.teacher_cache_mb, self.device, cfg.progress)
+        self.pool = CachePool(plan.teacher_cache_mb, self.device, plan.progress)
         for m in members.values():
             if m.role == "teacher":
                 self._teacher(m, splits)
@@ -165,12 +175,11 @@ class Experiment:
                 self._students(peers or [m], members, splits)
         models = {name: m.model.eval() for name, m in members.items()}
         data = ProbeData(splits.test, splits.test.info, device=str(self.device))
-        defaults = cfg.probe_defaults.model_dump()
-        results = run_probes(cfg.probes, defaults, models, data, roles_of(members), cfg.seed,
-                             cfg.progress)  # fmt: skip
+        results = run_probes(plan.probes, plan.probe_defaults, models, data, roles_of(members),
+                             plan.seed, plan.progress)  # fmt: skip
         rd.write_results(
             build_results(
-                config=dump_config(cfg),
+                config=plan.record,
                 members=members.values(),
                 parameters={m.name: count_parameters(m.model) for m in members.values()},
                 splits=splits,
@@ -193,7 +202,7 @@ class Experiment:
         rd = self.run_dir
         assert rd is not None
         out = rd.model(m.name)
-        if m.checkpoint is not None:  # weights were loaded (and checked) by plan_members
+        if m.checkpoint is not None:  # weights were loaded (and checked) by build_members
             say(f"teacher {m.name}: loaded {m.checkpoint}")
             save_model(out, m.model, {"name": m.name, "source": "checkpoint"})
             return
@@ -203,7 +212,7 @@ class Experiment:
             m.history = list(meta.get("history") or rd.history(m.name))
             return
         train = splits.train_of(m.name)
-        identity = teacher_identity(self.cfg, m.name, splits, self.runtime)
+        identity = teacher_identity(m.plan, splits, self.runtime)
         described = {"model": m.spec.model_dump(mode="json"), "data": train.info.name,
                      "n_train": len(train), "fingerprint": identity["data"]["train"],
                      "seed": m.seed}  # fmt: skip
@@ -276,7 +285,7 @@ class Experiment:
             checkpoint_dir=rd.checkpoints(group or first.name),
             metrics_path=rd.metrics,
             name=group or first.name,
-            progress=self.cfg.progress,
+            progress=self.plan.progress,
             seed=first.seed,
             identity=self.digest,
         )
@@ -296,6 +305,7 @@ def run_experiment(
     data_root: str | None = None,
     retrain_teacher: bool = False,
     run_at: str | Path | None = None,
+    plan: Plan | None = None,
 ) -> RunDir:
     """Run an experiment and return its :class:`RunDir` (public API).
 
@@ -306,7 +316,14 @@ def run_experiment(
         retrain_teacher: Train teachers even when a stored one matches.
         run_at: Write the run into exactly this (new or empty) directory instead of
             ``<output_dir>/<name>-<timestamp>`` (how a grid places its cells).
+        plan: Instead of ``config``, ``overrides`` and ``data_root``: the config already
+            resolved (:func:`~distillscope.plan.resolve_plan`), run as it is, neither
+            validated nor resolved again (how a grid runs its cells).
     """
+    if plan is not None:
+        if config is not None or overrides or data_root:
+            raise TypeError("run_experiment: pass a config or its resolved plan, not both")
+        return Experiment(plan=plan, retrain_teacher=retrain_teacher, run_at=run_at).run()
     cfg = resolve_config(config, overrides)
     config_file = str(config) if isinstance(config, (str, Path)) else None
     return Experiment(

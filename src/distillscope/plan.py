@@ -1,17 +1,26 @@
 """The resolved plan of an experiment: every network, how it is made, and its identity.
 
-The config is resolved here once, going down: each network becomes a :class:`Member` with its
-effective seed, training settings, data, teacher-cache mode, role and group, its model built
-and its loss bound on a sample batch (the start-up dry run). Nothing below reads the raw config
-again. :func:`run_identity` and :func:`teacher_identity` say what a run and a stored teacher are
-made from (:mod:`distillscope.identity`).
+The config is resolved here once, going down, in two steps:
+
+- :func:`resolve_plan` turns a validated config into a :class:`Plan`: per network a
+  :class:`MemberPlan` (its effective seed, training settings, data, teacher-cache mode, role,
+  group, loss) and the run's own settings. It is pure (no data read, no network built), light
+  and picklable: a grid resolves each cell's plan once and hands it to the process that runs
+  the cell.
+- :func:`build_members` builds every network from a plan and binds every student's loss on a
+  sample batch (the start-up dry run), giving each its :class:`Member`.
+
+Nothing below reads the raw config again: the run reads its plan, and keeps of the config
+only its record (:attr:`Plan.record`: what ``config.yaml``, ``identity.json`` and
+``results.json`` hold). :func:`run_identity` and :func:`teacher_identity` say what a run and a
+stored teacher are made from (:mod:`distillscope.identity`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +30,7 @@ from distillscope.config import (
     DataConfig,
     ExperimentConfig,
     ModelSpec,
+    TrainConfig,
     dump_config,
 )
 from distillscope.data.base import DistillDataset
@@ -31,7 +41,7 @@ from distillscope.identity import LOCATION_KEYS, without_locations
 from distillscope.models import create_model
 from distillscope.probes.base import Roles
 from distillscope.registry import MODELS, accepted_params
-from distillscope.splits import Splits
+from distillscope.splits import Splits, load_data
 from distillscope.teacher_store import STORE_VERSION
 from distillscope.train.bind import bind_loss
 from distillscope.train.checkpoint import load_model_weights
@@ -39,11 +49,15 @@ from distillscope.train.seeding import seed_everything
 
 __all__ = [
     "Member",
+    "MemberPlan",
+    "Plan",
+    "build_members",
     "build_model",
     "identical_members",
+    "load_plan_splits",
     "peer_seed",
-    "plan_members",
     "plan_notes",
+    "resolve_plan",
     "roles_of",
     "run_identity",
     "stable",
@@ -52,25 +66,182 @@ __all__ = [
 ]
 
 
-@dataclass
-class Member:
-    """One network of the experiment and how it is made."""
+@dataclass(frozen=True, kw_only=True)
+class MemberPlan:
+    """One network of the experiment as the config resolves it (no data, no torch module).
+
+    Attributes:
+        name: Its key in ``teachers`` or ``students``.
+        role: ``teacher``, ``independent`` or ``student``.
+        spec: Its architecture.
+        train: Its training settings (the top level's with its own overrides).
+        loss: Its loss as ``{term: params}``.
+        seed: Its seed: batch order, loss binding, and (but for later group peers) initial
+            weights; its own ``seed``, else the run's.
+        init_seed: The seed its initial weights are drawn with: ``seed``, except for a group's
+            members after the first, which start apart (:func:`peer_seed`).
+        cache_mode: Its teacher-cache mode (its own ``teacher_cache``, else the run's).
+        teacher: The teacher it learns from or is compared with (students).
+        checkpoint: A file its weights are loaded from instead of training (teachers).
+        group: The group it trains with (DML peers).
+        data: Its own training data, resolved over the top-level ``data`` (``None``: the
+            top-level data).
+        recipe: Teachers: everything in the config that determines its weights (its whole spec,
+            so a new field enters by itself, with what it takes from the run resolved: training,
+            data without its folder, seed); the config part of :func:`teacher_identity`.
+    """
 
     name: str
     role: str  # teacher | independent | student
     spec: ModelSpec
-    model: nn.Module
-    train: Any
+    train: TrainConfig
     loss: dict[str, dict[str, Any]]
+    seed: int
+    init_seed: int
+    cache_mode: str
     teacher: str | None = None
     checkpoint: str | None = None
+    group: str | None = None
+    data: DataConfig | None = None
+    recipe: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    """An experiment's config resolved: what it runs, before any data is read or network built.
+
+    Light and picklable. The run reads its settings from here, never from the config.
+
+    Attributes:
+        members: Every network, teachers first, in the config's order.
+        record: The validated config as plain data (``--data-root`` written in): what the run's
+            ``config.yaml``, ``identity.json`` and ``results.json`` record.
+        name: The run's name.
+        output_dir: Parent folder of its run directory.
+        seed: The run's seed (set before the data is read; the probes' seed).
+        device: The configured device (``auto``, ``cpu``, ...).
+        threads: Torch's CPU threads (``None``: torch's default, recorded when the run starts).
+        data: The top-level data: the held-out split, and the training split of members
+            without their own.
+        teacher_store: The teacher store's folder, as configured.
+        teacher_cache_mb: The teacher caches' memory budget.
+        progress: Show progress bars.
+        probes: Probe name -> its parameters.
+        probe_defaults: ``batch_size`` / ``max_samples`` of every probe.
+    """
+
+    members: dict[str, MemberPlan]
+    record: dict[str, Any]
+    name: str
+    output_dir: str
+    seed: int
+    device: str
+    threads: int | None
+    data: DataConfig
+    teacher_store: str | None
+    teacher_cache_mb: float
+    progress: bool
+    probes: dict[str, dict[str, Any]]
+    probe_defaults: dict[str, Any]
+
+    def with_threads(self, threads: int) -> Plan:
+        """This plan run on ``threads`` torch threads, recorded (numbers depend on it)."""
+        return replace(self, threads=threads, record={**self.record, "threads": threads})
+
+
+def resolve_plan(cfg: ExperimentConfig) -> Plan:
+    """Resolve a validated config into its :class:`Plan`: pure, no data read, nothing built.
+
+    Every fallback of the config is taken here, once: a member's seed (its own, else the
+    run's), training settings (the top level's with its overrides), data (its own over the top
+    level's) and teacher-cache mode; group peers after the first start from
+    :func:`peer_seed`.
+    """
+    members: dict[str, MemberPlan] = {}
+    for name, t in cfg.teachers.items():
+        seed = cfg.seed if t.seed is None else t.seed
+        train = cfg.train_for(t.train)
+        data = cfg.data_for(t.data)
+        recipe = t.model_dump(mode="json")
+        recipe["train"] = train.model_dump(mode="json")
+        recipe["data"] = {
+            k: v for k, v in data.model_dump(mode="json").items() if k not in LOCATION_KEYS
+        }
+        recipe["seed"] = seed
+        members[name] = MemberPlan(
+            name=name,
+            role="teacher",
+            spec=t.model,
+            train=train,
+            loss=t.loss,
+            seed=seed,
+            init_seed=seed,
+            cache_mode=cfg.teacher_cache,
+            checkpoint=t.checkpoint,
+            data=None if t.data is None else data,
+            recipe=recipe,
+        )
+    seen_groups: set[str] = set()
+    for name, s in cfg.students.items():
+        seed = cfg.seed if s.seed is None else s.seed
+        members[name] = MemberPlan(
+            name=name,
+            role=s.role or "student",
+            spec=s.model or cfg.student,
+            train=cfg.train_for(s.train),
+            loss=s.loss_spec(),
+            seed=seed,
+            init_seed=peer_seed(cfg.seed, name) if s.group in seen_groups else seed,
+            cache_mode=s.teacher_cache or cfg.teacher_cache,
+            teacher=s.teacher,
+            group=s.group,
+            data=None if s.data is None else cfg.data_for(s.data),
+        )
+        if s.group is not None:
+            seen_groups.add(s.group)
+    return Plan(
+        members=members,
+        record=dump_config(cfg),
+        name=cfg.name,
+        output_dir=cfg.output_dir,
+        seed=cfg.seed,
+        device=cfg.device,
+        threads=cfg.threads,
+        data=cfg.data,
+        teacher_store=cfg.teacher_store,
+        teacher_cache_mb=cfg.teacher_cache_mb,
+        progress=cfg.progress,
+        probes=cfg.probes,
+        probe_defaults=cfg.probe_defaults.model_dump(),
+    )
+
+
+def _planned(key: str) -> Any:
+    return property(lambda self: getattr(self.plan, key), doc=f"Its plan's ``{key}``.")
+
+
+@dataclass
+class Member:
+    """One network of the experiment, built: its plan, its model and (students) its bound loss,
+    then what running it gave. The plan's fields read through (``member.seed``)."""
+
+    plan: MemberPlan
+    model: nn.Module
+    bound_loss: CombinedLoss | None = None  # a student's loss, bound at start-up
     reused: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
-    bound_loss: CombinedLoss | None = None  # a student's loss, bound at start-up
-    group: str | None = None  # students trained together (DML)
-    data: DataConfig | None = None  # its own training data (None: the top-level data)
-    seed: int = 0  # its initial weights, batch order, binding (resolved: never the run's None)
-    cache_mode: str = "auto"  # its teacher_cache mode (resolved)
+
+    name = _planned("name")
+    role = _planned("role")
+    spec = _planned("spec")
+    train = _planned("train")
+    loss = _planned("loss")
+    seed = _planned("seed")
+    cache_mode = _planned("cache_mode")
+    teacher = _planned("teacher")
+    checkpoint = _planned("checkpoint")
+    group = _planned("group")
+    data = _planned("data")
 
 
 def build_model(spec: ModelSpec, data: DistillDataset) -> nn.Module:
@@ -97,44 +268,49 @@ def build_model(spec: ModelSpec, data: DistillDataset) -> nn.Module:
     return create_model(spec.name, **params)
 
 
-def teacher_identity(
-    cfg: ExperimentConfig, name: str, splits: Splits, rt: dict[str, Any]
-) -> dict[str, Any]:
-    """Everything that determines teacher ``name``'s trained weights; its digest keys the store.
+def teacher_identity(member: MemberPlan, splits: Splits, rt: dict[str, Any]) -> dict[str, Any]:
+    """Everything that determines a teacher's trained weights; its digest keys the store.
 
-    Built from the teacher's whole spec (every field, so a new field enters the key by itself)
-    with what it takes from the run resolved (training settings, data without its folder,
-    seed), the fingerprints of the data it trains and is validated on (every byte loaded: the
-    same config pointed at other files gets another key, the same files moved the same key),
-    and the runtime (torch version, thread count, device type).
+    The teacher's recipe (:attr:`MemberPlan.recipe`: its whole spec with what it takes from the
+    run resolved), the fingerprints of the data it trains and is validated on (every byte
+    loaded: the same config pointed at other files gets another key, the same files moved the
+    same key), and the runtime (torch version, thread count, device type).
     """
-    spec = cfg.teachers[name]
-    plan = spec.model_dump(mode="json")
-    plan["train"] = cfg.train_for(spec.train).model_dump(mode="json")
-    data = cfg.data_for(spec.data).model_dump(mode="json")
-    plan["data"] = {k: v for k, v in data.items() if k not in LOCATION_KEYS}
-    plan["seed"] = cfg.seed if spec.seed is None else spec.seed
+    assert member.recipe is not None, f"{member.name} is not a teacher"
     return {
         "store_version": STORE_VERSION,
-        "teacher": plan,
-        "data": {"train": splits.train_of(name).fingerprint(), "test": splits.test.fingerprint()},
+        "teacher": member.recipe,
+        "data": {
+            "train": splits.train_of(member.name).fingerprint(),
+            "test": splits.test.fingerprint(),
+        },
         "runtime": rt,
     }
 
 
-def run_identity(cfg: ExperimentConfig, splits: Splits, rt: dict[str, Any]) -> dict[str, Any]:
-    """What a run computes from: its whole config (but :data:`~distillscope.identity.
-    NOT_RESULT_KEYS` and data folders), every split's fingerprint and the runtime
+def run_identity(plan: Plan, splits: Splits, rt: dict[str, Any]) -> dict[str, Any]:
+    """What a run computes from: its whole config (its plan's record, but :data:`~distillscope.
+    identity.NOT_RESULT_KEYS` and data folders), every split's fingerprint and the runtime
     (:mod:`distillscope.identity`). Recorded in ``identity.json``, ``results.json`` and each
     checkpoint; resume and grid re-runs refuse a run whose identity differs."""
     return {
-        "config": without_locations(dump_config(cfg)),
+        "config": without_locations(plan.record),
         "data": splits.fingerprints(),
         "runtime": rt,
     }
 
 
-def plan_members(cfg: ExperimentConfig, splits: Splits) -> dict[str, Member]:
+def load_plan_splits(plan: Plan) -> Splits:
+    """The data the plan trains and probes on: the top-level splits and members' own."""
+    own = [
+        (f"{'teachers' if m.role == 'teacher' else 'students'}.{m.name}.data", m.name, m.data)
+        for m in plan.members.values()
+        if m.data is not None
+    ]
+    return load_data(plan.data, own)
+
+
+def build_members(plan: Plan, splits: Splits) -> dict[str, Member]:
     """Build every network and bind every student's loss: the start-up dry run.
 
     Bad model parameters, a wrong feature path or a loss that cannot apply to its
@@ -144,57 +320,25 @@ def plan_members(cfg: ExperimentConfig, splits: Splits) -> dict[str, Member]:
     binding is deterministic, so a resumed run binds again and loads the saved state over it.
     """
     members: dict[str, Member] = {}
-    for name, t in cfg.teachers.items():
-        seed = cfg.seed if t.seed is None else t.seed
-        seed_everything(seed)
-        members[name] = Member(
-            name=name,
-            role="teacher",
-            spec=t.model,
-            model=build_model(t.model, splits.train),
-            train=cfg.train_for(t.train),
-            loss=t.loss,
-            checkpoint=t.checkpoint,
-            data=None if t.data is None else cfg.data_for(t.data),
-            seed=seed,
-            cache_mode=cfg.teacher_cache,
-        )
-        if t.checkpoint is not None:
-            if not Path(t.checkpoint).is_file():
+    for name, m in plan.members.items():
+        seed_everything(m.init_seed)
+        members[name] = Member(m, build_model(m.spec, splits.train))
+        if m.checkpoint is not None:
+            if not Path(m.checkpoint).is_file():
                 raise ConfigError(
-                    f"config key 'teachers.{name}.checkpoint': file {t.checkpoint!r} not found; "
+                    f"config key 'teachers.{name}.checkpoint': file {m.checkpoint!r} not found; "
                     "give an existing .safetensors file or remove the key to train the teacher"
                 )
-            load_model_weights(t.checkpoint, members[name].model)  # corrupt -> CheckpointError
-    seen_groups: set[str] = set()
-    for name, s in cfg.students.items():
-        spec = s.model or cfg.student
-        seed = cfg.seed if s.seed is None else s.seed
-        seed = peer_seed(cfg.seed, name) if s.group in seen_groups else seed
-        seed_everything(seed)
-        if s.group is not None:
-            seen_groups.add(s.group)
-        members[name] = Member(
-            name=name,
-            role=s.role or "student",
-            spec=spec,
-            model=build_model(spec, splits.train),
-            train=cfg.train_for(s.train),
-            loss=s.loss_spec(),
-            teacher=s.teacher,
-            group=s.group,
-            data=None if s.data is None else cfg.data_for(s.data),
-            seed=cfg.seed if s.seed is None else s.seed,
-            cache_mode=s.teacher_cache or cfg.teacher_cache,
-        )
-    for m in members.values():
+            load_model_weights(m.checkpoint, members[name].model)  # corrupt -> CheckpointError
+    for member in members.values():
+        m = member.plan
         if m.role == "teacher":
             continue
         loss = build_loss(m.loss)
         teacher = members[m.teacher].model if m.teacher and loss.needs_teacher else None
         data = splits.train_of(m.name)
-        bind_loss(loss, m.model, teacher, data, device="cpu", seed=m.seed, name=m.name)
-        m.bound_loss = loss
+        bind_loss(loss, member.model, teacher, data, device="cpu", seed=m.seed, name=m.name)
+        member.bound_loss = loss
     return members
 
 
@@ -232,14 +376,14 @@ def identical_members(members: dict[str, Member]) -> list[tuple[str, str, int]]:
     (:func:`peer_seed`) and loaded checkpoints are skipped.
 
     Example:
-        >>> from distillscope.config import TrainConfig
-        >>> spec, train = ModelSpec(name="mlp"), TrainConfig()
-        >>> a = Member("a", "independent", spec, nn.Identity(), train, {"ce": {}}, seed=1)
-        >>> b = Member("b", "independent", spec, nn.Identity(), train, {"ce": {}}, seed=1)
-        >>> identical_members({"a": a, "b": b})
+        >>> def member(name, seed):
+        ...     plan = MemberPlan(name=name, role="independent", spec=ModelSpec(name="mlp"),
+        ...                       train=TrainConfig(), loss={"ce": {}}, seed=seed,
+        ...                       init_seed=seed, cache_mode="auto")
+        ...     return Member(plan, nn.Identity())
+        >>> identical_members({"a": member("a", 1), "b": member("b", 1)})
         [('a', 'b', 1)]
-        >>> b.seed = 0
-        >>> identical_members({"a": a, "b": b})
+        >>> identical_members({"a": member("a", 1), "b": member("b", 0)})
         []
     """
     seen: dict[str, str] = {}

@@ -14,7 +14,7 @@ from distillscope.data.subsets import take_group_shares, take_subset
 from distillscope.errors import ConfigError, DataError, clipped
 from distillscope.messages import say
 
-__all__ = ["Splits", "load_splits", "match_normalisation"]
+__all__ = ["Splits", "load_data", "load_splits", "match_normalisation"]
 
 
 @dataclass
@@ -56,7 +56,22 @@ def load_splits(cfg: ExperimentConfig, data_root: str | None = None) -> Splits:
             data that does not fit the held-out data.
         DataError: The data cannot be found or read, or a split holds fewer than 2 classes.
     """
-    d = cfg.data
+    specs = [("teachers", n, t.data) for n, t in cfg.teachers.items()]
+    specs += [("students", n, s.data) for n, s in cfg.students.items()]
+    own = [(f"{section}.{n}.data", n, d.over(cfg.data)) for section, n, d in specs if d is not None]
+    return load_data(cfg.data, own, data_root)
+
+
+def load_data(
+    d: DataConfig, own: list[tuple[str, str, DataConfig]], data_root: str | None = None
+) -> Splits:
+    """The splits of the top-level data ``d`` and of members' own data (:func:`load_splits`).
+
+    Args:
+        d: The top-level data (its held-out split is every member's).
+        own: ``(config key, member, its resolved data)`` of each member with its own data.
+        data_root: Overrides every ``root``.
+    """
     train = _load_split(d, "train", data_root, "data")
     test = _load_split(d, "test", data_root, "data")
     if test.shares_training_images:
@@ -67,17 +82,11 @@ def load_splits(cfg: ExperimentConfig, data_root: str | None = None) -> Splits:
         )
     member_train: dict[str, DistillDataset] = {}
     loaded: dict[str, DistillDataset] = {}
-    specs = [("teachers", n, t.data) for n, t in cfg.teachers.items()]
-    specs += [("students", n, s.data) for n, s in cfg.students.items()]
-    for section, name, override in specs:
-        if override is None:
-            continue
-        where = f"{section}.{name}.data"
-        dc = override.over(d)
+    for where, name, dc in own:
         key = json.dumps(dc.model_dump(mode="json"), sort_keys=True)
         if key not in loaded:
-            own = _load_split(dc, "train", data_root, where)
-            loaded[key] = match_normalisation(own, test.info, where)
+            own_train = _load_split(dc, "train", data_root, where)
+            loaded[key] = match_normalisation(own_train, test.info, where)
         member_train[name] = loaded[key]
     return Splits(train, test, member_train)
 

@@ -9,7 +9,7 @@ import torch
 from distillscope.config import ModelSpec, TrainConfig, load_config_dict
 from distillscope.data.base import DatasetInfo, TensorDataset
 from distillscope.identity import digest, runtime
-from distillscope.plan import Member, build_model, teacher_identity
+from distillscope.plan import Member, MemberPlan, build_model, resolve_plan, teacher_identity
 from distillscope.train.teacher_cache import unaugmented
 
 
@@ -55,7 +55,8 @@ class FakeSplits:
 
 def key(cfg, prints=("f1", "t"), rt=None) -> str:
     rt = rt or runtime("cpu", 1)
-    return digest(teacher_identity(cfg, "teacher", FakeSplits(*prints), rt), 16)
+    teacher = resolve_plan(cfg).members["teacher"]
+    return digest(teacher_identity(teacher, FakeSplits(*prints), rt), 16)
 
 
 def test_teacher_key_follows_what_makes_the_weights():
@@ -93,8 +94,9 @@ def test_every_teacher_spec_field_enters_the_teacher_identity():
     from distillscope.config import TeacherSpec
 
     cfg = load_config_dict({"teacher": {"model": {"name": "mlp_full"}}})
-    plan = teacher_identity(cfg, "teacher", FakeSplits("f"), runtime("cpu", 1))["teacher"]
-    assert set(TeacherSpec.model_fields) <= set(plan)
+    teacher = resolve_plan(cfg).members["teacher"]
+    recipe = teacher_identity(teacher, FakeSplits("f"), runtime("cpu", 1))["teacher"]
+    assert set(TeacherSpec.model_fields) <= set(recipe)
 
 
 def test_cache_mode_accepts_booleans():
@@ -112,18 +114,20 @@ def test_identical_members_finds_a_teacher_that_is_an_independent_student() -> N
     spec = ModelSpec(name="resnet8")
 
     def make(name, role, loss, teacher=None, seed=0):
-        train = TrainConfig(epochs=3)
-        m = Member(name, role, spec, nn.Identity(), train, loss, teacher=teacher, seed=seed)
-        m.bound_loss = build_loss(loss) if role != "teacher" else None
-        return m
+        plan = MemberPlan(name=name, role=role, spec=spec, train=TrainConfig(epochs=3),
+                          loss=loss, teacher=teacher, seed=seed, init_seed=seed,
+                          cache_mode="auto")  # fmt: skip
+        bound = build_loss(loss) if role != "teacher" else None
+        return Member(plan, nn.Identity(), bound_loss=bound)
 
-    teacher = make("teacher", "teacher", {"ce": {}}, seed=0)
-    independent = make("independent", "independent", {"ce": {}}, teacher="teacher")
-    kd = make("kd", "student", {"kd": {}}, teacher="teacher")
-    kd_other = make("kd_other", "student", {"kd": {}}, teacher="other")
-    members = {m.name: m for m in (teacher, independent, kd, kd_other)}
+    def run(seed):
+        teacher = make("teacher", "teacher", {"ce": {}}, seed=0)
+        independent = make("independent", "independent", {"ce": {}}, "teacher", seed)
+        kd = make("kd", "student", {"kd": {}}, "teacher", seed)
+        kd_other = make("kd_other", "student", {"kd": {}}, "other", seed)
+        return {m.name: m for m in (teacher, independent, kd, kd_other)}
+
     # born-again's first config: the teacher is the independent student (its teacher unread);
     # two KD students of different teachers are not the same network
-    assert identical_members(members) == [("teacher", "independent", 0)]
-    independent.seed = kd.seed = kd_other.seed = 1  # the run's seed 1: the teacher pins 0
-    assert identical_members(members) == []
+    assert identical_members(run(0)) == [("teacher", "independent", 0)]
+    assert identical_members(run(1)) == []  # the run's seed 1: the teacher pins 0

@@ -14,7 +14,7 @@ from distillscope.config import DataConfig, MemberData, load_config_dict
 from distillscope.data.base import DatasetInfo, TensorDataset
 from distillscope.errors import ConfigError
 from distillscope.identity import digest, runtime
-from distillscope.plan import teacher_identity
+from distillscope.plan import resolve_plan, teacher_identity
 from distillscope.splits import load_splits, match_normalisation
 
 BASE = {
@@ -79,7 +79,8 @@ def test_few_shot_student_trains_on_its_own_subset(tmp_path, capsys):
 
 def teacher_key(cfg) -> str:
     rt = runtime("cpu", 1)
-    return digest(teacher_identity(cfg, "teacher", load_splits(cfg), rt), 16)
+    teacher = resolve_plan(cfg).members["teacher"]
+    return digest(teacher_identity(teacher, load_splits(cfg), rt), 16)
 
 
 def test_teacher_own_data_changes_its_key():

@@ -309,12 +309,16 @@ def test_a_cell_records_its_thread_count_and_keeps_it_under_another_jobs(tmp_pat
 
 def test_parallel_cells_get_their_thread_count_written_into_their_config(tmp_path) -> None:
     from distillscope.grid.expand import expand_grid
-    from distillscope.grid.runner import _task
+    from distillscope.grid.runner import _task, plan_cells
 
-    grid = expand_grid(grid_config(tmp_path))
-    assert _task(tmp_path, grid.cells[0], None, False, 3).config["threads"] == 3
-    fixed = expand_grid({**grid_config(tmp_path), "threads": 2})
-    assert _task(tmp_path, fixed.cells[0], None, False, 3).config["threads"] == 2
+    def task(grid):
+        cell = grid.cells[0]
+        return _task(tmp_path, cell, plan_cells(grid)[cell.id], None, False, 3)
+
+    parallel = task(expand_grid(grid_config(tmp_path)))
+    assert parallel.plan.record["threads"] == parallel.plan.threads == parallel.threads == 3
+    fixed = task(expand_grid({**grid_config(tmp_path), "threads": 2}))
+    assert fixed.plan.record["threads"] == fixed.plan.threads == 2 and fixed.threads is None
 
 
 def test_a_relative_data_root_is_recorded_as_the_folder_it_named(tmp_path, monkeypatch) -> None:

@@ -8,11 +8,12 @@ its ``grid`` section), so running the same command again finds it. Then:
   checkpoints, like ``distillscope run --resume``;
 - the rest start fresh. Teachers are shared through the teacher store whenever their keys match.
 
-Before anything is written every cell is validated, its data loaded and its models built, and
-cells that were run before are checked to hold the same config. With ``jobs > 1`` cells run in
-spawned worker processes, each with ``max(1, cores // jobs)`` torch threads unless the config
-sets ``threads``; a cell's own messages go to its ``run.log``. ``grid.json``, ``summary.csv`` and
-``report.html`` are rewritten whenever a cell finishes.
+Before anything is written every cell's plan is resolved (once: the cell runs that plan), its
+data loaded and its models built, and cells that were run before are checked to hold the same
+config. With ``jobs > 1`` cells run in spawned worker processes, each with
+``max(1, cores // jobs)`` torch threads unless the config sets ``threads``; a cell's own
+messages go to its ``run.log``. ``grid.json``, ``summary.csv`` and ``report.html`` are
+rewritten whenever a cell finishes.
 
 Two locks keep a cell from running twice at once: the grid process holds ``.grid.lock`` in the
 grid directory, and whoever runs a cell (this process or a worker) holds ``.cell.lock`` in the
@@ -34,18 +35,20 @@ from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import yaml
 
 from distillscope.checks import check_int
-from distillscope.config import dump_config, load_config_dict
 from distillscope.errors import ConfigError, UserError, quoted
 from distillscope.grid.expand import MAX_CELLS_KEY, Cell, Grid, load_grid
 from distillscope.grid.summary import CellOutcome, build_summary, cell_dir, write_summary
 from distillscope.identity import first_difference, runtime
 from distillscope.results import results_path
 from distillscope.rundir import atomic_write_text
+
+if TYPE_CHECKING:  # the plan (and torch) load when a grid runs, not when this is imported
+    from distillscope.plan import Plan
 
 GRID_CONFIG = "grid.yaml"
 LOCK_FILE = ".grid.lock"
@@ -70,11 +73,21 @@ def say(msg: str) -> None:
 
 @dataclass(frozen=True)
 class CellTask:
-    """What a worker needs to run one cell (picklable)."""
+    """What a worker needs to run one cell (picklable: spawned workers receive it).
+
+    Attributes:
+        id: The cell's id.
+        path: The cell's folder.
+        plan: The cell's plan, resolved once by :func:`plan_cells` (``--data-root`` and, with
+            ``jobs > 1``, the worker's thread count written in): a new cell runs it as it is.
+        data_root: ``--data-root``, for a started cell, which resumes from its ``config.yaml``.
+        retrain_teacher: Train teachers even when the store has them.
+        threads: Torch threads of the worker (``None``: as they are).
+    """
 
     id: str
     path: str
-    config: dict[str, Any]
+    plan: Plan
     data_root: str | None
     retrain_teacher: bool
     threads: int | None
@@ -112,11 +125,12 @@ def run_grid(
     jobs = check_int("jobs", jobs, minimum=1)
     grid = config if isinstance(config, Grid) else load_grid(config, overrides)
     root = grid.directory(output_dir)
-    _check_size(grid, [c for c in grid.cells if not _finished(root, c)], yes)
+    plans = plan_cells(grid, data_root)
+    _check_size(grid, plans, [c for c in grid.cells if not _finished(root, c)], yes)
     if len(grid.cells) > QUIET_CHECK_CELLS:  # checking takes a while: say what is going on
         say(f"grid {root}: checking the data and networks of {len(grid.cells)} cells")
-    splits, images = preflight(grid, data_root)
-    _check_existing_cells(grid, root, splits)
+    splits, images = preflight(grid, plans)
+    _check_existing_cells(grid, root, plans, splits)
     (root / "cells").mkdir(parents=True, exist_ok=True)
     with _locked(root):
         atomic_write_text(root / GRID_CONFIG, yaml.safe_dump(grid.source, sort_keys=False))
@@ -127,11 +141,11 @@ def run_grid(
             + (f" with {jobs} jobs" if todo else "")
         )
         if todo:
-            say(f"grid: estimated cost: {estimate(grid, root, todo, images, jobs)}")
+            say(f"grid: estimated cost: {estimate(grid, root, plans, todo, images, jobs)}")
         runner = _GridProgress(grid, root, jobs, total=len(todo))
         runner.publish()
         threads = None if jobs == 1 else max(1, _cores() // jobs)
-        tasks = [_task(root, c, data_root, retrain_teacher, threads) for c in todo]
+        tasks = [_task(root, c, plans[c.id], data_root, retrain_teacher, threads) for c in todo]
         try:
             if jobs == 1 or len(tasks) <= 1:
                 for task in tasks:
@@ -172,36 +186,50 @@ def resume_grid(
 # --------------------------------------------------------------------------- checks
 
 
-def preflight(grid: Grid, data_root: str | None = None) -> tuple[dict[str, Any], dict[str, int]]:
-    """Load each cell's data and build its models, so a bad cell fails before anything runs.
+def plan_cells(grid: Grid, data_root: str | None = None) -> dict[str, Plan]:
+    """Each cell's plan (:func:`~distillscope.plan.resolve_plan`), with ``data_root`` written
+    in: resolved here once, checked by :func:`preflight`, and run as it is by the cell."""
+    from distillscope.plan import resolve_plan, with_data_root
 
-    Datasets are loaded once per distinct data section; nothing is trained or written.
-    Returns, per cell id, its :class:`~distillscope.splits.Splits` (shared between cells of
-    one data section) and the training images its networks go through (epochs x images per
-    epoch, summed over its teachers and students).
+    plans: dict[str, Plan] = {}
+    for cell in grid.cells:
+        try:
+            plans[cell.id] = resolve_plan(with_data_root(cell.config, data_root))
+        except UserError as exc:
+            raise type(exc)(f"grid cell {cell.id}: {exc}") from None
+    return plans
+
+
+def preflight(grid: Grid, plans: dict[str, Plan]) -> tuple[dict[str, Any], dict[str, int]]:
+    """Load each cell's data and build its models from its plan, so a bad cell fails before
+    anything runs.
+
+    Datasets are loaded once per distinct data section; nothing is trained or written. The
+    built networks are dropped at once (the cell builds them again when it runs: building is
+    cheap on small models, and a grid's hundreds of cells could not keep theirs in memory);
+    the plans are kept. Returns, per cell id, its :class:`~distillscope.splits.Splits` (shared
+    between cells of one data section) and the training images its networks go through
+    (epochs x images per epoch, summed over its teachers and students).
     """
-    from distillscope.plan import plan_members, with_data_root
-    from distillscope.splits import load_splits
+    from distillscope.plan import build_members, load_plan_splits
 
     splits: dict[str, Any] = {}
     by_cell: dict[str, Any] = {}
     images: dict[str, int] = {}
     for cell in grid.cells:
+        plan = plans[cell.id]
+        own = {n: m.data.model_dump() for n, m in plan.members.items() if m.data is not None}
+        key = repr([plan.data.model_dump(mode="json"), own])
         try:
-            cfg = with_data_root(cell.config, data_root)
-            own = {n: m.data for n, m in [*cfg.teachers.items(), *cfg.students.items()] if m.data}
-            key = repr(
-                [cfg.data.model_dump(mode="json"), {n: d.model_dump() for n, d in own.items()}]
-            )
             if key not in splits:
-                splits[key] = load_splits(cfg)
-            members = plan_members(cfg, splits[key])
+                splits[key] = load_plan_splits(plan)
+            build_members(plan, splits[key])  # the dry run; the networks are not kept
         except UserError as exc:
             raise type(exc)(f"grid cell {cell.id}: {exc}") from None
         by_cell[cell.id] = splits[key]
         images[cell.id] = sum(
             m.train.epochs * _per_epoch(len(splits[key].train_of(n)), m.train)
-            for n, m in members.items()
+            for n, m in plan.members.items()
         )
     return by_cell, images
 
@@ -216,18 +244,16 @@ def _finished(root: Path, cell: Cell) -> bool:
     return results_path(cell_dir(root, cell)).is_file()
 
 
-def _trainings(cell: Cell) -> tuple[int, int]:
+def _trainings(plan: Plan) -> tuple[int, int]:
     """(networks, epochs over all of them) a cell trains at most (stored teachers are reused)."""
-    cfg = cell.config
-    trains = [t.train for t in cfg.teachers.values()] + [s.train for s in cfg.students.values()]
-    return len(trains), sum(cfg.train_for(t).epochs for t in trains)
+    return len(plan.members), sum(m.train.epochs for m in plan.members.values())
 
 
-def _check_size(grid: Grid, todo: list[Cell], yes: bool) -> None:
+def _check_size(grid: Grid, plans: dict[str, Plan], todo: list[Cell], yes: bool) -> None:
     """Refuse, at once, to start more than ``grid.max_cells`` cells unless told ``yes``."""
     if yes or len(todo) <= grid.max_cells:
         return
-    networks = sum(_trainings(c)[0] for c in todo)
+    networks = sum(_trainings(plans[c.id])[0] for c in todo)
     raise UserError(
         f"grid {grid.name}: {len(todo)} cells to run ({networks} network trainings) is more "
         f"than {grid.max_cells} without confirmation; run it with --yes, or write "
@@ -235,11 +261,18 @@ def _check_size(grid: Grid, todo: list[Cell], yes: bool) -> None:
     )
 
 
-def estimate(grid: Grid, root: Path, todo: list[Cell], images: dict[str, int], jobs: int) -> str:
+def estimate(
+    grid: Grid,
+    root: Path,
+    plans: dict[str, Plan],
+    todo: list[Cell],
+    images: dict[str, int],
+    jobs: int,
+) -> str:
     """One line: what the cells to run train, and how long that takes at the pace of the
     finished cells (their mean wall time; none finished: no time is guessed)."""
-    networks = sum(_trainings(c)[0] for c in todo)
-    epochs = sum(_trainings(c)[1] for c in todo)
+    networks = sum(_trainings(plans[c.id])[0] for c in todo)
+    epochs = sum(_trainings(plans[c.id])[1] for c in todo)
     seen = sum(images.get(c.id, 0) for c in todo)
     text = (
         f"{networks} network trainings in {len(todo)} cells, {epochs} epochs, {seen:,} "
@@ -275,7 +308,9 @@ def _clock(seconds: float) -> str:
     return f"{s} s"
 
 
-def _check_existing_cells(grid: Grid, root: Path, splits: dict[str, Any]) -> None:
+def _check_existing_cells(
+    grid: Grid, root: Path, plans: dict[str, Plan], splits: dict[str, Any]
+) -> None:
     """A cell folder from an earlier run must hold a run of this cell: the same identity
     (config, data fingerprints, runtime; :mod:`distillscope.identity`), else its results would
     be reported for a cell they were not computed for."""
@@ -295,11 +330,12 @@ def _check_existing_cells(grid: Grid, root: Path, splits: dict[str, Any]) -> Non
                 "checked; move that folder away to recompute the cell"
             )
         before = saved["identity"]
-        threads = cell.config.threads  # unset: the cell keeps the count it started with
+        plan = plans[cell.id]
+        threads = plan.threads  # unset: the cell keeps the count it started with
         if threads is None:
             threads = (before.get("runtime") or {}).get("threads")
-        rt = runtime(resolve_device(cell.config.device), threads)
-        diff = first_difference(before, run_identity(cell.config, splits[cell.id], rt))
+        rt = runtime(resolve_device(plan.device), threads)
+        diff = first_difference(before, run_identity(plan, splits[cell.id], rt))
         if diff is not None:
             where, old, new = diff
             raise ConfigError(
@@ -336,18 +372,17 @@ def schedule(grid: Grid) -> list[Cell]:
 
 
 def _task(
-    root: Path, cell: Cell, data_root: str | None, retrain: bool, threads: int | None
+    root: Path, cell: Cell, plan: Plan, data_root: str | None, retrain: bool, threads: int | None
 ) -> CellTask:
-    config = dump_config(cell.config)
-    if config.get("threads") is None and threads is not None:
-        config["threads"] = threads  # the cell's config.yaml records the count that ran
+    own = threads if plan.threads is None else None  # a count the config sets is kept
     return CellTask(
         id=cell.id,
         path=str(cell_dir(root, cell)),
-        config=config,
+        # the cell's config.yaml records the count that ran
+        plan=plan if own is None else plan.with_threads(own),
         data_root=data_root,
         retrain_teacher=retrain,
-        threads=None if cell.config.threads is not None else threads,
+        threads=own,
     )
 
 
@@ -386,15 +421,11 @@ def _run_locked_cell(task: CellTask, path: Path, start: float) -> CellOutcome:
             torch.set_num_threads(task.threads)
         try:
             if (path / "config.yaml").is_file():
+                # a cell started and killed before: continued like `distillscope run --resume`,
+                # from the config.yaml it saved (that entry point reads and plans it again)
                 resume_experiment(path, data_root=task.data_root)
-            else:
-                cfg = load_config_dict(task.config)
-                run_experiment(
-                    cfg,
-                    data_root=task.data_root,
-                    retrain_teacher=task.retrain_teacher,
-                    run_at=path,
-                )
+            else:  # the plan the grid resolved and checked: not validated or resolved again
+                run_experiment(plan=task.plan, retrain_teacher=task.retrain_teacher, run_at=path)
         except UserError as exc:
             print(f"distillscope: error: {exc}", file=log)
             return CellOutcome(task.id, "failed", time.time() - start, str(exc), user_error=True)
