@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_methods import SHRINK, fake_fashion_mnist
 
 from distillscope.cli import main
+from tests.integration.test_methods import SHRINK, fake_fashion_mnist
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = [

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_probe_models import NUM_CLASSES, TinyCNN, TinyMLP, seeded
 from torch import nn
 
 from distillscope.data.base import DatasetInfo, TensorDataset
 from distillscope.probes.base import ProbeData, Roles
+from tests.probes.tiny_probe_models import NUM_CLASSES, TinyCNN, TinyMLP, seeded
 
 
 @pytest.fixture

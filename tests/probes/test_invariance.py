@@ -7,7 +7,6 @@ import re
 
 import pytest
 import torch
-from tiny_probe_models import TinyCNN, seeded
 from torch import Tensor, nn
 
 from distillscope.data.base import DatasetInfo, TensorDataset
@@ -15,6 +14,7 @@ from distillscope.errors import ConfigError
 from distillscope.probes import create_probe
 from distillscope.probes.base import ProbeData, Roles, with_directions
 from distillscope.report import render_html
+from tests.probes.tiny_probe_models import TinyCNN, seeded
 
 ROLES = Roles(["t"], students=["s"], teacher_of={"s": "t"})
 SMALL = {"batch_size": 32, "max_samples": 64}

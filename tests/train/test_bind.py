@@ -7,14 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_train_parts import (
-    IN_FEATURES,
-    SimulatedKill,
-    TinyNet,
-    config,
-    make_data,
-    state_equal,
-)
 from torch import nn
 
 from distillscope.distill import build_loss
@@ -23,6 +15,14 @@ from distillscope.errors import ConfigError, ModelError
 from distillscope.models.taps import FeatureTap
 from distillscope.train import Trainer
 from distillscope.train.bind import bind_loss, sample_batch
+from tests.train.tiny_train_parts import (
+    IN_FEATURES,
+    SimulatedKill,
+    TinyNet,
+    config,
+    make_data,
+    state_equal,
+)
 
 
 def hint_loss(student_layer: str = "act", teacher_layer: str = "act", **extra: object):

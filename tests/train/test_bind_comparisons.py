@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_train_parts import SimulatedKill, config, state_equal
 from torch import Tensor, nn
 
 from distillscope.data.base import DatasetInfo, TensorDataset
@@ -16,6 +15,7 @@ from distillscope.distill import build_loss
 from distillscope.models.taps import FeatureTap
 from distillscope.train import Trainer
 from distillscope.train.bind import bind_loss
+from tests.train.tiny_train_parts import SimulatedKill, config, state_equal
 
 CLASSES = 3
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,9 +38,7 @@ from distillscope.train.bind import bind_loss
 from distillscope.train.checkpoint import load_train_state
 from distillscope.train.stage import StageBatches, prepare_loss
 from distillscope.train.trainer import LAST_CHECKPOINT, Trainer, logged_epochs
-
-sys.path.insert(0, str(Path(__file__).parent))
-from tiny_train_parts import SimulatedKill  # noqa: E402
+from tests.train.tiny_train_parts import SimulatedKill
 
 INFO = DatasetInfo("toy", 10, (1, 12, 12), [str(i) for i in range(10)])
 PRE = ["layer1.0.preact", "layer2.0.preact", "layer3.0.preact"]

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny_train_parts import TinyNet, make_data
 
 from distillscope.contracts import Batch
 from distillscope.errors import CheckpointError, ConfigError, ModelError
 from distillscope.train.checkpoint import save_model
 from distillscope.train.teacher_cache import TeacherCache, cache_allowed
+from tests.train.tiny_train_parts import TinyNet, make_data
 
 
 def batch_of(data, index: list[int]) -> Batch:

@@ -6,12 +6,12 @@ import copy
 
 import pytest
 import torch
-from map_models import MapModel, mask_data
-from tiny_probe_models import TinyCNN, seeded
 
 from distillscope.errors import ConfigError
 from distillscope.probes import create_probe
 from distillscope.probes.base import Roles
+from tests.probes.map_models import MapModel, mask_data
+from tests.probes.tiny_probe_models import TinyCNN, seeded
 
 ROLES = Roles(
     teachers=["t"],

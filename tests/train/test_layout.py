@@ -6,13 +6,21 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_train_parts import CE, KD, Recording, SimulatedKill, config, state_close, state_equal
 from torch import Tensor, nn
 
 from distillscope.data.base import DatasetInfo, TensorDataset
 from distillscope.models.taps import FeatureTap
 from distillscope.train import TeacherCache, Trainer
 from distillscope.train.layout import channels_last
+from tests.train.tiny_train_parts import (
+    CE,
+    KD,
+    Recording,
+    SimulatedKill,
+    config,
+    state_close,
+    state_equal,
+)
 
 CPU = torch.device("cpu")
 

@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
-from grid_parts import tiny_grid, write_yaml
 
 from distillscope.errors import UserError
 from distillscope.grid import load_grid, run_grid
 from distillscope.grid.runner import CELL_LOCK_FILE
+from tests.grid.grid_parts import tiny_grid, write_yaml
 
 fcntl = pytest.importorskip("fcntl")
 pytestmark = [

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from map_models import MapModel, mask_data
 from torch import Tensor, nn
 
 from distillscope.errors import ConfigError
 from distillscope.probes import create_probe
 from distillscope.probes.base import Roles
 from distillscope.probes.shift import _fill
+from tests.probes.map_models import MapModel, mask_data
 
 ROLES = Roles(teachers=["t"], students=["s"], teacher_of={"s": "t"})
 

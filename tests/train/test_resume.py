@@ -6,7 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from tiny_train_parts import (
+
+from distillscope.errors import CheckpointError, ConfigError
+from distillscope.train import FINAL_WEIGHTS, LAST_CHECKPOINT, Trainer, load_model_weights
+from tests.train.tiny_train_parts import (
     CE,
     Recording,
     ScaledCE,
@@ -16,9 +19,6 @@ from tiny_train_parts import (
     make_data,
     state_equal,
 )
-
-from distillscope.errors import CheckpointError, ConfigError
-from distillscope.train import FINAL_WEIGHTS, LAST_CHECKPOINT, Trainer, load_model_weights
 
 SETTINGS = {
     "sgd-cosine-warmup": {"optimizer": "sgd", "schedule": "cosine", "warmup_epochs": 1},

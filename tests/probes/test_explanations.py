@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 from captum.attr import GuidedGradCam, IntegratedGradients, Saliency
-from tiny_probe_models import TinyCNN, seeded
 from torch import nn
 
 from distillscope.data.base import DatasetInfo, TensorDataset
@@ -17,6 +16,7 @@ from distillscope.errors import ConfigError
 from distillscope.probes import create_probe
 from distillscope.probes.base import ProbeData, Roles
 from distillscope.probes.sampling import sample_indices
+from tests.probes.tiny_probe_models import TinyCNN, seeded
 
 ROLES = Roles(teachers=["t"], students=["s"], teacher_of={"s": "t"})
 

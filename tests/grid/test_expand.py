@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from grid_parts import tiny_grid, write_yaml
 
 from distillscope.cli import main
 from distillscope.errors import ConfigError
 from distillscope.grid import expand_grid, load_grid
 from distillscope.grid.expand import cell_id_of
 from distillscope.grid.runner import schedule
+from tests.grid.grid_parts import tiny_grid, write_yaml
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_probe_models import TinyCNN, seeded
 from torch import Tensor, nn
 
 from distillscope.data.base import DatasetInfo, TensorDataset
@@ -21,6 +20,7 @@ from distillscope.probes import create_probe
 from distillscope.probes.base import ProbeData, Roles
 from distillscope.probes.domains import EXTRA_DOMAINS, PAPER_DOMAINS
 from distillscope.probes.sampling import sample_indices
+from tests.probes.tiny_probe_models import TinyCNN, seeded
 
 K = 4
 SIZE = 12

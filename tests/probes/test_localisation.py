@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from map_models import MapModel, mask_data
-from tiny_probe_models import TinyCNN, seeded
 
 from distillscope.data.base import TensorDataset
 from distillscope.errors import ConfigError
 from distillscope.probes import create_probe
 from distillscope.probes.base import ProbeData, Roles
 from distillscope.probes.sampling import probe_samples
+from tests.probes.map_models import MapModel, mask_data
+from tests.probes.tiny_probe_models import TinyCNN, seeded
 
 ROLES = Roles(teachers=["t"], students=["s"], teacher_of={"s": "t"})
 

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from grid_parts import tiny_grid, write_yaml
 
 from distillscope.cli import main
 from distillscope.errors import ConfigError, TrainingError, UserError
 from distillscope.grid import GridCellError, run_grid
 from distillscope.grid.summary import mean_std
 from distillscope.train.trainer import Trainer
+from tests.grid.grid_parts import tiny_grid, write_yaml
 
 pytestmark = pytest.mark.integration
 

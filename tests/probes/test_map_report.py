@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from map_models import mask_data
-from tiny_probe_models import TinyCNN, seeded
 
 from distillscope.probes import create_probe, probe_names
 from distillscope.probes.base import Roles, with_directions
 from distillscope.registry import PROBES as PROBE_REGISTRY
 from distillscope.report import render_html
 from distillscope.report.descriptions import PAPERS, describe
+from tests.probes.map_models import mask_data
+from tests.probes.tiny_probe_models import TinyCNN, seeded
 
 PROBES = ("localisation", "explanation_shift", "cam_similarity")
 

@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 from pydantic import ValidationError
-from tiny_train_parts import config
 
 from distillscope.errors import ConfigError
 from distillscope.train.optim import build_optimizer, build_scheduler, lr_factor
+from tests.train.tiny_train_parts import config
 
 
 def lrs_over(cfg_overrides: dict, steps_per_epoch: int) -> list[float]:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_train_parts import SimulatedKill, TinyNet, config, make_data, state_equal
 from torch import nn
 
 from distillscope.contracts import Batch, Outputs
@@ -17,6 +16,7 @@ from distillscope.data.base import iter_batches
 from distillscope.distill import build_loss
 from distillscope.errors import ConfigError, TrainingError
 from distillscope.train import Trainer
+from tests.train.tiny_train_parts import SimulatedKill, TinyNet, config, make_data, state_equal
 
 
 def group(tmp: Path | None = None, kill_at: int | None = None, **kwargs: object) -> Trainer:

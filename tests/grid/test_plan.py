@@ -8,13 +8,13 @@ import pickle
 import sys
 
 import pytest
-from grid_parts import tiny_grid
 
 from distillscope.config import load_config_dict
 from distillscope.experiment import run_experiment
 from distillscope.grid import expand_grid, run_grid
 from distillscope.grid.runner import _task, plan_cells
 from distillscope.plan import resolve_plan
+from tests.grid.grid_parts import tiny_grid
 
 
 def spy(monkeypatch, function) -> list:

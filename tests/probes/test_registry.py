@@ -6,10 +6,10 @@ import json
 import math
 
 import pytest
-from tiny_probe_models import TinyCNN
 
 from distillscope.errors import ConfigError
 from distillscope.probes import ProbeResult, create_probe, probe_names
+from tests.probes.tiny_probe_models import TinyCNN
 
 SMALL = {"batch_size": 8, "max_samples": 12, "seed": 3}
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tiny_probe_models import Logits, logit_data
 
 from distillscope.errors import ConfigError
 from distillscope.probes import create_probe
 from distillscope.probes.base import Roles
+from tests.probes.tiny_probe_models import Logits, logit_data
 
 K = 5
 CATEGORIES = {"pair": [0, 1], "triple": [2, 3], "alone": [4]}

@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny_train_parts import (
+from torch import nn
+
+from distillscope.data.base import DatasetInfo, TensorDataset
+from distillscope.errors import ConfigError, TrainingError
+from distillscope.models.taps import FeatureTap
+from distillscope.train import TeacherCache, Trainer, evaluate
+from tests.train.tiny_train_parts import (
     CE,
     KD,
     FeatureMatch,
@@ -21,12 +27,6 @@ from tiny_train_parts import (
     state_close,
     state_equal,
 )
-from torch import nn
-
-from distillscope.data.base import DatasetInfo, TensorDataset
-from distillscope.errors import ConfigError, TrainingError
-from distillscope.models.taps import FeatureTap
-from distillscope.train import TeacherCache, Trainer, evaluate
 
 
 def test_student_logits_are_divided_by_the_training_temperature() -> None:
