@@ -56,8 +56,9 @@ def test_feature_and_relation_terms_match_the_golden_values(name, params, kind) 
     assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
 
 
-def test_cc_matches_the_golden_value_with_fixed_embeddings() -> None:
-    term = create_loss("cc", dim=3, **PAIRED).double()
+@pytest.mark.parametrize(("normalize", "key"), [(False, "cc"), (True, "cc_normalize")])
+def test_cc_matches_the_golden_value_with_fixed_embeddings(normalize, key) -> None:
+    term = create_loss("cc", dim=3, normalize=normalize, **PAIRED).double()
     student, teacher = outputs("vec")
     ctx = BindContext(nn.Identity(), nn.Identity(), batch(), student.detach(), teacher, 4, 5)
     term.bind(ctx)
@@ -68,7 +69,7 @@ def test_cc_matches_the_golden_value_with_fixed_embeddings() -> None:
             head.linear.weight.copy_(torch.tensor(e[f"w_{side}"], dtype=torch.float64))
             head.linear.bias.copy_(torch.tensor(e[f"b_{side}"], dtype=torch.float64))
     out = term(student, teacher, batch())
-    assert out["loss"].item() == pytest.approx(GOLDEN["cc"], rel=1e-9)
+    assert out["loss"].item() == pytest.approx(GOLDEN[key], rel=1e-9)
     out["loss"].backward()
     assert term.embed_t.linear.weight.grad is not None  # both heads train with the student
 
@@ -108,6 +109,8 @@ def test_dkd_warms_up_over_steps_and_counts_only_training_steps() -> None:
         ("tf_kd", {"correct_prob": 1.0}, "correct_prob"),
         ("dkd", {"temperature": 0}, "temperature"),
         ("cc", {**PAIRED, "dim": 0}, "dim"),
+        ("cc", {**PAIRED, "normalize": "yes"}, "normalize"),
+        ("crd", {**PAIRED, "sampler": "random"}, "sampler"),
     ],
 )
 def test_bad_parameters_are_one_config_error(name, params, match) -> None:
@@ -139,13 +142,16 @@ def test_crd_nce_matches_the_golden_value() -> None:
     assert loss.item() == pytest.approx(g["loss"], rel=1e-9)
 
 
-def crd_bound(n: int = 40, negatives: int = 16384) -> tuple[nn.Module, Outputs, Outputs, Batch]:
-    term = create_loss("crd", negatives=negatives, **PAIRED)
+def crd_bound(
+    n: int = 40, negatives: int = 16384, **params: object
+) -> tuple[nn.Module, Outputs, Outputs, Batch]:
+    term = create_loss("crd", negatives=negatives, **params, **PAIRED)
     gen = torch.Generator().manual_seed(0)
     student = Outputs(torch.zeros(4, 5), {"s": torch.randn(4, 6, generator=gen)})
     teacher = Outputs(torch.zeros(4, 5), {"t": torch.randn(4, 9, generator=gen)})
     b = Batch(torch.zeros(4, 1), torch.tensor([0, 1, 2, 3]), torch.tensor([3, 17, 0, 39]))
-    term.bind(BindContext(nn.Identity(), nn.Identity(), b, student, teacher, n, 5))
+    labels = torch.arange(n) % 5  # five classes of n / 5 items
+    term.bind(BindContext(nn.Identity(), nn.Identity(), b, student, teacher, n, 5, labels))
     return term, student, teacher, b
 
 

@@ -49,6 +49,14 @@ def test_bind_sizes_the_regressor_from_the_teacher_feature() -> None:
     assert bound(hidden=24)["hint"].regressor(torch.zeros(2, 16)).shape == (2, 24)
 
 
+def test_bind_hands_the_training_labels_to_crds_class_sampler() -> None:
+    loss = build_loss({"crd": {"student_layer": "act", "teacher_layer": "act", "negatives": 8}})
+    data = make_data()
+    bind_loss(loss, TinyNet(hidden=16), TinyNet(hidden=32, seed=3), data, device="cpu")
+    crd = loss["crd"]
+    assert crd.sampler == "exact" and torch.equal(crd.labels, data.targets_tensor())
+
+
 def test_bind_is_deterministic_and_leaves_the_global_rng_alone() -> None:
     rng: list = []
     a = bound(seed=0, rng=rng)

@@ -56,6 +56,9 @@ class BindContext:
         num_train: Number of items of the training set (memory banks are indexed by
             ``Batch.index`` in ``[0, num_train)``).
         num_classes: Number of classes.
+        train_targets: ``(N,)`` the class of every training item, indexed like ``Batch.index``
+            (CRD draws its negatives from the other classes); ``None`` when the caller has none
+            to give (a term that needs them refuses at bind).
     """
 
     student: nn.Module
@@ -65,6 +68,7 @@ class BindContext:
     teacher_outputs: Outputs | None
     num_train: int
     num_classes: int
+    train_targets: Tensor | None = None
 
 
 @dataclass

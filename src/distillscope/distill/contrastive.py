@@ -1,9 +1,9 @@
 """Contrastive representation distillation (CRD; Tian, Krishnan & Isola 2020).
 
 The CRD method of papers 000 and 003: the student's embedding of an image is pulled towards the
-teacher's embedding of the same image and pushed from the teacher's embeddings of other images,
-kept in a memory bank over the whole training set (indexed by ``Batch.index``), with a noise-
-contrastive estimate of the softmax over the bank.
+teacher's embedding of the same image and pushed from the teacher's embeddings of images of other
+classes, kept in a memory bank over the whole training set (indexed by ``Batch.index``), with a
+noise-contrastive estimate of the softmax over the bank.
 """
 
 from __future__ import annotations
@@ -20,7 +20,13 @@ from distillscope.distill.base import BindContext
 from distillscope.distill.feature_base import SingleLayerTerm
 from distillscope.distill.relation import Embed
 from distillscope.errors import ConfigError, TrainingError
-from distillscope.functional.relation import contrast_scores, memory_update, nce_loss
+from distillscope.functional.relation import (
+    CRD_SAMPLERS,
+    contrast_draws,
+    contrast_scores,
+    memory_update,
+    nce_loss,
+)
 from distillscope.registry import register_loss
 
 __all__ = ["ContrastiveRepresentation", "nce_loss"]
@@ -33,27 +39,39 @@ class ContrastiveRepresentation(SingleLayerTerm):
     Both features (``student_layer``, ``teacher_layer``; the pooled penultimate ones in the
     paper, by default the last of each model's ``feature_layers``) are embedded (linear to
     ``dim`` + L2 normalisation; heads built at bind and trained with the student). Two memory
-    banks of ``N x dim`` (``N`` = the training set's size, known at bind) hold a running
-    embedding of every image, one per network. For a batch, ``K`` indices are drawn uniformly
-    from ``[0, N)`` per sample and the first is replaced by the sample's own index; the
+    banks of ``N x dim`` (``N`` = the training set's size, known at
+    bind) hold a running embedding of every image, one per network. For each sample of a batch,
+    ``sampler`` picks a positive row and ``K`` negative rows (:func:`contrast_draws`); by default
+    (``"exact"``) the positive is the sample's own row and the negatives are ``K`` distinct items
+    of the other classes (with repeats only when the other classes hold fewer than ``K``). The
     student's embedding is scored against the teacher bank's rows and vice versa,
     ``s = exp(<v, m> / tau) / Z``, with ``Z`` estimated once from the first training batch as
     ``N * mean(exp(<v, m> / tau))``; ``L = NCE(student side) + NCE(teacher side)``
-    (:func:`nce_loss`). After each training step the banks' rows of the batch move towards the
-    new embeddings with momentum ``m`` and are renormalised.
+    (:func:`nce_loss`, noise ``1 / N``). After each training step the banks' rows of the batch
+    move towards the new embeddings with momentum ``m`` and are renormalised.
 
-    Constants as the paper and RepDistiller: ``K = 16384`` negatives (fewer when the training
-    set is smaller: ``min(K, N - 1)``), ``tau = 0.07``, ``m = 0.5``, ``dim = 128``, banks
-    initialised uniformly in ``+-1 / sqrt(dim / 3)``; RepDistiller weighs CRD 0.8 beside CE.
-    Negatives are drawn from the global torch generator, whose state the trainer saves with each
-    checkpoint, so a resumed run draws the same ones. The banks and ``Z`` are buffers saved with
-    the student's checkpoint; the banks are updated in training mode only.
+    The default follows RepDistiller's CIFAR-100 training (``train_student.py`` with its default
+    ``--mode exact``, whose ``CIFAR100InstanceSample`` draws the negatives from the other classes;
+    its memory's uniform draw is used only when no indices are given, which its training never
+    does). ``sampler: relax`` is its other mode (the positive is a random item of the sample's
+    class); ``sampler: uniform`` is ours, what distillscope did before: ``K`` rows uniformly
+    from all ``N`` with replacement, the sample's class and the sample itself included (on 10
+    balanced classes about one negative in ten is of the sample's own class). Constants as the
+    paper and RepDistiller: ``K = 16384`` negatives (ours: fewer when the training set is
+    smaller, ``min(K, N - 1)``), ``tau = 0.07``, ``m = 0.5``, ``dim = 128``, banks initialised
+    uniformly in ``+-1 / sqrt(dim / 3)``; RepDistiller weighs CRD 0.8 beside CE. The class of
+    every training item comes at bind (``BindContext.train_targets``). Draws come from the global
+    torch generator, whose state the trainer saves with each checkpoint, so a resumed run draws
+    the same ones. The banks and ``Z`` are buffers saved with the student's checkpoint; the banks
+    are updated in training mode only.
 
     Args:
         dim: Embedding size (128).
         negatives: ``K`` (16384).
         temperature: ``tau > 0`` (0.07).
         momentum: Bank momentum ``m`` in ``[0, 1)`` (0.5).
+        sampler: ``"exact"`` (RepDistiller's default), ``"relax"`` (its other mode) or
+            ``"uniform"`` (ours); see above.
 
     Parts: ``crd/student`` (NCE of the student's embedding against the teacher bank),
     ``crd/teacher`` (the teacher's against the student bank).
@@ -69,12 +87,18 @@ class ContrastiveRepresentation(SingleLayerTerm):
         negatives: int = 16384,
         temperature: float = 0.07,
         momentum: float = 0.5,
+        sampler: str = "exact",
     ) -> None:
         super().__init__(student_layer, teacher_layer)
         self.dim = check_int("crd.dim", dim)
         self.negatives = check_int("crd.negatives", negatives)
         self.temperature = check_range("crd.temperature", temperature, 0.0, low_open=True)
         self.momentum = check_range("crd.momentum", momentum, 0.0, 1.0, high_open=True)
+        if sampler not in CRD_SAMPLERS:
+            raise ConfigError(
+                f"crd.sampler={sampler!r} is invalid; use one of {', '.join(CRD_SAMPLERS)}"
+            )
+        self.sampler = sampler
         self.embed_s: Embed | None = None
         self.embed_t: Embed | None = None
         self.k = 0
@@ -89,6 +113,8 @@ class ContrastiveRepresentation(SingleLayerTerm):
         self.embed_s = Embed(s.reshape(s.shape[0], -1).shape[1], self.dim).to(device)
         self.embed_t = Embed(t.reshape(t.shape[0], -1).shape[1], self.dim).to(device)
         self.k = min(self.negatives, ctx.num_train - 1)
+        if self.sampler != "uniform":
+            self._bind_labels(ctx)
         bound = 1.0 / math.sqrt(self.dim / 3)
         for side in ("student", "teacher"):
             bank = torch.rand(ctx.num_train, self.dim, device=device) * 2 * bound - bound
@@ -108,8 +134,8 @@ class ContrastiveRepresentation(SingleLayerTerm):
                 f"crd's memory bank holds {n} items but the batch has index {int(index.max())}; "
                 "train on the data the loss was bound to"
             )
-        draws = torch.randint(0, n, (len(index), self.k + 1), device=bank_s.device)  # (B, 1+K)
-        draws[:, 0] = index
+        labels: Tensor | None = getattr(self, "labels", None)
+        draws = contrast_draws(index, n, self.k, self.sampler, labels)  # (B, 1+K)
         score_s = self._scores(bank_t, draws, v_s, "z_student", n)  # (B, 1+K)
         score_t = self._scores(bank_s, draws, v_t, "z_teacher", n)  # (B, 1+K)
         loss_s, loss_t = nce_loss(score_s, n), nce_loss(score_t, n)
@@ -117,6 +143,23 @@ class ContrastiveRepresentation(SingleLayerTerm):
             self._update(bank_s, index, v_s)
             self._update(bank_t, index, v_t)
         return {"loss": loss_s + loss_t, "crd/student": loss_s, "crd/teacher": loss_t}
+
+    def _bind_labels(self, ctx: BindContext) -> None:
+        labels = ctx.train_targets
+        if labels is None or labels.shape != (ctx.num_train,):
+            raise ConfigError(
+                f"crd's {self.sampler!r} sampler draws negatives from the other classes and needs "
+                "the class of every training item; bind it through the trainer, or use "
+                "sampler: uniform"
+            )
+        labels = labels.to(ctx.student_outputs.logits.device, torch.long)
+        if bool((labels == labels[0]).all()):
+            raise ConfigError(
+                f"crd's {self.sampler!r} sampler draws negatives from the other classes, but the "
+                "training set holds one class; use sampler: uniform"
+            )
+        # rebuilt at every bind (a resumed run binds again), so not saved in checkpoints
+        self.register_buffer("labels", labels, persistent=False)  # (N,)
 
     def _scores(self, bank: Tensor, draws: Tensor, v: Tensor, z_name: str, n: int) -> Tensor:
         rows = bank[draws]  # (B, 1+K, dim)
@@ -134,4 +177,5 @@ class ContrastiveRepresentation(SingleLayerTerm):
             bank[index] = memory_update(bank[index], v.detach(), self.momentum)  # (B, dim)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, dim={self.dim}, negatives={self.k or self.negatives}"
+        k = self.k or self.negatives
+        return f"{super().extra_repr()}, dim={self.dim}, negatives={k}, sampler={self.sampler}"

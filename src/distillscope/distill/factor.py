@@ -51,11 +51,20 @@ class FactorTransfer(SingleLayerTerm):
     student's map: ``C_s -> C_s -> k C_t -> k C_t``, trained with the student.
     ``L = mean |F_t / ||F_t|| - F_s / ||F_s|| |`` between the flattened factors (p = 1).
 
-    As the paper and RepDistiller: rate ``k = 0.5``, LeakyReLU 0.1, L1 on L2-normalised factors,
-    its CIFAR weight 200 beside CE. RepDistiller pre-trains the paraphraser for 30 epochs with the
-    student's SGD settings; ours trains it for ``paraphraser_epochs`` passes with Adam at
-    ``paraphraser_lr`` (a CPU-sized choice of ours). A larger map is average-pooled to the smaller
-    one's size. Both modules are built at bind from the two maps' shapes.
+    The loss and the modules follow the FT authors' code (``Jangho-Kim/Factor-Transfer-pytorch``:
+    ``FT(x) = normalize(x.view(B, -1))`` and ``nn.L1Loss()``; paraphraser and translator without
+    batch norm), and torchdistill's ``FTLoss`` (``p = 1``, mean reduction) computes the same
+    loss: rate ``k = 0.5``, LeakyReLU 0.1, L1 between the L2-normalised flattened factors.
+    RepDistiller's ``FactorTransfer`` is another loss: its factor is the channel mean of the
+    squared code, a ``H x W`` map per sample (as AT's), L2-normalised, then the mean L1; its
+    translator has batch norm. Its CIFAR weight of 200 was set for that form; on the same codes
+    ours is smaller (2.4 times on a fresh ResNet-20 / ResNet-8 pair at ``layer3``), so
+    ``ft.yaml``'s 200 pulls less than RepDistiller's (the authors weigh theirs 500 on
+    CIFAR-10). The paraphraser's pre-training is ours: ``paraphraser_epochs`` passes of Adam at
+    ``paraphraser_lr`` on the mean squared reconstruction error (a CPU-sized choice;
+    RepDistiller: 30 epochs of SGD at 0.01 for its ResNets, squared error; the authors: SGD at
+    0.1, L1 reconstruction, a few epochs). A larger map is average-pooled to the smaller one's
+    size. Both modules are built at bind from the two maps' shapes.
 
     The layers (``student_layer``, ``teacher_layer``: feature maps) default to each model's
     ``cam_layer``, its last feature map (``layer3`` of the zoo's CIFAR ResNets).

@@ -1,11 +1,12 @@
 """Relation-based distillation: the student matches relations between the samples of a batch.
 
 Each term reads one student feature and one teacher feature (``student_layer``,
-``teacher_layer``; by default the last of each model's ``feature_layers``, the pooled
-penultimate features, ``pool`` of the zoo's CIFAR ResNets), flattened per sample, so the two
-networks' feature sizes may differ. The maths, with its reductions and constants
-(RepDistiller's, Tian et al. 2020, where the papers leave them open), is in
-:mod:`distillscope.functional.relation`; the terms pick the features and own the heads.
+``teacher_layer``; by default the last of each model's ``feature_layers``; the examples read
+them where RepDistiller does: the pooled penultimate features, ``pool`` of the
+zoo's CIFAR ResNets, for RKD, PKT and CC, and the last stage's map, ``layer3``, for SP),
+flattened per sample, so the two networks' feature sizes may differ. The maths, with its
+reductions and constants (RepDistiller's, Tian et al. 2020, where the papers leave them open),
+is in :mod:`distillscope.functional.relation`; the terms pick the features and own the heads.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from distillscope.checks import check_int, check_range
 from distillscope.contracts import Batch, Outputs
 from distillscope.distill.base import BindContext
 from distillscope.distill.feature_base import SingleLayerTerm
-from distillscope.errors import TrainingError
+from distillscope.errors import ConfigError, TrainingError
 from distillscope.functional.relation import (
     PKT_EPS,
     correlation_congruence_loss,
@@ -56,7 +57,9 @@ class SimilarityPreserving(SingleLayerTerm):
     ``G = f f^T`` (``B x B``) over the flattened features, each row L2-normalised;
     ``L = ||G_t - G_s||_F^2 / B^2``.
 
-    As the paper and RepDistiller. RepDistiller's CIFAR setting weighs it 3000.
+    As the paper and RepDistiller. RepDistiller's CIFAR setting applies it to the last
+    stage's feature map before pooling (its ``feat[-2]``; ``layer3`` of the zoo's CIFAR ResNets,
+    as ``configs/methods/sp.yaml``) and weighs it 3000.
 
     Parts: ``sp/sp``.
     """
@@ -135,31 +138,47 @@ class ProbabilisticKT(SingleLayerTerm):
 
 
 class Embed(nn.Module):
-    """Linear projection followed by L2 normalisation (RepDistiller's embedding head)."""
+    """A linear projection of the flattened feature, L2-normalised per sample unless told not to.
 
-    def __init__(self, in_features: int, dim: int) -> None:
+    With ``normalize`` (the default) it is RepDistiller's ``Embed``, CRD's head; without, its
+    ``LinearEmbed``, the head of its CC.
+
+    Args:
+        in_features: Size of the flattened feature.
+        dim: Embedding size.
+        normalize: Divide each embedding by its L2 norm.
+    """
+
+    def __init__(self, in_features: int, dim: int, normalize: bool = True) -> None:
         super().__init__()
         self.linear = nn.Linear(in_features, dim)
+        self.normalize = normalize
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.normalize(self.linear(_flat(x)), dim=1)  # (B, dim)
+        e = self.linear(_flat(x))  # (B, dim)
+        return F.normalize(e, dim=1) if self.normalize else e
 
 
 @register_loss("cc")
 class CorrelationCongruence(SingleLayerTerm):
     """Correlation congruence (Peng et al. 2019), in RepDistiller's form.
 
-    Both features are embedded (linear to ``dim`` + L2 normalisation, heads built at bind from
-    the feature sizes and trained with the student); with ``d_i = |e^s_i - e^t_i|``,
+    Both features are embedded by a linear layer to ``dim`` (heads built at bind from the
+    feature sizes and trained with the student); with ``d_i = |e^s_i - e^t_i|``,
     ``L = mean_i sum_k d_ik d_(i+1)k`` over consecutive samples of the batch.
 
     The paper correlates the embeddings through a Gaussian-RBF kernel approximated by a Taylor
     series; RepDistiller, behind the comparison tables of papers 000 and 002, uses this simpler
-    consecutive-pair correlation of the embedding differences, and so do we (its CIFAR setting
-    weighs it 0.02, embedding size 128).
+    consecutive-pair correlation of the embedding differences, and so do we. The default follows
+    RepDistiller throughout: its CC heads (``LinearEmbed`` in ``models/util.py``) are linear
+    with no normalisation, embedding size 128, and its CIFAR setting weighs the term 0.02 beside
+    CE. ``normalize: true`` (ours, not the reference's) L2-normalises both embeddings first, as
+    CRD's heads do; the loss is then far smaller (about 44 times on a fresh ResNet-20 / ResNet-8
+    pair) and the 0.02 weight leaves the term almost inactive.
 
     Args:
         dim: Embedding size (128).
+        normalize: L2-normalise the embeddings (``False``, RepDistiller's form).
 
     Parts: ``cc/cc``.
     """
@@ -167,10 +186,17 @@ class CorrelationCongruence(SingleLayerTerm):
     default_layers: ClassVar[str | None] = "last"
 
     def __init__(
-        self, student_layer: str | None = None, teacher_layer: str | None = None, dim: int = 128
+        self,
+        student_layer: str | None = None,
+        teacher_layer: str | None = None,
+        dim: int = 128,
+        normalize: bool = False,
     ) -> None:
         super().__init__(student_layer, teacher_layer)
         self.dim = check_int("cc.dim", dim)
+        if not isinstance(normalize, bool):
+            raise ConfigError(f"cc.normalize={normalize!r} is invalid; use true or false")
+        self.normalize = normalize
         self.embed_s: Embed | None = None
         self.embed_t: Embed | None = None
 
@@ -178,8 +204,8 @@ class CorrelationCongruence(SingleLayerTerm):
         teacher = self.bind_teacher(ctx)
         s = ctx.student_outputs.features[self.student_layer]
         t = teacher.features[self.teacher_layer]
-        self.embed_s = Embed(_flat(s).shape[1], self.dim).to(s.device)
-        self.embed_t = Embed(_flat(t).shape[1], self.dim).to(s.device)
+        self.embed_s = Embed(_flat(s).shape[1], self.dim, self.normalize).to(s.device)
+        self.embed_t = Embed(_flat(t).shape[1], self.dim, self.normalize).to(s.device)
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
         if self.embed_s is None or self.embed_t is None:
@@ -192,4 +218,4 @@ class CorrelationCongruence(SingleLayerTerm):
         return {"loss": loss, "cc/cc": loss}
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, dim={self.dim}"
+        return f"{super().extra_repr()}, dim={self.dim}, normalize={self.normalize}"

@@ -58,6 +58,7 @@ from distillscope.functional.logit import (
     virtual_teacher_kl,
 )
 from distillscope.functional.relation import (
+    contrast_draws,
     contrast_scores,
     correlation_congruence_loss,
     kept_by_error_level,
@@ -118,6 +119,7 @@ __all__ = [
     "closer_votes",
     "colour_jitter",
     "colourise",
+    "contrast_draws",
     "contrast_scores",
     "correlation_congruence_loss",
     "cosine_parts",

@@ -146,8 +146,10 @@ def factor(x: Tensor) -> Tensor:
 def factor_transfer_loss(student_code: Tensor, teacher_code: Tensor) -> Tensor:
     """Factor transfer (Kim et al. 2018, eq. 3): ``mean |F_t / ||F_t|| - F_s / ||F_s|| |``.
 
-    The L1 (``p = 1``) distance between the two :func:`factor` s, averaged over every element
-    (as RepDistiller's ``FTLoss``).
+    The L1 (``p = 1``) distance between the two :func:`factor` s, averaged over every element,
+    as the FT authors' code (``nn.L1Loss()`` of ``F.normalize(x.view(B, -1))``) and
+    torchdistill's ``FTLoss``; RepDistiller's ``FactorTransfer`` takes the channel mean of the
+    squared code as the factor instead.
 
     Args:
         student_code: ``(B, ...)`` the translator's output on the student's map.

@@ -108,7 +108,8 @@ def bind_loss(
             or only a cache is at hand (then pass ``teacher_outputs``). Given with
             ``teacher_outputs``, it is only shown to the loss (``attach``: e2KD picks B-cos
             explanations when both networks are B-cos) and not run.
-        train: The training set (its size sizes memory banks; its first items are the sample).
+        train: The training set (its size sizes memory banks, its targets go to the loss as
+            ``train_targets``; its first items are the sample).
         device: Where the sample batch goes.
         seed: The run's seed; each term binds under a seed made from it and the term's key.
         name: The member's name, for messages.
@@ -148,6 +149,10 @@ def bind_loss(
             teacher_out = teacher_outputs(batch)
         else:
             raise ConfigError(f"{name!r}: its loss needs a teacher; give it one (teacher: <name>)")
+    try:
+        targets: Tensor | None = train.targets_tensor()  # (N,)
+    except NotImplementedError:  # a dataset that cannot list its targets; CRD's sampler refuses
+        targets = None
     ctx = BindContext(
         student=student,
         teacher=teacher,
@@ -156,6 +161,7 @@ def bind_loss(
         teacher_outputs=teacher_out,
         num_train=len(train),
         num_classes=int(student_out.logits.shape[1]),
+        train_targets=targets,
     )
     try:
         loss.bind_seeded(ctx, seed)
