@@ -282,6 +282,7 @@ NOT_MODELS = {
     ("adversarial", "attacks"),
     ("cam_similarity", "method"),
     ("cam_similarity", "target"),
+    ("class_similarity", "category_entropy"),
     ("domain_consensus", "domains"),
     ("domain_consensus", "mask_source"),
     ("explanation_shift", "method"),

@@ -9,7 +9,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from distillscope.functional.entropy import category_mask, entropy, softmax_entropy
+from distillscope.functional.entropy import (
+    category_mask,
+    class_output_sums,
+    entropy,
+    pooled_category_entropy,
+    softmax_entropy,
+)
 
 
 def test_entropy_golden_values() -> None:
@@ -85,3 +91,97 @@ def test_category_mask_first_category_wins_and_unlisted_rows_are_empty() -> None
 def test_category_mask_rejects_out_of_range_classes() -> None:
     with pytest.raises(ValueError, match="'a'"):
         category_mask({"a": [0, 5]}, 3)
+
+
+# Paper 000's category entropy as we read it (pooled) against ours (per sample), on a case done
+# by hand: classes 0 and 1 form a category, class 2 is alone; one sample of each of 0 and 1.
+HAND_PROBS = torch.tensor([[0.8, 0.1, 0.1], [0.2, 0.6, 0.2]], dtype=torch.float64)
+HAND_TARGETS = torch.tensor([0, 1])
+HAND_MASK = category_mask({"pair": [0, 1], "alone": [2]}, 3)
+
+
+def h(*p: float) -> float:
+    return -sum(x * math.log(x) for x in p)
+
+
+def test_pooled_category_entropy_golden() -> None:
+    # Mean output restricted to {0, 1}: ((0.8 + 0.2) / 2, (0.1 + 0.6) / 2) = (0.5, 0.35),
+    # normalised (10/17, 7/17).
+    sums, counts = class_output_sums(HAND_PROBS, HAND_TARGETS, 3)
+    pooled = pooled_category_entropy(sums, counts, HAND_MASK)
+    assert pooled[0].item() == pytest.approx(h(10 / 17, 7 / 17), rel=1e-12)  # 0.6775...
+    assert pooled[1].item() == pooled[0].item()  # one category, one value
+    assert math.isnan(pooled[2].item())  # no sample of class 2
+
+
+def test_per_sample_category_entropy_golden() -> None:
+    # Sample 1 renormalised over {0, 1}: (8/9, 1/9); sample 2: (1/4, 3/4).
+    logits = HAND_PROBS.log()
+    per_sample = softmax_entropy(logits, HAND_MASK[HAND_TARGETS])
+    torch.testing.assert_close(
+        per_sample, torch.tensor([h(8 / 9, 1 / 9), h(1 / 4, 3 / 4)], dtype=torch.float64)
+    )
+    # The two definitions differ on this case: 0.4556 (mean per sample) vs 0.6775 (pooled).
+    assert per_sample.mean().item() == pytest.approx(0.4556, abs=1e-4)
+    assert h(10 / 17, 7 / 17) == pytest.approx(0.6775, abs=1e-4)
+
+
+def test_pooled_entropy_can_exceed_the_per_sample_bound() -> None:
+    """Confident, correct samples of three classes of one category: every per-sample category
+    entropy obeys H(p|M) <= H(p) / P(M) (paper 000's Table 2 breaks that bound: category 2.90 with
+    entire 0.49), while the pooled one reaches log 3."""
+    k = 4
+    mask = category_mask({"three": [0, 1, 2], "alone": [3]}, k)
+    targets = torch.tensor([0, 1, 2, 0, 1, 2])
+    logits = torch.full((6, k), -4.0, dtype=torch.float64)
+    logits[torch.arange(6), targets] = 4.0
+    probs = torch.softmax(logits, -1)
+    entire = softmax_entropy(logits)  # (6,)
+    in_cat = probs[mask[targets]].view(6, 3).sum(1)  # (6,) P(M)
+    per_sample = softmax_entropy(logits, mask[targets])
+    assert (per_sample <= entire / in_cat + 1e-12).all()
+    bound = (entire / in_cat).mean().item()
+    sums, counts = class_output_sums(probs, targets, k)
+    pooled = pooled_category_entropy(sums, counts, mask)[targets].mean().item()
+    assert entire.mean().item() < 0.02 and bound < 0.02
+    assert pooled == pytest.approx(math.log(3), rel=1e-9)  # the samples cover the category evenly
+    assert pooled > 50 * bound
+
+
+def test_class_output_sums_add_over_batches() -> None:
+    g = torch.Generator().manual_seed(2)
+    probs = torch.softmax(torch.randn(10, 4, generator=g), -1)
+    targets = torch.randint(0, 4, (10,), generator=g)
+    whole = class_output_sums(probs, targets, 4)
+    first, second = (
+        class_output_sums(probs[:6], targets[:6], 4),
+        class_output_sums(probs[6:], targets[6:], 4),
+    )
+    torch.testing.assert_close(first[0] + second[0], whole[0])
+    assert torch.equal(first[1] + second[1], whole[1])
+    assert whole[1].sum().item() == 10
+
+
+def test_pooled_entropy_with_overlapping_categories_groups_by_first_category() -> None:
+    # Class 1 is in "a" (first) and "b"; class 2 only in "b": its samples pool with nobody's but
+    # its own, over b's classes {1, 2}.
+    mask = category_mask({"a": [0, 1], "b": [1, 2]}, 3)
+    probs = torch.tensor([[0.7, 0.3, 0.0], [0.2, 0.8, 0.0], [0.0, 0.4, 0.6]], dtype=torch.float64)
+    sums, counts = class_output_sums(probs, torch.tensor([0, 1, 2]), 3)
+    pooled = pooled_category_entropy(sums, counts, mask)
+    assert pooled[0].item() == pytest.approx(h(0.45, 0.55), rel=1e-12)
+    assert pooled[1].item() == pooled[0].item()
+    assert pooled[2].item() == pytest.approx(h(0.4, 0.6), rel=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(0, 3), min_size=1, max_size=12), st.integers(0, 10_000))
+def test_pooled_entropy_lies_between_zero_and_log_of_category_size(targets, seed) -> None:
+    mask = category_mask({"three": [0, 1, 2], "alone": [3]}, 4)
+    y = torch.tensor(targets)
+    z = torch.randn(len(targets), 4, generator=torch.Generator().manual_seed(seed)) * 5
+    sums, counts = class_output_sums(torch.softmax(z.double(), -1), y, 4)
+    pooled = pooled_category_entropy(sums, counts, mask)[:3]
+    used = pooled[~pooled.isnan()]
+    assert ((used >= -1e-12) & (used <= math.log(3) + 1e-9)).all()
+    assert used.numel() == (3 if (y < 3).any() else 0)

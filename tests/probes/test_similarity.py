@@ -1,4 +1,9 @@
-"""Class-similarity entropies (paper 000, 4.1) against an independent numpy computation."""
+"""Class-similarity entropies (paper 000, 4.1) against an independent numpy computation.
+
+The pooled reference follows paper 000's Table 2 as docs/probes.md reads it (no author code for
+it is public): per category, the entropy of the mean softmax output over the category's samples,
+restricted to the category's classes and normalised; each sample counts its category's value.
+"""
 
 from __future__ import annotations
 
@@ -29,33 +34,63 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
-def expected(z: np.ndarray, correct: np.ndarray) -> tuple[float, float]:
+def expected(z: np.ndarray, correct: np.ndarray, definition: str = "pooled") -> tuple[float, float]:
     entire = entropy(softmax(z[correct])).mean()
     cats = []
     for zi, yi in zip(z[correct], Y[correct]):
         members = next(c for c in CATEGORIES.values() if yi in c)
-        if len(members) >= 2:
+        if len(members) < 2:
+            continue
+        if definition == "per_sample":
             cats.append(entropy(softmax(zi[members])))
+        else:  # pooled over the samples of yi's category, counted once per sample
+            same = np.isin(Y, members) & correct
+            mean = softmax(z[same])[:, members].mean(0)
+            cats.append(entropy(mean / mean.sum()))
     return float(entire), float(np.mean(cats))
 
 
-def test_class_similarity_golden() -> None:
+@pytest.mark.parametrize("definition", ["pooled", "per_sample"])
+def test_class_similarity_golden(definition: str) -> None:
     models = {
         "a": Logits(torch.eye(K, dtype=torch.float64)),
         "b": Logits(torch.eye(K, dtype=torch.float64) * SHARP),
     }
     data = logit_data(Z, Y, CATEGORIES)
-    probe = create_probe("class_similarity", batch_size=16, mask_models="all")
+    probe = create_probe(
+        "class_similarity", batch_size=16, mask_models="all", category_entropy=definition
+    )
     result = probe.run(models, data, Roles(["a"]))
     correct = Z.argmax(1) == Y
     assert 0 < correct.sum() < 60
     for name, z in (("a", Z), ("b", Z * SHARP)):
-        entire, category = expected(z, correct)
+        entire, category = expected(z, correct, definition)
         assert result.values[f"{name}/entire"] == pytest.approx(entire)
         assert result.values[f"{name}/category"] == pytest.approx(category)
     assert result.values["b/entire"] < result.values["a/entire"]
+    assert result.params["category_entropy"] == definition
     assert result.params["n_samples"] == int(correct.sum())
     assert result.params["n_category_samples"] == int((correct & (Y != 4)).sum())
+
+
+def test_default_category_entropy_is_pooled_and_differs_from_per_sample() -> None:
+    models = {"a": Logits(torch.eye(K, dtype=torch.float64) * SHARP)}
+    data = logit_data(Z, Y, CATEGORIES)
+    default = create_probe("class_similarity", mask_models="all").run(models, data, Roles(["a"]))
+    ours = create_probe("class_similarity", mask_models="all", category_entropy="per_sample")
+    per_sample = ours.run(models, data, Roles(["a"]))
+    assert default.params["category_entropy"] == "pooled"
+    assert default.params["n_categories"] == 2  # "pair" and "triple"; "alone" has one class
+    assert default.values["a/entire"] == per_sample.values["a/entire"]
+    # confident outputs: per sample nearly one-hot, pooled over two-class categories near log 2
+    assert per_sample.values["a/category"] < 0.2 < 0.5 < default.values["a/category"]
+
+
+@pytest.mark.parametrize("bad", ["paper", "", None, 1])
+def test_invalid_category_entropy_is_a_config_error(bad: object) -> None:
+    words = "pooled, per_sample" if isinstance(bad, str) else "valid string"
+    with pytest.raises(ConfigError, match=f"class_similarity.category_entropy=.*{words}"):
+        create_probe("class_similarity", category_entropy=bad)
 
 
 def test_only_samples_every_model_gets_right_count() -> None:

@@ -25,7 +25,13 @@ from distillscope.functional.boundary import (
     boundary_points,
     twilight_fraction,
 )
-from distillscope.functional.entropy import category_mask, entropy, softmax_entropy
+from distillscope.functional.entropy import (
+    category_mask,
+    class_output_sums,
+    entropy,
+    pooled_category_entropy,
+    softmax_entropy,
+)
 from distillscope.functional.explanation_metrics import (
     IOU_THRESHOLD,
     closer_votes,
@@ -115,6 +121,7 @@ __all__ = [
     "boundary_points",
     "cat_loss",
     "category_mask",
+    "class_output_sums",
     "class_activation_maps",
     "closer_votes",
     "colour_jitter",
@@ -151,6 +158,7 @@ __all__ = [
     "pairwise_distances",
     "pkt_loss",
     "polynomial_mmd",
+    "pooled_category_entropy",
     "pooled_cosine",
     "pseudo_soft_targets",
     "region_iou",

@@ -9,7 +9,12 @@ import torch
 from torch import nn
 
 from distillscope.errors import ConfigError
-from distillscope.functional.entropy import category_mask, softmax_entropy
+from distillscope.functional.entropy import (
+    category_mask,
+    class_output_sums,
+    pooled_category_entropy,
+    softmax_entropy,
+)
 from distillscope.probes.base import (
     ModelParam,
     Probe,
@@ -21,27 +26,40 @@ from distillscope.probes.base import (
 from distillscope.probes.sampling import evaluating, forward_all, probe_batches
 from distillscope.registry import register_probe
 
-__all__ = ["MASK_MODEL_SETS", "ClassSimilarityProbe"]
+__all__ = ["CATEGORY_ENTROPIES", "MASK_MODEL_SETS", "ClassSimilarityProbe"]
 
 #: Named model sets for ``mask_models``; the first is the default (paper 000's).
 MASK_MODEL_SETS = ("students", "all")
+#: Definitions of the category entropy; the first is the default (our reading of paper 000).
+CATEGORY_ENTROPIES = ("pooled", "per_sample")
 
 
 @register_probe("class_similarity")
 class ClassSimilarityProbe(Probe):
-    """Mean softmax entropy over all classes and within the true class's category.
+    """Softmax entropy over all classes, and entropy within the true class's category.
 
-    Paper 000 (On the Impact of KD for Model Interpretability), section 4.1 and appendix B.3: on
-    the samples that *every compared model* classifies correctly,
+    Paper 000 (On the Impact of KD for Model Interpretability), section 4.1, Table 2 and
+    appendix B.3: on the samples that *every compared model* classifies correctly,
 
-        entire(f)   = mean_i H(softmax(f(x_i)))
-        category(f) = mean_i H(softmax(f(x_i))|_{C(y_i)} renormalised)
+        entire(f) = mean_i H(softmax(f(x_i)))
 
-    where ``C(y)`` is the set of classes in the category of the true class ``y``
-    (``DatasetInfo.categories``) and ``H`` the entropy in nats. A higher category entropy means
-    more class-similarity information (the paper finds KD > scratch > label smoothing). Samples
-    whose class is in no category, or in a single-class category, count for "entire" only.
-    Neither direction is better, hence ``higher_is_better = None``.
+    and, by ``category_entropy``, with ``C(y)`` the classes in the category of the true class
+    ``y`` (``DatasetInfo.categories``), ``S_C`` the samples whose true class has category ``C``
+    and ``H`` the entropy in nats:
+
+    - ``"pooled"`` (default; our reading of the paper, which gives no formula):
+      ``category(f) = mean_i H(q_{C(y_i)})`` with ``q_C`` the mean of ``softmax(f(x_j))|_C``
+      over ``j in S_C``, normalised (:func:`~distillscope.functional.pooled_category_entropy`).
+      Each sample counts its category's value, so categories weigh by their sample counts.
+      Table 2's numbers (entire 0.49, category 2.90) rule out any per-sample mean.
+    - ``"per_sample"`` (ours): ``category(f) = mean_i H(softmax(f(x_i))|_{C(y_i)} renormalised)``.
+
+    A higher category entropy means more class-similarity information (the paper finds KD >
+    scratch > label smoothing). The pooled value depends on which classes the samples cover: on a
+    held-out set with every class of a category equally present, a confident correct model
+    scores ``log |C|``, the maximum. Samples whose class is in no category, or in a single-class
+    category, count for "entire" only. Neither direction is better, hence
+    ``higher_is_better = None``.
 
     The all-correct mask: paper 000's Table 2 averages "only ... for samples for which all
     models were correct", its models being the three compared students (scratch, KD, LS); the
@@ -51,27 +69,36 @@ class ClassSimilarityProbe(Probe):
     probed model (teachers too), on the same masked samples.
 
     Args:
+        category_entropy: ``"pooled"`` (default, the paper's as we read it) or ``"per_sample"``
+            (ours).
         mask_models: ``"students"``, ``"all"`` or a non-empty list of model names.
         batch_size: See :class:`~distillscope.probes.base.Probe`.
         max_samples: See :class:`~distillscope.probes.base.Probe`.
         seed: See :class:`~distillscope.probes.base.Probe`.
 
-    Values: ``"<m>/entire"`` and ``"<m>/category"``. Params: ``mask_models`` (as given),
+    Values: ``"<m>/entire"`` and ``"<m>/category"``. Params: ``category_entropy``,
+    ``mask_models`` (as given),
     ``mask_names`` (the models whose correctness the mask used), ``n_samples`` (all-correct
     samples used for "entire"), ``n_category_samples`` (those used for "category"); ``skipped``
     says why a value is missing (no model in the mask set, no all-correct sample, no category
     with two classes).
 
     Raises:
-        ConfigError: ``mask_models`` is neither a known set nor a list of names (at
-            construction), or names a model that is not probed (in :meth:`run`).
+        ConfigError: ``category_entropy`` is not a known definition, or ``mask_models`` is
+            neither a known set nor a list of names (at construction), or names a model that is
+            not probed (in :meth:`run`).
     """
 
     description = (
-        "Mean softmax entropy over all classes (entire) and within the true class's category "
-        "(category), on the samples that every model of the mask classifies correctly (by "
-        "default the compared students, as in the paper, not the teacher; see params "
-        "mask_names): a higher category entropy means more class-similarity information."
+        "Softmax entropy over all classes (entire, mean over samples) and within the true "
+        "class's category (category), on the samples that every model of the mask classifies "
+        "correctly (by default the compared students, as in the paper, not the teacher; see "
+        "params mask_names). Category entropy per params category_entropy: 'pooled' (default, "
+        "our reading of the paper, whose Table 2 rules out a per-sample mean) is the entropy of "
+        "the model's mean output over each category's samples, restricted to the category; "
+        "'per_sample' (ours) is the mean of per-sample entropies of the softmax renormalised "
+        "over the category. A higher category entropy means more class-similarity information; "
+        "the pooled value also depends on which classes of a category the samples cover."
     )
     paper = "000"
 
@@ -82,13 +109,24 @@ class ClassSimilarityProbe(Probe):
     def __init__(
         self,
         mask_models: str | Sequence[str] = "students",
+        category_entropy: str = "pooled",
         **base: Unpack[ProbeParams],
     ) -> None:
         super().__init__(**base)
         self.mask_models = _check_mask_models(mask_models)
+        if not isinstance(category_entropy, str) or category_entropy not in CATEGORY_ENTROPIES:
+            raise ConfigError(
+                f"class_similarity.category_entropy={category_entropy!r} is unknown; use one of "
+                f"{', '.join(CATEGORY_ENTROPIES)}"
+            )
+        self.category_entropy = category_entropy
 
     def base_params(self) -> dict[str, Any]:
-        return {**super().base_params(), "mask_models": self.mask_models}
+        return {
+            **super().base_params(),
+            "mask_models": self.mask_models,
+            "category_entropy": self.category_entropy,
+        }
 
     def mask_names(self, names: Sequence[str], roles: Roles) -> list[str]:
         """The probed models whose correctness defines the mask, in ``names`` order.
@@ -122,8 +160,13 @@ class ClassSimilarityProbe(Probe):
             return ProbeResult(self.name, {}, params=params)
         mask = category_mask(data.info.categories, data.info.num_classes).to(data.device)
         in_category = mask.sum(1) >= 2  # (K,) class has at least one category sibling
+        num_classes = data.info.num_classes
         entire = dict.fromkeys(names, 0.0)
-        category = dict.fromkeys(names, 0.0)
+        category = dict.fromkeys(names, 0.0)  # per_sample: summed entropies
+        pooled = self.category_entropy == "pooled"
+        shape = (num_classes, num_classes) if pooled else (0, 0)  # pooled: summed outputs
+        sums = {m: torch.zeros(shape, dtype=torch.float64) for m in names}
+        counts = torch.zeros(num_classes, dtype=torch.long)  # (K,) category samples per class
         n_all = n_cat = n_seen = 0
         with evaluating(models, names, data.device) as active:
             for batch in probe_batches(self, data):
@@ -131,10 +174,17 @@ class ClassSimilarityProbe(Probe):
                 y = batch.targets  # (B,)
                 correct = torch.stack([logits[m].argmax(1) == y for m in judges]).all(0)  # (B,)
                 use_cat = correct & in_category[y]  # (B,)
+                y_cat = y[use_cat]  # (B_cat,)
                 for m, z in logits.items():
                     entire[m] += float(softmax_entropy(z[correct]).double().sum())
-                    h_cat = softmax_entropy(z[use_cat], mask[y[use_cat]])  # (B_cat,)
-                    category[m] += float(h_cat.double().sum())
+                    if not pooled:
+                        h_cat = softmax_entropy(z[use_cat], mask[y_cat])  # (B_cat,)
+                        category[m] += float(h_cat.double().sum())
+                    else:
+                        p_cat = torch.softmax(z[use_cat].double(), dim=-1)  # (B_cat, K)
+                        s, _ = class_output_sums(p_cat, y_cat, num_classes)
+                        sums[m] += s.cpu()
+                counts += torch.bincount(y_cat, minlength=num_classes).cpu()
                 n_all += int(correct.sum())
                 n_cat += int(use_cat.sum())
                 n_seen += len(batch)
@@ -145,6 +195,13 @@ class ClassSimilarityProbe(Probe):
             "n_category_samples": n_cat,
             "n_audited": n_seen,
         }
+        if pooled and n_cat:
+            cat_mask = mask.cpu()
+            for m in names:
+                h = pooled_category_entropy(sums[m], counts, cat_mask)  # (K,), NaN: unused
+                used = counts > 0
+                category[m] = float((h[used] * counts[used]).sum())  # mean_i below
+            params["n_categories"] = int(torch.unique(cat_mask[counts > 0], dim=0).shape[0])
         skipped: dict[str, str] = {}
         values: dict[str, float] = {}
         for m in names:
