@@ -25,6 +25,9 @@ class TrainConfig(Strict):
         weight_decay: L2 / decoupled weight decay.
         schedule: ``constant``, ``multistep`` (x ``gamma`` at each of ``milestones`` epochs) or
             ``cosine`` (to zero at the end); all after ``warmup_epochs`` of linear warm-up.
+        agc_clip: Adaptive gradient clipping (Brock et al. 2021) with this clip factor on every
+            trained parameter after each backward (B-cos training: 0.01, the B-cos authors';
+            :func:`~distillscope.train.optim.agc_gradient`); ``None`` (default): no clipping.
         temperature: Training temperature: logits are divided by it in the loss, inference stays at
             T=1 (paper 004, section 4.1).
         deterministic: ``torch.use_deterministic_algorithms`` during training.
@@ -41,6 +44,7 @@ class TrainConfig(Strict):
     milestones: list[int] = Field(default_factory=list)
     gamma: float = Field(0.1, gt=0)
     warmup_epochs: int = Field(0, ge=0)
+    agc_clip: float | None = Field(None, gt=0)
     temperature: float = Field(1.0, gt=0)
     deterministic: bool = False
     max_batches: int | None = Field(None, ge=1)

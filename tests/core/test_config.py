@@ -60,6 +60,7 @@ def test_override_values_are_yaml_typed():
         (["probes.accuracy.topk=x", "probes.accuracy.bad=1"], r"unknown parameter 'bad'"),
         (["students.kd.teacher=other"], r"'other' is not a teacher; valid choices: teacher"),
         (["students.kd.train.lr=-1"], r"config key 'students.kd.train.lr'"),
+        (["train.agc_clip=0"], r"config key 'train.agc_clip'.*greater than 0"),
         (["students.kd.train.lrr=1"], r"unknown config key 'students.kd.train.lrr'"),
         (["device=tpu"], r"config key 'device'.*valid choices: auto, cpu"),
         (["train.epochs"], r"not of the form key.path=value"),

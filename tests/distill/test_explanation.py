@@ -266,17 +266,40 @@ def test_bcos_students_train_normally_and_their_explanation_pass_moves_no_statis
 
 def test_bcos_students_in_the_authors_mode_train_in_explanation_mode_and_leave_it_after():
     student, teacher = bcos_pair()
-    seen = []
+    seen, backward = [], []
     student.conv2.register_forward_hook(lambda m, i, o: seen.append(m.detach))
+    student.conv2.register_full_backward_hook(lambda m, gi, go: backward.append(m.detach))
     loss = build_loss({"e2kd": {"bcos_student": "explanation"}})
     tr = Trainer(student, loss, TrainConfig(epochs=1, batch_size=16), teacher=teacher,
                  progress=False)  # fmt: skip
     history = tr.fit(data(32))
     assert seen and all(seen)  # every training forward ran in explanation mode
+    # each of the 2 steps takes W(x) in it, then its backward after it, which so differentiates
+    # through the dynamic factors (the authors' code)
+    assert backward[-4:] == [True, False, True, False]
     assert history[0]["e2kd/explanation"] > 0
     assert not any(getattr(m, "detach", False) for m in student.modules() if m is not student)
     with pytest.raises(ConfigError, match="e2kd.bcos_student"):
         create_loss("e2kd", bcos_student="detached")
+
+
+def test_the_authors_one_pass_and_our_second_pass_give_one_gradient():
+    """Forward and W(x) in explanation mode, backward after it (the authors' code) is the
+    gradient of our two passes: the KD term's ordinary gradient, the explanation term's
+    through the dynamic factors (batch statistics: both passes see the same batch)."""
+    base, teacher = bcos_pair()
+    train = data()
+    batch = next(iter_batches(train, 8))
+    grads = {}
+    for mode in ("normal", "explanation"):
+        student = copy.deepcopy(base).train()
+        loss = bound(student, teacher, train, bcos_student=mode)
+        t_out = loss.explain_teacher(teacher.eval(), batch.inputs)
+        with loss.student_context(student), FeatureTap(student, loss.student_paths()) as tap:
+            parts = loss(forward_outputs(student, batch.inputs, tap), t_out, batch)
+        grads[mode] = torch.autograd.grad(parts["loss"], list(student.parameters()))
+    for a, b in zip(grads["normal"], grads["explanation"], strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-7)
 
 
 def test_bcos_explanations_need_bcos_models_on_both_sides():

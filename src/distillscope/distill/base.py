@@ -161,10 +161,11 @@ class LossTerm(nn.Module):
     def student_context(self, student: nn.Module) -> AbstractContextManager[object]:
         """A context the student trains in (default: none).
 
-        The trainer enters it around the whole of training (after :meth:`attach`) and leaves it
-        before evaluation: e2KD with ``bcos_student: explanation`` (the authors' code) trains
-        B-cos students in their explanation mode, whose gradients give the dynamic weights it
-        distils.
+        The trainer enters it around each step's forward half (the networks' passes and the
+        loss) and leaves it before ``backward``: e2KD with ``bcos_student: explanation`` (the
+        authors' code) runs B-cos students in their explanation mode, whose input gradients are
+        the dynamic weights it distils, while the step's backward, run after the mode is left,
+        differentiates through the dynamic factors.
         """
         return nullcontext()
 

@@ -16,14 +16,20 @@ BatchNorm statistics move once per step, as in the authors' code.
 For B-cos models (:mod:`distillscope.models.bcos`) ``E(M, x, c)`` is instead the dynamic
 weight ``W(x)`` of logit ``c``: its gradient w.r.t. the encoded input ``[p, 1 - p]`` in
 explanation mode, ``(B, 2C, H, W)``, compared over all its channels (paper 001 3.1; the
-authors' code takes ``images.grad`` of the explained logit). The authors' code trains the whole
-B-cos student in explanation mode (its dynamic factors detached), so every gradient, the KD
-term's included, is that of the dynamic linear model with frozen factors. At our scale that
-stops a student from learning (measured: Fashion-MNIST, 50 images per class, KD alone in
-explanation mode 0.28 accuracy against 0.75 in normal mode), so by default (ours,
-``bcos_student: normal``) the student trains normally and a second pass of it in explanation
-mode, with its batch-norm running statistics left as they were, gives the ``W(x)`` the
-explanation term differentiates; ``bcos_student: explanation`` follows the authors' code.
+authors' code takes ``images.grad`` of the explained logit, ``create_graph=True``). The
+dynamic factors are constants of that gradient but not of the training step's backward
+(:func:`~distillscope.models.bcos_layers.dynamic_product`, after the authors'
+``_DynamicMultiplication``): the gradient of ``1 - cos`` w.r.t. the parameters goes through
+``W(x)``'s linear maps and through the factors' dependence on the parameters (double backward),
+and the KD term's gradient is the ordinary one. The authors' code runs the student's one
+forward pass in explanation mode and its backward after leaving it (``bcos_student:
+explanation``); by default (ours, ``bcos_student: normal``) the student's training pass runs
+normally and a second pass in explanation mode, with its batch-norm running statistics left as
+they were, gives ``W(x)``. The two give the same gradient (tested); ours costs one more forward
+pass. (Before this followed the authors' function, the factors were detached: the explanation
+term lost their dependence on the parameters, and the authors' mode, its backward run in
+explanation mode, trained the KD term with frozen factors: 0.28 accuracy against 0.75 at 50
+Fashion-MNIST images per class, a measurement of that old behaviour only.)
 """
 
 from __future__ import annotations
@@ -57,9 +63,9 @@ E2KD_TEMPERATURE = 5.0
 #: What explains the models: GradCAM, B-cos dynamic weights, or ``auto`` (B-cos when both
 #: models are B-cos networks, else GradCAM).
 EXPLANATIONS = ("auto", "gradcam", "bcos")
-#: How a B-cos student trains under e2KD: ``normal`` (ours: normal gradients, ``W(x)`` from a
-#: second pass in explanation mode) or ``explanation`` (the authors' code: all of it in
-#: explanation mode, one pass).
+#: How a B-cos student trains under e2KD: ``normal`` (ours: the training pass in normal mode,
+#: ``W(x)`` from a second pass in explanation mode) or ``explanation`` (the authors' code: one
+#: pass in explanation mode, the backward after it); the same gradient either way.
 BCOS_STUDENT_MODES = ("normal", "explanation")
 #: Weight of the KD term against cross-entropy; 1 = no cross-entropy, as eq. 1 and the
 #: authors' code (``gt_logit_loss_coef = 0``).
@@ -90,10 +96,11 @@ class ExplanationEnhancedKD(LossTerm):
         explanation: ``auto`` (default: ``bcos`` when teacher and student are both B-cos
             models, else ``gradcam``), ``gradcam`` or ``bcos`` (both must be B-cos models; the
             layers are then their ``input_layer`` and cannot be set).
-        bcos_student: With B-cos explanations, ``normal`` (default, ours: the student trains
-            normally and a second forward pass in explanation mode, batch-norm running
-            statistics untouched, gives its ``W(x)``) or ``explanation`` (the authors' code: the
-            student trains in explanation mode, one pass; see the module docstring).
+        bcos_student: With B-cos explanations, ``normal`` (default, ours: the student's
+            training pass runs normally and a second forward pass in explanation mode,
+            batch-norm running statistics untouched, gives its ``W(x)``) or ``explanation``
+            (the authors' code: one pass in explanation mode, left before the backward); both
+            give the same gradient, see the module docstring.
 
     Parts:
         ``e2kd/kd``: ``tau^2 KL``; ``e2kd/hard``: CE; ``e2kd/explanation``: ``1 - cos``
@@ -163,8 +170,9 @@ class ExplanationEnhancedKD(LossTerm):
         return self.explanation != "bcos" or self.bcos_student == "explanation"
 
     def student_context(self, student: nn.Module) -> AbstractContextManager[object]:
-        """With ``bcos_student: explanation`` the B-cos student trains in explanation mode (the
-        authors' code); otherwise it trains as it is."""
+        """With ``bcos_student: explanation`` the B-cos student's forward pass and loss run in
+        explanation mode (the authors' code; the trainer leaves it before the backward);
+        otherwise it runs as it is."""
         bcos_mode = self.explanation == "bcos" and self.bcos_student == "explanation"
         return explanation_mode(student) if bcos_mode else nullcontext()
 
@@ -178,9 +186,12 @@ class ExplanationEnhancedKD(LossTerm):
             raise ConfigError("e2kd explains the teacher's cam_layer; bind the loss first")
         x = inputs.detach().requires_grad_(True)  # a graph even when the teacher is frozen
         bcos = self.explanation == "bcos"
-        with FeatureTap(teacher, [self.teacher_layer]) as tap:
-            with explanation_mode(teacher) if bcos else nullcontext():
-                out = forward_outputs(teacher, x, tap)
+        # the gradient is taken inside explanation mode: its dynamic factors are constants
+        with (
+            FeatureTap(teacher, [self.teacher_layer]) as tap,
+            explanation_mode(teacher) if bcos else nullcontext(),
+        ):
+            out = forward_outputs(teacher, x, tap)
             top1 = out.logits.argmax(1)  # (B,)
             acts = out.features[self.teacher_layer]  # (B, C, h, w)
             if bcos:
@@ -202,7 +213,7 @@ class ExplanationEnhancedKD(LossTerm):
         # the class choice and the map use the student's raw logits, at its own T = 1
         if not self._one_pass:  # W(x) from a second pass in explanation mode
             cam = self._student_weights(batch.inputs, top1)  # (B, 2C, H, W)
-        elif self.explanation == "bcos":  # W(x): trained in explanation mode (student_context)
+        elif self.explanation == "bcos":  # W(x): the pass ran in explanation mode (student_context)
             acts = student.features[self.student_layer]  # (B, 2C, H, W)
             chosen = student.raw_logits.gather(1, top1[:, None]).sum()
             cam = torch.autograd.grad(chosen, acts, create_graph=True)[0]  # (B, 2C, H, W)

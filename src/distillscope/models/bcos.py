@@ -34,6 +34,7 @@ from distillscope.models.bcos_layers import (
     DetachableLayerNorm,
     LogitBias,
     UncenteredBatchNorm2d,
+    dynamic_product,
     explanation_mode,
 )
 from distillscope.models.resnet_cifar import NAMED_DEPTHS
@@ -57,7 +58,10 @@ class BcosNet(nn.Module):
         """``(B, 2C, H, W)`` dynamic weights ``W(x)`` of logit ``target[b]`` of each image.
 
         The gradient of the selected logits w.r.t. the encoded input in explanation mode; one
-        forward pass (the model's mode, e.g. eval, is left as it is).
+        forward pass (the model's mode, e.g. eval, is left as it is). With ``create_graph`` a
+        backward pass through the result, run after this returns, differentiates through the
+        dynamic factors as well (their dependence on the parameters; the e2KD authors'
+        ``_DynamicMultiplication``, see :func:`~distillscope.models.bcos_layers.dynamic_product`).
         """
         with explanation_mode(self), torch.enable_grad():
             encoded: list[Tensor] = []
@@ -249,10 +253,12 @@ for _depth in NAMED_DEPTHS:
 
 
 class BcosAttention(Detachable):
-    """Multi-head self-attention whose queries and keys are detached in explanation mode.
+    """Multi-head self-attention whose attention matrix is a dynamic factor in explanation mode.
 
-    The attention matrix is then a dynamic weight and the block stays dynamic linear in the
-    values (B-cos ViTs). ``to_qkv`` is a plain linear map, the output projection a B-cos one.
+    The block is then dynamic linear in the values (B-cos ViTs): the product with the values is
+    a :func:`~distillscope.models.bcos_layers.dynamic_product`, as the e2KD authors' attention
+    (GoodTeachersExplain, ``bcos/models/vit.py``) multiplies through their dynamic
+    multiplication. ``to_qkv`` is a plain linear map, the output projection a B-cos one.
     """
 
     def __init__(self, dim: int, heads: int) -> None:
@@ -266,10 +272,9 @@ class BcosAttention(Detachable):
         b, n, d = x.shape
         qkv = self.to_qkv(self.norm(x)).view(b, n, 3, self.heads, d // self.heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, h, N, d_h)
-        if self.detach:
-            q, k = q.detach(), k.detach()
         attn = torch.softmax(q @ k.transpose(-1, -2) * (d // self.heads) ** -0.5, -1)
-        out = (attn @ v).transpose(1, 2).reshape(b, n, d)  # (B, N, D)
+        mixed = dynamic_product(attn, v, self, matmul=True) if self.detach else attn @ v
+        out = mixed.transpose(1, 2).reshape(b, n, d)  # (B, N, D)
         return self.to_out(out)
 
 

@@ -10,10 +10,20 @@ replaces ``w^T x`` by
 (B = 2 here, so ``(w^T x) |w^T x| / ||x||``), optionally the maximum over ``max_out`` units
 (MaxOut, the first paper). A stack of such units with no bias is *dynamic linear*:
 ``y(x) = W(x) x``. In **explanation mode** every input-dependent factor (the ``|cos|`` scale,
-the normalisers' statistics, attention) is detached, so the gradient of a logit w.r.t. the
-input is exactly the row of ``W(x)``, and ``sum(W(x) * x)`` equals the logit (minus the
-constant logit bias): the explanation paper 001 distils (3.1, "we use the dynamic weights
-W(x) as explanations").
+the normalisers' ``1 / std``, attention) is a constant of the gradient, so the gradient of a
+logit w.r.t. the input is exactly the row of ``W(x)``, and ``sum(W(x) * x)`` equals the logit
+(minus the constant logit bias): the explanation paper 001 distils (3.1, "we use the dynamic
+weights W(x) as explanations").
+
+The factors are not detached, though: in explanation mode each layer multiplies by its factor
+through :func:`dynamic_product`, whose backward leaves the factor out only while the layer is
+still in explanation mode. ``W(x)`` is computed there (``create_graph=True`` for e2KD); the
+training step's ``loss.backward()`` runs after the mode is left, so the gradient of a loss on
+``W(x)`` w.r.t. the parameters keeps every factor's dependence on them (double backward), and
+a loss on the logits gets the ordinary gradient. This follows the e2KD authors' code
+(GitHub m-parchami/GoodTeachersExplain, ``bcos/modules/common.py``, ``_DynamicMultiplication``,
+used by their ``BcosConv2d``, ``BcosLinear``, uncentred batch norm, layer norms and ViT
+attention); the B-cos v2 code detaches instead, which loses that dependence.
 
 Inputs are pixels in ``[0, 1]`` encoded as ``[x, 1 - x]`` (:class:`BcosEncode`): every colour
 then has a non-zero norm and black pixels can contribute. Choices follow the authors' v2 code
@@ -27,6 +37,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +54,7 @@ __all__ = [
     "DetachableLayerNorm",
     "LogitBias",
     "UncenteredBatchNorm2d",
+    "dynamic_product",
     "explanation_mode",
     "is_bcos",
 ]
@@ -53,18 +65,79 @@ _EPS = 1e-6
 
 
 class Detachable(nn.Module):
-    """A module with an explanation mode: ``detach = True`` detaches its dynamic factors."""
+    """A module with an explanation mode: with ``detach = True`` its dynamic factors are constants
+    of the gradients taken while the mode lasts (see :func:`dynamic_product`)."""
 
     detach: bool = False
 
 
-def _scale(out: Tensor, norm: Tensor, b: float, detach: bool) -> Tensor:
-    """``|cos|^(b-1) * out`` with ``cos = out / norm``; the factor detached in explanation mode."""
+class _DynamicProduct(torch.autograd.Function):
+    """``factor * x`` (or ``factor @ x``) whose backward drops the factor's gradient while
+    ``owner`` is in explanation mode; see :func:`dynamic_product`."""
+
+    @staticmethod
+    def forward(ctx: Any, factor: Tensor, x: Tensor, owner: Detachable, matmul: bool) -> Tensor:
+        ctx.save_for_backward(factor, x)
+        ctx.owner, ctx.matmul = owner, matmul
+        return factor @ x if matmul else factor * x
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
+        # differentiable ops on the saved tensors: with create_graph=True they are recorded,
+        # so a loss on this gradient reaches the factor's own graph (the double backward)
+        factor, x = ctx.saved_tensors
+        grad_x = grad_factor = None
+        if ctx.needs_input_grad[1]:
+            grad_x = factor.mT @ grad if ctx.matmul else grad * factor
+            grad_x = grad_x.sum_to_size(x.shape)
+        if ctx.needs_input_grad[0] and not ctx.owner.detach:  # read now, not at the forward
+            grad_factor = grad @ x.mT if ctx.matmul else grad * x
+            grad_factor = grad_factor.sum_to_size(factor.shape)
+        return grad_factor, grad_x, None, None
+
+
+def dynamic_product(factor: Tensor, x: Tensor, owner: Detachable, matmul: bool = False) -> Tensor:
+    """``factor * x`` (``factor @ x`` with ``matmul``) for a layer in explanation mode.
+
+    The value is the plain product. A backward pass run while ``owner`` is still in explanation
+    mode treats ``factor`` as a constant: the gradient w.r.t. ``x`` is ``factor * grad`` and
+    ``factor`` gets none, so a logit's gradient w.r.t. the input is the dynamic weight ``W(x)``
+    exactly as if the factors were detached. Made with ``create_graph=True``, that gradient
+    keeps ``factor`` (not a detached copy) in its graph, and a backward pass run after the mode
+    is left (the training step's) differentiates the product fully. So the gradient of a loss
+    on ``W(x)`` w.r.t. the parameters includes the factors' dependence on them, which detaching
+    loses. The state is read when the backward runs, as in the e2KD authors' code
+    (m-parchami/GoodTeachersExplain, ``bcos/modules/common.py``: ``_DynamicMultiplication``
+    and ``_DynamicMatrixMultiplication``, whose ``fixed_weights`` state is a dict of the
+    module read in ``backward``), written here from that maths.
+
+    Args:
+        factor: The dynamic factor, with its graph (broadcast against ``x``).
+        x: The input it multiplies.
+        owner: The layer whose ``detach`` flag (explanation mode) the backward reads.
+        matmul: Matrix product (attention) instead of the elementwise one.
+
+    Example:
+        >>> layer = BcosLinear(3, 1)
+        >>> x = torch.ones(3, requires_grad=True)
+        >>> with explanation_mode(layer):
+        ...     out = layer(x)
+        ...     (w,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+        >>> torch.allclose((w * x).sum(), out)  # W(x) x = y: the factor was a constant
+        True
+        >>> w.sum().backward()  # after the mode: through the factor too
+        >>> layer.weight.grad.abs().sum() > 0
+        tensor(True)
+    """
+    return _DynamicProduct.apply(factor, x, owner, matmul)
+
+
+def _scale(out: Tensor, norm: Tensor, b: float, owner: Detachable) -> Tensor:
+    """``|cos|^(b-1) * out`` with ``cos = out / norm``; a dynamic product in explanation mode."""
     if b == 1:
         return out
-    ref, norm = (out.detach(), norm.detach()) if detach else (out, norm)
-    factor = ref.abs() / norm if b == 2 else (ref / norm).abs().add(_EPS).pow(b - 1)
-    return factor * out
+    factor = out.abs() / norm if b == 2 else (out / norm).abs().add(_EPS).pow(b - 1)
+    return dynamic_product(factor, out, owner) if owner.detach else factor * out
 
 
 def _max_out(out: Tensor, units: int, dim: int) -> Tensor:
@@ -122,7 +195,7 @@ class BcosConv2d(Detachable):
         k, s, p = self.kernel_size, self.stride, self.padding
         squares = x.pow(2).sum(1, keepdim=True)  # (B, 1, H, W)
         norm = (F.avg_pool2d(squares, k, s, p, divisor_override=1) + _EPS).sqrt()  # (B, 1, h, w)
-        return _scale(out, norm, self.b, self.detach)
+        return _scale(out, norm, self.b, self)
 
     def extra_repr(self) -> str:
         c_out, c_in = self.weight.shape[0] // self.max_out, self.weight.shape[1]
@@ -153,7 +226,7 @@ class BcosLinear(Detachable):
         out = F.linear(x, F.normalize(self.weight, dim=1, eps=_EPS))  # (..., O * M)
         out = _max_out(out, self.max_out, -1)  # (..., O)
         norm = (x.pow(2).sum(-1, keepdim=True) + _EPS).sqrt()  # (..., 1)
-        return _scale(out, norm, self.b, self.detach)
+        return _scale(out, norm, self.b, self)
 
     def extra_repr(self) -> str:
         out, inp = self.weight.shape
@@ -163,8 +236,11 @@ class BcosLinear(Detachable):
 class UncenteredBatchNorm2d(nn.BatchNorm2d, Detachable):
     """Batch norm that only rescales: ``gamma * x / sqrt(var + eps)``, no centring, no bias.
 
-    A per-channel scale keeps the network dynamic linear; in training mode the batch variance
-    is detached in explanation mode (B-cos v2's uncentred norm).
+    A per-channel scale keeps the network dynamic linear. In explanation mode ``1 / std`` is a
+    dynamic factor (:func:`dynamic_product`) multiplied before ``gamma``, as the e2KD authors'
+    uncentred batch norm does (GoodTeachersExplain,
+    ``bcos/modules/norms/uncentered_norms/batchnorm_uncentered.py``); in training mode its batch
+    variance then enters ``W(x)``'s graph but not ``W(x)`` itself.
     """
 
     def __init__(self, channels: int) -> None:
@@ -173,8 +249,7 @@ class UncenteredBatchNorm2d(nn.BatchNorm2d, Detachable):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.training:
-            ref = x.detach() if self.detach else x
-            var = ref.var(dim=(0, 2, 3), unbiased=False)  # (C,)
+            var = x.var(dim=(0, 2, 3), unbiased=False)  # (C,)
             assert self.running_var is not None
             with torch.no_grad():
                 self.running_var.lerp_(var.detach(), self.momentum or 0.1)
@@ -182,15 +257,19 @@ class UncenteredBatchNorm2d(nn.BatchNorm2d, Detachable):
         else:
             assert self.running_var is not None
             var = self.running_var
+        if self.detach:
+            inv_std = (var + self.eps).rsqrt()[None, :, None, None]  # (1, C, 1, 1)
+            return dynamic_product(inv_std, x, self) * self.weight[None, :, None, None]
         scale = self.weight * (var + self.eps).rsqrt()  # (C,)
         return x * scale[None, :, None, None]
 
 
 class DetachableLayerNorm(Detachable):
-    """Layer norm without bias whose standard deviation is detached in explanation mode.
+    """Layer norm without bias whose ``1 / std`` is a dynamic factor in explanation mode.
 
     ``gamma * (x - mean(x)) / std(x)``: the centring is linear in ``x`` and the scale is a
-    dynamic factor, so the layer is dynamic linear (B-cos ViTs).
+    dynamic factor (:func:`dynamic_product`, as the e2KD authors' ``DetachableLayerNorm``), so
+    the layer is dynamic linear (B-cos ViTs).
     """
 
     def __init__(self, dim: int, eps: float = 1e-5) -> None:
@@ -202,7 +281,7 @@ class DetachableLayerNorm(Detachable):
         centred = x - x.mean(-1, keepdim=True)  # (..., D)
         std = (centred.pow(2).mean(-1, keepdim=True) + self.eps).sqrt()  # (..., 1)
         if self.detach:
-            std = std.detach()
+            return self.weight * dynamic_product(1.0 / std, centred, self)
         return self.weight * centred / std
 
 
@@ -258,10 +337,13 @@ def is_bcos(model: nn.Module) -> bool:
 
 @contextmanager
 def explanation_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Detach every dynamic factor of ``model`` inside the block (restored after it).
+    """Explanation mode for every B-cos layer of ``model`` inside the block (restored after it).
 
-    Forward values are unchanged; only gradients differ: a logit's gradient w.r.t. the encoded
-    input is then the dynamic weight ``W(x)``.
+    Forward values are unchanged; only gradients taken inside the block differ: their dynamic
+    factors are constants, so a logit's gradient w.r.t. the encoded input is the dynamic weight
+    ``W(x)``. Backward passes run after the block differentiate through the factors again
+    (:func:`dynamic_product`), including those reaching a ``W(x)`` made with
+    ``create_graph=True`` inside it.
 
     Example:
         >>> layer = BcosLinear(3, 2)

@@ -17,7 +17,13 @@ from distillscope.train.checkpoint import (
     save_train_state,
 )
 from distillscope.train.evaluate import evaluate
-from distillscope.train.optim import build_optimizer, build_scheduler, lr_factor
+from distillscope.train.optim import (
+    adaptive_clip_grad_,
+    agc_gradient,
+    build_optimizer,
+    build_scheduler,
+    lr_factor,
+)
 from distillscope.train.seeding import (
     deterministic_mode,
     epoch_generator,
@@ -33,6 +39,8 @@ __all__ = [
     "TeacherCache",
     "TrainState",
     "Trainer",
+    "adaptive_clip_grad_",
+    "agc_gradient",
     "build_optimizer",
     "build_scheduler",
     "cache_allowed",

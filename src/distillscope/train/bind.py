@@ -167,7 +167,8 @@ def bind_loss(
         loss.bind_seeded(ctx, seed)
     except UserError as exc:
         raise type(exc)(f"{name!r}: {exc}") from None
-    _dry_run(loss, ctx, name, grad=explains)
+    with loss.student_context(student):  # the loss runs in it while training (a B-cos W(x))
+        _dry_run(loss, ctx, name, grad=explains)
 
 
 def _dry_run(loss: LossTerm, ctx: BindContext, name: str, grad: bool = False) -> None:

@@ -1,4 +1,5 @@
-"""Optimizers and per-step learning-rate schedules built from a :class:`TrainConfig`."""
+"""Optimizers, per-step learning-rate schedules and adaptive gradient clipping built from a
+:class:`TrainConfig`."""
 
 from __future__ import annotations
 
@@ -101,3 +102,66 @@ def build_scheduler(optimizer: Optimizer, cfg: TrainConfig, steps_per_epoch: int
         [0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
     """
     return LambdaLR(optimizer, lr_factor(cfg, steps_per_epoch))
+
+
+#: AGC's floor on a unit's parameter norm (the B-cos authors' ``eps``): a unit whose weights are
+#: near zero may still move by ``clip * AGC_EPS`` in norm.
+AGC_EPS = 1e-3
+#: AGC's guard on a unit's gradient norm in the division (the authors' value).
+AGC_GRAD_EPS = 1e-6
+
+
+def unitwise_norm(x: Tensor) -> Tensor:
+    """L2 norms of the units of a parameter (or of its gradient), broadcastable against it.
+
+    A unit is an output row: for a vector or a scalar (biases, norm scales, anything with at
+    most one dimension above size 1) the whole tensor; for 2-D and 3-D tensors the norm over
+    dimension 1 (a linear layer's input weights of one output); from 4-D on, everything but
+    dimension 0 (a conv filter). As the B-cos authors' ``unitwise_norm`` (B-cos/B-cos-v2,
+    ``bcos/training/agc.py``), which refuses more than 4 dimensions; we extend the filter rule.
+
+    Example:
+        >>> unitwise_norm(torch.tensor([[3.0, 4.0], [0.0, 1.0]])).flatten().tolist()
+        [5.0, 1.0]
+    """
+    if x.squeeze().dim() <= 1:
+        return torch.linalg.vector_norm(x)
+    dims = (1,) if x.dim() <= 3 else tuple(range(1, x.dim()))
+    return torch.linalg.vector_norm(x, dim=dims, keepdim=True)
+
+
+def agc_gradient(param: Tensor, grad: Tensor, clip: float, eps: float = AGC_EPS) -> Tensor:
+    """``grad`` after adaptive gradient clipping (a new tensor; nothing is modified).
+
+    Brock et al., "High-Performance Large-Scale Image Recognition Without Normalization"
+    (NFNets, ICML 2021), eq. 3, per unit ``i`` of the parameter ``W`` and its gradient ``G``:
+
+        G_i <- G_i * clip * max(||W_i||, eps) / ||G_i||   if ||G_i|| > clip * max(||W_i||, eps)
+        G_i <- G_i                                         otherwise
+
+    with :func:`unitwise_norm`, ``eps = 1e-3`` and ``||G_i||`` floored at ``1e-6`` in the
+    division, as the B-cos authors train (``adaptive_clip_grad_`` in B-cos/B-cos-v2
+    ``bcos/training/agc.py``, clip factor 0.01; the e2KD authors' trainer calls it on every
+    parameter of the student, its classifier included, where NFNets leave the final layer out).
+
+    Example:
+        >>> w, g = torch.tensor([[3.0, 4.0]]), torch.tensor([[0.3, 0.4]])
+        >>> [round(v, 6) for v in agc_gradient(w, g, clip=0.01)[0].tolist()]  # 0.5 > 0.01 * 5
+        [0.03, 0.04]
+        >>> agc_gradient(w, g, clip=0.2).equal(g)  # 0.5 < 0.2 * 5: kept
+        True
+    """
+    max_norm = unitwise_norm(param.detach()).clamp(min=eps) * clip
+    grad_norm = unitwise_norm(grad.detach())
+    clipped = grad * (max_norm / grad_norm.clamp(min=AGC_GRAD_EPS))
+    return torch.where(grad_norm > max_norm, clipped, grad)
+
+
+@torch.no_grad()
+def adaptive_clip_grad_(params: Iterable[Tensor], clip: float, eps: float = AGC_EPS) -> None:
+    """Replace every ``p.grad`` of ``params`` by :func:`agc_gradient` (parameters without a
+    gradient are skipped); the trainer calls it between ``backward`` and the optimizer step
+    when ``train.agc_clip`` is set."""
+    for p in params:
+        if p.grad is not None:
+            p.grad.copy_(agc_gradient(p, p.grad, clip, eps))

@@ -5,10 +5,10 @@ a single network is a group of one; DML peers are a group of several, trained on
 batches with one optimizer (a parameter group each). Per step: the batch to the device, the
 :class:`~distillscope.train.step.Step` (every member's forward, the teacher's outputs from the
 cache or the frozen teacher, explanations, views, peers, the loss dicts), one finiteness check
-of the total, backward, optimizer step, scheduler step. Loss parts and correct predictions are
-summed as detached tensors on the device and read once per epoch, so the loop adds no
-host-device syncs to a bare PyTorch loop (the progress bar reads the running loss every few
-steps, only when shown).
+of the total, backward, adaptive gradient clipping (``agc_clip``), optimizer step, scheduler
+step. Loss parts and correct predictions are summed as detached tensors on the device and read
+once per epoch, so the loop adds no host-device syncs to a bare PyTorch loop (the progress bar
+reads the running loss every few steps, only when shown).
 
 The loss of every member is a :class:`~distillscope.distill.base.LossTerm` (a
 :class:`~distillscope.distill.combine.CombinedLoss` is one); the trainer asks it what it needs
@@ -48,7 +48,7 @@ from distillscope.train.checkpoint import (
     save_train_state,
 )
 from distillscope.train.evaluate import evaluate
-from distillscope.train.optim import build_optimizer, build_scheduler
+from distillscope.train.optim import adaptive_clip_grad_, build_optimizer, build_scheduler
 from distillscope.train.seeding import (
     deterministic_mode,
     epoch_generator,
@@ -235,8 +235,6 @@ class Trainer:
                                  teacher=self.teacher, teacher_cache=self.teacher_cache,
                                  student_taps=taps, teacher_tap=self.teacher_tap)  # fmt: skip
                 self.step.tap(stack)
-                for m in self.members:  # e2KD on B-cos students trains in explanation mode
-                    stack.enter_context(self._loss(m).student_context(self.models[m]))
                 stack.enter_context(
                     deterministic_mode(True) if self.cfg.deterministic else nullcontext()
                 )
@@ -250,6 +248,19 @@ class Trainer:
     # ----------------------------------------------------------------- set-up
     def _loss(self, member: str) -> LossTerm:
         return self.losses[member]  # type: ignore[return-value]
+
+    def _student_contexts(self) -> ExitStack:
+        """Every member's :meth:`LossTerm.student_context`, for one step's forward half.
+
+        Left before ``backward``: e2KD with ``bcos_student: explanation`` runs the B-cos
+        student's forward pass and its ``W(x)`` in explanation mode, and the backward after the
+        mode is left differentiates through the dynamic factors, as the authors' code does
+        (:func:`~distillscope.models.bcos_layers.dynamic_product`).
+        """
+        stack = ExitStack()
+        for m in self.members:
+            stack.enter_context(self._loss(m).student_context(self.models[m]))
+        return stack
 
     def _bind(self, train: DistillDataset) -> None:
         """Bind each member's loss on a sample batch (before a resumed state is loaded over it),
@@ -443,6 +454,7 @@ class Trainer:
         scheduler: LRScheduler,
     ) -> dict[str, dict[str, Any]]:
         device, cfg, step, members = self.device, self.cfg, self.step, self.members
+        trained = [p for group in optimizer.param_groups for p in group["params"]]  # AGC's
         assert step is not None
         self.models.train()
         self.losses.train()
@@ -466,7 +478,8 @@ class Trainer:
         with bar:
             for b, batch in enumerate(batches):
                 batch = batch.to(device)
-                result = step(batch)
+                with self._student_contexts():  # left before the backward (e2KD on B-cos)
+                    result = step(batch)
                 parts = result.parts
                 if not keys:
                     keys = {m: self._check_first_step(m, result) for m in members}
@@ -488,6 +501,8 @@ class Trainer:
                     raise self._non_finite(result, batch, epoch, b, steps)
                 optimizer.zero_grad(set_to_none=True)
                 total.backward()
+                if cfg.agc_clip is not None:
+                    adaptive_clip_grad_(trained, cfg.agc_clip)
                 optimizer.step()
                 scheduler.step()
                 for m in members:
