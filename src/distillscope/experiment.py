@@ -36,6 +36,9 @@ from distillscope.plan import (
     run_identity,
     stable,
     teacher_identity,
+    training_line,
+    training_units,
+    unit_label,
     with_data_root,
 )
 from distillscope.probes.base import ProbeData
@@ -142,13 +145,10 @@ class Experiment:
 
     def _check_store(self, members: dict[str, Member], splits: Splits) -> None:
         """Fail now if a teacher will be trained and the store cannot take it."""
-        rt = self.runtime
-        entries = [
-            self.store.entry(m.spec.name, digest(teacher_identity(m.plan, splits, rt), 16))
-            for m in members.values()
-            if m.role == "teacher" and m.checkpoint is None
-            and not (self.run_dir is not None and self.run_dir.model(m.name).is_file())
-        ]  # fmt: skip
+        rt, rd = self.runtime, self.run_dir
+        entries = [self.store.entry(m.spec.name, digest(teacher_identity(m.plan, splits, rt), 16))
+                   for m in members.values() if m.role == "teacher" and m.checkpoint is None
+                   and not (rd is not None and rd.model(m.name).is_file())]  # fmt: skip
         self.store.needs_room(entries, self.retrain_teacher)
 
     def _run(self, members: dict[str, Member], splits: Splits, start: float) -> RunDir:
@@ -167,12 +167,8 @@ class Experiment:
         for m in members.values():
             if m.role == "teacher":
                 self._teacher(m, splits)
-        trained: set[str] = set()
-        for m in members.values():
-            if m.role != "teacher" and (m.group or m.name) not in trained:
-                trained.add(m.group or m.name)
-                peers = [p for p in members.values() if m.group and p.group == m.group]
-                self._students(peers or [m], members, splits)
+        for peers in training_units(members):
+            self._students(peers, members, splits)
         models = {name: m.model.eval() for name, m in members.items()}
         data = ProbeData(splits.test, splits.test.info, device=str(self.device))
         results = run_probes(plan.probes, plan.probe_defaults, models, data, roles_of(members),
@@ -234,12 +230,11 @@ class Experiment:
         rd = self.run_dir
         assert rd is not None
         first, group = peers[0], peers[0].group
-        label = f"group {group}" if group else f"{first.role} {first.name}"
         if self.resume and all(rd.model(m.name).is_file() for m in peers):
             for m in peers:
                 load_own_model(rd.model(m.name), m.model, self.digest)
                 m.history = rd.history(m.name)
-            say(f"{label}: already trained, loaded")
+            say(f"{unit_label(peers)}: already trained, loaded")
             return
         losses = {m.name: (m.bound_loss or build_loss(m.loss)).to(self.device) for m in peers}
         teacher = None
@@ -249,12 +244,7 @@ class Experiment:
         if teacher is not None:
             cache = self.pool.get(first.name, first.cache_mode, teacher.name, teacher.model,
                                   splits.train_of(first.name), list(losses.values()))  # fmt: skip
-        if group:
-            names = ", ".join(m.name for m in peers)
-            say(f"{label}: training {names} together for {first.train.epochs} epochs")
-        else:
-            what = f"{first.spec.name} with {', '.join(first.loss)}"
-            say(f"{label}: training {what} for {first.train.epochs} epochs")
+        say(training_line(peers))
         histories = self._fit(peers, losses, teacher, cache, splits)
         for m in peers:
             m.history = histories[m.name]
@@ -291,10 +281,9 @@ class Experiment:
         )
         history = trainer.fit(splits.train_of(first.name), splits.test, resume=self.resume)
         histories = {first.name: history} if single else history
-        for m in peers:
-            warning = chance_warning(m.name, histories[m.name], splits.test.info.num_classes)
-            if warning:  # a diverged run that a finite loss let through
-                say(f"warning: {warning}")
+        k = splits.test.info.num_classes
+        for warning in filter(None, (chance_warning(m.name, histories[m.name], k) for m in peers)):
+            say(f"warning: {warning}")  # a diverged run that a finite loss let through
         return histories
 
 
@@ -320,19 +309,12 @@ def run_experiment(
             resolved (:func:`~distillscope.plan.resolve_plan`), run as it is, neither
             validated nor resolved again (how a grid runs its cells).
     """
-    if plan is not None:
-        if config is not None or overrides or data_root:
-            raise TypeError("run_experiment: pass a config or its resolved plan, not both")
-        return Experiment(plan=plan, retrain_teacher=retrain_teacher, run_at=run_at).run()
-    cfg = resolve_config(config, overrides)
+    if plan is not None and (config is not None or overrides):
+        raise TypeError("run_experiment: pass a config or its resolved plan, not both")
+    cfg = None if plan is not None else resolve_config(config, overrides)
     config_file = str(config) if isinstance(config, (str, Path)) else None
-    return Experiment(
-        cfg,
-        data_root=data_root,
-        retrain_teacher=retrain_teacher,
-        config_file=config_file,
-        run_at=run_at,
-    ).run()
+    return Experiment(cfg, plan=plan, data_root=data_root, retrain_teacher=retrain_teacher,
+                      config_file=config_file, run_at=run_at).run()  # fmt: skip
 
 
 def resume_experiment(

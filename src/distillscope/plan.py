@@ -59,6 +59,9 @@ __all__ = [
     "plan_notes",
     "resolve_plan",
     "roles_of",
+    "training_line",
+    "training_units",
+    "unit_label",
     "run_identity",
     "stable",
     "teacher_identity",
@@ -417,6 +420,31 @@ def plan_notes(members: dict[str, Member], splits: Splits) -> list[str]:
             f"seed {seed}); give one another seed ({kind}.{second}.seed) if they should differ"
         )
     return notes
+
+
+def training_units(members: dict[str, Member]) -> list[list[Member]]:
+    """The students in training order: each alone, or its group's members together (DML)."""
+    units: dict[str, list[Member]] = {}
+    for m in members.values():
+        if m.role != "teacher":
+            units.setdefault(m.group or m.name, []).append(m)
+    return list(units.values())
+
+
+def unit_label(peers: list[Member]) -> str:
+    """How messages name a training unit: ``"group dml"`` or ``"student kd"``."""
+    first = peers[0]
+    return f"group {first.group}" if first.group else f"{first.role} {first.name}"
+
+
+def training_line(peers: list[Member]) -> str:
+    """What is about to be trained, one line (``"student kd: training resnet8 with kd ..."``)."""
+    first = peers[0]
+    if first.group:
+        what = f"{', '.join(m.name for m in peers)} together"
+    else:
+        what = f"{first.spec.name} with {', '.join(first.loss)}"
+    return f"{unit_label(peers)}: training {what} for {first.train.epochs} epochs"
 
 
 def roles_of(members: dict[str, Member]) -> Roles:

@@ -131,3 +131,22 @@ def test_identical_members_finds_a_teacher_that_is_an_independent_student() -> N
     # two KD students of different teachers are not the same network
     assert identical_members(run(0)) == [("teacher", "independent", 0)]
     assert identical_members(run(1)) == []  # the run's seed 1: the teacher pins 0
+
+
+def test_training_units_keep_groups_together_in_config_order() -> None:
+    from types import SimpleNamespace
+
+    from distillscope.plan import training_line, training_units, unit_label
+
+    def member(name, role="student", group=None):
+        spec = SimpleNamespace(name="resnet8")
+        return SimpleNamespace(name=name, role=role, group=group, spec=spec, loss={"kd": {}},
+                               train=SimpleNamespace(epochs=3))  # fmt: skip
+
+    members = {m.name: m for m in [member("t", "teacher"), member("a", group="g"), member("kd"),
+                                   member("b", group="g")]}  # fmt: skip
+    units = training_units(members)
+    assert [[m.name for m in u] for u in units] == [["a", "b"], ["kd"]]
+    assert unit_label(units[0]) == "group g" and unit_label(units[1]) == "student kd"
+    assert training_line(units[0]) == "group g: training a, b together for 3 epochs"
+    assert training_line(units[1]) == "student kd: training resnet8 with kd for 3 epochs"
