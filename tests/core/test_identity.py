@@ -170,3 +170,12 @@ def test_a_damaged_digest_cache_is_read_around(tmp_path, monkeypatch) -> None:
     path = tmp_path / "x.bin"
     path.write_bytes(b"abc")
     assert files.file_digests([path]) == [files.file_digest(path)]
+
+
+def test_the_identity_version_is_in_every_runtime_and_names_the_change() -> None:
+    from distillscope.identity import IDENTITY_VERSION, first_difference, runtime
+
+    now = runtime("cpu", 2)
+    assert now["identity_version"] == IDENTITY_VERSION >= 2
+    older = {**now, "identity_version": 1}  # a run or teacher recorded before the maths changed
+    assert first_difference(older, now) == ("identity_version", 1, IDENTITY_VERSION)
