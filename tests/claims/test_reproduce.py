@@ -115,7 +115,7 @@ def test_verdicts_are_computed_from_the_seeds_values(tmp_path) -> None:
                 rule="agreement:teacher->kd - agreement:teacher->independent < 0",
                 controls={"big": "agreement:teacher->kd - 0.5 > 0"},
             ),
-            "typo": claim(rule="agreement:teacher->kdd - 0.5 > 0"),
+            "typo": claim(rule="agreement:teacher->kdd - 0.5 > 0", departures="toy data"),
         },
     )
     grid = fake_grid(
@@ -140,6 +140,7 @@ def test_verdicts_are_computed_from_the_seeds_values(tmp_path) -> None:
     assert by_id["typo"]["missing"] == ["agreement:teacher->kdd"]
     page = (out / "claims.md").read_text()
     assert "| kd-agrees | KD agrees more (paper: +1) |" in page and "| reproduced |" in page
+    assert page.count("which departs from the paper's") == 1  # only the claim that says so
     html = (out / "report.html").read_text()
     assert '<span class="verdict reproduced">reproduced</span>' in html
     assert '<span class="verdict not-reproduced">not reproduced</span>' in html

@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["claims_markdown"]
+__all__ = ["DEPARTS", "claims_markdown"]
+
+#: Written next to the verdict of a claim measured in a setting other than the paper's.
+DEPARTS = " (in our setting, which departs from the paper's)"
 
 
 def _cell(text: str) -> str:
@@ -69,6 +72,6 @@ def claims_markdown(payload: Mapping[str, Any]) -> str:
         lines.append(
             f"| {rec['id']} | {_cell(rec['statement'])} (paper: {_cell(rec['paper_value'])}) "
             f"| {setting} | `{rec['rule']}` | {measured} | {controls or '-'} "
-            f"| {rec['verdict']} |"
+            f"| {rec['verdict']}{DEPARTS if rec['departures'] else ''} |"
         )
     return "\n".join(lines) + "\n"

@@ -117,6 +117,7 @@ def render_claims_html(data: Mapping[str, Any], folder: Path | None = None) -> s
             for name, c in rec["controls"].items()
         )
         verdict = rec["verdict"]
+        departs = "<br><small>in our setting, which departs from the paper's</small>"
         rows.append(
             [
                 escape(rec["id"]),
@@ -125,7 +126,8 @@ def render_claims_html(data: Mapping[str, Any], folder: Path | None = None) -> s
                 f'<span class="rule"><code>{escape(rec["rule"])}</code></span>',
                 measured,
                 controls or "–",
-                f'<span class="verdict {_verdict_class(verdict)}">{escape(verdict)}</span>',
+                f'<span class="verdict {_verdict_class(verdict)}">{escape(verdict)}</span>'
+                + (departs if rec["departures"] else ""),
             ]
         )
     title = f"Paper {escape(str(data['paper']))}: {escape(str(data['title']))}"
