@@ -276,6 +276,7 @@ import_registries()
 
 #: String-valued probe parameters that name no model (a fixed choice or a registry name).
 NOT_MODELS = {
+    ("active_neurons", "layer"),
     ("adherence", "methods"),
     ("adherence", "aggregate"),
     ("adherence", "preset"),
@@ -294,6 +295,7 @@ NOT_MODELS = {
     ("localisation", "target"),
     ("localisation", "mask_source"),
     ("shape_bias", "mask_source"),
+    ("sharpness", "noise"),
 }
 
 

@@ -274,3 +274,21 @@ def test_older_teacher_caches_make_room_within_the_budget(tmp_path, monkeypatch)
     cfg["train"]["epochs"] = 1
     run_experiment(cfg)
     assert built == ["body.act1", "body", "body.act1"]  # h3 rebuilds what h2's cache pushed out
+
+
+def test_landscape_probes_run_from_the_cli_and_the_sharpness_curve_is_drawn(tmp_path, capsys):
+    import yaml
+
+    probes = {"active_neurons": {}, "sharpness": {"draws": 1, "sigmas": [0.1, 0.2]}}
+    cfg = tiny_config(tmp_path, probes=probes, students={"kd": {"loss": "kd"}})
+    cfg["train"]["epochs"] = 1
+    cfg_path = tmp_path / "landscape.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    assert main(["run", str(cfg_path)]) == 0
+    run = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    results = json.loads((run / "results.json").read_text())
+    for m in ("teacher", "kd"):
+        assert results["probes"]["active_neurons"]["values"][m] >= 1
+        assert len(results["probes"]["sharpness"]["series"][f"{m}/loss"]) == 3
+    html = (run / "report.html").read_text()
+    assert 'alt="sharpness series"' in html and 'alt="active_neurons series"' in html

@@ -1,0 +1,102 @@
+"""Active directions of gradients and filter-normalised weight noise: constructed cases."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from distillscope.errors import ConfigError
+from distillscope.functional.active_subspace import (
+    active_count,
+    active_directions,
+    gradient_spectrum,
+)
+from distillscope.functional.weight_noise import curve_area, noise_direction
+
+
+def orthogonal(d: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
+    return q  # (d, d)
+
+
+def subspace_gradients(n: int, d: int, k: int, seed: int) -> torch.Tensor:
+    """``(n, d)`` gradients spanning exactly a random k-dim subspace, with balanced weights."""
+    g = torch.Generator().manual_seed(seed)
+    coeffs = torch.randn(n, k, generator=g, dtype=torch.float64)
+    return coeffs @ orthogonal(d, seed + 1)[:, :k].T
+
+
+@pytest.mark.parametrize(("n", "d", "k"), [(200, 10, 3), (20, 64, 5), (50, 50, 1)])
+def test_gradients_in_a_k_dim_subspace_have_k_active_directions(n: int, d: int, k: int) -> None:
+    grads = subspace_gradients(n, d, k, seed=k)
+    assert active_directions(grads, 0.999) == k
+    spectrum = gradient_spectrum(grads)
+    assert len(spectrum) == min(n, d)
+    assert float(spectrum[k:].abs().max()) < 1e-10 * float(spectrum[0])
+
+
+def test_spectrum_is_the_eigenvalues_of_the_second_moment_whichever_side_is_smaller() -> None:
+    g = torch.Generator().manual_seed(0)
+    for n, d in [(7, 12), (12, 7)]:
+        grads = torch.randn(n, d, generator=g, dtype=torch.float64)
+        full = torch.linalg.eigvalsh(grads.T @ grads / n).flip(0)[: min(n, d)]
+        torch.testing.assert_close(gradient_spectrum(grads), full)
+
+
+def test_count_is_invariant_to_rotation_order_and_scale() -> None:
+    grads = subspace_gradients(100, 16, 4, seed=3)
+    noisy = grads + 1e-3 * torch.randn(100, 16, generator=torch.Generator().manual_seed(9)).double()
+    base = active_directions(noisy, 0.95)
+    rotated = noisy @ orthogonal(16, 5)
+    assert active_directions(rotated, 0.95) == base
+    assert active_directions(noisy.flip(0), 0.95) == base
+    assert active_directions(7.0 * noisy, 0.95) == base
+    torch.testing.assert_close(gradient_spectrum(rotated), gradient_spectrum(noisy))
+
+
+def test_count_golden_values_and_edges() -> None:
+    lam = torch.tensor([5.0, 3.0, 2.0, 0.0])
+    assert [active_count(lam, s) for s in (0.5, 0.8, 0.81, 1.0)] == [1, 2, 3, 3]
+    assert active_count(torch.zeros(3), 0.9) == 0
+    for bad in (0.0, 1.5, -0.1):
+        with pytest.raises(ConfigError, match="share"):
+            active_count(lam, bad)
+
+
+def test_feature_maps_are_flattened() -> None:
+    grads = torch.zeros(10, 2, 3, 3, dtype=torch.float64)
+    grads[:, 1, 0, 2] = torch.arange(1.0, 11.0)
+    assert active_directions(grads, 0.99) == 1
+    assert len(gradient_spectrum(grads)) == 10  # min(N = 10, D = 18)
+
+
+def test_relative_noise_matches_each_filter_norm_and_spares_1d_parameters() -> None:
+    g = torch.Generator().manual_seed(0)
+    conv = torch.randn(4, 3, 3, 3, generator=g)
+    linear = torch.randn(5, 8, generator=g) * torch.arange(1.0, 6.0)[:, None]
+    bias = torch.randn(5, generator=g)
+    d = noise_direction([conv, linear, bias], "relative", torch.Generator().manual_seed(1))
+    torch.testing.assert_close(d[0].flatten(1).norm(dim=1), conv.flatten(1).norm(dim=1))
+    torch.testing.assert_close(d[1].norm(dim=1), linear.norm(dim=1))
+    assert torch.equal(d[2], torch.zeros(5))
+    assert [t.dtype for t in d] == [torch.float32] * 3
+
+
+def test_absolute_noise_is_standard_normal_and_seeded() -> None:
+    w = [torch.zeros(200, 50), torch.zeros(100)]
+    d = noise_direction(w, "absolute", torch.Generator().manual_seed(2))
+    flat = torch.cat([t.flatten() for t in d])
+    assert abs(float(flat.mean())) < 0.02 and abs(float(flat.std()) - 1.0) < 0.02
+    again = noise_direction(w, "absolute", torch.Generator().manual_seed(2))
+    assert all(torch.equal(a, b) for a, b in zip(d, again))
+    with pytest.raises(ConfigError, match="noise"):
+        noise_direction(w, "gaussian", torch.Generator())
+
+
+def test_curve_area_golden_values() -> None:
+    assert curve_area([0.0, 1.0], [2.0, 2.0]) == 0.0
+    assert curve_area([0.0, 1.0], [1.0, 3.0]) == pytest.approx(1.0)  # triangle of height 2
+    assert curve_area([0.0, 0.1, 0.3], [1.0, 2.0, 2.0]) == pytest.approx((0.05 + 0.2) / 0.3)
+    with pytest.raises(ValueError):
+        curve_area([0.0], [1.0])
