@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -160,3 +161,39 @@ def test_bad_parameters_are_refused_at_construction(params, message) -> None:
     with pytest.raises(ConfigError, match=message):
         create_probe("cka", **params)
     create_probe("cka", estimator="minibatch", max_samples=50_000)  # no n x n matrix: fine
+
+
+def test_a_config_with_the_cka_probe_runs_end_to_end(tmp_path, capsys) -> None:
+    """``distillscope run`` with the cka probe on toy data: values, matrix and a heat map."""
+    import json
+
+    import yaml
+
+    from distillscope.cli import main
+
+    cfg = {
+        "name": "cka",
+        "seed": 0,
+        "progress": False,
+        "data": {"name": "toy2d-ring"},
+        "train": {"epochs": 1, "batch_size": 64},
+        "teacher": {"model": {"name": "mlp_full"}},
+        "student": {"name": "mlp_reduced"},
+        "students": {"independent": {"loss": "ce"}, "kd": {"loss": "kd"}},
+        "probes": {"cka": {"max_samples": 200}},
+        "teacher_store": str(tmp_path / "store"),
+    }
+    path = tmp_path / "cka.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    code = main(["run", str(path), "--output-dir", str(tmp_path / "out")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    run = Path(out.strip().splitlines()[-1])
+    results = json.loads((run / "results.json").read_text())
+    probe = results["probes"]["cka"]
+    assert probe["params"]["n_samples"] == 200
+    for m in ("independent", "kd"):
+        assert 0.0 <= probe["values"][f"teacher->{m}"] <= 1.0 + 1e-9
+        heat = probe["images"][f"teacher->{m}"]
+        assert len(heat["heatmap"]) == len(heat["rows"]) and heat["rows"][0].startswith("body.")
+    assert 'alt="cka heat maps"' in (run / "report.html").read_text()

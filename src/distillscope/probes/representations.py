@@ -233,7 +233,7 @@ class CKAProbe(Probe):
                 "heatmap": [[v if math.isfinite(v) else None for v in row] for row in matrix],
                 "rows": list(rows),
                 "columns": list(cols),
-                "row_label": f"{t} (teacher)",
+                "row_label": t,
                 "column_label": m,
                 "aligned": [[len(rows) - k + a, len(cols) - k + a] for a in range(k)],
             }
