@@ -284,6 +284,9 @@ NOT_MODELS = {
     ("cam_similarity", "method"),
     ("cam_similarity", "target"),
     ("class_similarity", "category_entropy"),
+    ("cka", "estimator"),
+    ("cka", "layers"),  # module paths, checked against each model when the probe runs
+    ("cka", "teacher_layers"),
     ("domain_consensus", "domains"),
     ("domain_consensus", "mask_source"),
     ("explanation_shift", "method"),

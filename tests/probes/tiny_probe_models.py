@@ -18,6 +18,7 @@ class TinyCNN(nn.Module):
     """Two conv blocks and a linear head on ``(B, 1, 8, 8)`` inputs; GradCAM on ``block2``."""
 
     cam_layer: str | None = "block2"
+    feature_layers: list[str] = ["block1", "block2"]
 
     def __init__(self, num_classes: int = NUM_CLASSES, width: int = 4) -> None:
         super().__init__()
@@ -35,6 +36,7 @@ class TinyMLP(nn.Module):
     """A 2 -> 8 -> K perceptron; no conv layer, so no GradCAM."""
 
     cam_layer: str | None = None
+    feature_layers: list[str] = ["net.1"]
 
     def __init__(self, num_classes: int = 3, hidden: int = 8) -> None:
         super().__init__()

@@ -11,6 +11,7 @@ from matplotlib.axes import Axes
 from distillscope.report.maps import (
     class_colours,
     decision_map_grid,
+    heatmap_grid,
     mix_class_colours,
     parse_images,
 )
@@ -177,3 +178,26 @@ def test_series_panels_take_one_x_label_or_their_own(monkeypatch, x_label, expec
     }
     png_bytes(series_chart(group_series(series, ["kd"]), palette, "invariance", x_label))
     assert labels == expected
+
+
+def test_labelled_heat_maps_are_parsed_and_drawn():
+    images = {
+        "t->kd": {
+            "heatmap": [[0.9, None], [0.2, 0.8]],
+            "rows": ["l1", "l2"],
+            "columns": ["a", "b"],
+            "row_label": "t",
+            "aligned": [[0, 0], [1, 1], [5, 5], "x"],
+        },
+        "odd": {"heatmap": [[0.5, 0.1]], "rows": ["only one label", "too many"]},
+        "bad": {"heatmap": "nope"},
+    }
+    parsed = parse_images(images)
+    assert list(parsed.heatmaps) == ["t->kd", "odd"] and parsed.skipped == ["bad"]
+    heat = parsed.heatmaps["t->kd"]
+    assert heat.rows == ["l1", "l2"] and heat.columns == ["a", "b"] and heat.row_label == "t"
+    assert np.isnan(heat.values[0, 1]) and heat.marked == [(0, 0), (1, 1)]
+    assert parsed.heatmaps["odd"].rows == ["0"]  # labels of the wrong length: indices
+    first = png_bytes(heatmap_grid(parsed.heatmaps))
+    assert png_bytes(heatmap_grid(parsed.heatmaps)) == first
+    assert heatmap_grid({}) is None

@@ -25,6 +25,13 @@ from distillscope.functional.boundary import (
     boundary_points,
     twilight_fraction,
 )
+from distillscope.functional.cka import (
+    MinibatchCKA,
+    debiased_cka,
+    linear_cka,
+    minibatch_cka,
+    rbf_cka,
+)
 from distillscope.functional.entropy import (
     category_mask,
     class_output_sums,
@@ -107,6 +114,7 @@ from distillscope.functional.views import (
 __all__ = [
     "HCL_LEVELS",
     "IOU_THRESHOLD",
+    "MinibatchCKA",
     "PSEUDO_SOFT_TEMPERATURE",
     "PSEUDO_SOFT_VARIANCE",
     "TWILIGHT_CONFIDENCE",
@@ -131,6 +139,7 @@ __all__ = [
     "correlation_congruence_loss",
     "cosine_parts",
     "crop_params",
+    "debiased_cka",
     "cross_entropy_to_uniform",
     "dkd_parts",
     "energy_pointing_game",
@@ -146,10 +155,12 @@ __all__ = [
     "kept_by_error_level",
     "kl_divergence",
     "label_smoothing_targets",
+    "linear_cka",
     "luminance",
     "mask_share",
     "match_spatial",
     "memory_update",
+    "minibatch_cka",
     "mutual_learning_kl",
     "nce_loss",
     "nst_loss",
@@ -161,6 +172,7 @@ __all__ = [
     "pooled_category_entropy",
     "pooled_cosine",
     "pseudo_soft_targets",
+    "rbf_cka",
     "region_iou",
     "relevant_region",
     "resized_crop",

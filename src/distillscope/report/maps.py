@@ -1,4 +1,5 @@
-"""Image panels of the report: decision maps on 2-D data [004 5.1] and generic arrays.
+"""Image panels of the report: decision maps on 2-D data [004 5.1], labelled heat maps (the
+cka probe's layer-by-layer matrices [003 Fig. 8]) and generic arrays.
 
 A decision map colours each grid point by mixing the K class colours in proportion to the
 model's predicted probabilities: where a model is sure, the colour is pure and the boundary
@@ -9,13 +10,14 @@ hardness number in the titles is this project's measure, see ``functional.bounda
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import matplotlib
 import numpy as np
-from matplotlib.patches import Patch
+from matplotlib.patches import Patch, Rectangle
 
 from distillscope.report.plots import Palette, grid, plot_style, to_data_uri
 from distillscope.report.tables import order_rows
@@ -55,6 +57,27 @@ def mix_class_colours(probs: np.ndarray, colours: np.ndarray) -> np.ndarray:
 
 
 @dataclass
+class Heatmap:
+    """A labelled matrix: ``values[i, j]`` for row ``rows[i]`` and column ``columns[j]``.
+
+    Attributes:
+        values: ``(R, C)`` numbers, NaN where undefined.
+        rows: Row labels (top to bottom).
+        columns: Column labels (left to right).
+        row_label: Title of the vertical axis.
+        column_label: Title of the horizontal axis.
+        marked: ``(i, j)`` cells outlined in the figure (the cka probe's aligned layers).
+    """
+
+    values: np.ndarray
+    rows: list[str]
+    columns: list[str]
+    row_label: str = ""
+    column_label: str = ""
+    marked: list[tuple[int, int]] = field(default_factory=list)
+
+
+@dataclass
 class ProbeImages:
     """A probe's ``images``, sorted into what the report can draw.
 
@@ -62,6 +85,7 @@ class ProbeImages:
         maps: Model -> ``(H, W, K)`` class probabilities (row 0 at the bottom of the extent).
         extents: Model -> ``[xmin, xmax, ymin, ymax]`` of its map, ``None`` if not given.
         points: ``((N, 2) coordinates, (N,) labels)`` of the data, or ``None``.
+        heatmaps: Labelled matrices (``{"heatmap": [[...]], "rows": [...], ...}``).
         arrays: Other drawable images: 2-D, or 3-D RGB(A) in ``[0, 1]``.
         skipped: Names of entries that are none of these (listed in the report, not drawn).
     """
@@ -69,6 +93,7 @@ class ProbeImages:
     maps: dict[str, np.ndarray] = field(default_factory=dict)
     extents: dict[str, list[float] | None] = field(default_factory=dict)
     points: tuple[np.ndarray, np.ndarray] | None = None
+    heatmaps: dict[str, Heatmap] = field(default_factory=dict)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
 
@@ -91,6 +116,12 @@ def parse_images(images: Mapping[str, Any]) -> ProbeImages:
             out.maps[name] = probs
             extent = _array(value.get("extent"))
             out.extents[name] = extent.tolist() if extent is not None and extent.size == 4 else None
+        elif isinstance(value, Mapping) and "heatmap" in value:
+            heatmap = _heatmap(value)
+            if heatmap is None:
+                out.skipped.append(name)
+            else:
+                out.heatmaps[name] = heatmap
         elif name == "points" and isinstance(value, Mapping):
             xy, labels = _points(value)
             if xy is None or labels is None or xy.shape != (len(labels), 2):
@@ -107,6 +138,35 @@ def parse_images(images: Mapping[str, Any]) -> ProbeImages:
             else:
                 out.skipped.append(name)
     return out
+
+
+def _heatmap(value: Mapping[str, Any]) -> Heatmap | None:
+    """A labelled matrix, ``None`` when it is not a non-empty 2-D numeric one; labels that do not
+    match its shape are replaced by indices, marked cells outside it are dropped."""
+    values = _array(value["heatmap"])
+    if values is None or values.ndim != 2 or values.size == 0:
+        return None
+    n_rows, n_cols = values.shape
+
+    def labels(key: str, n: int) -> list[str]:
+        given = value.get(key)
+        ok = isinstance(given, Sequence) and not isinstance(given, str) and len(given) == n
+        return [str(v) for v in given] if ok else [str(i) for i in range(n)]
+
+    cells = [c for c in value.get("aligned") or [] if isinstance(c, Sequence) and len(c) == 2]
+    marked = [
+        (i, j)
+        for i, j in cells
+        if isinstance(i, int) and isinstance(j, int) and 0 <= i < n_rows and 0 <= j < n_cols
+    ]
+    return Heatmap(
+        values,
+        labels("rows", n_rows),
+        labels("columns", n_cols),
+        str(value.get("row_label") or ""),
+        str(value.get("column_label") or ""),
+        marked,
+    )
 
 
 def _points(value: Mapping[str, Any]) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -195,4 +255,50 @@ def array_grid(arrays: Mapping[str, np.ndarray]) -> str | None:
             ax.grid(False)
             ax.set_xticks([])
             ax.set_yticks([])
+        return to_data_uri(fig)
+
+
+#: Largest matrix whose cells carry their value as text.
+ANNOTATED_CELLS = 12
+
+
+def heatmap_grid(heatmaps: Mapping[str, Heatmap], vmax: float = 1.0) -> str | None:
+    """One panel per labelled matrix, on one colour scale from ``min(0, lowest value)`` to
+    ``vmax``; values written in the cells (two decimals, up to 12 x 12 cells), undefined cells
+    grey, marked cells outlined.
+
+    Returns:
+        A PNG data URI, or ``None`` when ``heatmaps`` is empty.
+    """
+    if not heatmaps:
+        return None
+    finite = [h.values[np.isfinite(h.values)] for h in heatmaps.values()]
+    lowest = min((float(v.min()) for v in finite if v.size), default=0.0)
+    vmin, top = min(0.0, lowest), max(vmax, *(float(v.max()) for v in finite if v.size))
+    n_rows = max(len(h.rows) for h in heatmaps.values())
+    n_cols = max(len(h.columns) for h in heatmaps.values())
+    width, height = max(3.2, 0.6 * n_cols + 2.2), max(2.8, 0.45 * n_rows + 2.0)
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="0.85")
+    with plot_style():
+        fig, axes = grid(len(heatmaps), 3, width, height)
+        for ax, (name, h) in zip(axes, heatmaps.items()):
+            image = ax.imshow(
+                np.ma.masked_invalid(h.values), cmap=cmap, vmin=vmin, vmax=top, aspect="auto"
+            )
+            ax.set_title(name)
+            ax.grid(False)
+            ax.set_xticks(range(len(h.columns)), h.columns, rotation=45, ha="right")
+            ax.set_yticks(range(len(h.rows)), h.rows)
+            ax.set_xlabel(h.column_label)
+            ax.set_ylabel(h.row_label)
+            if h.values.shape[0] <= ANNOTATED_CELLS and h.values.shape[1] <= ANNOTATED_CELLS:
+                for (i, j), v in np.ndenumerate(h.values):
+                    text = f"{v:.2f}" if math.isfinite(v) else "n/a"
+                    dark = math.isfinite(v) and (v - vmin) / ((top - vmin) or 1.0) > 0.6
+                    colour = "black" if dark or not math.isfinite(v) else "white"
+                    ax.text(j, i, text, ha="center", va="center", fontsize=8, color=colour)
+            for i, j in h.marked:
+                box = Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", lw=1.5)
+                ax.add_patch(box)
+        fig.colorbar(image, ax=axes, shrink=0.8)
         return to_data_uri(fig)

@@ -12,7 +12,7 @@ from html import escape
 from typing import Any
 
 from distillscope.report.descriptions import describe
-from distillscope.report.maps import array_grid, decision_map_grid, parse_images
+from distillscope.report.maps import array_grid, decision_map_grid, heatmap_grid, parse_images
 from distillscope.report.plots import Palette, bar_chart, series_chart, training_chart
 from distillscope.report.tables import (
     MISSING,
@@ -332,7 +332,8 @@ def _row_cell(row: str, palette: Palette) -> str:
 def _images(
     name: str, probe: Mapping[str, Any], results: Mapping[str, Any], palette: Palette
 ) -> str:
-    """Decision maps (titled with their hardness), other arrays, and a note on what is not drawn."""
+    """Decision maps (titled with their hardness), labelled heat maps, other arrays, and a note
+    on what is not drawn."""
     images = parse_images(probe.get("images", {}))
     values = probe["values"]
     titles = {
@@ -343,6 +344,7 @@ def _images(
     class_names = [str(c) for c in results.get("dataset", {}).get("class_names") or []]
     parts = [
         _figure(decision_map_grid(images, titles, palette, class_names), f"{name} decision maps"),
+        _figure(heatmap_grid(images.heatmaps), f"{name} heat maps"),
         _figure(array_grid(images.arrays), f"{name} images"),
     ]
     if images.skipped:
