@@ -87,8 +87,9 @@ def test_active_neurons_is_invariant_to_a_rotation_of_the_representation() -> No
 
 
 def test_active_neurons_at_a_linear_head_is_at_most_classes_minus_one(image_data) -> None:
-    models = {"a": seeded(TinyCNN, 0, width=8)}  # no feature_layers: the head's input, D = 32
-    result = create_probe("active_neurons", share=1.0).run(models, image_data, ROLES)
+    model = seeded(TinyCNN, 0, width=8)
+    model.feature_layers = []  # none declared: the default is the head's input, D = 32
+    result = create_probe("active_neurons", share=1.0).run({"a": model}, image_data, ROLES)
     assert result.params["layers"] == {"a": "head.2 (input)"}
     assert result.values["a/dim"] == 32
     assert 1 <= result.values["a"] <= 3  # the CE gradient W^T (p - y) spans K - 1 = 3 directions
@@ -200,3 +201,8 @@ def test_sharpness_parameters_are_checked() -> None:
                 {"draws": 0}):  # fmt: skip
         with pytest.raises(ConfigError):
             create_probe("sharpness", **bad)
+
+
+def test_active_neurons_defaults_to_the_last_declared_feature_layer(image_data) -> None:
+    result = create_probe("active_neurons").run({"a": seeded(TinyCNN, 0)}, image_data, ROLES)
+    assert result.params["layers"] == {"a": "block2"}  # TinyCNN declares block1, block2
