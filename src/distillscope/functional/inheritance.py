@@ -100,7 +100,7 @@ def ie_distance(a: Tensor, b: Tensor, distance: str = "l1") -> Tensor:
     Example:
         >>> import torch
         >>> c = torch.rand(2, 3, 4, 4)
-        >>> ie_distance(c, 3 * c).item()  # factors are normalised
+        >>> round(ie_distance(c, 3 * c).item(), 6)  # factors are normalised
         0.0
     """
     fa, fb = factor(a), factor(b)  # (B, D) each, unit rows
