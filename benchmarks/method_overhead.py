@@ -63,6 +63,7 @@ METHODS: dict[str, dict[str, Any]] = {
     "nst": {"ce": {}, "nst": {"weight": 50, "student_layers": STAGES, "teacher_layers": STAGES}},
     "vid": {"ce": {}, "vid": {"student_layers": STAGES, "teacher_layers": STAGES}},
     "ft": {"ce": {}, "ft": {"weight": 200, "student_layer": "layer3", "teacher_layer": "layer3"}},
+    "ie_ft": {"ce": {}, "ie_ft": {"student_layer": "layer3", "teacher_layer": "layer3"}},
     "ofd": {
         "ce": {},
         "ofd": {

@@ -24,6 +24,7 @@ from distillscope.distill.contrastive import ContrastiveRepresentation
 from distillscope.distill.explanation import ExplanationEnhancedKD
 from distillscope.distill.factor import FactorTransfer
 from distillscope.distill.feature import Hint
+from distillscope.distill.inheritance import InheritanceExploration, InheritanceExplorationAT
 from distillscope.distill.logit import KnowledgeDistillation, SoftTargets, require_teacher
 from distillscope.distill.logit_variants import DecoupledKD, TeacherFreeKD
 from distillscope.distill.mutual import DeepMutualLearning
@@ -58,6 +59,8 @@ __all__ = [
     "ExplanationEnhancedKD",
     "FactorTransfer",
     "Hint",
+    "InheritanceExploration",
+    "InheritanceExplorationAT",
     "KnowledgeDistillation",
     "LabelSmoothing",
     "LossTerm",

@@ -21,7 +21,7 @@ from distillscope.checks import check_int, check_positive, check_range
 from distillscope.contracts import Batch, Outputs
 from distillscope.distill.base import BindContext, Stage
 from distillscope.distill.feature_base import SingleLayerTerm
-from distillscope.errors import ConfigError, TrainingError
+from distillscope.errors import TrainingError
 from distillscope.functional.attention import same_size
 from distillscope.functional.feature_transfer import factor, factor_transfer_loss
 from distillscope.models.forward import forward_outputs
@@ -97,16 +97,7 @@ class FactorTransfer(SingleLayerTerm):
         self.paraphraser_loss = float("nan")
 
     def bind(self, ctx: BindContext) -> None:
-        teacher = self.bind_teacher(ctx)
-        s = ctx.student_outputs.features[self.student_layer]
-        t = teacher.features[self.teacher_layer]
-        if s.dim() != 4 or t.dim() != 4:
-            raise ConfigError(
-                f"ft paraphrases feature maps (B, C, H, W) but student {self.student_layer!r} "
-                f"gives {tuple(s.shape[1:])} and teacher {self.teacher_layer!r} "
-                f"{tuple(t.shape[1:])}; "
-                "pick convolutional layers of both networks"
-            )
+        s, t = self.bound_maps(ctx, "paraphrases")
         c_s, c_t = s.shape[1], t.shape[1]
         c_f = max(1, int(c_t * self.rate))
         device = s.device

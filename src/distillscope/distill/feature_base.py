@@ -279,6 +279,21 @@ class SingleLayerTerm(FeatureTerm):
         s, t = self.student_layers, self.teacher_layers
         return (s[0] if s else None), (t[0] if t else None)
 
+    def bound_maps(self, ctx: BindContext, what: str) -> tuple[Tensor, Tensor]:
+        """``(f_s, f_t)`` at bind, both feature maps ``(B, C, H, W)``, else the one-line
+        ConfigError ``"<name> <what> feature maps ..."`` naming both layers' shapes."""
+        teacher = self.bind_teacher(ctx)
+        s = ctx.student_outputs.features[self.student_layer]
+        t = teacher.features[self.teacher_layer]
+        if s.dim() != 4 or t.dim() != 4:
+            raise ConfigError(
+                f"{self.name} {what} feature maps (B, C, H, W) but student "
+                f"{self.student_layer!r} gives {tuple(s.shape[1:])} and teacher "
+                f"{self.teacher_layer!r} {tuple(t.shape[1:])}; "
+                "pick convolutional layers of both networks"
+            )
+        return s, t
+
     def pair(self, student: Outputs, teacher: Outputs | None) -> tuple[Tensor, Tensor]:
         """``(f_s, f_t)``: the student's feature and the teacher's, detached."""
         return self.feature_pairs(student, teacher)[0]

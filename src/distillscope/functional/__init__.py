@@ -63,6 +63,13 @@ from distillscope.functional.feature_transfer import (
     ofd_loss,
     ofd_margin,
 )
+from distillscope.functional.inheritance import (
+    IE_DISTANCES,
+    ie_distance,
+    ie_exploration,
+    linear_cka,
+    split_channels,
+)
 from distillscope.functional.logit import (
     bce_loss,
     binary_kl,
@@ -113,6 +120,7 @@ from distillscope.functional.views import (
 
 __all__ = [
     "HCL_LEVELS",
+    "IE_DISTANCES",
     "IOU_THRESHOLD",
     "MinibatchCKA",
     "PSEUDO_SOFT_TEMPERATURE",
@@ -149,11 +157,14 @@ __all__ = [
     "factor_transfer_loss",
     "flat_cosine",
     "hcl_loss",
+    "ie_distance",
+    "ie_exploration",
     "indexed_normal",
     "jitter_params",
     "kd_loss",
     "kept_by_error_level",
     "kl_divergence",
+    "linear_cka",
     "label_smoothing_targets",
     "linear_cka",
     "luminance",
@@ -185,6 +196,7 @@ __all__ = [
     "similarity_preserving_loss",
     "soft_cross_entropy",
     "soft_labels",
+    "split_channels",
     "softmax_entropy",
     "top1_match",
     "topk_correct",

@@ -1,0 +1,286 @@
+"""Inheritance and exploration distillation (IE-KD; Huang et al. 2021, paper 002).
+
+The student's feature map is split by channels into an inheritance part and an exploration
+part. A factor auto-encoder, trained first on the teacher's map, gives the teacher's factor; two
+encoders embed the two student parts into the same factor space. The inheritance factor learns
+to resemble the teacher's (eq. 2), the exploration factor to differ from it (eq. 3), and the
+task loss keeps what the exploration part finds useful (eq. 4).
+
+``ie_ft`` compares the factors themselves (the paper's IE-FT), ``ie_at`` their spatial attention
+maps (IE-AT). The maths is in :mod:`distillscope.functional.inheritance`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from distillscope.checks import check_int, check_positive, check_range
+from distillscope.contracts import Batch, Outputs
+from distillscope.distill.base import BindContext, Stage
+from distillscope.distill.feature_base import SingleLayerTerm
+from distillscope.errors import ConfigError, TrainingError
+from distillscope.functional.attention import attention_map, same_size
+from distillscope.functional.inheritance import (
+    IE_DISTANCES,
+    ie_distance,
+    ie_exploration,
+    split_channels,
+)
+from distillscope.models.forward import forward_outputs
+from distillscope.models.taps import FeatureTap
+from distillscope.registry import register_loss
+
+__all__ = ["FactorAutoEncoder", "InheritanceExploration", "InheritanceExplorationAT", "coder"]
+
+#: How the student's channels are split: first/second share, or a seeded permutation.
+SPLITS = ("natural", "random")
+
+
+def coder(c_in: int, c_out: int) -> nn.Sequential:
+    """Three 3x3 convolutions (stride 1, padding 1) ``c_in -> c_in -> c_out -> c_out``, each
+    followed by batch norm and LeakyReLU(0.1) (paper 002, supplement Table 3).
+
+    Convolutions without bias (batch norm follows), He-normal initialised over the fan-out,
+    batch norm at ``(1, 0)``, as the authors' ``Coder``. The authors' ``Coder`` also starts with
+    a LeakyReLU on its input; Table 3 does not, and neither do we.
+    """
+    layers: list[nn.Module] = []
+    for a, b in ((c_in, c_in), (c_in, c_out), (c_out, c_out)):
+        conv = nn.Conv2d(a, b, 3, stride=1, padding=1, bias=False)
+        nn.init.normal_(conv.weight, 0.0, math.sqrt(2.0 / (9 * b)))
+        layers += [conv, nn.BatchNorm2d(b), nn.LeakyReLU(0.1)]
+    return nn.Sequential(*layers)
+
+
+class FactorAutoEncoder(nn.Module):
+    """The teacher's factor auto-encoder (paper 002, section 3.1 and supplement Table 3).
+
+    Encoder :func:`coder` ``C -> C -> C_f -> C_f``, decoder ``C_f -> C_f -> C -> C``. The paper
+    names the decoder's layers transposed convolutions; the authors' code uses plain ones, and so
+    do we (at stride 1 and padding 1 a 3x3 transposed convolution is a 3x3 convolution with
+    flipped kernels, so the two describe the same functions).
+    """
+
+    def __init__(self, channels: int, factor_channels: int) -> None:
+        super().__init__()
+        self.encoder = coder(channels, factor_channels)
+        self.decoder = coder(factor_channels, channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The reconstruction ``R(x)`` of ``x`` ``(B, C, H, W)``."""
+        return self.decoder(self.encoder(x))
+
+
+@register_loss("ie_ft")
+class InheritanceExploration(SingleLayerTerm):
+    """Inheritance and exploration on factors (paper 002's IE-FT, eqs. 1-4).
+
+    ``L = lambda_inh * L_inh + lambda_exp * L_exp`` (the task loss is the ``ce`` term beside it),
+    with ``L_inh = d(E_inh(f_inh), F_T)`` (:func:`~distillscope.functional.inheritance.ie_distance`)
+    and ``L_exp`` its opposite (:func:`~distillscope.functional.inheritance.ie_exploration`:
+    ``-d``, or ``|cos|`` for ``cosine``); for ``l1``,
+    ``L_inh = mean |F_inh/||F_inh|| - F_T/||F_T|| |``.
+
+    ``F_T`` is the encoder of a factor auto-encoder (:class:`FactorAutoEncoder`, factor channels
+    ``rate * C_t``) trained in the stage ``<name>/autoencoder`` to reconstruct the teacher's map
+    (mean absolute error, as the authors' code; eq. 1 writes a squared error) and then frozen, in
+    eval mode. ``E_inh`` and ``E_exp`` (:func:`coder`, ``C_part -> C_part -> C_f -> C_f``) train
+    with the student. A larger map is average-pooled to the smaller one's size.
+
+    The split: ``ratio * C_s`` channels (rounded) inherit and the rest explore; ``natural`` takes
+    the first ones (the authors' code's default), ``random`` a permutation drawn once at bind
+    (the paper), under the bind seed. The indices are buffers (``inh_index``, ``exp_index``), so a
+    checkpoint holds them. ``ratio`` 0 (exploration only) and 1 (inheritance only) are the
+    paper's Table 5 ablation ends; in between, both parts need at least one channel.
+
+    Defaults: ``ratio`` 0.5, ``rate`` 0.5 and the weights 50 / 50 are the paper's CIFAR setting
+    (section 4.2), ``l1`` its eq. 2. The auto-encoder's training is SGD with Nesterov momentum
+    0.9 and weight decay 5e-4 at ``autoencoder_lr`` 0.1 as the authors' (their 30 epochs;
+    ``autoencoder_epochs`` 1 is ours, a CPU-sized choice).
+
+    The layers default to each model's ``cam_layer``, its last feature map (the paper's last
+    stage).
+
+    Args:
+        ratio: Share of the student's channels that inherit, in ``[0, 1]`` (0.5).
+        split: ``natural`` or ``random`` (``natural``).
+        distance: One of ``l1``, ``l2``, ``cosine``, ``cka`` (``l1``).
+        inheritance: ``lambda_inh >= 0`` (50).
+        exploration: ``lambda_exp >= 0`` (50).
+        rate: Factor channels per teacher channel, in ``(0, 1]`` (0.5, compression ratio 2).
+        autoencoder_epochs: Passes of the auto-encoder's stage (1; 0 leaves it untrained).
+        autoencoder_lr: The stage's SGD learning rate (0.1).
+
+    Parts: ``<name>/inh`` (``L_inh``), ``<name>/exp`` (``L_exp``); the auto-encoder's last
+    reconstruction error is ``autoencoder_loss``.
+    """
+
+    default_layers: ClassVar[str | None] = "cam"
+
+    def __init__(
+        self,
+        student_layer: str | None = None,
+        teacher_layer: str | None = None,
+        ratio: float = 0.5,
+        split: str = "natural",
+        distance: str = "l1",
+        inheritance: float = 50.0,
+        exploration: float = 50.0,
+        rate: float = 0.5,
+        autoencoder_epochs: int = 1,
+        autoencoder_lr: float = 0.1,
+    ) -> None:
+        super().__init__(student_layer, teacher_layer)
+        key = self.name
+        self.ratio = check_range(f"{key}.ratio", ratio, 0.0, 1.0)
+        self.split = _choice(f"{key}.split", split, SPLITS)
+        self.distance = _choice(f"{key}.distance", distance, IE_DISTANCES)
+        self.inheritance = check_range(f"{key}.inheritance", inheritance, 0.0)
+        self.exploration = check_range(f"{key}.exploration", exploration, 0.0)
+        self.rate = check_range(f"{key}.rate", rate, 0.0, 1.0, low_open=True)
+        self.autoencoder_epochs = check_int(
+            f"{key}.autoencoder_epochs", autoencoder_epochs, minimum=0
+        )
+        self.autoencoder_lr = check_positive(f"{key}.autoencoder_lr", autoencoder_lr)
+        self.autoencoder: FactorAutoEncoder | None = None
+        self.inh_encoder: nn.Module | None = None
+        self.exp_encoder: nn.Module | None = None
+        self.autoencoder_loss = float("nan")
+
+    # ------------------------------------------------------------------ bind
+    def bind(self, ctx: BindContext) -> None:
+        s, t = self.bound_maps(ctx, "splits")
+        c_s, c_t = int(s.shape[1]), int(t.shape[1])
+        n_inh = int(round(self.ratio * c_s))
+        if 0 < self.ratio < 1 and not 0 < n_inh < c_s:
+            raise ConfigError(
+                f"{self.name}.ratio={self.ratio:g} leaves a part of the student's {c_s} channels "
+                f"at {self.student_layer!r} empty; use 0 or 1 for one part only, or a ratio "
+                f"between {1 / c_s:.3g} and {1 - 1 / c_s:.3g}"
+            )
+        c_f = max(1, int(c_t * self.rate))
+        device = s.device
+        self.autoencoder = FactorAutoEncoder(c_t, c_f).to(device)
+        self.inh_encoder = coder(n_inh, c_f).to(device) if n_inh else None
+        self.exp_encoder = coder(c_s - n_inh, c_f).to(device) if n_inh < c_s else None
+        # drawn after the modules, so both splits build the same encoders
+        order = torch.randperm(c_s) if self.split == "random" else torch.arange(c_s)
+        self.register_buffer("inh_index", order[:n_inh].to(device))
+        self.register_buffer("exp_index", order[n_inh:].to(device))
+
+    def train(self, mode: bool = True) -> InheritanceExploration:
+        """Train mode for the encoders; the trained auto-encoder stays in eval mode (its batch
+        norm statistics are frozen with it). Its stage sets its mode itself."""
+        super().train(mode)
+        if self.autoencoder is not None:
+            self.autoencoder.eval()
+        return self
+
+    # ------------------------------------------------------------------ preparation
+    def stages(self, student: nn.Module, teacher: nn.Module | None) -> list[Stage]:
+        """The auto-encoder's stage (``autoencoder_epochs > 0``): it learns to reconstruct the
+        teacher's map (mean absolute error), SGD at ``autoencoder_lr``."""
+        autoencoder = self._autoencoder()
+        if not self.autoencoder_epochs:
+            return []
+        if teacher is None:
+            raise TrainingError(f"{self.name}'s auto-encoder stage needs the teacher network")
+
+        @contextmanager
+        def reconstruct() -> Iterator[Callable[[Batch], Tensor]]:
+            with FeatureTap(teacher, [self.teacher_layer], detach=True) as tap:
+
+                def loss_of(batch: Batch) -> Tensor:
+                    with torch.no_grad():
+                        t = forward_outputs(teacher, batch.inputs, tap)
+                    t = t.features[self.teacher_layer]  # (B, C_t, H, W)
+                    loss = (autoencoder(t) - t).abs().mean()  # ()
+                    self.autoencoder_loss = float(loss.detach())
+                    return loss
+
+                yield loss_of
+
+        optimizer = partial(torch.optim.SGD, lr=self.autoencoder_lr, momentum=0.9,
+                            nesterov=True, weight_decay=5e-4)  # fmt: skip
+        return [
+            Stage(
+                "autoencoder",
+                self.autoencoder_epochs,
+                list(autoencoder.parameters()),
+                optimizer,
+                reconstruct,
+                train=(autoencoder,),
+                eval=(teacher,),
+            )
+        ]
+
+    def prepare(
+        self, student: nn.Module, teacher: nn.Module | None, batches: Iterable[Batch]
+    ) -> None:
+        """Freeze the auto-encoder (trained by its stage, :meth:`stages`)."""
+        autoencoder = self._autoencoder()
+        for p in autoencoder.parameters():
+            p.requires_grad_(False)  # the teacher's factors are fixed while the student trains
+        autoencoder.eval()
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
+        autoencoder = self._autoencoder()
+        s, t = same_size(*self.pair(student, teacher))
+        with torch.no_grad():
+            f_t = self.reduce(autoencoder.encoder(t))  # (B, C_f, H, W) or (B, H*W), fixed
+        f_inh, f_exp = split_channels(s, self.inh_index, self.exp_index)
+        zero = s.new_zeros(())
+        l_inh = l_exp = zero
+        if self.inh_encoder is not None:
+            l_inh = ie_distance(self.reduce(self.inh_encoder(f_inh)), f_t, self.distance)
+        if self.exp_encoder is not None:
+            l_exp = ie_exploration(self.reduce(self.exp_encoder(f_exp)), f_t, self.distance)
+        loss = self.inheritance * l_inh + self.exploration * l_exp  # ()
+        return {"loss": loss, f"{self.name}/inh": l_inh, f"{self.name}/exp": l_exp}
+
+    def reduce(self, code: Tensor) -> Tensor:
+        """What the distances compare: the factor itself (IE-FT)."""
+        return code
+
+    def _autoencoder(self) -> FactorAutoEncoder:
+        if self.autoencoder is None:
+            raise TrainingError(f"{self.name} was not bound; bind the loss (Trainer.fit does)")
+        return self.autoencoder
+
+    def extra_repr(self) -> str:
+        return (
+            f"{super().extra_repr()}, ratio={self.ratio:g}, split={self.split!r}, "
+            f"distance={self.distance!r}, inheritance={self.inheritance:g}, "
+            f"exploration={self.exploration:g}"
+        )
+
+
+@register_loss("ie_at")
+class InheritanceExplorationAT(InheritanceExploration):
+    """Inheritance and exploration on attention maps (paper 002's IE-AT, section 4.2).
+
+    As ``ie_ft`` (:class:`InheritanceExploration`: same auto-encoder, split, encoders, weights
+    and distances), but the factors are first reduced to spatial attention maps
+    (:func:`~distillscope.functional.attention.attention_map`: the channel mean of the squared
+    factor, flattened and L2-normalised), and the distances compare those maps.
+
+    Parts: ``ie_at/inh``, ``ie_at/exp``.
+    """
+
+    def reduce(self, code: Tensor) -> Tensor:
+        """The factor's spatial attention map ``(B, H*W)``."""
+        return attention_map(code)
+
+
+def _choice(name: str, value: object, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ConfigError(f"{name}={value!r} is invalid; use one of {', '.join(choices)}")
+    return value
