@@ -4,10 +4,24 @@ the value and the valid range. Used by losses and probes alike."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 from distillscope.errors import ConfigError
 
-__all__ = ["check_int", "check_positive", "check_range"]
+__all__ = ["check_choice", "check_int", "check_positive", "check_range"]
+
+
+def check_choice(owner: str, value: object, choices: Iterable[str]) -> str:
+    """``value`` if it is one of ``choices``, else :class:`ConfigError` naming ``owner``.
+
+    Example:
+        >>> check_choice("ie_ft.split", "random", ("natural", "random"))
+        'random'
+    """
+    options = tuple(choices)
+    if not isinstance(value, str) or value not in options:
+        raise ConfigError(f"{owner}={value!r} is invalid; use one of {', '.join(options)}")
+    return value
 
 
 def check_range(

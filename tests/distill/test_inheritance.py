@@ -17,7 +17,7 @@ from distillscope.contracts import Batch
 from distillscope.distill import build_loss, create_loss
 from distillscope.distill.inheritance import InheritanceExploration
 from distillscope.errors import ConfigError
-from distillscope.functional.inheritance import ie_distance, ie_exploration, linear_cka
+from distillscope.functional.inheritance import batch_linear_cka, ie_distance, ie_exploration
 from distillscope.models.forward import forward_outputs
 from distillscope.models.taps import FeatureTap
 from distillscope.train.bind import bind_loss
@@ -68,8 +68,8 @@ def test_distances_match_an_independent_numpy_computation(distance: str) -> None
 
 def test_linear_cka_is_one_for_scaled_copies_and_zero_for_a_single_sample() -> None:
     x = torch.randn(7, 5, dtype=torch.float64)
-    assert linear_cka(x, 3 * x).item() == pytest.approx(1.0)
-    assert linear_cka(x[:1], x[:1]).item() == 0.0  # no variation over the batch
+    assert batch_linear_cka(x, 3 * x).item() == pytest.approx(1.0)
+    assert batch_linear_cka(x[:1], x[:1]).item() == 0.0  # no variation over the batch
 
 
 # ------------------------------------------------------------------ the term

@@ -21,7 +21,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from distillscope.checks import check_int, check_positive, check_range
+from distillscope.checks import check_choice, check_int, check_positive, check_range
 from distillscope.contracts import Batch, Outputs
 from distillscope.distill.base import BindContext, Stage
 from distillscope.distill.feature_base import SingleLayerTerm
@@ -140,8 +140,8 @@ class InheritanceExploration(SingleLayerTerm):
         super().__init__(student_layer, teacher_layer)
         key = self.name
         self.ratio = check_range(f"{key}.ratio", ratio, 0.0, 1.0)
-        self.split = _choice(f"{key}.split", split, SPLITS)
-        self.distance = _choice(f"{key}.distance", distance, IE_DISTANCES)
+        self.split = check_choice(f"{key}.split", split, SPLITS)
+        self.distance = check_choice(f"{key}.distance", distance, IE_DISTANCES)
         self.inheritance = check_range(f"{key}.inheritance", inheritance, 0.0)
         self.exploration = check_range(f"{key}.exploration", exploration, 0.0)
         self.rate = check_range(f"{key}.rate", rate, 0.0, 1.0, low_open=True)
@@ -278,9 +278,3 @@ class InheritanceExplorationAT(InheritanceExploration):
     def reduce(self, code: Tensor) -> Tensor:
         """The factor's spatial attention map ``(B, H*W)``."""
         return attention_map(code)
-
-
-def _choice(name: str, value: object, choices: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise ConfigError(f"{name}={value!r} is invalid; use one of {', '.join(choices)}")
-    return value

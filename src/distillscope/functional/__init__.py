@@ -65,9 +65,9 @@ from distillscope.functional.feature_transfer import (
 )
 from distillscope.functional.inheritance import (
     IE_DISTANCES,
+    batch_linear_cka,
     ie_distance,
     ie_exploration,
-    linear_cka,
     split_channels,
 )
 from distillscope.functional.logit import (
@@ -119,6 +119,7 @@ from distillscope.functional.views import (
 )
 
 __all__ = [
+    "batch_linear_cka",
     "HCL_LEVELS",
     "IE_DISTANCES",
     "IOU_THRESHOLD",
@@ -166,7 +167,6 @@ __all__ = [
     "kl_divergence",
     "linear_cka",
     "label_smoothing_targets",
-    "linear_cka",
     "luminance",
     "mask_share",
     "match_spatial",

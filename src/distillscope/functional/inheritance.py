@@ -18,7 +18,7 @@ from torch import Tensor
 
 from distillscope.functional.feature_transfer import factor
 
-__all__ = ["IE_DISTANCES", "ie_distance", "ie_exploration", "linear_cka", "split_channels"]
+__all__ = ["IE_DISTANCES", "ie_distance", "ie_exploration", "batch_linear_cka", "split_channels"]
 
 #: The distances of the inheritance and exploration losses (paper 002, Table 6a).
 IE_DISTANCES = ("l1", "l2", "cosine", "cka")
@@ -47,8 +47,10 @@ def split_channels(x: Tensor, inh_index: Tensor, exp_index: Tensor) -> tuple[Ten
     return x.index_select(1, inh_index), x.index_select(1, exp_index)
 
 
-def linear_cka(x: Tensor, y: Tensor) -> Tensor:
-    """Linear centred kernel alignment between two batches of vectors.
+def batch_linear_cka(x: Tensor, y: Tensor) -> Tensor:
+    """Linear centred kernel alignment between two batches of vectors, differentiable: the
+    training distance of ``ie_*`` with ``distance: cka`` (to measure representations, use
+    :func:`distillscope.functional.cka.linear_cka`, float64 and not differentiable).
 
     Kornblith et al. 2019 ("Similarity of Neural Network Representations Revisited"), eq. 2 with
     linear kernels: ``K = X X^T``, ``L = Y Y^T`` (``B x B``), centred as ``H K H`` with
@@ -66,7 +68,7 @@ def linear_cka(x: Tensor, y: Tensor) -> Tensor:
     Example:
         >>> import torch
         >>> x = torch.randn(6, 3)
-        >>> round(linear_cka(x, 2 * x).item(), 5)
+        >>> round(batch_linear_cka(x, 2 * x).item(), 5)
         1.0
     """
     gx, gy = _centred(x @ x.T), _centred(y @ y.T)  # (B, B) each
@@ -87,7 +89,7 @@ def ie_distance(a: Tensor, b: Tensor, distance: str = "l1") -> Tensor:
       authors' code (``NormLoss(p=1)``);
     - ``l2``: ``sqrt(mean (F_a - F_b)^2)``, the authors' ``NormLoss(p=2)``;
     - ``cosine``: ``mean_b (1 - cos(F_a, F_b))``;
-    - ``cka``: ``1 - linear_cka(F_a, F_b)`` (:func:`linear_cka`, over the batch).
+    - ``cka``: ``1 - batch_linear_cka(F_a, F_b)`` (:func:`batch_linear_cka`, over the batch).
 
     Args:
         a: ``(B, ...)`` a factor (the inheritance encoder's output).
@@ -113,7 +115,7 @@ def ie_distance(a: Tensor, b: Tensor, distance: str = "l1") -> Tensor:
     if distance == "cosine":
         return (1.0 - (fa * fb).sum(1)).mean()  # ()
     if distance == "cka":
-        return 1.0 - linear_cka(fa, fb)  # ()
+        return 1.0 - batch_linear_cka(fa, fb)  # ()
     raise ValueError(f"unknown distance {distance!r}; use one of {', '.join(IE_DISTANCES)}")
 
 

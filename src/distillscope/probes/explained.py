@@ -8,27 +8,14 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import Tensor, nn
 
+from distillscope.checks import check_choice
 from distillscope.data.base import DatasetInfo
-from distillscope.errors import ConfigError
 from distillscope.explain.maps import why_not
 
 __all__ = ["OWN_TARGETS", "check_choice", "own_targets", "pixel_image", "unexplainable"]
 
 #: Which class a model explains: the ground-truth label, or the model's own top-1 class.
 OWN_TARGETS = ("ground_truth", "predicted")
-
-
-def check_choice(owner: str, value: object, choices: Iterable[str]) -> str:
-    """``value`` if it is one of ``choices``, else :class:`ConfigError` naming ``owner``.
-
-    Example:
-        >>> check_choice("localisation.target", "predicted", OWN_TARGETS)
-        'predicted'
-    """
-    options = tuple(choices)
-    if not isinstance(value, str) or value not in options:
-        raise ConfigError(f"{owner}={value!r} is invalid; use one of {', '.join(options)}")
-    return value
 
 
 @torch.no_grad()
