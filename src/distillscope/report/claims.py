@@ -19,11 +19,17 @@ __all__ = ["CLAIMS_FILE", "is_claims_dir", "render_claims_html", "render_claims_
 CLAIMS_FILE = "claims.json"
 REPORT_FILE = "report.html"
 CLAIMS_CSS = """
-.verdict{font-weight:600;white-space:nowrap}
+#claims table{table-layout:fixed;width:100%}
+#claims th:nth-child(1){width:8%}#claims th:nth-child(2){width:24%}
+#claims th:nth-child(3){width:14%}#claims th:nth-child(4){width:14%}
+#claims th:nth-child(5){width:16%}#claims th:nth-child(6){width:14%}
+#claims th:nth-child(7){width:10%}
+#claims td{vertical-align:top;overflow-wrap:anywhere}
+#claims code{overflow-wrap:anywhere;font-size:0.85em}
+.verdict{font-weight:600}
 .verdict.reproduced{color:#1b7a3a}
 .verdict.not-reproduced{color:#b3261e}
 .verdict.inconclusive{color:#8a6d00}
-td.rule code{font-size:0.85em;word-break:break-all}
 """
 
 
