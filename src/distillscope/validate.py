@@ -18,6 +18,7 @@ import re
 from typing import Any
 
 from pydantic import ValidationError
+from torch import nn
 
 from distillscope.config import ExperimentConfig
 from distillscope.config_train import TrainConfig
@@ -27,6 +28,7 @@ from distillscope.registry import DATASETS, LOSSES, MODELS, PROBES, check_params
 __all__ = [
     "NAME_PATTERN",
     "RESERVED_NAMES",
+    "check_model_name",
     "check_name",
     "import_registries",
     "validate_names",
@@ -106,12 +108,36 @@ letters, digits, '_', '-' or '.', not starting with '.' or '-'
     return name
 
 
+def check_model_name(name: object, key: str) -> str:
+    """A run name (:func:`check_name`) that can also key a network inside torch: no ``.`` and
+    not an attribute of :class:`torch.nn.Module` (``half``, ``train``, ``to``, ...).
+
+    Example:
+        >>> check_model_name("half", "students.half")
+        Traceback (most recent call last):
+        ...
+        distillscope.errors.ConfigError: config key 'students.half': 'half' is the name of a ...
+    """
+    name = check_name(name, key)
+    if "." in name:
+        raise ConfigError(
+            f"config key {key!r}: {name!r} has a '.', which names of networks may not have; use "
+            f"'_' (e.g. {name.replace('.', '_')!r})"
+        )
+    if hasattr(nn.Module, name):
+        raise ConfigError(
+            f"config key {key!r}: {name!r} is the name of a torch.nn.Module attribute; choose "
+            f"another name (e.g. {name + '_kd'!r})"
+        )
+    return name
+
+
 def _check_names(cfg: ExperimentConfig) -> None:
     check_name(cfg.name, "name")
     for name in cfg.teachers:
-        check_name(name, f"teachers.{name}")
+        check_model_name(name, f"teachers.{name}")
     for name in cfg.students:
-        check_name(name, f"students.{name}")
+        check_model_name(name, f"students.{name}")
     _check_groups(cfg)
 
 

@@ -50,7 +50,7 @@ def claim(**over) -> dict:
     return {**base, **over}
 
 
-@pytest.mark.parametrize("paper", ["000", "001", "003"])
+@pytest.mark.parametrize("paper", ["000", "001", "002", "003"])
 def test_the_shipped_declarations_load(paper) -> None:
     declared = load_claims(REPO_REPRODUCE, paper)  # rules parse, configs exist and run the probes
     assert declared.claims and all(c.statement and c.paper_value for c in declared.claims.values())

@@ -94,6 +94,10 @@ def files_under(folder: Path) -> list[Path]:
         (['students={".hidden": {loss: ce}}'], ["'.hidden' is not a valid name"]),
         (["students.x.loss=ce"], ["'x' is reserved"]),
         (["students.points.loss=ce"], ["'points' is reserved"]),
+        (["students.half.loss=ce"], ["'half' is the name of a torch.nn.Module attribute"]),
+        (["students.train.loss=kd"], ["'train' is the name of a torch.nn.Module attribute"]),
+        (["teachers.to.model.name=resnet8"], ["'to' is the name of a torch.nn.Module attribute"]),
+        (['students={"kd.v2": {loss: kd}}'], ["'kd.v2' has a '.'", "'kd_v2'"]),
         (['teachers={"../t": {model: {name: mlp}}}', "teacher=null"], ["'../t'"]),
         # losses and training settings that failed after the run directory existed
         (["teacher.loss.label_smoothing.alpha=5"], ["teachers.teacher.loss", "alpha=5"]),

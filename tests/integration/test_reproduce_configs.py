@@ -16,6 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIGS = [
     *sorted((REPO / "configs" / "reproduce" / "e2kd").glob("*.yaml")),
     *sorted((REPO / "configs" / "reproduce" / "what-transfers").glob("*.yaml")),
+    *sorted((REPO / "configs" / "reproduce" / "ie-kd").glob("*.yaml")),
     REPO / "configs" / "reproduce" / "ls-teacher-temperature.yaml",
 ]
 
