@@ -14,8 +14,6 @@ modules (VID's mean networks, AB's connectors).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from functools import partial
 from typing import ClassVar
 
@@ -25,7 +23,7 @@ from torch import Tensor, nn
 from distillscope.checks import check_int, check_positive
 from distillscope.contracts import Batch, Outputs
 from distillscope.distill.base import BindContext, Stage
-from distillscope.distill.feature_base import FeatureTerm
+from distillscope.distill.feature_base import FeatureTerm, stage_loss
 from distillscope.errors import ConfigError, TrainingError
 from distillscope.functional.attention import (
     ab_loss,
@@ -37,8 +35,6 @@ from distillscope.functional.attention import (
     same_size,
     vid_nll,
 )
-from distillscope.models.forward import forward_outputs
-from distillscope.models.taps import FeatureTap
 from distillscope.registry import register_loss
 
 __all__ = [
@@ -257,27 +253,20 @@ class ActivationBoundaries(MapPairsTerm):
         params = [p for p in (*student.parameters(), *self.connectors.parameters())
                   if p.requires_grad]  # fmt: skip
 
-        @contextmanager
-        def ab_only() -> Iterator[Callable[[Batch], Tensor]]:
-            with (
-                FeatureTap(student, self.layers("student")) as s_tap,
-                FeatureTap(teacher, self.layers("teacher"), detach=True) as t_tap,
-            ):
-
-                def loss_of(batch: Batch) -> Tensor:
-                    with torch.no_grad():
-                        t_out = forward_outputs(teacher, batch.inputs, t_tap)
-                    return self._loss(forward_outputs(student, batch.inputs, s_tap), t_out)
-
-                yield loss_of
-
         return [
             Stage(
                 "stage1",
                 self.stage1_epochs,
                 params,
                 partial(torch.optim.Adam, lr=self.stage1_lr),
-                ab_only,
+                partial(
+                    stage_loss,
+                    teacher,
+                    self.layers("teacher"),
+                    self._loss,
+                    student,
+                    self.layers("student"),
+                ),  # fmt: skip
                 train=(student,),
                 eval=(teacher,),
             )

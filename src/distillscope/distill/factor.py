@@ -8,8 +8,7 @@ teacher's. Paper 002 builds IE-FT on it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from functools import partial
 from typing import ClassVar
 
@@ -20,12 +19,10 @@ from torch import Tensor, nn
 from distillscope.checks import check_int, check_positive, check_range
 from distillscope.contracts import Batch, Outputs
 from distillscope.distill.base import BindContext, Stage
-from distillscope.distill.feature_base import SingleLayerTerm
+from distillscope.distill.feature_base import SingleLayerTerm, stage_loss
 from distillscope.errors import TrainingError
 from distillscope.functional.attention import same_size
 from distillscope.functional.feature_transfer import factor, factor_transfer_loss
-from distillscope.models.forward import forward_outputs
-from distillscope.models.taps import FeatureTap
 from distillscope.registry import register_loss
 
 __all__ = ["FactorTransfer", "factor"]
@@ -114,19 +111,11 @@ class FactorTransfer(SingleLayerTerm):
         if teacher is None:
             raise TrainingError("ft's paraphraser stage needs the teacher network; pass it")
 
-        @contextmanager
-        def reconstruct() -> Iterator[Callable[[Batch], Tensor]]:
-            with FeatureTap(teacher, [self.teacher_layer], detach=True) as tap:
-
-                def loss_of(batch: Batch) -> Tensor:
-                    with torch.no_grad():
-                        t = forward_outputs(teacher, batch.inputs, tap)
-                    t = t.features[self.teacher_layer]
-                    loss = F.mse_loss(decoder(encoder(t)), t)
-                    self.paraphraser_loss = float(loss.detach())
-                    return loss
-
-                yield loss_of
+        def reconstruction(_: Outputs | None, teacher_out: Outputs) -> Tensor:
+            t = teacher_out.features[self.teacher_layer]
+            loss = F.mse_loss(decoder(encoder(t)), t)
+            self.paraphraser_loss = float(loss.detach())
+            return loss
 
         return [
             Stage(
@@ -134,7 +123,7 @@ class FactorTransfer(SingleLayerTerm):
                 self.paraphraser_epochs,
                 [*encoder.parameters(), *decoder.parameters()],
                 partial(torch.optim.Adam, lr=self.paraphraser_lr),
-                reconstruct,
+                partial(stage_loss, teacher, [self.teacher_layer], reconstruction),
                 eval=(teacher,),
             )
         ]

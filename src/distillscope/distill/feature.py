@@ -8,8 +8,6 @@ features the two networks actually produce, so no channel count is typed into a 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from functools import partial
 from typing import ClassVar
 
@@ -20,10 +18,8 @@ from torch import Tensor, nn
 from distillscope.checks import check_int, check_positive
 from distillscope.contracts import Batch, Outputs
 from distillscope.distill.base import BindContext, Stage
-from distillscope.distill.feature_base import SingleLayerTerm
+from distillscope.distill.feature_base import SingleLayerTerm, stage_loss
 from distillscope.errors import ConfigError, TrainingError
-from distillscope.models.forward import forward_outputs
-from distillscope.models.taps import FeatureTap
 from distillscope.registry import register_loss
 
 
@@ -128,27 +124,20 @@ class Hint(SingleLayerTerm):
         regressor = self._regressor()
         params = [*student.parameters(), *regressor.parameters()]
 
-        @contextmanager
-        def hint_only() -> Iterator[Callable[[Batch], Tensor]]:
-            with (
-                FeatureTap(student, [self.student_layer]) as s_tap,
-                FeatureTap(teacher, [self.teacher_layer], detach=True) as t_tap,
-            ):
-
-                def loss_of(batch: Batch) -> Tensor:
-                    with torch.no_grad():
-                        t = forward_outputs(teacher, batch.inputs, t_tap)
-                    return self._mse(forward_outputs(student, batch.inputs, s_tap), t)
-
-                yield loss_of
-
         return [
             Stage(
                 "stage1",
                 self.stage1_epochs,
                 [p for p in params if p.requires_grad],
                 partial(torch.optim.Adam, lr=self.stage1_lr),
-                hint_only,
+                partial(
+                    stage_loss,
+                    teacher,
+                    [self.teacher_layer],
+                    self._mse,
+                    student,
+                    [self.student_layer],
+                ),  # fmt: skip
                 train=(student, regressor),
                 eval=(teacher,),
             )

@@ -21,16 +21,19 @@ deepest.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from typing import ClassVar
 
+import torch
 from torch import Tensor, nn
 
-from distillscope.contracts import Outputs
+from distillscope.contracts import Batch, Outputs
 from distillscope.distill.base import BindContext, LossTerm
 from distillscope.distill.logit import require_teacher
 from distillscope.errors import ConfigError, ModelError, TrainingError
-from distillscope.models.taps import check_module_paths
+from distillscope.models.forward import forward_outputs
+from distillscope.models.taps import FeatureTap, check_module_paths
 
 ROLES = ("student", "teacher")
 
@@ -301,3 +304,30 @@ class SingleLayerTerm(FeatureTerm):
     def extra_repr(self) -> str:
         s, t = self.named()
         return f"student_layer={s!r}, teacher_layer={t!r}"
+
+
+@contextmanager
+def stage_loss(
+    teacher: nn.Module,
+    teacher_paths: Sequence[str],
+    loss: Callable[[Outputs | None, Outputs], Tensor],
+    student: nn.Module | None = None,
+    student_paths: Sequence[str] = (),
+) -> Iterator[Callable[[Batch], Tensor]]:
+    """A stage's ``open`` (:class:`~distillscope.distill.base.Stage`) for terms that read
+    features: taps on the teacher (detached) and, when given, on the student; yields
+    ``loss_of(batch) = loss(student outputs or None, teacher outputs)``, the teacher run
+    without gradients first. Bind it with ``functools.partial``."""
+    with ExitStack() as stack:
+        s_tap = None
+        if student is not None:
+            s_tap = stack.enter_context(FeatureTap(student, list(student_paths)))
+        t_tap = stack.enter_context(FeatureTap(teacher, list(teacher_paths), detach=True))
+
+        def loss_of(batch: Batch) -> Tensor:
+            with torch.no_grad():
+                t = forward_outputs(teacher, batch.inputs, t_tap)
+            s = None if student is None else forward_outputs(student, batch.inputs, s_tap)
+            return loss(s, t)
+
+        yield loss_of

@@ -13,8 +13,7 @@ maps (IE-AT). The maths is in :mod:`distillscope.functional.inheritance`.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from functools import partial
 from typing import ClassVar
 
@@ -24,7 +23,7 @@ from torch import Tensor, nn
 from distillscope.checks import check_choice, check_int, check_positive, check_range
 from distillscope.contracts import Batch, Outputs
 from distillscope.distill.base import BindContext, Stage
-from distillscope.distill.feature_base import SingleLayerTerm
+from distillscope.distill.feature_base import SingleLayerTerm, stage_loss
 from distillscope.errors import ConfigError, TrainingError
 from distillscope.functional.attention import attention_map, same_size
 from distillscope.functional.inheritance import (
@@ -33,8 +32,6 @@ from distillscope.functional.inheritance import (
     ie_exploration,
     split_channels,
 )
-from distillscope.models.forward import forward_outputs
-from distillscope.models.taps import FeatureTap
 from distillscope.registry import register_loss
 
 __all__ = ["FactorAutoEncoder", "InheritanceExploration", "InheritanceExplorationAT", "coder"]
@@ -193,19 +190,11 @@ class InheritanceExploration(SingleLayerTerm):
         if teacher is None:
             raise TrainingError(f"{self.name}'s auto-encoder stage needs the teacher network")
 
-        @contextmanager
-        def reconstruct() -> Iterator[Callable[[Batch], Tensor]]:
-            with FeatureTap(teacher, [self.teacher_layer], detach=True) as tap:
-
-                def loss_of(batch: Batch) -> Tensor:
-                    with torch.no_grad():
-                        t = forward_outputs(teacher, batch.inputs, tap)
-                    t = t.features[self.teacher_layer]  # (B, C_t, H, W)
-                    loss = (autoencoder(t) - t).abs().mean()  # ()
-                    self.autoencoder_loss = float(loss.detach())
-                    return loss
-
-                yield loss_of
+        def reconstruction(_: Outputs | None, teacher_out: Outputs) -> Tensor:
+            t = teacher_out.features[self.teacher_layer]  # (B, C_t, H, W)
+            loss = (autoencoder(t) - t).abs().mean()  # ()
+            self.autoencoder_loss = float(loss.detach())
+            return loss
 
         optimizer = partial(torch.optim.SGD, lr=self.autoencoder_lr, momentum=0.9,
                             nesterov=True, weight_decay=5e-4)  # fmt: skip
@@ -215,7 +204,7 @@ class InheritanceExploration(SingleLayerTerm):
                 self.autoencoder_epochs,
                 list(autoencoder.parameters()),
                 optimizer,
-                reconstruct,
+                partial(stage_loss, teacher, [self.teacher_layer], reconstruction),
                 train=(autoencoder,),
                 eval=(teacher,),
             )
