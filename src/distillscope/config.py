@@ -466,20 +466,21 @@ def load_config_dict(
     return cfg
 
 
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config file into a raw mapping (not yet validated)."""
+def read_config_file(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """Read a YAML file (a config, or another YAML mapping named ``what`` in messages) into a
+    raw mapping (not yet validated); one-line :class:`ConfigError` when it cannot."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"config file {str(p)!r} not found; pass an existing YAML file")
+        raise ConfigError(f"{what} {str(p)!r} not found; pass an existing YAML file")
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(
-            f"config file {str(p)!r} cannot be read ({exc}); pass a readable UTF-8 YAML file"
+            f"{what} {str(p)!r} cannot be read ({exc}); pass a readable UTF-8 YAML file"
         ) from None
-    raw = parse_yaml(text, f"config file {str(p)!r}") or {}
+    raw = parse_yaml(text, f"{what} {str(p)!r}") or {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"config file {str(p)!r} must hold a mapping of keys at the top level")
+        raise ConfigError(f"{what} {str(p)!r} must hold a mapping of keys at the top level")
     return raw
 
 

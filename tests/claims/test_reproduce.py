@@ -190,3 +190,12 @@ def test_cli_list_and_errors(tmp_path, capsys) -> None:
     assert main(["reproduce", "901", "--configs", str(root)]) == 2
     err = capsys.readouterr().err
     assert "no claims declared for paper '901'" in err
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe", b"- a\n- b\n", b"claims: [1, 2\n"])
+def test_a_corrupted_claims_file_is_one_line(tmp_path, content) -> None:
+    root = declare(tmp_path, {"c": claim()})
+    (root / "claims" / "paper-900.yaml").write_bytes(content)
+    with pytest.raises(ConfigError, match="claims file") as err:
+        reproduce("900", root=root, run_grid=lambda c, s: pytest.fail("ran"))
+    assert "\n" not in str(err.value)

@@ -28,7 +28,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from distillscope.claims.rule import Rule, parse_rule
-from distillscope.config import load_config, parse_yaml
+from distillscope.config import load_config, read_config_file
 from distillscope.errors import ConfigError
 
 __all__ = ["Claim", "PaperClaims", "claims_file", "load_claims", "paper_ids", "selected"]
@@ -108,7 +108,7 @@ def load_claims(root: str | Path, paper: str) -> PaperClaims:
             f"{listed}"
         )
     path = claims_file(root, paper)
-    raw = parse_yaml(path.read_text(encoding="utf-8"), f"claims file {str(path)!r}") or {}
+    raw = read_config_file(path, "claims file")
     try:
         declared = PaperClaims.model_validate(raw)
     except ValidationError as exc:
