@@ -42,7 +42,7 @@ from distillscope.plan import (
     with_data_root,
 )
 from distillscope.probes.base import ProbeData
-from distillscope.probes.run import run_probes
+from distillscope.probes.run import check_probes, run_probes
 from distillscope.results import build_results
 from distillscope.rundir import RunDir
 from distillscope.splits import Splits
@@ -116,6 +116,8 @@ class Experiment:
         seed_everything(plan.seed)
         splits = load_plan_splits(plan)
         members = build_members(plan, splits)
+        check_probes(plan.probes, plan.probe_defaults, {n: m.model for n, m in members.items()},
+                     roles_of(members))  # fmt: skip
         self.runtime = runtime(self.device, plan.threads)
         if self.run_dir is not None:
             self.runtime = self.run_dir.resumed_runtime(self.runtime, self.device_changed)

@@ -98,6 +98,9 @@ def files_under(folder: Path) -> list[Path]:
         (["students.train.loss=kd"], ["'train' is the name of a torch.nn.Module attribute"]),
         (["teachers.to.model.name=resnet8"], ["'to' is the name of a torch.nn.Module attribute"]),
         (['students={"kd.v2": {loss: kd}}'], ["'kd.v2' has a '.'", "'kd_v2'"]),
+        # probe parameters that name layers: checked on the built models, before training
+        (["probes.cka={layers: [nope]}"], ["probes.cka: no module 'nope'"]),
+        (["probes.active_neurons={layer: nope}"], ["probes.active_neurons: no module 'nope'"]),
         (['teachers={"../t": {model: {name: mlp}}}', "teacher=null"], ["'../t'"]),
         # losses and training settings that failed after the run directory existed
         (["teacher.loss.label_smoothing.alpha=5"], ["teachers.teacher.loss", "alpha=5"]),

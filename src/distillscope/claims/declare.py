@@ -130,7 +130,10 @@ def _check_claim(root: Path, path: Path, cid: str, claim: Claim) -> None:
     if not _ID.fullmatch(cid):
         raise ConfigError(f"{where}: claim ids are lower-case words joined by '-'")
     main, controls = claim.rules(where)
-    cfg = load_config(root / claim.config)
+    try:  # a claim's config runs as a grid over seeds: a grid: section of its own is refused
+        cfg = load_config(root / claim.config)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: its config {claim.config}: {exc}") from None
     probes = set(cfg.probes)
     for rule in (main, *controls.values()):
         for measure in rule.measures:

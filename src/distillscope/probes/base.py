@@ -162,6 +162,11 @@ class Probe:
     def base_params(self) -> dict[str, Any]:
         return {"batch_size": self.batch_size, "max_samples": self.max_samples, "seed": self.seed}
 
+    def check_models(self, models: Mapping[str, nn.Module], roles: Roles) -> None:
+        """Raise a one-line :class:`~distillscope.errors.UserError` now, at start-up before
+        anything is trained or written, when a parameter cannot apply to the (untrained)
+        models, e.g. a module path that names no module (default: nothing to check)."""
+
     def run(self, models: Mapping[str, nn.Module], data: ProbeData, roles: Roles) -> ProbeResult:
         raise NotImplementedError
 

@@ -171,6 +171,12 @@ class ActiveNeuronsProbe(Probe):
         self.layer = layer
         self.share = check_range("active_neurons.share", share, 0.0, 1.0, low_open=True)
 
+    def check_models(self, models: Mapping[str, nn.Module], roles: Roles) -> None:
+        """A named ``layer`` must be a module of every model."""
+        if self.layer:
+            for model in models.values():
+                check_module_paths(model, [self.layer])
+
     def run(self, models: Mapping[str, nn.Module], data: ProbeData, roles: Roles) -> ProbeResult:
         values: dict[str, float] = {}
         series: dict[str, list[float]] = {}

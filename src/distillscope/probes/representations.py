@@ -21,7 +21,7 @@ from distillscope.functional.cka import (
     gram_linear,
     gram_rbf,
 )
-from distillscope.models.taps import FeatureTap
+from distillscope.models.taps import FeatureTap, check_module_paths
 from distillscope.probes.base import Probe, ProbeData, ProbeParams, ProbeResult, Roles
 from distillscope.probes.sampling import evaluating, forward_all, probe_batches
 from distillscope.registry import register_probe
@@ -191,6 +191,14 @@ class CKAProbe(Probe):
                 f"give {which} (module paths)"
             )
         return paths
+
+    def check_models(self, models: Mapping[str, nn.Module], roles: Roles) -> None:
+        """Every layer path compared must name a module of its model."""
+        teachers = {t for t, _ in roles.pairs()}
+        for name in dict.fromkeys(n for pair in roles.pairs() for n in pair):
+            if name in models:
+                model = models[name]
+                check_module_paths(model, self.layers_of(name, model, name in teachers))
 
     def run(self, models: Mapping[str, nn.Module], data: ProbeData, roles: Roles) -> ProbeResult:
         pairs = roles.pairs()

@@ -8,10 +8,26 @@ from typing import Any
 
 from torch import nn
 
+from distillscope.errors import UserError
 from distillscope.messages import say
 from distillscope.probes import create_probe
 from distillscope.probes.base import ProbeData, Roles, with_directions
 from distillscope.train.seeding import seed_everything
+
+
+def check_probes(
+    probes: Mapping[str, Mapping[str, Any] | None],
+    defaults: Mapping[str, Any],
+    models: Mapping[str, nn.Module],
+    roles: Roles,
+) -> None:
+    """Each probe's :meth:`~distillscope.probes.base.Probe.check_models` on the built,
+    untrained models: a parameter that cannot apply fails at start-up, nothing written."""
+    for name, params in probes.items():
+        try:
+            create_probe(name, **{**defaults, **(params or {})}).check_models(models, roles)
+        except UserError as exc:
+            raise type(exc)(f"probes.{name}: {exc}") from None
 
 
 def run_probes(
