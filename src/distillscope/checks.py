@@ -6,9 +6,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
+from torch import nn
+
 from distillscope.errors import ConfigError
 
-__all__ = ["check_choice", "check_int", "check_positive", "check_range"]
+__all__ = ["check_choice", "check_int", "check_module_key", "check_positive", "check_range"]
 
 
 def check_choice(owner: str, value: object, choices: Iterable[str]) -> str:
@@ -90,3 +92,25 @@ def check_positive(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
         raise ConfigError(f"{name}={value!r} is invalid; use a finite number > 0")
     return float(value)
+
+
+def check_module_key(name: str, key: str) -> str:
+    """``name`` if it can key a network inside torch (an ``nn.ModuleDict`` entry): no ``.`` and
+    not an attribute of :class:`torch.nn.Module` (``half``, ``train``, ``to``, ...), else a
+    one-line :class:`ConfigError` naming ``key``.
+
+    Example:
+        >>> check_module_key("kd", "students.kd")
+        'kd'
+    """
+    if "." in name:
+        raise ConfigError(
+            f"config key {key!r}: {name!r} has a '.', which names of networks may not have; use "
+            f"'_' (e.g. {name.replace('.', '_')!r})"
+        )
+    if hasattr(nn.Module, name):
+        raise ConfigError(
+            f"config key {key!r}: {name!r} is the name of a torch.nn.Module attribute; choose "
+            f"another name (e.g. {name + '_kd'!r})"
+        )
+    return name

@@ -18,8 +18,8 @@ import re
 from typing import Any
 
 from pydantic import ValidationError
-from torch import nn
 
+from distillscope.checks import check_module_key
 from distillscope.config import ExperimentConfig
 from distillscope.config_train import TrainConfig
 from distillscope.errors import ConfigError, quoted
@@ -118,18 +118,7 @@ def check_model_name(name: object, key: str) -> str:
         ...
         distillscope.errors.ConfigError: config key 'students.half': 'half' is the name of a ...
     """
-    name = check_name(name, key)
-    if "." in name:
-        raise ConfigError(
-            f"config key {key!r}: {name!r} has a '.', which names of networks may not have; use "
-            f"'_' (e.g. {name.replace('.', '_')!r})"
-        )
-    if hasattr(nn.Module, name):
-        raise ConfigError(
-            f"config key {key!r}: {name!r} is the name of a torch.nn.Module attribute; choose "
-            f"another name (e.g. {name + '_kd'!r})"
-        )
-    return name
+    return check_module_key(check_name(name, key), key)
 
 
 def _check_names(cfg: ExperimentConfig) -> None:

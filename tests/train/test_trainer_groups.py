@@ -116,3 +116,11 @@ def test_peers_may_read_features_and_each_gets_its_own_taps(tmp_path: Path) -> N
         assert [r["epoch"] for r in history[peer]] == [1, 2]
         assert history[peer][0]["hint/loss"] > 0
     assert not models["a"].act._forward_hooks and not teacher.act._forward_hooks  # taps gone
+
+
+@pytest.mark.parametrize("name", ["half", "train", "a.b"])
+def test_a_network_name_torch_cannot_key_is_one_line(name: str) -> None:
+    losses = {name: build_loss({"dml": {}}), "b": build_loss({"dml": {}})}
+    with pytest.raises(ConfigError, match=f"'{name}'") as err:
+        Trainer({name: TinyNet(), "b": TinyNet()}, losses, config())
+    assert "\n" not in str(err.value)

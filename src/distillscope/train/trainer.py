@@ -33,6 +33,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from tqdm import tqdm
 
+from distillscope.checks import check_module_key
 from distillscope.config_train import TrainConfig
 from distillscope.contracts import Batch
 from distillscope.data.base import DistillDataset, iter_batches, num_batches
@@ -146,7 +147,7 @@ class Trainer:
                     f"{member!r}: the loss is a {type(term).__name__}, not a LossTerm; build it "
                     "with distillscope.create_loss / build_loss or subclass LossTerm"
                 )
-        self.members = list(models)
+        self.members = [check_module_key(m, f"models[{m!r}]") for m in models]
         self.models = nn.ModuleDict(models)
         self.losses = nn.ModuleDict({m: losses[m] for m in self.members})
         self.cfg = cfg
