@@ -11,12 +11,15 @@ the same initial weights and batch order for every variant. One epoch per varian
   ``kd`` loss, backward, SGD step);
 - ``kd_live`` / ``kd_cached``: the Trainer with ``kd`` and the live teacher / a prebuilt cache;
 - ``<method>_live`` (and ``<method>_cached`` where the cache can hold what it reads) for every
-  method in :data:`METHODS` that is registered.
+  method in :data:`METHODS` that is registered;
+- ``<method>_group``: two resnet8 peers trained together in one loop, for the mutual methods
+  in :data:`GROUPS` (``dml``, ``ie_dml``), no teacher.
 
 Ratios: ``kd_live_vs_bare`` (the Trainer's cost over the hand loop, target <= 1.05),
 ``cache_build_vs_teacher_forward`` (target <= 1), ``kd_cached_vs_kd_live`` (what the cache
 saves), and ``<method>_vs_kd`` (each method's step time relative to KD, both live; and
-``<method>_cached_vs_live``, what the feature cache saves). torchdistill's KD is timed too
+``<method>_cached_vs_live``, what the feature cache saves), ``<method>_group_vs_kd`` (a group
+epoch, two networks, against one KD epoch) and ``ie_dml_vs_dml``. torchdistill's KD is timed too
 where torchdistill is installed (``torchdistill_kd``). One untimed warm-up round, ``--reps``
 interleaved rounds, medians kept. Ratios within one run, never thresholds.
 
@@ -100,6 +103,11 @@ METHODS: dict[str, dict[str, Any]] = {
     "sskd": {"sskd": {"head_epochs": 1}},
     "e2kd": {"e2kd": {"temperature": 4.0, "alpha": 1.0}},
 }
+#: Mutual methods: each of two peers' loss spec.
+GROUPS: dict[str, dict[str, Any]] = {
+    "dml": {"dml": {}},
+    "ie_dml": {"ce": {}, "ie_dml": {"layer": "layer3"}},
+}
 
 
 def load_data(n: int) -> tuple[TensorDataset, str]:
@@ -166,6 +174,14 @@ def trainer_epoch(
         for tap in (s_tap, t_tap):
             if tap is not None:
                 tap.remove()
+
+
+def group_epoch(peers: list[nn.Module], data: TensorDataset, cfg: TrainConfig,
+                spec: dict[str, Any]) -> None:  # fmt: skip
+    """One epoch of ``peers`` trained together, each with the loss ``spec``."""
+    models = {f"peer{i}": m for i, m in enumerate(peers)}
+    losses = {name: build_loss(spec) for name in models}
+    Trainer(models, losses, cfg, progress=False, seed=SEED).fit(data)
 
 
 def torchdistill_kd(teacher: nn.Module, student: nn.Module, data: TensorDataset,
@@ -237,6 +253,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         variants[f"{method}_cached"] = lambda spec=spec, m=method: trainer_epoch(
             teacher, fresh(), data, cfg, spec, feature_caches[m]
         )
+    groups = {m: spec for m, spec in GROUPS.items() if set(spec) <= registered}
+    for method, spec in groups.items():
+        variants[f"{method}_group"] = lambda spec=spec: group_epoch(
+            [fresh(), fresh()], data, cfg, spec
+        )
     times, med = interleaved(variants, args.reps)
     ratios = {
         "kd_live_vs_bare": med["kd_live"] / med["bare_kd_live"],
@@ -248,6 +269,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for method in methods:
         ratios[f"{method}_vs_kd"] = med[f"{method}_live"] / med["kd_live"]
         ratios[f"{method}_cached_vs_live"] = med[f"{method}_cached"] / med[f"{method}_live"]
+    for method in groups:
+        ratios[f"{method}_group_vs_kd"] = med[f"{method}_group"] / med["kd_live"]
+    if {"dml", "ie_dml"} <= set(groups):
+        ratios["ie_dml_vs_dml"] = med["ie_dml_group"] / med["dml_group"]
     return write_result(
         args.out,
         "method_overhead",
@@ -260,6 +285,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "reps": args.reps,
             "threads": args.threads,
             "methods": methods,
+            "groups": groups,
         },
         times,
         med,

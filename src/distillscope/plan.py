@@ -319,7 +319,8 @@ def build_members(plan: Plan, splits: Splits) -> dict[str, Member]:
     Bad model parameters, a wrong feature path or a loss that cannot apply to its
     teacher/student pair fail here, in seconds, before anything is written or trained. Each
     student's loss is bound (:func:`~distillscope.train.bind.bind_loss`) on a sample batch
-    through its model and its (not yet trained) teacher, whose shapes are all binding reads;
+    through its model, its (not yet trained) teacher and its group's other members, whose shapes
+    are all binding reads;
     binding is deterministic, so a resumed run binds again and loads the saved state over it.
     """
     members: dict[str, Member] = {}
@@ -340,7 +341,13 @@ def build_members(plan: Plan, splits: Splits) -> dict[str, Member]:
         loss = build_loss(m.loss)
         teacher = members[m.teacher].model if m.teacher and loss.needs_teacher else None
         data = splits.train_of(m.name)
-        bind_loss(loss, member.model, teacher, data, device="cpu", seed=m.seed, name=m.name)
+        peers = [
+            other.model
+            for other in members.values()
+            if m.group is not None and other.plan.group == m.group and other is not member
+        ]
+        bind_loss(loss, member.model, teacher, data, device="cpu", seed=m.seed, name=m.name,
+                  peers=peers)  # fmt: skip
         member.bound_loss = loss
     return members
 

@@ -223,3 +223,26 @@ def test_a_ratio_that_empties_a_part_fails_at_bind_with_one_line() -> None:
         bound({"ratio": 0.005})  # 64 channels: no channel would inherit
     text = str(info.value)
     assert "\n" not in text and "ie_ft.ratio=0.005 leaves a part" in text
+
+
+def test_ie_od_compares_the_positive_parts_at_the_l2_distance() -> None:
+    """IE-OD (paper 002, 4.2): ``||max(F_inh, 0) - max(F_T, 0)||``, normalised as every IE
+    distance, against numpy."""
+    student, teacher = nets()
+    loss = build_loss({"ie_od": {"inheritance": 1.0, "exploration": 1.0}})
+    bind_loss(loss, student, teacher, data(), device="cpu", seed=1)
+    term = loss["ie_od"]
+    assert term.distance == "l2"
+    x = data().inputs[:8]
+    s, t = outputs(student, x, False), outputs(teacher, x, False)
+    out = term(s, t, Batch(x, torch.zeros(8, dtype=torch.long), torch.arange(8)))
+    with torch.no_grad():
+        code = term.autoencoder.encoder(t.features["layer3"]).double().numpy()
+        inh = term.inh_encoder(s.features["layer3"][:, :32]).double().numpy()
+        exp = term.exp_encoder(s.features["layer3"][:, 32:]).double().numpy()
+    assert (code < 0).any()  # LeakyReLU: the positive part differs from the factor
+    want_inh, _ = np_reference(np.maximum(inh, 0), np.maximum(code, 0), "l2")
+    _, want_exp = np_reference(np.maximum(exp, 0), np.maximum(code, 0), "l2")
+    assert out["ie_od/inh"].item() == pytest.approx(want_inh, rel=1e-5)
+    assert out["ie_od/exp"].item() == pytest.approx(want_exp, rel=1e-5)
+    assert out["loss"].item() == pytest.approx(want_inh + want_exp, rel=1e-5, abs=1e-7)

@@ -24,7 +24,12 @@ from distillscope.distill.contrastive import ContrastiveRepresentation
 from distillscope.distill.explanation import ExplanationEnhancedKD
 from distillscope.distill.factor import FactorTransfer
 from distillscope.distill.feature import Hint
-from distillscope.distill.inheritance import InheritanceExploration, InheritanceExplorationAT
+from distillscope.distill.inheritance import (
+    InheritanceExploration,
+    InheritanceExplorationAT,
+    InheritanceExplorationOD,
+)
+from distillscope.distill.inheritance_mutual import InheritanceExplorationDML
 from distillscope.distill.logit import KnowledgeDistillation, SoftTargets, require_teacher
 from distillscope.distill.logit_variants import DecoupledKD, TeacherFreeKD
 from distillscope.distill.mutual import DeepMutualLearning
@@ -61,6 +66,8 @@ __all__ = [
     "Hint",
     "InheritanceExploration",
     "InheritanceExplorationAT",
+    "InheritanceExplorationDML",
+    "InheritanceExplorationOD",
     "KnowledgeDistillation",
     "LabelSmoothing",
     "LossTerm",

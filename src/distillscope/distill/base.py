@@ -59,6 +59,9 @@ class BindContext:
         train_targets: ``(N,)`` the class of every training item, indexed like ``Batch.index``
             (CRD draws its negatives from the other classes); ``None`` when the caller has none
             to give (a term that needs them refuses at bind).
+        peer_outputs: ``batch`` through each other network of the term's group (eval mode,
+            detached, with the features :meth:`LossTerm.peer_paths` names), for terms that
+            need ``"peers"``; ``None`` when bound outside a group.
     """
 
     student: nn.Module
@@ -69,6 +72,7 @@ class BindContext:
     num_train: int
     num_classes: int
     train_targets: Tensor | None = None
+    peer_outputs: list[Outputs] | None = None
 
 
 @dataclass
@@ -139,6 +143,11 @@ class LossTerm(nn.Module):
 
     def teacher_paths(self) -> list[str]:
         """Teacher module paths whose features this term reads."""
+        return []
+
+    def peer_paths(self) -> list[str]:
+        """Module paths of the other networks of the group whose features this term reads
+        (``"peers"`` terms; the trainer taps them on every peer)."""
         return []
 
     @property

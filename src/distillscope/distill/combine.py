@@ -116,6 +116,10 @@ class CombinedLoss(LossTerm):
         """Union of the terms' teacher feature paths, in first-seen order."""
         return list(dict.fromkeys(p for t in self.terms.values() for p in t.teacher_paths()))
 
+    def peer_paths(self) -> list[str]:
+        """Union of the terms' peer feature paths, in first-seen order."""
+        return list(dict.fromkeys(p for t in self.terms.values() for p in t.peer_paths()))
+
     def attach(self, student: nn.Module, teacher: nn.Module | None) -> None:
         """Let every term read what it needs from the models (:meth:`LossTerm.attach`)."""
         for term in self.terms.values():

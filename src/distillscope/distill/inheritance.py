@@ -7,7 +7,9 @@ to resemble the teacher's (eq. 2), the exploration factor to differ from it (eq.
 task loss keeps what the exploration part finds useful (eq. 4).
 
 ``ie_ft`` compares the factors themselves (the paper's IE-FT), ``ie_at`` their spatial attention
-maps (IE-AT). The maths is in :mod:`distillscope.functional.inheritance`.
+maps (IE-AT), ``ie_od`` their positive parts (IE-OD). ``ie_dml``, the mutual-learning form, is in
+:mod:`distillscope.distill.inheritance_mutual`. The maths is in
+:mod:`distillscope.functional.inheritance`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from functools import partial
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -34,7 +36,17 @@ from distillscope.functional.inheritance import (
 )
 from distillscope.registry import register_loss
 
-__all__ = ["FactorAutoEncoder", "InheritanceExploration", "InheritanceExplorationAT", "coder"]
+__all__ = [
+    "FactorAutoEncoder",
+    "InheritanceExploration",
+    "InheritanceExplorationAT",
+    "InheritanceExplorationOD",
+    "build_parts",
+    "check_settings",
+    "coder",
+    "inherit_explore",
+    "split_size",
+]
 
 #: How the student's channels are split: first/second share, or a seeded permutation.
 SPLITS = ("natural", "random")
@@ -54,6 +66,59 @@ def coder(c_in: int, c_out: int) -> nn.Sequential:
         nn.init.normal_(conv.weight, 0.0, math.sqrt(2.0 / (9 * b)))
         layers += [conv, nn.BatchNorm2d(b), nn.LeakyReLU(0.1)]
     return nn.Sequential(*layers)
+
+
+def check_settings(
+    term: Any, ratio: float, split: str, distance: str, inheritance: float,
+    exploration: float, rate: float,
+) -> None:  # fmt: skip
+    """Check the settings every IE term shares (one-line ConfigErrors naming
+    ``<term>.<setting>``) and set them on ``term``."""
+    key = term.name
+    term.ratio = check_range(f"{key}.ratio", ratio, 0.0, 1.0)
+    term.split = check_choice(f"{key}.split", split, SPLITS)
+    term.distance = check_choice(f"{key}.distance", distance, IE_DISTANCES)
+    term.inheritance = check_range(f"{key}.inheritance", inheritance, 0.0)
+    term.exploration = check_range(f"{key}.exploration", exploration, 0.0)
+    term.rate = check_range(f"{key}.rate", rate, 0.0, 1.0, low_open=True)
+
+
+def split_size(name: str, ratio: float, channels: int, layer: str) -> int:
+    """How many of ``channels`` inherit at ``ratio`` (rounded); a one-line ConfigError when a
+    ratio strictly between 0 and 1 leaves either part empty."""
+    n_inh = int(round(ratio * channels))
+    if 0 < ratio < 1 and not 0 < n_inh < channels:
+        raise ConfigError(
+            f"{name}.ratio={ratio:g} leaves a part of the student's {channels} channels "
+            f"at {layer!r} empty; use 0 or 1 for one part only, or a ratio "
+            f"between {1 / channels:.3g} and {1 - 1 / channels:.3g}"
+        )
+    return n_inh
+
+
+def build_parts(term: nn.Module, n_inh: int, channels: int, factor: int, device: Any) -> None:
+    """Give ``term`` its two encoders (:func:`coder`, ``None`` for an empty part) and the split's
+    channel indices as buffers ``inh_index`` / ``exp_index``: the first ``n_inh`` channels
+    (``term.split == "natural"``) or the first ``n_inh`` of a permutation drawn here
+    (``"random"``), after the encoders so both splits build the same encoders."""
+    term.inh_encoder = coder(n_inh, factor).to(device) if n_inh else None
+    term.exp_encoder = coder(channels - n_inh, factor).to(device) if n_inh < channels else None
+    order = torch.randperm(channels) if term.split == "random" else torch.arange(channels)
+    term.register_buffer("inh_index", order[:n_inh].to(device))
+    term.register_buffer("exp_index", order[n_inh:].to(device))
+
+
+def inherit_explore(term: Any, s: Tensor, f_t: Tensor) -> tuple[Tensor, Tensor]:
+    """``(L_inh, L_exp)`` of the student map ``s`` ``(B, C_s, H, W)`` against the (reduced)
+    factor ``f_t`` (paper 002, eqs. 2-3): each part of ``s`` through its encoder and
+    ``term.reduce``, at ``term.distance``; an empty part's loss is 0."""
+    f_inh, f_exp = split_channels(s, term.inh_index, term.exp_index)
+    l_inh = l_exp = s.new_zeros(())
+    if term.inh_encoder is not None:
+        l_inh = ie_distance(term.reduce(term.inh_encoder(f_inh)), f_t, term.distance)
+    if term.exp_encoder is not None:
+        l_exp = ie_exploration(term.reduce(term.exp_encoder(f_exp)), f_t, term.distance)
+    return l_inh, l_exp
 
 
 class FactorAutoEncoder(nn.Module):
@@ -108,7 +173,8 @@ class InheritanceExploration(SingleLayerTerm):
     Args:
         ratio: Share of the student's channels that inherit, in ``[0, 1]`` (0.5).
         split: ``natural`` or ``random`` (``natural``).
-        distance: One of ``l1``, ``l2``, ``cosine``, ``cka`` (``l1``).
+        distance: One of ``l1``, ``l2``, ``cosine``, ``cka`` (``None``: the class's
+            :attr:`default_distance`, ``l1``; ``l2`` for ``ie_od``).
         inheritance: ``lambda_inh >= 0`` (50).
         exploration: ``lambda_exp >= 0`` (50).
         rate: Factor channels per teacher channel, in ``(0, 1]`` (0.5, compression ratio 2).
@@ -120,6 +186,8 @@ class InheritanceExploration(SingleLayerTerm):
     """
 
     default_layers: ClassVar[str | None] = "cam"
+    #: The distance when the config gives none.
+    default_distance: ClassVar[str] = "l1"
 
     def __init__(
         self,
@@ -127,7 +195,7 @@ class InheritanceExploration(SingleLayerTerm):
         teacher_layer: str | None = None,
         ratio: float = 0.5,
         split: str = "natural",
-        distance: str = "l1",
+        distance: str | None = None,
         inheritance: float = 50.0,
         exploration: float = 50.0,
         rate: float = 0.5,
@@ -136,12 +204,8 @@ class InheritanceExploration(SingleLayerTerm):
     ) -> None:
         super().__init__(student_layer, teacher_layer)
         key = self.name
-        self.ratio = check_range(f"{key}.ratio", ratio, 0.0, 1.0)
-        self.split = check_choice(f"{key}.split", split, SPLITS)
-        self.distance = check_choice(f"{key}.distance", distance, IE_DISTANCES)
-        self.inheritance = check_range(f"{key}.inheritance", inheritance, 0.0)
-        self.exploration = check_range(f"{key}.exploration", exploration, 0.0)
-        self.rate = check_range(f"{key}.rate", rate, 0.0, 1.0, low_open=True)
+        distance = type(self).default_distance if distance is None else distance
+        check_settings(self, ratio, split, distance, inheritance, exploration, rate)
         self.autoencoder_epochs = check_int(
             f"{key}.autoencoder_epochs", autoencoder_epochs, minimum=0
         )
@@ -155,22 +219,10 @@ class InheritanceExploration(SingleLayerTerm):
     def bind(self, ctx: BindContext) -> None:
         s, t = self.bound_maps(ctx, "splits")
         c_s, c_t = int(s.shape[1]), int(t.shape[1])
-        n_inh = int(round(self.ratio * c_s))
-        if 0 < self.ratio < 1 and not 0 < n_inh < c_s:
-            raise ConfigError(
-                f"{self.name}.ratio={self.ratio:g} leaves a part of the student's {c_s} channels "
-                f"at {self.student_layer!r} empty; use 0 or 1 for one part only, or a ratio "
-                f"between {1 / c_s:.3g} and {1 - 1 / c_s:.3g}"
-            )
+        n_inh = split_size(self.name, self.ratio, c_s, self.student_layer)
         c_f = max(1, int(c_t * self.rate))
-        device = s.device
-        self.autoencoder = FactorAutoEncoder(c_t, c_f).to(device)
-        self.inh_encoder = coder(n_inh, c_f).to(device) if n_inh else None
-        self.exp_encoder = coder(c_s - n_inh, c_f).to(device) if n_inh < c_s else None
-        # drawn after the modules, so both splits build the same encoders
-        order = torch.randperm(c_s) if self.split == "random" else torch.arange(c_s)
-        self.register_buffer("inh_index", order[:n_inh].to(device))
-        self.register_buffer("exp_index", order[n_inh:].to(device))
+        self.autoencoder = FactorAutoEncoder(c_t, c_f).to(s.device)
+        build_parts(self, n_inh, c_s, c_f, s.device)
 
     def train(self, mode: bool = True) -> InheritanceExploration:
         """Train mode for the encoders; the trained auto-encoder stays in eval mode (its batch
@@ -225,13 +277,7 @@ class InheritanceExploration(SingleLayerTerm):
         s, t = same_size(*self.pair(student, teacher))
         with torch.no_grad():
             f_t = self.reduce(autoencoder.encoder(t))  # (B, C_f, H, W) or (B, H*W), fixed
-        f_inh, f_exp = split_channels(s, self.inh_index, self.exp_index)
-        zero = s.new_zeros(())
-        l_inh = l_exp = zero
-        if self.inh_encoder is not None:
-            l_inh = ie_distance(self.reduce(self.inh_encoder(f_inh)), f_t, self.distance)
-        if self.exp_encoder is not None:
-            l_exp = ie_exploration(self.reduce(self.exp_encoder(f_exp)), f_t, self.distance)
+        l_inh, l_exp = inherit_explore(self, s, f_t)
         loss = self.inheritance * l_inh + self.exploration * l_exp  # ()
         return {"loss": loss, f"{self.name}/inh": l_inh, f"{self.name}/exp": l_exp}
 
@@ -267,3 +313,30 @@ class InheritanceExplorationAT(InheritanceExploration):
     def reduce(self, code: Tensor) -> Tensor:
         """The factor's spatial attention map ``(B, H*W)``."""
         return attention_map(code)
+
+
+@register_loss("ie_od")
+class InheritanceExplorationOD(InheritanceExploration):
+    """Inheritance and exploration with overhaul-distillation distances (paper 002's IE-OD,
+    section 4.2).
+
+    The paper: ``L_inh = ||max(F_inh, 0) - max(F_T, 0)||_2`` and
+    ``L_exp = -||max(F_exp, 0) - max(F_T, 0)||_2`` (after OD, Heo et al. 2019, which compares
+    features after the ReLU). We take the factors' positive parts (:meth:`reduce`) and then the
+    ``l2`` distance of ``ie_ft`` (:func:`~distillscope.functional.inheritance.ie_distance`: per
+    sample L2-normalised, ``sqrt(mean(d^2))``, the authors' ``NormLoss(p=2)``). The
+    normalisation is ours: the paper's formula writes the plain norm, under which the
+    exploration term ``-||.||`` has no lower bound (the exploration encoder could grow its
+    output without limit), and every distance of the authors' code normalises the factors
+    first. Everything else (auto-encoder, split, encoders, weights) as ``ie_ft``; ``distance``
+    may still be set (default ``l2``).
+
+    Parts: ``ie_od/inh``, ``ie_od/exp``.
+    """
+
+    default_distance: ClassVar[str] = "l2"
+
+    def reduce(self, code: Tensor) -> Tensor:
+        """The factor's positive part ``max(F, 0)`` (the encoders end in LeakyReLU(0.1), so
+        their negative outputs are small but not zero)."""
+        return code.clamp_min(0.0)

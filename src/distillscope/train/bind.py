@@ -12,7 +12,7 @@ deterministic: a resumed run binds again and then loads the saved loss state ove
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import replace
 from typing import Any
@@ -98,6 +98,7 @@ def bind_loss(
     seed: int = 0,
     name: str = "student",
     teacher_outputs: Callable[[Batch], Outputs] | None = None,
+    peers: Sequence[nn.Module] = (),
 ) -> None:
     """Bind ``loss`` (a :class:`~distillscope.distill.base.LossTerm`; a combination is one).
 
@@ -115,6 +116,9 @@ def bind_loss(
         name: The member's name, for messages.
         teacher_outputs: Gives the teacher's outputs for a batch (a teacher cache); used
             instead of running ``teacher``.
+        peers: The other networks of the member's group (on ``device``), run on the sample
+            with the loss's :meth:`~distillscope.distill.base.LossTerm.peer_paths` for a loss
+            that learns from peers.
 
     Raises:
         ModelError: A feature path names no module of the network.
@@ -142,6 +146,10 @@ def bind_loss(
             if explains:
                 explained = explained_outputs(loss, teacher, batch.inputs)
                 teacher_out = replace(teacher_out, explanation=explained.explanation)
+        peer_out = None
+        if loss.needs_peers and peers:
+            paths, role = loss.peer_paths(), "peer"
+            peer_out = [run_outputs(peer, batch, paths) for peer in peers]
     except UserError as exc:
         raise type(exc)(f"{name!r} (its {role}'s layers {paths}): {exc}") from None
     if loss.needs_teacher and teacher_out is None:
@@ -162,6 +170,7 @@ def bind_loss(
         num_train=len(train),
         num_classes=int(student_out.logits.shape[1]),
         train_targets=targets,
+        peer_outputs=peer_out,
     )
     try:
         loss.bind_seeded(ctx, seed)
@@ -183,8 +192,8 @@ def _dry_run(loss: LossTerm, ctx: BindContext, name: str, grad: bool = False) ->
             torch.set_grad_enabled(grad),
         ):
             extra: dict[str, Any] = {}
-            if loss.needs_peers:
-                extra["peers"] = [ctx.student_outputs]
+            if loss.needs_peers:  # bound outside a group: the student stands in
+                extra["peers"] = ctx.peer_outputs or [ctx.student_outputs]
             if "views" in loss.needs:
                 extra["views"] = _views(trial, ctx)
             parts = trial(ctx.student_outputs, ctx.teacher_outputs, ctx.batch, **extra)

@@ -95,7 +95,9 @@ class Step:
         ``stack`` closes. A term may learn its paths from the models at bind (e2KD's
         ``cam_layer``), so taps are made after binding."""
         for name in self.names:
-            paths = self.losses[name].student_paths()
+            read = [self.losses[name].student_paths()]  # its own loss's, then its peers'
+            read += [self.losses[q].peer_paths() for q in self.names if q != name]
+            paths = list(dict.fromkeys(p for group in read for p in group))
             if paths and self.student_taps.get(name) is None:
                 self.student_taps[name] = stack.enter_context(FeatureTap(self.models[name], paths))
         paths = self._teacher_paths()

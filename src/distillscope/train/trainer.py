@@ -281,6 +281,7 @@ class Trainer:
                 seed=self.seed,
                 name=m,
                 teacher_outputs=None if cache is None or views else cache.outputs,
+                peers=[self.models[q] for q in self.members if q != m],
             )
             loss.to(self.device)
         if cache is not None:
