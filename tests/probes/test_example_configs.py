@@ -41,3 +41,12 @@ def test_domain_probes_example_pairs_a_shape_biased_teacher_with_texture_biased_
     assert "shape_bias" in probes
     assert cfg.data.name == "textured-fashion" and cfg.data.params["texture"] == "class"
     assert cfg.teachers["teacher"].data.params["texture"] == "random"
+
+
+def test_calibration_gradients_example_audits_paper_000s_three_students() -> None:
+    cfg = load_config(EXAMPLES / "calibration-gradients.yaml")
+    probes = {name: create_probe(name, **params) for name, params in cfg.probes.items()}
+    assert probes["calibration"].n_bins == 15  # Guo et al.
+    assert probes["loss_gradients"].n_images == 6
+    assert {n: s.role for n, s in cfg.students.items()}["scratch"] == "independent"
+    assert cfg.data.name == "digits"  # ships with scikit-learn: nothing to download

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from distillscope.probes import (
+    calibration,
     cam_similarity,
     decision,
     domains,
@@ -22,6 +23,7 @@ from distillscope.probes import (
     invariance,
     landscape,
     localisation,
+    loss_gradients,
     representations,
     roar,
     robustness,
@@ -38,6 +40,7 @@ __all__ = [
     "ProbeData",
     "ProbeResult",
     "Roles",
+    "calibration",
     "cam_similarity",
     "create_probe",
     "decision",
@@ -47,6 +50,7 @@ __all__ = [
     "invariance",
     "landscape",
     "localisation",
+    "loss_gradients",
     "probe_names",
     "representations",
     "roar",

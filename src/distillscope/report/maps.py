@@ -1,5 +1,6 @@
 """Image panels of the report: decision maps on 2-D data [004 5.1], labelled heat maps (the
-cka probe's layer-by-layer matrices [003 Fig. 8]) and generic arrays.
+cka probe's layer-by-layer matrices [003 Fig. 8]), grids of input gradients (the loss_gradients
+probe [000 Figs. 8, 13]) and generic arrays.
 
 A decision map colours each grid point by mixing the K class colours in proportion to the
 model's predicted probabilities: where a model is sure, the colour is pure and the boundary
@@ -17,6 +18,7 @@ from typing import Any
 
 import matplotlib
 import numpy as np
+from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
 from distillscope.report.plots import Palette, grid, plot_style, to_data_uri
@@ -78,6 +80,21 @@ class Heatmap:
 
 
 @dataclass
+class GradientGrid:
+    """Input gradients of several models on the same images: rows images, columns models.
+
+    Attributes:
+        gradients: Model -> one ``(H, W)`` or ``(H, W, 3)`` gradient per image.
+        inputs: The images, drawable (``(H, W)`` or ``(H, W, 3)`` in ``[0, 1]``), or empty.
+        labels: One label per image (its class).
+    """
+
+    gradients: dict[str, list[np.ndarray]]
+    inputs: list[np.ndarray]
+    labels: list[str]
+
+
+@dataclass
 class ProbeImages:
     """A probe's ``images``, sorted into what the report can draw.
 
@@ -86,6 +103,7 @@ class ProbeImages:
         extents: Model -> ``[xmin, xmax, ymin, ymax]`` of its map, ``None`` if not given.
         points: ``((N, 2) coordinates, (N,) labels)`` of the data, or ``None``.
         heatmaps: Labelled matrices (``{"heatmap": [[...]], "rows": [...], ...}``).
+        gradients: Gradient grids (``{"gradients": {model: [...]}, "inputs": [...], ...}``).
         arrays: Other drawable images: 2-D, or 3-D RGB(A) in ``[0, 1]``.
         skipped: Names of entries that are none of these (listed in the report, not drawn).
     """
@@ -94,6 +112,7 @@ class ProbeImages:
     extents: dict[str, list[float] | None] = field(default_factory=dict)
     points: tuple[np.ndarray, np.ndarray] | None = None
     heatmaps: dict[str, Heatmap] = field(default_factory=dict)
+    gradients: dict[str, GradientGrid] = field(default_factory=dict)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
 
@@ -122,6 +141,12 @@ def parse_images(images: Mapping[str, Any]) -> ProbeImages:
                 out.skipped.append(name)
             else:
                 out.heatmaps[name] = heatmap
+        elif isinstance(value, Mapping) and "gradients" in value:
+            gradients = _gradient_grid(value)
+            if gradients is None:
+                out.skipped.append(name)
+            else:
+                out.gradients[name] = gradients
         elif name == "points" and isinstance(value, Mapping):
             xy, labels = _points(value)
             if xy is None or labels is None or xy.shape != (len(labels), 2):
@@ -166,6 +191,42 @@ def _heatmap(value: Mapping[str, Any]) -> Heatmap | None:
         str(value.get("row_label") or ""),
         str(value.get("column_label") or ""),
         marked,
+    )
+
+
+def _drawable(array: np.ndarray | None) -> bool:
+    """Whether ``array`` is a non-empty ``(H, W)`` or ``(H, W, 3)`` image."""
+    if array is None or array.size == 0:
+        return False
+    return array.ndim == 2 or (array.ndim == 3 and array.shape[-1] == 3)
+
+
+def _gradient_grid(value: Mapping[str, Any]) -> GradientGrid | None:
+    """A gradient grid, ``None`` unless every model has the same number (>= 1) of drawable
+    gradients; inputs are dropped unless there is one drawable input per image, labels that do
+    not match are replaced by indices."""
+    given = value["gradients"]
+    if not isinstance(given, Mapping) or not given:
+        return None
+    gradients: dict[str, list[np.ndarray]] = {}
+    for model, panels in given.items():
+        if not isinstance(panels, Sequence) or isinstance(panels, str):
+            return None
+        arrays = [_array(p) for p in panels]
+        if not arrays or not all(_drawable(a) for a in arrays):
+            return None
+        gradients[str(model)] = [a for a in arrays if a is not None]
+    n = {len(panels) for panels in gradients.values()}
+    if len(n) != 1:
+        return None
+    (rows,) = n
+    raw = value.get("inputs")
+    inputs = [_array(x) for x in raw] if isinstance(raw, Sequence) and len(raw) == rows else []
+    inputs = [x for x in inputs if x is not None] if all(_drawable(x) for x in inputs) else []
+    labels = value.get("labels")
+    ok = isinstance(labels, Sequence) and not isinstance(labels, str) and len(labels) == rows
+    return GradientGrid(
+        gradients, inputs, [str(v) for v in labels] if ok else [str(i) for i in range(rows)]
     )
 
 
@@ -301,4 +362,73 @@ def heatmap_grid(heatmaps: Mapping[str, Heatmap], vmax: float = 1.0) -> str | No
                 box = Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", lw=1.5)
                 ax.add_patch(box)
         fig.colorbar(image, ax=axes, shrink=0.8)
+        return to_data_uri(fig)
+
+
+#: Tsipras et al.'s clip for RGB gradients: the mean +- 3 standard deviations.
+CLIP_STD = 3.0
+
+
+def clip_rescale(grad: np.ndarray, n_std: float = CLIP_STD) -> np.ndarray:
+    """Tsipras et al. 2019 (Fig. 2 caption)'s display of an RGB gradient: clip every entry to
+    ``mean +- n_std * std`` (over all entries of the gradient) and rescale that range to
+    ``[0, 1]``; a constant gradient is mid-grey.
+
+    Example:
+        >>> clip_rescale(np.array([-10.0, 0.0, 0.0, 0.0, 10.0]), n_std=0.5).round(3).tolist()
+        [0.0, 0.5, 0.5, 0.5, 1.0]
+    """
+    g = np.asarray(grad, dtype=float)
+    spread = n_std * g.std()
+    if not spread > 0:
+        return np.full_like(g, 0.5)
+    low = g.mean() - spread
+    return (np.clip(g, low, low + 2 * spread) - low) / (2 * spread)
+
+
+def gradient_grid(panels: GradientGrid, palette: Palette) -> str | None:
+    """Rows images, columns the input and each model's gradient (Tsipras et al. 2019, Fig. 2).
+
+    One-channel gradients are drawn signed, blue positive and red negative, on the symmetric
+    range ``+-max |g|`` of each panel; RGB gradients by :func:`clip_rescale`. Models are in the
+    report's order, their names in their colours.
+
+    Returns:
+        A PNG data URI, or ``None`` when the grid has no model.
+    """
+    models = order_rows(list(panels.gradients), list(palette.colours))
+    if not models:
+        return None
+    rows = len(panels.labels)
+    columns = [*(["input"] if panels.inputs else []), *models]
+    signed = panels.gradients[models[0]][0].ndim == 2
+    note = (
+        "blue: positive, red: negative loss gradient; each panel scaled to its largest |g|"
+        if signed
+        else "loss gradient clipped to mean ± 3 std and rescaled to [0, 1] (Tsipras et al.)"
+    )
+    with plot_style():
+        fig = Figure(figsize=(1.3 * len(columns), 1.3 * rows + 0.5), layout="constrained")
+        axes = fig.subplots(rows, len(columns), squeeze=False)
+        for r in range(rows):
+            for c, column in enumerate(columns):
+                ax = axes[r][c]
+                if column == "input":
+                    x = panels.inputs[r]
+                    ax.imshow(np.clip(x, 0.0, 1.0), cmap="gray", vmin=0.0, vmax=1.0)
+                else:
+                    g = panels.gradients[column][r]
+                    if g.ndim == 2:
+                        top = float(np.abs(g).max()) or 1.0
+                        ax.imshow(g, cmap="RdBu", vmin=-top, vmax=top)
+                    else:
+                        ax.imshow(clip_rescale(g))
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.grid(False)
+                if r == 0:
+                    colour = "black" if column == "input" else palette.colour(column)
+                    ax.set_title(column, color=colour, fontweight="bold")
+            axes[r][0].set_ylabel(panels.labels[r])
+        fig.supxlabel(note, fontsize=7)
         return to_data_uri(fig)

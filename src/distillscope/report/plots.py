@@ -21,6 +21,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from distillscope.report.tables import SeriesGroup, ValueTable, row_label, subject
@@ -286,3 +287,61 @@ def _training_panel(
         acc.grid(False)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(name, color=colour, fontweight="bold")
+
+
+def reliability_chart(
+    bins: Mapping[str, Mapping[str, Sequence[float | None]]],
+    palette: Palette,
+    edges: Sequence[float] | None = None,
+    titles: Mapping[str, str] | None = None,
+) -> str | None:
+    """One reliability diagram per model (Guo et al. 2017, Fig. 1, bottom row).
+
+    Each bin is a bar of the model's accuracy in it, in the model's colour, drawn over the bin's
+    confidence range; the hatched red part between the bar's top and the bin's mean confidence is
+    the gap that the ECE weighs; the dashed diagonal is perfect calibration. Empty bins draw
+    nothing.
+
+    Args:
+        bins: Model -> ``{"bin_accuracy", "bin_confidence"[, "bin_count"]}`` lists (see
+            :func:`~distillscope.report.tables.split_reliability`), in display order.
+        palette: The report's model colours.
+        edges: The ``M + 1`` bin edges (a probe's ``params["bin_edges"]``); equal-width edges on
+            ``[0, 1]`` when missing or of another length.
+        titles: Model -> panel title (name and ECE); the name when absent.
+
+    Returns:
+        A PNG data URI, or ``None`` when there is no diagram.
+    """
+    if not bins:
+        return None
+    titles = titles or {}
+    with plot_style():
+        fig, axes = grid(len(bins), 4, 2.4, 2.4, sharex=True, sharey=True)
+        for ax, (name, parts) in zip(axes, bins.items()):
+            accuracy = [_number(v) for v in parts["bin_accuracy"]]
+            confidence = [_number(v) for v in parts["bin_confidence"]]
+            m = len(accuracy)
+            given = [_number(e) for e in edges or []]
+            bounds = given if len(given) == m + 1 else [i / m for i in range(m + 1)]
+            drawn = [i for i in range(m) if math.isfinite(accuracy[i] + confidence[i])]
+            left = [bounds[i] for i in drawn]
+            width = [bounds[i + 1] - bounds[i] for i in drawn]
+            acc = [accuracy[i] for i in drawn]
+            gap = [confidence[i] - accuracy[i] for i in drawn]
+            colour = palette.colour(name)
+            ax.bar(left, acc, width, align="edge", color=colour, edgecolor="white", lw=0.4)
+            hatched = {"fill": False, "hatch": "////", "edgecolor": "#d62728", "lw": 0.4}
+            ax.bar(left, gap, width, bottom=acc, align="edge", **hatched)
+            ax.plot([0, 1], [0, 1], ls="--", color="0.4", lw=0.8)
+            ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence")
+            ax.set_aspect("equal")
+            ax.set_title(titles.get(name, name), color=colour, fontweight="bold")
+        axes[0].set_ylabel("accuracy")
+        fig.legend(
+            [Patch(color="0.5"), Patch(fill=False, hatch="////", edgecolor="#d62728")],
+            ["accuracy in bin", "gap to mean confidence"],
+            loc="outside lower center",
+            ncols=2,
+        )
+        return to_data_uri(fig)

@@ -12,8 +12,20 @@ from html import escape
 from typing import Any
 
 from distillscope.report.descriptions import describe
-from distillscope.report.maps import array_grid, decision_map_grid, heatmap_grid, parse_images
-from distillscope.report.plots import Palette, bar_chart, series_chart, training_chart
+from distillscope.report.maps import (
+    array_grid,
+    decision_map_grid,
+    gradient_grid,
+    heatmap_grid,
+    parse_images,
+)
+from distillscope.report.plots import (
+    Palette,
+    bar_chart,
+    reliability_chart,
+    series_chart,
+    training_chart,
+)
 from distillscope.report.tables import (
     MISSING,
     PAIR,
@@ -21,6 +33,7 @@ from distillscope.report.tables import (
     group_series,
     order_rows,
     row_label,
+    split_reliability,
     subject,
     value_table,
 )
@@ -304,7 +317,8 @@ def probe_section(
         parts.append(_figure(bar_chart(table, palette, name), f"{name} values"))
     else:
         parts.append('<p class="note">No values recorded.</p>')
-    groups = group_series(probe.get("series", {}), models)
+    reliability, series = split_reliability(probe.get("series", {}))
+    groups = group_series(series, models)
     params = probe.get("params", {})
     x_label = params.get("x_label")
     x_label = x_label if isinstance(x_label, (str, Mapping)) else None
@@ -312,6 +326,7 @@ def probe_section(
     x_ticks = [str(t) for t in ticks] if isinstance(ticks, list) else None
     chart = series_chart(groups, palette, name, x_label, x_ticks)
     parts.append(_figure(chart, f"{name} series"))
+    parts.append(_reliability(name, reliability, probe, models, palette))
     parts.append(_images(name, probe, results, palette))
     skipped = params.get("skipped")
     if isinstance(skipped, Mapping) and skipped:
@@ -329,11 +344,32 @@ def _row_cell(row: str, palette: Palette) -> str:
     )
 
 
+def _reliability(
+    name: str,
+    bins: Mapping[str, Mapping[str, list[float | None]]],
+    probe: Mapping[str, Any],
+    models: list[str],
+    palette: Palette,
+) -> str:
+    """One reliability diagram per model with one (the calibration probe's series), titled with
+    its equal-width ECE when the values have it."""
+    ordered = {m: bins[m] for m in order_rows(list(bins), models)}
+    values = probe["values"]
+    titles = {
+        m: f"{m}\nECE {format_value(values[f'{m}/ece'])}" for m in ordered if f"{m}/ece" in values
+    }
+    edges = probe.get("params", {}).get("bin_edges")
+    edges = edges if isinstance(edges, list) else None
+    return _figure(
+        reliability_chart(ordered, palette, edges, titles), f"{name} reliability diagrams"
+    )
+
+
 def _images(
     name: str, probe: Mapping[str, Any], results: Mapping[str, Any], palette: Palette
 ) -> str:
-    """Decision maps (titled with their hardness), labelled heat maps, other arrays, and a note
-    on what is not drawn."""
+    """Decision maps (titled with their hardness), labelled heat maps, gradient grids, other
+    arrays, and a note on what is not drawn."""
     images = parse_images(probe.get("images", {}))
     values = probe["values"]
     titles = {
@@ -345,6 +381,10 @@ def _images(
     parts = [
         _figure(decision_map_grid(images, titles, palette, class_names), f"{name} decision maps"),
         _figure(heatmap_grid(images.heatmaps), f"{name} heat maps"),
+        *(
+            _figure(gradient_grid(g, palette), f"{name} gradients" + ("" if k == name else f" {k}"))
+            for k, g in images.gradients.items()
+        ),
         _figure(array_grid(images.arrays), f"{name} images"),
     ]
     if images.skipped:

@@ -168,3 +168,42 @@ def group_series(
         ordered = {row: by_row[row] for row in order_rows(list(by_row), models)}
         groups.append(SeriesGroup(metric, axes.get(metric, axes.get("")), ordered))
     return groups
+
+
+#: Series metrics that make one reliability diagram per model (the calibration probe's).
+RELIABILITY_METRICS = ("bin_accuracy", "bin_confidence", "bin_count")
+
+
+def split_reliability(
+    series: Mapping[str, Sequence[float | None]],
+) -> tuple[dict[str, dict[str, list[float | None]]], dict[str, list[float | None]]]:
+    """Reliability-diagram series by model, and every other series.
+
+    A model has a diagram when it has both a ``bin_accuracy`` and a ``bin_confidence`` series
+    of the same length (``bin_count`` optional); its :data:`RELIABILITY_METRICS` series leave the
+    rest. Series of a model without a complete diagram stay in the rest.
+
+    Example:
+        >>> bins, rest = split_reliability(
+        ...     {"x": [0.5], "m/bin_accuracy": [1.0], "m/bin_confidence": [0.9], "m/ece": [0.1]}
+        ... )
+        >>> bins, list(rest)
+        ({'m': {'bin_accuracy': [1.0], 'bin_confidence': [0.9]}}, ['x', 'm/ece'])
+    """
+    found: dict[str, dict[str, list[float | None]]] = {}
+    for key, ys in series.items():
+        row, metric = split_key(key)
+        if metric in RELIABILITY_METRICS and row != "x":
+            found.setdefault(row, {})[metric] = list(ys)
+    bins = {
+        row: parts
+        for row, parts in found.items()
+        if {"bin_accuracy", "bin_confidence"} <= set(parts)
+        and len(parts["bin_accuracy"]) == len(parts["bin_confidence"])
+    }
+    rest = {
+        key: list(ys)
+        for key, ys in series.items()
+        if not (split_key(key)[0] in bins and split_key(key)[1] in RELIABILITY_METRICS)
+    }
+    return bins, rest
