@@ -171,4 +171,6 @@ def match_normalisation(data: DistillDataset, target: DatasetInfo, where: str) -
     if transform is not None:
         say(f"{where}: {info.name} is re-normalised as {target.name}; its augmentation is kept")
     inputs = (pixels - new_mean) / new_std
-    return TensorDataset(inputs, data.targets, renorm, transform, data.masks, data.groups)
+    return TensorDataset(
+        inputs, data.targets, renorm, transform, data.masks, data.groups, data.heatmaps
+    )

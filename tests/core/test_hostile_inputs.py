@@ -299,6 +299,8 @@ NOT_MODELS = {
     ("explanation_shift", "method"),
     ("explanation_shift", "target"),
     ("explanation_shift", "fill"),
+    ("five_band", "method"),
+    ("five_band", "target"),
     ("group_gap", "grouping"),
     ("invariance", "families"),
     ("localisation", "method"),

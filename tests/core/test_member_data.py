@@ -126,11 +126,15 @@ def test_other_normalisation_is_mapped_to_the_held_out_one():
     pixels = torch.rand(6, 1, 3, 3)
     own = DatasetInfo("own", 2, (1, 3, 3), ["a", "b"], mean=(0.2,), std=(0.5,))
     held = DatasetInfo("held", 2, (1, 3, 3), ["a", "b"], mean=(0.4,), std=(0.25,))
-    data = TensorDataset((pixels - 0.2) / 0.5, torch.zeros(6), own, masks=torch.ones(6, 3, 3))
+    heat = torch.randint(0, 3, (6, 3, 3), dtype=torch.uint8)
+    data = TensorDataset(
+        (pixels - 0.2) / 0.5, torch.zeros(6), own, masks=torch.ones(6, 3, 3), heatmaps=heat
+    )
     mapped = match_normalisation(data, held, "students.kd.data")
     assert torch.allclose(mapped.inputs, (pixels - 0.4) / 0.25, atol=1e-6)
     assert mapped.info.mean == (0.4,) and mapped.info.name == "own"
     assert mapped.masks is not None and mapped.masks.all()
+    assert mapped.heatmaps is heat
     assert match_normalisation(data, own, "x") is data  # same constants: untouched
 
 

@@ -1,4 +1,4 @@
-"""Object masks ride along with an in-memory dataset (localisation probes)."""
+"""Object masks and ground-truth heat maps ride along with an in-memory dataset (probes)."""
 
 from __future__ import annotations
 
@@ -45,3 +45,24 @@ def test_groups_follow_subsets_and_bad_shapes_are_refused():
     assert unaugmented(data).groups.tolist() == [2, 0, 1]
     with pytest.raises(ValueError, match="groups must be"):
         TensorDataset(inputs, torch.tensor([0, 1, 0]), INFO, groups=torch.tensor([1, 2]))
+
+
+def test_heatmaps_follow_subsets_unaugmented_copies_and_the_fingerprint():
+    heat = torch.tensor([0, 1, 2], dtype=torch.uint8).view(3, 1, 1).expand(3, 4, 4).clone()
+    inputs = torch.zeros(3, 1, 4, 4)
+    data = TensorDataset(inputs, torch.tensor([0, 1, 0]), INFO, lambda x: x + 1, heatmaps=heat)
+    sub = data.subset([2, 0])
+    assert sub.heatmaps.dtype == torch.uint8 and sub.heatmaps[:, 0, 0].tolist() == [2, 0]
+    assert torch.equal(unaugmented(data).heatmaps, heat)
+    plain = TensorDataset(inputs, torch.tensor([0, 1, 0]), INFO)
+    assert plain.heatmaps is None and plain.subset([0]).heatmaps is None
+    other = TensorDataset(inputs, torch.tensor([0, 1, 0]), INFO, heatmaps=heat.flip(0))
+    assert len({plain.fingerprint(), data.fingerprint(), other.fingerprint()}) == 3
+
+
+@pytest.mark.parametrize(
+    "heat", [torch.zeros(3, 4, dtype=torch.long), torch.zeros(2, 4, 4).long(), torch.zeros(3, 4, 4)]
+)
+def test_wrong_heatmaps_are_refused(heat):
+    with pytest.raises(ValueError, match="heatmaps must be"):
+        TensorDataset(torch.zeros(3, 1, 4, 4), torch.tensor([0, 1, 0]), INFO, heatmaps=heat)

@@ -17,6 +17,7 @@ from typing import Any
 from distillscope.data import (  # noqa: F401  (registration)
     digits,
     fashion_mnist,
+    heatmap_shapes,
     multidomain,
     spurious,
     textured,

@@ -71,6 +71,13 @@ from distillscope.functional.feature_transfer import (
     ofd_loss,
     ofd_margin,
 )
+from distillscope.functional.five_band import (
+    FIVE_BAND_THRESHOLDS,
+    binary_scores,
+    five_band_scores,
+    five_bands,
+    normalise_maps,
+)
 from distillscope.functional.inheritance import (
     IE_DISTANCES,
     batch_linear_cka,
@@ -128,6 +135,7 @@ from distillscope.functional.views import (
 
 __all__ = [
     "batch_linear_cka",
+    "FIVE_BAND_THRESHOLDS",
     "HCL_LEVELS",
     "IE_DISTANCES",
     "IOU_THRESHOLD",
@@ -140,6 +148,7 @@ __all__ = [
     "attention_transfer_loss",
     "batch_cosine",
     "bce_loss",
+    "binary_scores",
     "binary_kl",
     "boundary_hardness",
     "boundary_loss",
@@ -166,6 +175,8 @@ __all__ = [
     "explanation_loss",
     "factor",
     "factor_transfer_loss",
+    "five_band_scores",
+    "five_bands",
     "flat_cosine",
     "hcl_loss",
     "ie_distance",
@@ -186,6 +197,7 @@ __all__ = [
     "nce_loss",
     "negative_log_likelihood",
     "nll_logit_gradient",
+    "normalise_maps",
     "nst_loss",
     "ofd_loss",
     "ofd_margin",

@@ -364,6 +364,7 @@ def unaugmented(dataset: DistillDataset) -> DistillDataset:
             dataset.info,
             masks=dataset.masks,
             groups=dataset.groups,
+            heatmaps=dataset.heatmaps,
         )
     return dataset
 
