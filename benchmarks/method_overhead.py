@@ -23,7 +23,9 @@ epoch, two networks, against one KD epoch) and ``ie_dml_vs_dml``. torchdistill's
 where torchdistill is installed (``torchdistill_kd``). One untimed warm-up round, ``--reps``
 interleaved rounds, medians kept. Ratios within one run, never thresholds.
 
-Usage: ``python benchmarks/method_overhead.py [--n 3200] [--reps 3] [--threads 2]``
+Usage: ``python benchmarks/method_overhead.py [--n 3200] [--reps 3] [--threads 2]
+[--only ie_ft ie_dml ...]`` (``--only``: time KD and these methods alone, into
+``method_overhead_<names>.json`` unless ``--out`` says otherwise).
 """
 
 from __future__ import annotations
@@ -214,8 +216,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--n", type=int, default=3200, help="training images")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--only", nargs="+", default=None, help="methods to time beside KD")
     args = parser.parse_args(argv)
+    known = set(METHODS) | set(GROUPS)
+    if args.only and not set(args.only) <= known:
+        parser.error(
+            f"--only: unknown {sorted(set(args.only) - known)}; use some of {sorted(known)}"
+        )
+    out = args.out or (
+        DEFAULT_OUT.with_name(f"method_overhead_{'_'.join(args.only)}.json")
+        if args.only
+        else DEFAULT_OUT
+    )
     torch.set_num_threads(args.threads)
     data, source = load_data(args.n)
     cfg = TrainConfig(epochs=1, batch_size=128, optimizer="sgd", lr=0.05, momentum=0.9,
@@ -238,7 +251,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if td is not None:
         variants["torchdistill_kd"] = td
     registered = set(loss_names())
-    methods = {m: spec for m, spec in METHODS.items() if set(spec) <= registered}
+    chosen = set(args.only) if args.only else set(METHODS) | set(GROUPS)
+    methods = {m: s for m, s in METHODS.items() if set(s) <= registered and m in chosen}
     feature_caches: dict[str, TeacherCache] = {}
     for method, spec in methods.items():
         variants[f"{method}_live"] = lambda spec=spec: trainer_epoch(
@@ -253,7 +267,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         variants[f"{method}_cached"] = lambda spec=spec, m=method: trainer_epoch(
             teacher, fresh(), data, cfg, spec, feature_caches[m]
         )
-    groups = {m: spec for m, spec in GROUPS.items() if set(spec) <= registered}
+    groups = {m: s for m, s in GROUPS.items() if set(s) <= registered and m in chosen}
     for method, spec in groups.items():
         variants[f"{method}_group"] = lambda spec=spec: group_epoch(
             [fresh(), fresh()], data, cfg, spec
@@ -274,7 +288,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if {"dml", "ie_dml"} <= set(groups):
         ratios["ie_dml_vs_dml"] = med["ie_dml_group"] / med["dml_group"]
     return write_result(
-        args.out,
+        out,
         "method_overhead",
         {
             "data": source,

@@ -294,6 +294,11 @@ NOT_MODELS = {
     ("cka", "estimator"),
     ("cka", "layers"),  # module paths, checked against each model when the probe runs
     ("cka", "teacher_layers"),
+    ("dissection", "concepts"),  # a folder, checked at start-up
+    ("dissection", "categories"),
+    ("dissection", "layer"),
+    ("dissection", "images"),
+    ("dissection", "objects"),
     ("domain_consensus", "domains"),
     ("domain_consensus", "mask_source"),
     ("explanation_shift", "method"),

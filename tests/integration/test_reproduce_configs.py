@@ -17,6 +17,7 @@ CONFIGS = [
     *sorted((REPO / "configs" / "reproduce" / "e2kd").glob("*.yaml")),
     *sorted((REPO / "configs" / "reproduce" / "what-transfers").glob("*.yaml")),
     *sorted((REPO / "configs" / "reproduce" / "ie-kd").glob("*.yaml")),
+    *sorted((REPO / "configs" / "reproduce" / "interpretability").glob("*.yaml")),
     REPO / "configs" / "reproduce" / "ls-teacher-temperature.yaml",
 ]
 

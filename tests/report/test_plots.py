@@ -201,3 +201,17 @@ def test_labelled_heat_maps_are_parsed_and_drawn():
     first = png_bytes(heatmap_grid(parsed.heatmaps))
     assert png_bytes(heatmap_grid(parsed.heatmaps)) == first
     assert heatmap_grid({}) is None
+
+
+def test_a_metric_whose_bars_are_all_zero_gets_a_plain_unit_axis(monkeypatch):
+    import distillscope.report.plots as plots
+
+    figures = []
+    monkeypatch.setattr(plots, "to_data_uri", lambda fig: figures.append(fig) or "data:")
+    palette = Palette.for_models({"t": {"role": "teacher"}, "kd": {"role": "student"}})
+    table = value_table({"t/object": 0.0, "kd/object": 0.0, "t/color": 3.0, "kd/color": 9.0},
+                        list(palette.colours))  # fmt: skip
+    bar_chart(table, palette, "dissection")
+    zero, nonzero = figures[0].axes[:2]
+    assert zero.get_xlim() == (0.0, 1.0)
+    assert nonzero.get_xlim()[1] > 9.0

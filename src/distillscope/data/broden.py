@@ -60,6 +60,7 @@ __all__ = [
     "LABEL_COLUMNS",
     "BrodenData",
     "ConceptBatch",
+    "category_names",
     "nearest_resize",
     "primary_categories",
     "read_mask",
@@ -115,6 +116,13 @@ class _Row:
     image_size: tuple[int, int]
     seg_size: tuple[int, int]
     cells: tuple[tuple[int | str, ...], ...]
+
+
+def category_names(root: str | Path) -> list[str]:
+    """The category names of the Broden folder ``root`` (its ``category.csv``), in order;
+    a one-line DataError when the file is missing or unreadable."""
+    path = Path(root).expanduser() / "category.csv"
+    return [row["name"] for _, row in _read_table(path, CATEGORY_COLUMNS)]
 
 
 def primary_categories(coverage: Sequence[Mapping[int, float]], n_labels: int) -> Tensor:

@@ -165,6 +165,8 @@ def bar_chart(table: ValueTable, palette: Palette, main: str) -> str | None:
                     ax.axvline(value, color=palette.colour(row), lw=0.8, ls="--", zorder=0)
             ax.set_title(column or main)
             ax.margins(x=0.2)
+            if not any(drawn):  # every bar 0: a plain 0..1 axis, not matplotlib's 1e-17 ticks
+                ax.set_xlim(0.0, 1.0)
             ax.grid(axis="y", visible=False)
         axes[0].set_yticks(list(positions), [row_label(r) for r in table.rows])
         axes[0].invert_yaxis()
