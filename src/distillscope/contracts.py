@@ -1,4 +1,11 @@
-"""The two data contracts that flow between the data pipeline, models, losses and probes."""
+"""The data contracts that flow between the data pipeline, models, losses and probes.
+
+Text (sentence classification, paper 000 5.4) uses the same :class:`Batch`: ``inputs`` are
+``(B, L)`` int64 token ids of a word-level vocabulary, padded with :data:`PAD_ID`; a model's
+attention mask is ``inputs != PAD_ID`` (:func:`attention_mask`). Word labels for attribution
+scores are ``(N, L)`` int64 per token: :data:`POSITIVE` (1), :data:`NEGATIVE` (-1), or 0 for a
+neutral word, padding and special tokens.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from torch import Tensor
+
+#: Token id of padding; the vocabulary's first entry is :data:`PAD`.
+PAD_ID = 0
+#: Token id of an out-of-vocabulary word; the vocabulary's second entry is :data:`UNK`.
+UNK_ID = 1
+PAD = "[PAD]"
+UNK = "[UNK]"
+#: Word polarity labels of text data (``TensorDataset.token_labels``).
+POSITIVE = 1
+NEGATIVE = -1
+
+
+def attention_mask(ids: Tensor) -> Tensor:
+    """``(B, L)`` long mask, 1 on real tokens and 0 on padding, of ``(B, L)`` token ids."""
+    return (ids != PAD_ID).long()
 
 
 @dataclass

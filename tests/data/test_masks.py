@@ -66,3 +66,20 @@ def test_heatmaps_follow_subsets_unaugmented_copies_and_the_fingerprint():
 def test_wrong_heatmaps_are_refused(heat):
     with pytest.raises(ValueError, match="heatmaps must be"):
         TensorDataset(torch.zeros(3, 1, 4, 4), torch.tensor([0, 1, 0]), INFO, heatmaps=heat)
+
+
+def test_a_vocabulary_is_part_of_the_fingerprint_and_its_absence_changes_nothing() -> None:
+    from dataclasses import replace
+
+    import torch
+
+    from distillscope.data.base import DatasetInfo, TensorDataset
+
+    info = DatasetInfo("t", 2, (3,), ["a", "b"], pixel_range=None)
+    ids, y = torch.tensor([[2, 3, 0]]), torch.tensor([1])
+    plain = TensorDataset(ids, y, info).fingerprint()
+    assert plain == "de684a3cdc1c401131684515ab923387"  # as before the field existed
+    text = TensorDataset(ids, y, replace(info, vocab=("[PAD]", "[UNK]", "a", "b"))).fingerprint()
+    other = TensorDataset(ids, y, replace(info, vocab=("[PAD]", "[UNK]", "b", "a"))).fingerprint()
+    assert len({plain, text, other}) == 3
+    assert replace(info, vocab=("[PAD]",)).is_text and not info.is_text

@@ -53,6 +53,9 @@ class DatasetInfo:
             groups: ``spurious-fashion``'s backgrounds, ``multi-domain``'s domains.
         source: Where the data was read from (a folder), for the record; not part of the
             data's fingerprint (the same bytes in another folder are the same data).
+        vocab: Text data only: the word-level vocabulary, token id -> word (``vocab[0]`` is
+            :data:`~distillscope.contracts.PAD`, ``vocab[1]`` :data:`~distillscope.contracts.UNK`);
+            ``input_shape`` is then ``(L,)``, the padded sentence length.
     """
 
     name: str
@@ -65,10 +68,16 @@ class DatasetInfo:
     pixel_range: tuple[float, float] | None = (0.0, 1.0)
     group_names: tuple[str, ...] | None = None
     source: str | None = None
+    vocab: tuple[str, ...] | None = None
 
     @property
     def is_image(self) -> bool:
         return len(self.input_shape) == 3
+
+    @property
+    def is_text(self) -> bool:
+        """Token ids of a vocabulary (:attr:`vocab`), not numbers."""
+        return self.vocab is not None
 
 
 class DistillDataset(Dataset):
@@ -214,6 +223,8 @@ def fingerprint_start(info: DatasetInfo, targets: Tensor) -> Any:
     """A SHA-256 over ``info`` (without ``source``), the item count and every target."""
     fields = asdict(info)
     del fields["source"]  # where the data was found is not what it is
+    if fields["vocab"] is None:
+        del fields["vocab"]  # data without a vocabulary keep the fingerprints they had
     h = hashlib.sha256(repr(sorted(fields.items())).encode())
     h.update(str(len(targets)).encode())
     h.update(targets.to("cpu", torch.int64).contiguous().numpy().tobytes())
