@@ -290,3 +290,13 @@ register_loss = LOSSES.register
 register_probe = PROBES.register
 register_dataset = DATASETS.register
 register_explainer = EXPLAINERS.register
+
+#: Names of the registered datasets whose items are token ids (text data).
+TEXT_DATASETS: set[str] = set()
+
+
+def register_text_dataset(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """:func:`register_dataset` for a text dataset: also listed in :data:`TEXT_DATASETS`, so a
+    config pairing it with a probe that does not apply to text is refused at load."""
+    TEXT_DATASETS.add(name)
+    return DATASETS.register(name)

@@ -23,7 +23,7 @@ from distillscope.checks import check_module_key
 from distillscope.config import ExperimentConfig
 from distillscope.config_train import TrainConfig
 from distillscope.errors import ConfigError, quoted
-from distillscope.registry import DATASETS, LOSSES, MODELS, PROBES, check_params
+from distillscope.registry import DATASETS, LOSSES, MODELS, PROBES, TEXT_DATASETS, check_params
 
 __all__ = [
     "NAME_PATTERN",
@@ -207,13 +207,30 @@ def _check_built(cfg: ExperimentConfig) -> None:
     defaults = cfg.probe_defaults.model_dump()
     roles = {**dict.fromkeys(cfg.teachers, "teacher"),
              **{n: str(s.role) for n, s in cfg.students.items()}}  # fmt: skip
+    text = sorted(_text_data(cfg))
     for name, params in cfg.probes.items():
         probe = _built(
             lambda name=name, params=params: create_probe(name, **{**defaults, **(params or {})}),
             f"probes.{name}",
         )
+        if text and not probe.text:
+            usable = ", ".join(n for n in PROBES.list() if PROBES.get(n).text)
+            raise ConfigError(
+                f"config key 'probes.{name}': {name} does not apply to text data "
+                f"({', '.join(text)}); remove it (probes for text: {usable})"
+            )
         for param, named in probe.models_named().items():
             _check_named(f"probes.{name}.{param}", named, probe.model_params[param], roles)
+
+
+def _text_data(cfg: ExperimentConfig) -> set[str]:
+    """The text datasets among the run's data (top level and members' own)."""
+    names = {cfg.data.name}
+    for spec in [*cfg.teachers.values(), *cfg.students.values()]:
+        data = getattr(spec, "data", None)
+        if data is not None and getattr(data, "name", None):
+            names.add(data.name)
+    return names & TEXT_DATASETS
 
 
 def _check_named(key: str, named: list[str], spec: Any, roles: dict[str, str]) -> None:

@@ -134,6 +134,9 @@ class Probe:
     model_params: ClassVar[dict[str, ModelParam]] = {}
     #: Words a model parameter may take that name a set of roles, not a model (``students``).
     model_sets: ClassVar[tuple[str, ...]] = ()
+    #: Whether the probe applies to text data (token ids, ``DatasetInfo.vocab``); a config
+    #: with text data and a probe that does not is refused at load.
+    text: ClassVar[bool] = False
 
     def __init__(self, batch_size: int = 256, max_samples: int = 1000, seed: int = 0) -> None:
         self.batch_size = check_int(f"{self.name}.batch_size", batch_size)

@@ -57,6 +57,8 @@ class CalibrationProbe(Probe):
     them all), bounded by ``max_samples``.
     """
 
+    text = True
+
     description = (
         "Calibration of each model's softmax (temperature 1): expected calibration error over "
         "15 equal-width bins (ece, Guo et al. 2017) and over 15 equal-mass bins (ece_mass), "

@@ -284,6 +284,8 @@ class SharpnessProbe(Probe):
     scales) and ``"<m>/loss"`` (``L(sigma)``).
     """
 
+    text = True
+
     description = (
         "Cross-entropy on held-out samples as Gaussian noise of scale sigma is added to the "
         "weights, averaged over a few random directions (the same for every sigma), as a curve "

@@ -123,6 +123,8 @@ class CKAProbe(Probe):
         ModelError: A layer path names no module of a model (in :meth:`run`).
     """
 
+    text = True
+
     description = (
         "Centred kernel alignment (CKA, Kornblith et al. 2019) between each teacher layer and "
         "each layer of the models it taught, over the held-out images: 1 = the same "

@@ -89,6 +89,8 @@ class ClassSimilarityProbe(Probe):
             not probed (in :meth:`run`).
     """
 
+    text = True
+
     description = (
         "Softmax entropy over all classes (entire, mean over samples) and within the true "
         "class's category (category), on the samples that every model of the mask classifies "

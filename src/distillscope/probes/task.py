@@ -33,6 +33,8 @@ class AccuracyProbe(Probe):
     Values: ``"<m>/top1"`` and ``"<m>/top<k>"`` (k after clipping; absent when k = 1).
     """
 
+    text = True
+
     description = (
         "Top-1 and top-k accuracy on the held-out split: how well each model does the task."
     )
@@ -79,6 +81,8 @@ class AgreementProbe(Probe):
     Values: ``"<t>-><m>"`` (agreement) and ``"<t>-><m>/kl"`` for every pair of
     ``roles.pairs()``. Without pairs the values are empty and ``params["skipped"]`` says why.
     """
+
+    text = True
 
     description = (
         "Share of held-out images on which the model's top-1 class matches its teacher's "
