@@ -239,7 +239,13 @@ class ExperimentConfig(Strict):
         teacher_cache_mb: Memory budget of the teacher caches held at once (logits and the
             features the losses read, over the whole training set), estimated before a cache is
             built; older caches are dropped to make room, and a cache that would not fit alone
-            is not built: the teacher then runs live (one line says so).
+            goes to disk (``teacher_cache_disk``) or, without it, is not built: the teacher then
+            runs live (one line says so).
+        teacher_cache_disk: A cache over ``teacher_cache_mb`` is written once to disk as
+            memory-mapped files (``$DISTILLSCOPE_CACHE/teacher-caches``, keyed by the teacher's
+            weights, the data, the features and explanations read; reused by later runs) and
+            every epoch reads its rows from there, instead of running the teacher live;
+            ``false``: live, as before this option existed.
         teacher_store: Folder of trained teachers reused across runs (default:
             ``$DISTILLSCOPE_CACHE/teachers`` or ``~/.cache/distillscope/teachers``).
         progress: Show progress bars.
@@ -262,6 +268,7 @@ class ExperimentConfig(Strict):
     probe_defaults: ProbeDefaults = Field(default_factory=ProbeDefaults)
     teacher_cache: Literal["auto", "frozen", "off"] = "auto"
     teacher_cache_mb: float = Field(2048.0, gt=0)
+    teacher_cache_disk: bool = True
     teacher_store: str | None = None
     progress: bool = True
 

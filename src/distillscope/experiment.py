@@ -165,7 +165,8 @@ class Experiment:
             say(line)
         for m in members.values():
             m.model.to(self.device)
-        self.pool = CachePool(plan.teacher_cache_mb, self.device, plan.progress)
+        self.pool = CachePool(plan.teacher_cache_mb, self.device, plan.progress,
+                              disk=plan.teacher_cache_disk)  # fmt: skip
         for m in members.values():
             if m.role == "teacher":
                 self._teacher(m, splits)

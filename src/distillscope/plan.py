@@ -128,6 +128,7 @@ class Plan:
             without their own.
         teacher_store: The teacher store's folder, as configured.
         teacher_cache_mb: The teacher caches' memory budget.
+        teacher_cache_disk: Whether caches over the budget go to disk.
         progress: Show progress bars.
         probes: Probe name -> its parameters.
         probe_defaults: ``batch_size`` / ``max_samples`` of every probe.
@@ -143,6 +144,7 @@ class Plan:
     data: DataConfig
     teacher_store: str | None
     teacher_cache_mb: float
+    teacher_cache_disk: bool
     progress: bool
     probes: dict[str, dict[str, Any]]
     probe_defaults: dict[str, Any]
@@ -213,6 +215,7 @@ def resolve_plan(cfg: ExperimentConfig) -> Plan:
         data=cfg.data,
         teacher_store=cfg.teacher_store,
         teacher_cache_mb=cfg.teacher_cache_mb,
+        teacher_cache_disk=cfg.teacher_cache_disk,
         progress=cfg.progress,
         probes=cfg.probes,
         probe_defaults=cfg.probe_defaults.model_dump(),

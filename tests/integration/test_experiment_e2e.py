@@ -232,22 +232,43 @@ def test_killed_run_with_a_hint_student_and_a_dml_group_resumes_identical(tmp_pa
     assert rb["training"]["dml_a"][0]["dml/kl"] > 0
 
 
-@pytest.mark.parametrize("budget", [64.0, 0.001])
-def test_teacher_features_are_cached_within_the_budget(tmp_path, capsys, budget):
+def test_teacher_features_are_cached_in_memory_on_disk_or_live_with_equal_students(
+    tmp_path, capsys, monkeypatch
+):
+    """Within the budget the cache is in memory; over it, on disk (memory-mapped files, reused
+    by the next run); with disk caches off, the teacher runs live. Memory and disk caches train
+    bit-identical students."""
     students = {"hint": {"loss": {"ce": {}, "hint": {"student_layer": "body.act1",
                                                      "teacher_layer": "body.act1"}}}}  # fmt: skip
-    cfg = tiny_config(tmp_path, probes={"accuracy": {}}, students=students,
-                      teacher_cache_mb=budget)  # fmt: skip
-    cfg["train"]["epochs"] = 1
-    run_experiment(cfg)
-    err = capsys.readouterr().err
-    if budget > 1:  # 1,200 points x (3 logits + 32 features) x 4 bytes: well inside 64 MB
-        assert "caching teacher teacher outputs and features body.act1 on 1200 images" in err
-        assert "not caching" not in err
-    else:
-        lines = [line for line in err.splitlines() if "not caching" in line]
-        assert len(lines) == 1 and "teacher_cache_mb=0.001" in lines[0]
-        assert "the teacher runs live" in lines[0]
+    monkeypatch.setenv("DISTILLSCOPE_CACHE", str(tmp_path / "cache"))
+    disk = tmp_path / "cache" / "teacher-caches"
+    weights, stamps = {}, []
+    cases = {
+        "memory": {"teacher_cache_mb": 64.0},
+        "disk": {"teacher_cache_mb": 0.001},
+        "disk again": {"teacher_cache_mb": 0.001},
+        "live": {"teacher_cache_mb": 0.001, "teacher_cache_disk": False},
+    }
+    for case, extra in cases.items():
+        cfg = tiny_config(tmp_path, probes={"accuracy": {}}, students=students, **extra)
+        cfg["train"]["epochs"] = 1
+        run = run_experiment(cfg).path
+        weights[case] = load_file(str(run / "models" / "hint.safetensors"))
+        err = capsys.readouterr().err
+        if case == "memory":  # 1,200 points x (3 logits + 32 features) x 4 bytes: inside 64 MB
+            assert "caching teacher teacher outputs and features body.act1 on 1200 images" in err
+            assert "not caching" not in err and "on disk" not in err
+        elif case.startswith("disk"):
+            lines = [line for line in err.splitlines() if "on disk" in line]
+            assert len(lines) == 1 and "teacher_cache_mb=0.001" in lines[0]
+            stamps += [f.stat().st_mtime_ns for f in disk.glob("*/cache.json")]
+        else:
+            lines = [line for line in err.splitlines() if "not caching" in line]
+            assert len(lines) == 1 and "the teacher runs live" in lines[0]
+    assert len(list(disk.iterdir())) == 1  # nothing half-written beside the one cache
+    assert len(stamps) == 2 and stamps[0] == stamps[1]  # built once, then reused
+    for case in ("disk", "disk again"):
+        assert all(torch.equal(weights["memory"][k], v) for k, v in weights[case].items())
 
 
 def test_older_teacher_caches_make_room_within_the_budget(tmp_path, monkeypatch):

@@ -3,8 +3,9 @@
 A :class:`CachePool` builds a teacher's cache once per teacher, training set, feature set and
 explanation and hands it to every student (or group) that asks for the same; the logits and
 features of the caches held at once stay within ``teacher_cache_mb``: the oldest are dropped to
-make room, and a cache that would not fit alone is not built (the teacher then runs live; one
-line says so).
+make room, and a cache that would not fit alone is written to disk once and read from there
+(:mod:`distillscope.train.cache_disk`; with ``disk=False``, or without room on the disk, it is
+not built and the teacher runs live; one line says which).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from torch import nn
 from distillscope.data.base import DistillDataset
 from distillscope.distill.combine import CombinedLoss
 from distillscope.messages import say
+from distillscope.train.cache_disk import disk_key, disk_root, free_bytes
 from distillscope.train.teacher_cache import (
+    Explainer,
     TeacherCache,
     cache_allowed,
     cache_bytes,
@@ -30,12 +33,16 @@ class CachePool:
         budget_mb: Memory budget of the caches held at once (``teacher_cache_mb``).
         device: Where caches are built and kept.
         progress: Show the build's progress bar.
+        disk: Put a cache over the budget on disk instead of running the teacher live.
     """
 
-    def __init__(self, budget_mb: float, device: torch.device, progress: bool = True) -> None:
+    def __init__(
+        self, budget_mb: float, device: torch.device, progress: bool = True, disk: bool = False
+    ) -> None:
         self.budget_mb = budget_mb
         self.device = device
         self.progress = progress
+        self.disk = disk
         self.caches: dict[str, TeacherCache] = {}
 
     def get(
@@ -72,12 +79,15 @@ class CachePool:
         need = cache_bytes(teacher, train, paths, explain)
         budget = self.budget_mb * 2**20
         if need > budget:
-            say(
-                f"{member}: not caching teacher {teacher_name} (logits and features "
-                f"{', '.join(paths) or '-'} on {n} images need {need / 2**20:.0f} MB, over "
-                f"teacher_cache_mb={self.budget_mb:g}); the teacher runs live"
+            what = (
+                f"logits and features {', '.join(paths) or '-'} on {n} images need "
+                f"{need / 2**20:.0f} MB, over teacher_cache_mb={self.budget_mb:g}"
             )
-            return None
+            cache = self._on_disk(member, teacher_name, teacher, train, paths, explain,
+                                  explaining, what, need)  # fmt: skip
+            if cache is not None:
+                self.caches[key] = cache
+            return cache
         held = {k: _cache_size(c) for k, c in self.caches.items()}
         while held and sum(held.values()) + need > budget:  # the oldest caches go first
             oldest = next(iter(held))
@@ -105,7 +115,44 @@ class CachePool:
             )
         return self.caches[key]
 
+    def _on_disk(
+        self,
+        member: str,
+        teacher_name: str,
+        teacher: nn.Module,
+        train: DistillDataset,
+        paths: list[str],
+        explain: Explainer | None,
+        explaining: list[str],
+        what: str,
+        need: int,
+    ) -> TeacherCache | None:
+        """The cache on disk (built once, or reused from an earlier run), or ``None`` (one line
+        says why) when disk caches are off, the disk lacks room or a dtype cannot be mapped."""
+        if not self.disk:
+            say(f"{member}: not caching teacher {teacher_name} ({what}); the teacher runs live")
+            return None
+        folder = disk_root() / disk_key(teacher, train.fingerprint(), paths, explaining)
+        free = free_bytes(folder)
+        if not folder.is_dir() and need * 1.05 > free:
+            say(
+                f"{member}: not caching teacher {teacher_name} ({what}, and {folder.parent} has "
+                f"{free / 2**20:.0f} MB free); the teacher runs live"
+            )
+            return None
+        say(f"caching teacher {teacher_name} on disk ({what}) in {folder}")
+        try:
+            return TeacherCache.on_disk(teacher, train, folder, 512, self.device, paths,
+                                        self.progress, explain)  # fmt: skip
+        except TypeError as exc:  # e.g. bfloat16 outputs: no numpy dtype to map
+            say(f"{member}: cannot map teacher {teacher_name}'s outputs to disk ({exc}); "
+                "the teacher runs live")  # fmt: skip
+            return None
+
 
 def _cache_size(cache: TeacherCache) -> int:
+    """Memory a cache holds (a disk cache's mapped files: none of the budget)."""
+    if cache.folder is not None:
+        return 0
     tensors = [cache.logits, *cache.features.values()]
     return sum(t.numel() * t.element_size() for t in tensors)

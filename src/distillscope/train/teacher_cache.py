@@ -20,6 +20,8 @@ un-augmented images and each batch reads it so:
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -40,12 +42,15 @@ from distillscope.data.base import (
 from distillscope.errors import CheckpointError, ConfigError
 from distillscope.models.forward import forward_outputs
 from distillscope.models.taps import FeatureTap
+from distillscope.train.cache_disk import disk_allocator, open_disk_cache, publish
 from distillscope.train.checkpoint import load_checkpoint, save_checkpoint
 from distillscope.train.layout import channels_last, to_layout
 from distillscope.train.seeding import resolve_device
 
 #: Gives a teacher's detached outputs with its explanation: ``(teacher, inputs)``.
 Explainer = Callable[[nn.Module, Tensor], Outputs]
+#: Makes a stored array: ``(name, rows, one row's example) -> (rows, ...) tensor``.
+Allocator = Callable[[str, int, Tensor], Tensor]
 
 
 def cache_allowed(dataset: DistillDataset, frozen: bool = False) -> bool:
@@ -95,6 +100,8 @@ class TeacherCache:
         explanation: Tensor | None = None,
         transform: GeometricTransform | None = None,
         data: str | None = None,
+        folder: Path | None = None,
+        serve_device: torch.device | None = None,
     ) -> None:
         features = dict(features or {})
         rows = {f"feature {p!r}": v for p, v in features.items()}
@@ -110,6 +117,10 @@ class TeacherCache:
         self.explanation = explanation
         self.transform = transform
         self.data = data  # fingerprint of the data it was built on (checked by :meth:`check`)
+        #: The folder of a disk cache (:meth:`on_disk`), whose tensors map its files; else None.
+        self.folder = folder
+        #: Where a disk cache hands its rows (the training device); ``None``: where it lives.
+        self.serve_device = serve_device
 
     @property
     def device(self) -> torch.device:
@@ -128,6 +139,7 @@ class TeacherCache:
         feature_paths: Sequence[str] = (),
         progress: bool = True,
         explain: Explainer | None = None,
+        allocate: Allocator | None = None,
     ) -> TeacherCache:
         """Run the frozen ``teacher`` once over ``dataset`` in order and keep its outputs.
 
@@ -149,11 +161,15 @@ class TeacherCache:
             device: Where the teacher runs and the cache lives.
             feature_paths: Teacher module paths (``named_modules`` names) to keep as well.
             progress: Show a progress bar on stderr.
+            allocate: Makes each stored array, ``allocate(name, n, like)`` with ``name`` one of
+                ``logits``, ``features/<path>``, ``explanation`` (default: ordinary tensors on
+                ``device``; :meth:`on_disk` maps files instead).
 
         Raises:
             ModelError: If a feature path does not name a module of the teacher.
         """
         device = resolve_device(device)
+        alloc: Allocator = allocate or (lambda name, n, like: _empty(n, like))
         source = unaugmented(dataset)
         n = len(source)
         was_training = teacher.training
@@ -188,16 +204,16 @@ class TeacherCache:
                     x = to_layout(batch.inputs, layout)
                     out = _outputs(teacher, x, tap, explain)
                     if logits is None:
-                        logits = _empty(n, out.logits)  # (N, K)
-                    logits[batch.index] = out.logits
+                        logits = alloc("logits", n, out.logits)  # (N, K)
+                    _put(logits, batch.index, out.logits)
                     if out.explanation is not None:
                         if explanation is None:
-                            explanation = _empty(n, out.explanation)  # (N, ...)
-                        explanation[batch.index] = out.explanation
+                            explanation = alloc("explanation", n, out.explanation)  # (N, ...)
+                        _put(explanation, batch.index, out.explanation)
                     for path, value in out.features.items():
                         if path not in features:
-                            features[path] = _empty(n, value)  # (N, ...)
-                        features[path][batch.index] = value.detach()
+                            features[path] = alloc(f"features/{path}", n, value)  # (N, ...)
+                        _put(features[path], batch.index, value.detach())
         finally:
             teacher.train(was_training)
         if logits is None:
@@ -205,6 +221,50 @@ class TeacherCache:
         transform = getattr(dataset, "transform", None)
         moves = transform if isinstance(transform, GeometricTransform) else None
         return cls(logits, features, explanation, moves, data=dataset.fingerprint())
+
+    @classmethod
+    def on_disk(
+        cls,
+        teacher: nn.Module,
+        dataset: DistillDataset,
+        folder: Path,
+        batch_size: int,
+        device: str | torch.device,
+        feature_paths: Sequence[str] = (),
+        progress: bool = True,
+        explain: Explainer | None = None,
+    ) -> TeacherCache:
+        """A cache whose arrays are memory-mapped files in ``folder``
+        (:mod:`distillscope.train.cache_disk`): opened if ``folder`` holds a whole cache of
+        this data, else built once (the teacher runs on ``device``, rows go to the files) and
+        published atomically. Rows are served on ``device``.
+
+        Raises:
+            TypeError: A stored dtype has no numpy equivalent (bfloat16).
+        """
+        device = resolve_device(device)
+        transform = getattr(dataset, "transform", None)
+        moves = transform if isinstance(transform, GeometricTransform) else None
+        opened = open_disk_cache(folder)
+        if opened is None:
+            tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            try:
+                allocate, made = disk_allocator(tmp)
+                built = cls.build(teacher, dataset, batch_size, device, feature_paths, progress,
+                                  explain, allocate=allocate)  # fmt: skip
+                publish(tmp, folder, made, {"num_items": len(built), "data": built.data})
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            opened = open_disk_cache(folder)
+            if opened is None:
+                raise CheckpointError(f"the teacher cache written to {folder} cannot be read")
+        arrays, record = opened
+        features = {k.partition("/")[2]: v for k, v in arrays.items() if k.startswith("features/")}
+        data = record.get("data") if isinstance(record.get("data"), str) else None
+        return cls(arrays["logits"], features, arrays.get("explanation"), moves, data=data,
+                   folder=folder, serve_device=device)  # fmt: skip
 
     def outputs(self, batch: Batch) -> Outputs:
         """The cached teacher :class:`Outputs` for ``batch`` (rows ``batch.index``); with a
@@ -222,7 +282,13 @@ class TeacherCache:
                     features[path] = self.transform.move(value, aug, size)
             if explanation is not None:
                 explanation = self.transform.apply(explanation, aug, fill=(0.0,))
-        return Outputs(self.logits[index], features, explanation=explanation)  # (B, K)
+        logits = self.logits[index]  # (B, K)
+        to = self.serve_device
+        if to is not None and to != self.logits.device:  # a disk cache feeding another device
+            logits = logits.to(to)
+            features = {path: value.to(to) for path, value in features.items()}
+            explanation = None if explanation is None else explanation.to(to)
+        return Outputs(logits, features, explanation=explanation)
 
     def check(self, dataset: DistillDataset, feature_paths: Sequence[str] = ()) -> None:
         """Raise :class:`ConfigError` unless the cache covers ``dataset`` and ``feature_paths``.
@@ -384,6 +450,11 @@ def _outputs(
     with torch.no_grad():
         out = forward_outputs(teacher, x, tap).detach()
     return Outputs(out.logits, out.features, explanation=explained.explanation)
+
+
+def _put(store: Tensor, index: Tensor, rows: Tensor) -> None:
+    """``store[index] = rows`` across devices (a disk cache's store is on the CPU)."""
+    store[index.to(store.device)] = rows.to(store.device)
 
 
 def _empty(n: int, like: Tensor) -> Tensor:

@@ -287,7 +287,7 @@ class Trainer:
         if cache is not None:
             paths = [p for m in self.members for p in self._loss(m).teacher_paths()]
             cache.check(train, list(dict.fromkeys(paths)) if self.needs_teacher else ())
-            if cache.device != self.device:
+            if cache.device != self.device and cache.folder is None:  # a disk cache serves rows
                 self.teacher_cache = cache.to(self.device)
 
     def _check_setup(self, resume: bool) -> None:
