@@ -251,18 +251,32 @@ class Member:
 
 
 def build_model(spec: ModelSpec, data: DistillDataset) -> nn.Module:
-    """Create ``spec`` with ``num_classes`` and input size taken from the data."""
+    """Create ``spec`` with ``num_classes`` and input size (text: the vocabulary size and the
+    sentence length) taken from the data."""
     info = data.info
     params = dict(spec.params)
     params.setdefault("num_classes", info.num_classes)
-    # adapters ("torchvision:x") take in_channels; zoo models say what they accept
-    factory_params = {"in_channels"} if ":" in spec.name else accepted_params(MODELS.get(spec.name))
+    # adapters ("torchvision:x") take in_channels, on text data ("hf:x") the vocabulary and
+    # sentence length; zoo models say what they accept
+    if ":" in spec.name:
+        factory_params = {"vocab_size", "seq_len"} if info.is_text else {"in_channels"}
+    else:
+        factory_params = accepted_params(MODELS.get(spec.name))
     shape = info.input_shape
 
     def offer(key: str, value: Any) -> None:
         if factory_params is None or key in factory_params:
             params.setdefault(key, value)
 
+    if info.is_text:
+        if factory_params is not None and "vocab_size" not in factory_params:
+            raise ConfigError(
+                f"model {spec.name!r} does not read token ids, and {info.name!r} is text data; "
+                "use a text model (hf:bert)"
+            )
+        offer("vocab_size", len(info.vocab))
+        offer("seq_len", shape[0])
+        return create_model(spec.name, **params)
     if len(shape) == 3:
         offer("in_channels", shape[0])
         offer("input_size", shape[-1])

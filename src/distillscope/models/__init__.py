@@ -8,6 +8,9 @@ carries two attributes other areas rely on:
   GradCAM weighs (``None`` for MLPs and transformers);
 - ``feature_layers: list[str]``: module paths worth comparing (stage outputs, the penultimate
   layer) for feature distillation and CKA.
+
+Text classifiers (``hf:<name>``, :mod:`distillscope.models.hf`) take ``(B, L)`` token ids and
+also carry ``embedding_layer``, the module path of their word embedding.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from distillscope.errors import ConfigError, ModelError
 from distillscope.models import (  # noqa: F401  (registers the zoo)
     adapters,
     bcos,
+    hf,
     paper004,
     resnet_cifar,
     small,
@@ -48,8 +52,9 @@ def create_model(
     """Build a registered model by name.
 
     Args:
-        name: A zoo name (``"resnet20"``, ``"mlp_full"``, ...; see :func:`model_names`) or an
-            adapter name, ``"torchvision:<name>"`` or ``"timm:<name>"``.
+        name: A zoo name (``"resnet20"``, ``"mlp_full"``, ...; see :func:`model_names`), an
+            adapter name, ``"torchvision:<name>"`` or ``"timm:<name>"``, or a text classifier,
+            ``"hf:<preset or local directory>"`` (:mod:`distillscope.models.hf`).
         num_classes: Number of classes K.
         in_channels: Input channels of image models; ``None`` keeps the model's default (1 for
             the MNIST networks, 3 otherwise). MLPs take ``in_features`` instead.
