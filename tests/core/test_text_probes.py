@@ -24,7 +24,10 @@ def _text_dataset() -> Iterator[None]:
     TEXT_DATASETS.discard(NAME)
 
 
-TEXT_READY = {"accuracy", "agreement", "class_similarity", "calibration", "cka", "sharpness"}
+TEXT_READY = {
+    "accuracy", "agreement", "class_similarity", "calibration", "cka", "sharpness",
+    "token_attribution",
+}  # fmt: skip
 
 
 def config(probes: dict) -> dict:

@@ -131,6 +131,9 @@ class TensorDataset(DistillDataset):
         heatmaps: Optional ``(N, H, W)`` integer ground-truth heat maps (``heatmap-shapes``:
             0 background, 1 object, 2 distinguishing feature; the ``five_band`` probe, paper
             000 5.1); kept through :meth:`subset`, never augmented, like ``masks``.
+        token_labels: Optional ``(N, L)`` int64 word labels of text data
+            (:data:`~distillscope.contracts.POSITIVE`, :data:`~distillscope.contracts.NEGATIVE`,
+            0; the ``token_attribution`` probe, paper 000 5.4); kept through :meth:`subset`.
     """
 
     def __init__(
@@ -142,6 +145,7 @@ class TensorDataset(DistillDataset):
         masks: Tensor | None = None,
         groups: Tensor | None = None,
         heatmaps: Tensor | None = None,
+        token_labels: Tensor | None = None,
     ) -> None:
         if inputs.shape[0] != targets.shape[0]:
             raise ValueError(f"inputs ({inputs.shape[0]}) and targets ({targets.shape[0]}) differ")
@@ -172,6 +176,7 @@ class TensorDataset(DistillDataset):
                 f"groups must be (N,) = ({inputs.shape[0]},), got {tuple(groups.shape)}"
             )
         self.groups = None if groups is None else groups.long()
+        self.token_labels = None if token_labels is None else token_labels.long()
         self.inputs = inputs
         self.targets = targets.long()
         self.info = info
@@ -210,8 +215,16 @@ class TensorDataset(DistillDataset):
         masks = None if self.masks is None else self.masks[idx]
         groups = None if self.groups is None else self.groups[idx]
         heatmaps = None if self.heatmaps is None else self.heatmaps[idx]
+        token_labels = None if self.token_labels is None else self.token_labels[idx]
         return TensorDataset(
-            self.inputs[idx], self.targets[idx], self.info, self.transform, masks, groups, heatmaps
+            self.inputs[idx],
+            self.targets[idx],
+            self.info,
+            self.transform,
+            masks,
+            groups,
+            heatmaps,
+            token_labels,
         )
 
 

@@ -32,6 +32,7 @@ from distillscope.probes import (
     shift,
     similarity,
     task,
+    token_attribution,
     transfer,
 )
 from distillscope.probes.base import Probe, ProbeData, ProbeResult, Roles
@@ -62,6 +63,7 @@ __all__ = [
     "shift",
     "similarity",
     "task",
+    "token_attribution",
     "transfer",
 ]
 

@@ -1,6 +1,7 @@
 """Image panels of the report: decision maps on 2-D data [004 5.1], labelled heat maps (the
 cka probe's layer-by-layer matrices [003 Fig. 8]), grids of input gradients (the loss_gradients
-probe [000 Figs. 8, 13]) and generic arrays.
+probe [000 Figs. 8, 13]), generic arrays, and the sorting of a probe's ``images`` into them
+(sentences coloured by attribution are drawn by :mod:`distillscope.report.tokens`).
 
 A decision map colours each grid point by mixing the K class colours in proportion to the
 model's predicted probabilities: where a model is sure, the colour is pure and the boundary
@@ -23,6 +24,7 @@ from matplotlib.patches import Patch, Rectangle
 
 from distillscope.report.plots import Palette, grid, plot_style, to_data_uri
 from distillscope.report.tables import order_rows
+from distillscope.report.tokens import TokenFigure, parse_token_figure
 
 
 def class_colours(k: int) -> np.ndarray:
@@ -104,6 +106,9 @@ class ProbeImages:
         points: ``((N, 2) coordinates, (N,) labels)`` of the data, or ``None``.
         heatmaps: Labelled matrices (``{"heatmap": [[...]], "rows": [...], ...}``).
         gradients: Gradient grids (``{"gradients": {model: [...]}, "inputs": [...], ...}``).
+        tokens: Sentences with their words' attributions per model
+            (``{"tokens": [[...]], "attributions": {model: [[...]]}, ...}``, see
+            :mod:`distillscope.report.tokens`).
         arrays: Other drawable images: 2-D, or 3-D RGB(A) in ``[0, 1]``.
         skipped: Names of entries that are none of these (listed in the report, not drawn).
     """
@@ -113,6 +118,7 @@ class ProbeImages:
     points: tuple[np.ndarray, np.ndarray] | None = None
     heatmaps: dict[str, Heatmap] = field(default_factory=dict)
     gradients: dict[str, GradientGrid] = field(default_factory=dict)
+    tokens: dict[str, TokenFigure] = field(default_factory=dict)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
 
@@ -147,6 +153,12 @@ def parse_images(images: Mapping[str, Any]) -> ProbeImages:
                 out.skipped.append(name)
             else:
                 out.gradients[name] = gradients
+        elif isinstance(value, Mapping) and "tokens" in value:
+            tokens = parse_token_figure(value)
+            if tokens is None:
+                out.skipped.append(name)
+            else:
+                out.tokens[name] = tokens
         elif name == "points" and isinstance(value, Mapping):
             xy, labels = _points(value)
             if xy is None or labels is None or xy.shape != (len(labels), 2):

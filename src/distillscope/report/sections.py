@@ -37,6 +37,7 @@ from distillscope.report.tables import (
     subject,
     value_table,
 )
+from distillscope.report.tokens import token_figure
 
 HOW_TO_READ = (
     "How to read: every section compares all models side by side. Colours mark each model "
@@ -369,7 +370,7 @@ def _images(
     name: str, probe: Mapping[str, Any], results: Mapping[str, Any], palette: Palette
 ) -> str:
     """Decision maps (titled with their hardness), labelled heat maps, gradient grids, other
-    arrays, and a note on what is not drawn."""
+    arrays, sentences coloured by attribution, and a note on what is not drawn."""
     images = parse_images(probe.get("images", {}))
     values = probe["values"]
     titles = {
@@ -386,6 +387,7 @@ def _images(
             for k, g in images.gradients.items()
         ),
         _figure(array_grid(images.arrays), f"{name} images"),
+        *(token_figure(t, palette) for t in images.tokens.values()),
     ]
     if images.skipped:
         skipped = ", ".join(images.skipped)

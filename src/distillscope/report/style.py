@@ -24,5 +24,10 @@ img { max-width: 100%; height: auto; display: block; margin: 0.5em 0; }
 details { margin: 0.5em 0; }
 summary { cursor: pointer; color: #555; }
 pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
+.tokens th { position: static; font-weight: normal; background: #f3f3f3; }
+.tokens td:first-child { white-space: nowrap; width: 11em; }
+.tok { padding: 0.05em 0.2em; border-radius: 3px; line-height: 1.9; }
+.tok.lab { font-weight: 600; }
+.miss { color: #b2182b; font-weight: 600; }
 footer { margin-top: 3em; color: #888; font-size: 0.85em; }
 """
