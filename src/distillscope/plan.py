@@ -39,6 +39,7 @@ from distillscope.distill.base import bind_seed
 from distillscope.errors import ConfigError
 from distillscope.identity import LOCATION_KEYS, without_locations
 from distillscope.models import create_model
+from distillscope.models.hf import checkpoint_digest
 from distillscope.probes.base import Roles
 from distillscope.registry import MODELS, accepted_params
 from distillscope.splits import Splits, load_data
@@ -305,6 +306,7 @@ def teacher_identity(member: MemberPlan, splits: Splits, rt: dict[str, Any]) -> 
             "test": splits.test.fingerprint(),
         },
         "runtime": rt,
+        **({"model_files": d} if (d := checkpoint_digest(member.spec.name)) else {}),
     }
 
 
@@ -313,11 +315,15 @@ def run_identity(plan: Plan, splits: Splits, rt: dict[str, Any]) -> dict[str, An
     identity.NOT_RESULT_KEYS` and data folders), every split's fingerprint and the runtime
     (:mod:`distillscope.identity`). Recorded in ``identity.json``, ``results.json`` and each
     checkpoint; resume and grid re-runs refuse a run whose identity differs."""
-    return {
+    identity = {
         "config": without_locations(plan.record),
         "data": splits.fingerprints(),
         "runtime": rt,
     }
+    files = {n: d for n, m in plan.members.items() if (d := checkpoint_digest(m.spec.name))}
+    if files:  # checkpoint folders named by models (hf:<dir>): their bytes, not only their path
+        identity["model_files"] = files
+    return identity
 
 
 def load_plan_splits(plan: Plan) -> Splits:

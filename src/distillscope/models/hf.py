@@ -16,6 +16,7 @@ state read the whole sentence. Sentences are padded on the right (the text contr
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -27,7 +28,7 @@ from torch import Tensor, nn
 
 from distillscope.contracts import PAD_ID, attention_mask
 from distillscope.errors import ConfigError, ModelError, quoted
-from distillscope.files import TMP_SUFFIX, file_mode
+from distillscope.files import TMP_SUFFIX, file_digest, file_mode
 from distillscope.registry import MODELS, check_params
 
 if TYPE_CHECKING:
@@ -358,6 +359,23 @@ def _transformers() -> Any:
     except ImportError:
         raise ModelError("transformers is not installed; pip install transformers") from None
     return transformers
+
+
+def checkpoint_digest(name: str) -> str | None:
+    """A digest of every file of the local checkpoint folder an ``hf:<dir>`` model name points
+    at (relative paths and bytes), or ``None`` for a preset or another model: a run's identity
+    and the teacher store's key include it, so edited weights in the same folder are never
+    taken for the old ones."""
+    if not name.startswith("hf:"):
+        return None
+    folder = Path(name.partition(":")[2]).expanduser()
+    if not folder.is_dir():
+        return None
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(folder)).encode())
+        h.update(file_digest(path).encode())
+    return h.hexdigest()
 
 
 def _first_line(exc: BaseException) -> str:
