@@ -172,5 +172,12 @@ def match_normalisation(data: DistillDataset, target: DatasetInfo, where: str) -
         say(f"{where}: {info.name} is re-normalised as {target.name}; its augmentation is kept")
     inputs = (pixels - new_mean) / new_std
     return TensorDataset(
-        inputs, data.targets, renorm, transform, data.masks, data.groups, data.heatmaps
+        inputs,
+        data.targets,
+        renorm,
+        transform,
+        data.masks,
+        data.groups,
+        data.heatmaps,
+        data.token_labels,
     )

@@ -83,3 +83,58 @@ def test_a_vocabulary_is_part_of_the_fingerprint_and_its_absence_changes_nothing
     other = TensorDataset(ids, y, replace(info, vocab=("[PAD]", "[UNK]", "b", "a"))).fingerprint()
     assert len({plain, text, other}) == 3
     assert replace(info, vocab=("[PAD]",)).is_text and not info.is_text
+
+
+TEXT = DatasetInfo("t", 4, (4,), ["a", "b", "c", "d"], pixel_range=None, vocab=("[PAD]", "[UNK]"))
+IDS = torch.tensor([[2, 3, 0, 0], [4, 1, 5, 0], [2, 2, 2, 2]])
+
+
+def test_token_labels_follow_subsets_unaugmented_copies_and_the_fingerprint():
+    labels = torch.tensor([[1, 0, 0, 0], [-1, 0, 1, 0], [0, 0, 0, -1]], dtype=torch.int32)
+    y = torch.tensor([3, 0, 1])
+    data = TensorDataset(IDS, y, TEXT, lambda x: x, token_labels=labels)
+    assert data.token_labels.dtype == torch.int64 and torch.equal(data.token_labels, labels.long())
+    sub = data.subset([2, 1])
+    assert sub.token_labels.tolist() == [[0, 0, 0, -1], [-1, 0, 1, 0]]
+    assert torch.equal(unaugmented(data).token_labels, data.token_labels)
+    plain = TensorDataset(IDS, y, TEXT)
+    assert plain.token_labels is None and plain.subset([0]).token_labels is None
+    other = TensorDataset(IDS, y, TEXT, token_labels=labels.flip(0))
+    same = TensorDataset(IDS, y, TEXT, token_labels=labels.long())
+    prints = {plain.fingerprint(), data.fingerprint(), other.fingerprint()}
+    assert len(prints) == 3 and same.fingerprint() == data.fingerprint()
+
+
+def test_token_labels_leave_the_fingerprint_of_data_without_them_as_it_was():
+    info = DatasetInfo("t", 2, (3,), ["a", "b"], pixel_range=None)
+    plain = TensorDataset(torch.tensor([[2, 3, 0]]), torch.tensor([1]), info, token_labels=None)
+    assert plain.fingerprint() == "de684a3cdc1c401131684515ab923387"  # as before the field
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        torch.zeros(3, 5, dtype=torch.long),  # another length
+        torch.zeros(2, 4, dtype=torch.long),  # another count
+        torch.zeros(3, 4, 1, dtype=torch.long),  # not (N, L)
+        torch.zeros(3, 4),  # floats
+        torch.zeros(3, 4, dtype=torch.bool),
+    ],
+)
+def test_wrong_token_label_shapes_and_types_are_refused(labels):
+    with pytest.raises(ValueError, match="token_labels must be"):
+        TensorDataset(IDS, torch.tensor([0, 1, 0]), TEXT, token_labels=labels)
+
+
+@pytest.mark.parametrize("value", [2, -2, 5])
+def test_token_labels_outside_the_three_values_are_refused(value):
+    labels = torch.zeros(3, 4, dtype=torch.long)
+    labels[1, 2] = value
+    with pytest.raises(ValueError, match=f"-1, 0 and 1 only, got {value}"):
+        TensorDataset(IDS, torch.tensor([0, 1, 0]), TEXT, token_labels=labels)
+
+
+def test_token_labels_need_token_ids_not_images():
+    with pytest.raises(ValueError, match="token_labels must be"):
+        TensorDataset(torch.zeros(3, 1, 4), torch.tensor([0, 1, 0]), INFO,
+                      token_labels=torch.zeros(3, 4, dtype=torch.long))  # fmt: skip

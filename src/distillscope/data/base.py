@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from distillscope.contracts import Batch
+from distillscope.contracts import NEGATIVE, POSITIVE, Batch
 
 
 @runtime_checkable
@@ -131,9 +131,11 @@ class TensorDataset(DistillDataset):
         heatmaps: Optional ``(N, H, W)`` integer ground-truth heat maps (``heatmap-shapes``:
             0 background, 1 object, 2 distinguishing feature; the ``five_band`` probe, paper
             000 5.1); kept through :meth:`subset`, never augmented, like ``masks``.
-        token_labels: Optional ``(N, L)`` int64 word labels of text data
-            (:data:`~distillscope.contracts.POSITIVE`, :data:`~distillscope.contracts.NEGATIVE`,
-            0; the ``token_attribution`` probe, paper 000 5.4); kept through :meth:`subset`.
+        token_labels: Text only: optional ``(N, L)`` word polarity of every token of the
+            ``(N, L)`` token ids in ``inputs``: :data:`~distillscope.contracts.POSITIVE` (1),
+            :data:`~distillscope.contracts.NEGATIVE` (-1), 0 for neutral words, padding and
+            unknown words (attributions scored against word labels, paper 000 5.4); stored
+            as int64 and kept through :meth:`subset`, like ``heatmaps``.
     """
 
     def __init__(
@@ -171,12 +173,12 @@ class TensorDataset(DistillDataset):
                 f"integers, got {tuple(heatmaps.shape)} {heatmaps.dtype}"
             )
         self.heatmaps = heatmaps
+        self.token_labels = _checked_token_labels(token_labels, inputs)
         if groups is not None and (groups.dim() != 1 or groups.shape[0] != inputs.shape[0]):
             raise ValueError(
                 f"groups must be (N,) = ({inputs.shape[0]},), got {tuple(groups.shape)}"
             )
         self.groups = None if groups is None else groups.long()
-        self.token_labels = None if token_labels is None else token_labels.long()
         self.inputs = inputs
         self.targets = targets.long()
         self.info = info
@@ -202,6 +204,7 @@ class TensorDataset(DistillDataset):
             ("masks", self.masks),
             ("groups", self.groups),
             ("heatmaps", self.heatmaps),
+            ("token_labels", self.token_labels),
         )
         for name, t in stored:
             if t is not None:
@@ -215,7 +218,7 @@ class TensorDataset(DistillDataset):
         masks = None if self.masks is None else self.masks[idx]
         groups = None if self.groups is None else self.groups[idx]
         heatmaps = None if self.heatmaps is None else self.heatmaps[idx]
-        token_labels = None if self.token_labels is None else self.token_labels[idx]
+        labels = None if self.token_labels is None else self.token_labels[idx]
         return TensorDataset(
             self.inputs[idx],
             self.targets[idx],
@@ -224,8 +227,35 @@ class TensorDataset(DistillDataset):
             masks,
             groups,
             heatmaps,
-            token_labels,
+            labels,
         )
+
+
+def _checked_token_labels(labels: Tensor | None, inputs: Tensor) -> Tensor | None:
+    """``labels`` as int64 after checking they are ``(N, L)`` like the token ids ``inputs``
+    and hold only :data:`~distillscope.contracts.NEGATIVE`, 0 and
+    :data:`~distillscope.contracts.POSITIVE`."""
+    if labels is None:
+        return None
+    if (
+        labels.dim() != 2
+        or inputs.dim() != 2
+        or tuple(labels.shape) != tuple(inputs.shape)
+        or labels.dtype.is_floating_point
+        or labels.dtype.is_complex
+        or labels.dtype == torch.bool
+    ):
+        raise ValueError(
+            f"token_labels must be (N, L) integers like the token ids {tuple(inputs.shape)}, "
+            f"got {tuple(labels.shape)} {labels.dtype}"
+        )
+    labels = labels.long()
+    bad = (labels != NEGATIVE) & (labels != 0) & (labels != POSITIVE)
+    if bool(bad.any()):
+        raise ValueError(
+            f"token_labels must hold {NEGATIVE}, 0 and {POSITIVE} only, got {int(labels[bad][0])}"
+        )
+    return labels
 
 
 def _tensor_bytes(x: Tensor) -> bytes:

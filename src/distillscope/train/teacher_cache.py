@@ -431,6 +431,7 @@ def unaugmented(dataset: DistillDataset) -> DistillDataset:
             masks=dataset.masks,
             groups=dataset.groups,
             heatmaps=dataset.heatmaps,
+            token_labels=dataset.token_labels,
         )
     return dataset
 
