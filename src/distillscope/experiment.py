@@ -163,6 +163,11 @@ class Experiment:
         )
         for line in plan_notes(members, splits):
             say(line)
+        vocab = splits.train.info.vocab
+        if vocab is not None:  # text: the word-level tokenizer the token ids came from
+            from distillscope.data.text import save_tokenizer, word_tokenizer
+
+            save_tokenizer(word_tokenizer(vocab), rd.path)
         for m in members.values():
             m.model.to(self.device)
         self.pool = CachePool(plan.teacher_cache_mb, self.device, plan.progress,

@@ -18,6 +18,7 @@ CONFIGS = [
     *sorted((REPO / "configs" / "reproduce" / "what-transfers").glob("*.yaml")),
     *sorted((REPO / "configs" / "reproduce" / "ie-kd").glob("*.yaml")),
     *sorted((REPO / "configs" / "reproduce" / "interpretability").glob("*.yaml")),
+    *sorted((REPO / "configs" / "reproduce" / "text").glob("*.yaml")),
     REPO / "configs" / "reproduce" / "ls-teacher-temperature.yaml",
 ]
 
