@@ -12,6 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from distillscope.errors import RunInterrupted, UserError, error_line
 
@@ -63,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="grid configs: run even when more than 100 cells (config: grid_max_cells) are to run",
     )
+    _executor_args(run)
 
     rep = sub.add_parser(
         "reproduce",
@@ -152,18 +154,46 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _executor_args(parser: argparse.ArgumentParser) -> None:
+    """``--executor`` and its options (grid cells on local processes, Slurm or Ray)."""
+    parser.add_argument(
+        "--executor",
+        default="local",
+        help="grid configs: where cells run: local (processes, default), slurm (submitit), ray",
+    )
+    parser.add_argument("--slurm-partition", help="slurm: the partition of each cell's job")
+    parser.add_argument("--slurm-time", metavar="MIN", help="slurm: minutes each cell may take")
+    parser.add_argument("--cpus-per-cell", metavar="N", help="slurm / ray: CPUs of each cell")
+    parser.add_argument("--gpus-per-cell", metavar="N", help="slurm / ray: GPUs of each cell")
+    parser.add_argument("--ray-address", help="ray: address of a running Ray cluster")
+
+
+def _executor(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """The executor's name and options from the command line."""
+    options = {
+        "partition": args.slurm_partition,
+        "time_min": None if args.slurm_time is None else _int(args.slurm_time),
+        "cpus": None if args.cpus_per_cell is None else _int(args.cpus_per_cell),
+        "gpus": None if args.gpus_per_cell is None else _int(args.gpus_per_cell),
+        "address": args.ray_address,
+    }
+    return args.executor, {k: v for k, v in options.items() if v is not None}
+
+
 def _grid_run(args: argparse.Namespace, config: str | None, overrides: list[str]) -> int | None:
     """Run a grid config (or resume a grid directory); ``None`` when it is a single run."""
     from distillscope.checks import check_int
     from distillscope.grid import GridCellError, is_grid_config, resume_grid, run_grid
 
     jobs = 1 if args.jobs is None else check_int("--jobs", _int(args.jobs), minimum=1)
+    executor, options = _executor(args)
     resume = args.resume
     try:
         if resume is not None and (Path(resume) / "grid.yaml").is_file():
             if args.config or args.overrides:
                 raise UserError("--resume continues a grid from its grid.yaml; drop the config")
-            root = resume_grid(resume, jobs=jobs, data_root=args.data_root, yes=args.yes)
+            root = resume_grid(resume, jobs=jobs, data_root=args.data_root, yes=args.yes,
+                               executor=executor, executor_options=options)  # fmt: skip
         elif resume is None and config is not None and is_grid_config(config, overrides):
             root = run_grid(
                 config,
@@ -172,7 +202,11 @@ def _grid_run(args: argparse.Namespace, config: str | None, overrides: list[str]
                 data_root=args.data_root,
                 retrain_teacher=args.retrain_teacher,
                 yes=args.yes,
+                executor=executor,
+                executor_options=options,
             )
+        elif args.executor != "local" or options:
+            raise UserError("--executor runs the cells of a grid; this config has no grid: section")
         elif args.jobs is not None:
             raise UserError("--jobs runs the cells of a grid; this config has no grid: section")
         elif args.yes:

@@ -41,6 +41,7 @@ import yaml
 
 from distillscope.checks import check_int
 from distillscope.errors import ConfigError, UserError, quoted
+from distillscope.grid.executors import check_executor, run_remote
 from distillscope.grid.expand import MAX_CELLS_KEY, Cell, Grid, load_grid
 from distillscope.grid.summary import CellOutcome, build_summary, cell_dir, write_summary
 from distillscope.identity import first_difference, runtime
@@ -102,6 +103,8 @@ def run_grid(
     retrain_teacher: bool = False,
     output_dir: str | Path | None = None,
     yes: bool = False,
+    executor: str = "local",
+    executor_options: dict[str, Any] | None = None,
 ) -> Path:
     """Run every cell of a grid config that is not finished; return the grid directory.
 
@@ -115,6 +118,10 @@ def run_grid(
         output_dir: Parent of the grid directory (default: the config's ``output_dir``).
         yes: Run even when more cells are to run than the grid's ``max_cells`` (the config's
             ``grid_max_cells``, default 100); without it such a grid is refused at once.
+        executor: Where cells run (:mod:`distillscope.grid.executors`): ``local`` processes,
+            ``slurm`` (submitit) or ``ray``; ``jobs`` cells at once on any of them.
+        executor_options: The executor's options (slurm: partition, time_min, cpus, gpus,
+            cluster; ray: address, cpus, gpus).
 
     Raises:
         UserError: A bad config or axis, or too many cells to run without ``yes`` (nothing
@@ -123,6 +130,7 @@ def run_grid(
         GridCellError: A cell crashed; its traceback is in its ``run.log``.
     """
     jobs = check_int("jobs", jobs, minimum=1)
+    engine = check_executor(executor, executor_options)
     grid = config if isinstance(config, Grid) else load_grid(config, overrides)
     root = grid.directory(output_dir)
     plans = plan_cells(grid, data_root)
@@ -145,9 +153,15 @@ def run_grid(
         runner = _GridProgress(grid, root, jobs, total=len(todo))
         runner.publish()
         threads = None if jobs == 1 else max(1, _cores() // jobs)
+        if engine.name != "local":  # cells run on other machines: as many threads as CPUs given
+            threads = engine.cpus
         tasks = [_task(root, c, plans[c.id], data_root, retrain_teacher, threads) for c in todo]
         try:
-            if jobs == 1 or len(tasks) <= 1:
+            if engine.name != "local":
+                run_remote(engine, tasks, jobs, runner.started, runner.finished,
+                           lambda: runner.failed is not None, root, run_cell,
+                           lambda cid, error: CellOutcome(cid, "failed", 0.0, error))  # fmt: skip
+            elif jobs == 1 or len(tasks) <= 1:
                 for task in tasks:
                     runner.started(task.id)
                     runner.finished(run_cell(task))
@@ -164,7 +178,13 @@ def run_grid(
 
 
 def resume_grid(
-    grid_dir: str | Path, *, jobs: int = 1, data_root: str | None = None, yes: bool = False
+    grid_dir: str | Path,
+    *,
+    jobs: int = 1,
+    data_root: str | None = None,
+    yes: bool = False,
+    executor: str = "local",
+    executor_options: dict[str, Any] | None = None,
 ) -> Path:
     """Continue the grid in ``grid_dir`` from the ``grid.yaml`` it saved."""
     root = Path(grid_dir)
@@ -180,7 +200,8 @@ def resume_grid(
             f"{str(root)!r}: its {GRID_CONFIG} belongs to the grid directory {expected.name!r}; "
             "rename the folder back or re-run the config"
         )
-    return run_grid(grid, jobs=jobs, data_root=data_root, output_dir=root.parent, yes=yes)
+    return run_grid(grid, jobs=jobs, data_root=data_root, output_dir=root.parent, yes=yes,
+                    executor=executor, executor_options=executor_options)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- checks
