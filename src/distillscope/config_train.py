@@ -32,6 +32,9 @@ class TrainConfig(Strict):
             T=1 (paper 004, section 4.1).
         deterministic: ``torch.use_deterministic_algorithms`` during training.
         max_batches: Cap on batches per epoch (quick runs and tests); ``None`` = all.
+        precision: ``fp32`` (default); ``bf16``: the forward passes and losses under
+            ``torch.autocast`` in bfloat16 (weights, optimiser state and gradients stay fp32);
+            ``fp16``: the same in float16 with a gradient scaler, on CUDA only.
     """
 
     epochs: int = Field(5, ge=1)
@@ -48,6 +51,7 @@ class TrainConfig(Strict):
     temperature: float = Field(1.0, gt=0)
     deterministic: bool = False
     max_batches: int | None = Field(None, ge=1)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
 
     @model_validator(mode="after")
     def _milestones(self) -> TrainConfig:

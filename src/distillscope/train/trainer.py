@@ -50,6 +50,7 @@ from distillscope.train.checkpoint import (
 )
 from distillscope.train.evaluate import evaluate
 from distillscope.train.optim import adaptive_clip_grad_, build_optimizer, build_scheduler
+from distillscope.train.precision import autocast, check_precision
 from distillscope.train.seeding import (
     deterministic_mode,
     epoch_generator,
@@ -291,6 +292,7 @@ class Trainer:
                 self.teacher_cache = cache.to(self.device)
 
     def _check_setup(self, resume: bool) -> None:
+        check_precision(self.cfg.precision, torch.device(self.device))
         if resume and self.checkpoint_dir is None:
             raise ConfigError("resume=True needs a checkpoint_dir to resume from; pass one")
         if self.needs_teacher and self.teacher is None and self.teacher_cache is None:
@@ -477,11 +479,12 @@ class Trainer:
             leave=False,
             dynamic_ncols=True,
         )
+        scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
         with bar:
             for b, batch in enumerate(batches):
                 batch = batch.to(device)
-                with self._student_contexts():  # left before the backward (e2KD on B-cos)
-                    result = step(batch)
+                with self._student_contexts(), autocast(cfg.precision, device):
+                    result = step(batch)  # contexts left before the backward (e2KD on B-cos)
                 parts = result.parts
                 if not keys:
                     keys = {m: self._check_first_step(m, result) for m in members}
@@ -502,10 +505,18 @@ class Trainer:
                 if not math.isfinite(total.item()):  # the step's one sync, cheaper than a kernel
                     raise self._non_finite(result, batch, epoch, b, steps)
                 optimizer.zero_grad(set_to_none=True)
-                total.backward()
+                if scaler is None:
+                    total.backward()
+                else:  # fp16: gradients scaled up in the backward, unscaled before the step
+                    scaler.scale(total).backward()
+                    scaler.unscale_(optimizer)
                 if cfg.agc_clip is not None:
                     adaptive_clip_grad_(trained, cfg.agc_clip)
-                optimizer.step()
+                if scaler is None:
+                    optimizer.step()
+                else:
+                    scaler.step(optimizer)
+                    scaler.update()
                 scheduler.step()
                 for m in members:
                     sums[m] += torch.stack([parts[m][k].detach() for k in keys[m]]).to(
