@@ -20,7 +20,6 @@ Usage: ``python benchmarks/cache_disk.py [--n 3200] [--reps 3] [--threads 2]``
 
 from __future__ import annotations
 
-import argparse
 import copy
 import shutil
 import sys
@@ -28,12 +27,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from method_overhead import load_data, networks, trainer_epoch  # noqa: E402
-from rounds import interleaved, write_result  # noqa: E402
+from rounds import image_bench_args, interleaved, write_result  # noqa: E402
 
 from distillscope.config_train import TrainConfig  # noqa: E402
 from distillscope.train import TeacherCache  # noqa: E402
@@ -46,13 +44,7 @@ SPEC: dict[str, Any] = {
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=3200, help="training images")
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = image_bench_args(__doc__, DEFAULT_OUT, argv)
     data, source = load_data(args.n)
     cfg = TrainConfig(epochs=1, batch_size=128, optimizer="sgd", lr=0.05, momentum=0.9,
                       weight_decay=5e-4, schedule="constant")  # fmt: skip

@@ -10,7 +10,6 @@ Usage: ``python benchmarks/precision.py [--n 3200] [--reps 3] [--threads 2]``
 
 from __future__ import annotations
 
-import argparse
 import copy
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from method_overhead import load_data  # noqa: E402
-from rounds import interleaved, write_result  # noqa: E402
+from rounds import image_bench_args, interleaved, write_result  # noqa: E402
 
 from distillscope.config_train import TrainConfig  # noqa: E402
 from distillscope.distill import build_loss  # noqa: E402
@@ -32,13 +31,7 @@ MODELS = ("resnet8", "resnet20")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=3200, help="training images")
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = image_bench_args(__doc__, DEFAULT_OUT, argv)
     data, source = load_data(args.n)
     torch.manual_seed(0)
     nets = {m: create_model(m, num_classes=10, in_channels=1) for m in MODELS}

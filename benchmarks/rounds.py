@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -61,3 +62,16 @@ def write_result(
         print(f"{k}: {v:.3f}")
     print(f"wrote {out}")
     return result
+
+
+def image_bench_args(doc: str, default_out: Path, argv: list[str] | None) -> argparse.Namespace:
+    """The arguments of the image-training benchmarks (``--n``, ``--reps``, ``--threads``,
+    ``--out``), parsed, with torch's thread count set."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--n", type=int, default=3200, help="training images")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=default_out)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    return args
