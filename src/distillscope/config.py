@@ -246,6 +246,11 @@ class ExperimentConfig(Strict):
             weights, the data, the features and explanations read; reused by later runs) and
             every epoch reads its rows from there, instead of running the teacher live;
             ``false``: live, as before this option existed.
+        teacher_precision: The frozen teacher's passes for its students (its cache, its live
+            forward): ``fp32`` (default); ``bf16`` under autocast, outputs kept in fp32;
+            ``auto``: bf16 when it gives the fp32 top-1 on at least 99.9% of 512 training items
+            and moves no logit by more than 0.05, else fp32 (one line says which; recorded in
+            results.json). Explanations (e2KD) stay fp32.
         teacher_store: Folder of trained teachers reused across runs (default:
             ``$DISTILLSCOPE_CACHE/teachers`` or ``~/.cache/distillscope/teachers``).
         progress: Show progress bars.
@@ -269,6 +274,7 @@ class ExperimentConfig(Strict):
     teacher_cache: Literal["auto", "frozen", "off"] = "auto"
     teacher_cache_mb: float = Field(2048.0, gt=0)
     teacher_cache_disk: bool = True
+    teacher_precision: Literal["fp32", "bf16", "auto"] = "fp32"
     teacher_store: str | None = None
     progress: bool = True
 

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from distillscope.config import ExperimentConfig, load_config, resolve_config
+from distillscope.data.base import DistillDataset
 from distillscope.distill import CombinedLoss, build_loss
 from distillscope.errors import DataError, RunInterrupted
 from distillscope.files import clean_stale_temporaries
@@ -50,6 +52,7 @@ from distillscope.teacher_store import TeacherStore, default_store_root
 from distillscope.train.cache_pool import CachePool
 from distillscope.train.checkpoint import load_own_model, save_model
 from distillscope.train.evaluate import chance_warning
+from distillscope.train.precision import CHECK_ITEMS, TeacherPrecision, choose_teacher_precision
 from distillscope.train.seeding import resolve_device, seed_everything
 from distillscope.train.trainer import Trainer
 
@@ -170,6 +173,7 @@ class Experiment:
             save_tokenizer(word_tokenizer(vocab), rd.path)
         for m in members.values():
             m.model.to(self.device)
+        self.teacher_precisions: dict[str, TeacherPrecision] = {}
         self.pool = CachePool(plan.teacher_cache_mb, self.device, plan.progress,
                               disk=plan.teacher_cache_disk)  # fmt: skip
         for m in members.values():
@@ -181,20 +185,24 @@ class Experiment:
         data = ProbeData(splits.test, splits.test.info, device=str(self.device))
         results = run_probes(plan.probes, plan.probe_defaults, models, data, roles_of(members),
                              plan.seed, plan.progress)  # fmt: skip
-        rd.write_results(
-            build_results(
-                config=plan.record,
-                members=members.values(),
-                parameters={m.name: count_parameters(m.model) for m in members.values()},
-                splits=splits,
-                probes=results,
-                duration=time.time() - start,
-                device=str(self.device),
-                config_file=self.config_file,
-                digest=self.digest,
-                identity=self.identity,
-            )
+        record = build_results(
+            config=plan.record,
+            members=members.values(),
+            parameters={m.name: count_parameters(m.model) for m in members.values()},
+            splits=splits,
+            probes=results,
+            duration=time.time() - start,
+            device=str(self.device),
+            config_file=self.config_file,
+            digest=self.digest,
+            identity=self.identity,
         )
+        if self.teacher_precisions:  # what each teacher's passes ran in, and what the check saw
+            record["teacher_precision"] = {
+                key.partition("|")[0]: asdict(chosen)
+                for key, chosen in self.teacher_precisions.items()
+            }
+        rd.write_results(record)
         from distillscope.report import render_report
 
         render_report(rd.path)
@@ -249,15 +257,37 @@ class Experiment:
         if first.teacher and any(loss.needs_teacher for loss in losses.values()):
             teacher = members[first.teacher]
         cache = None
+        precision = "fp32"
         if teacher is not None:
+            precision = self._teacher_precision(teacher, splits.train_of(first.name))
             cache = self.pool.get(first.name, first.cache_mode, teacher.name, teacher.model,
-                                  splits.train_of(first.name), list(losses.values()))  # fmt: skip
+                                  splits.train_of(first.name), list(losses.values()),
+                                  precision)  # fmt: skip
         say(training_line(peers))
-        histories = self._fit(peers, losses, teacher, cache, splits)
+        histories = self._fit(peers, losses, teacher, cache, splits, precision)
         for m in peers:
             m.history = histories[m.name]
             meta = {"name": m.name, **({"group": group} if group else {}), "identity": self.digest}
             save_model(rd.model(m.name), m.model, meta)
+
+    def _teacher_precision(self, teacher: Member, train: DistillDataset) -> str:
+        """The precision of ``teacher``'s passes on ``train`` (``teacher_precision``), checked
+        once per teacher and data and recorded for results.json."""
+        key = f"{teacher.name}|{id(train)}"
+        if key not in self.teacher_precisions:
+            n = min(CHECK_ITEMS, len(train))
+            sample = torch.stack([torch.as_tensor(train[i][0]) for i in range(n)])
+            chosen = choose_teacher_precision(teacher.model, sample, self.device,
+                                              self.plan.teacher_precision)  # fmt: skip
+            self.teacher_precisions[key] = chosen
+            if chosen.requested != "fp32":
+                say(
+                    f"teacher {teacher.name} runs in {chosen.precision} for its students "
+                    f"(teacher_precision: {chosen.requested}; bf16 agrees with fp32 on "
+                    f"{chosen.agreement:.2%} of {chosen.items} training items, largest logit "
+                    f"change {chosen.max_logit_error:.3g})"
+                )
+        return self.teacher_precisions[key].precision
 
     def _fit(
         self,
@@ -266,6 +296,7 @@ class Experiment:
         teacher: Member | None,
         cache: Any,
         splits: Splits,
+        precision: str = "fp32",
     ) -> dict[str, list[dict[str, Any]]]:
         """Train ``peers`` (one network, or a group) with the one Trainer; member -> history."""
         rd = self.run_dir
@@ -286,6 +317,7 @@ class Experiment:
             progress=self.plan.progress,
             seed=first.seed,
             identity=self.digest,
+            teacher_precision=precision,
         )
         history = trainer.fit(splits.train_of(first.name), splits.test, resume=self.resume)
         histories = {first.name: history} if single else history

@@ -130,6 +130,7 @@ class Plan:
         teacher_store: The teacher store's folder, as configured.
         teacher_cache_mb: The teacher caches' memory budget.
         teacher_cache_disk: Whether caches over the budget go to disk.
+        teacher_precision: ``fp32``, ``bf16`` or ``auto`` for the teachers' passes.
         progress: Show progress bars.
         probes: Probe name -> its parameters.
         probe_defaults: ``batch_size`` / ``max_samples`` of every probe.
@@ -146,6 +147,7 @@ class Plan:
     teacher_store: str | None
     teacher_cache_mb: float
     teacher_cache_disk: bool
+    teacher_precision: str
     progress: bool
     probes: dict[str, dict[str, Any]]
     probe_defaults: dict[str, Any]
@@ -217,6 +219,7 @@ def resolve_plan(cfg: ExperimentConfig) -> Plan:
         teacher_store=cfg.teacher_store,
         teacher_cache_mb=cfg.teacher_cache_mb,
         teacher_cache_disk=cfg.teacher_cache_disk,
+        teacher_precision=cfg.teacher_precision,
         progress=cfg.progress,
         probes=cfg.probes,
         probe_defaults=cfg.probe_defaults.model_dump(),

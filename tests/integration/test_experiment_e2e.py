@@ -313,3 +313,22 @@ def test_landscape_probes_run_from_the_cli_and_the_sharpness_curve_is_drawn(tmp_
         assert len(results["probes"]["sharpness"]["series"][f"{m}/loss"]) == 3
     html = (run / "report.html").read_text()
     assert 'alt="sharpness series"' in html and 'alt="active_neurons series"' in html
+
+
+def test_teacher_precision_auto_is_checked_said_and_recorded(tmp_path, capsys):
+    students = {"kd": {"loss": "kd", "temperature": 4.0, "alpha": 0.9}}
+    cfg = tiny_config(tmp_path, probes={"accuracy": {}}, students=students,
+                      teacher_precision="auto")  # fmt: skip
+    cfg["train"]["epochs"] = 1
+    run = run_experiment(cfg).path
+    err = capsys.readouterr().err
+    record = json.loads((run / "results.json").read_text())["teacher_precision"]["teacher"]
+    assert record["requested"] == "auto" and record["precision"] in ("bf16", "fp32")
+    assert 0.0 <= record["agreement"] <= 1.0 and record["items"] == 512
+    assert f"teacher teacher runs in {record['precision']} for its students" in err
+    plain = tiny_config(tmp_path, probes={"accuracy": {}}, students=students)
+    plain["train"]["epochs"] = 1
+    results = json.loads((run_experiment(plain).path / "results.json").read_text())
+    assert "teacher_precision" not in results or all(
+        r["precision"] == "fp32" for r in results["teacher_precision"].values()
+    )

@@ -53,6 +53,7 @@ class CachePool:
         teacher: nn.Module,
         train: DistillDataset,
         losses: list[CombinedLoss],
+        precision: str = "fp32",
     ) -> TeacherCache | None:
         """The teacher's cache for ``member`` and the ``losses`` trained with it (a group's peers),
         built once per teacher and feature set, or ``None``.
@@ -71,7 +72,7 @@ class CachePool:
         if len(explaining) > 1:  # peers explaining the teacher in other ways: run it live
             return None
         # data is shared by object; explanations differ by the term's settings
-        key = "|".join([teacher_name, str(id(train)), *sorted(paths), *explaining])
+        key = "|".join([teacher_name, str(id(train)), precision, *sorted(paths), *explaining])
         if key in self.caches:
             return self.caches[key]
         n = len(train)
@@ -84,7 +85,7 @@ class CachePool:
                 f"{need / 2**20:.0f} MB, over teacher_cache_mb={self.budget_mb:g}"
             )
             cache = self._on_disk(member, teacher_name, teacher, train, paths, explain,
-                                  explaining, what, need)  # fmt: skip
+                                  explaining, what, need, precision)  # fmt: skip
             if cache is not None:
                 self.caches[key] = cache
             return cache
@@ -103,6 +104,7 @@ class CachePool:
             feature_paths=paths,
             progress=self.progress,
             explain=explain,
+            precision=precision,
         )
         unmoved = unmoved_features(self.caches[key])
         if unmoved:
@@ -126,13 +128,15 @@ class CachePool:
         explaining: list[str],
         what: str,
         need: int,
+        precision: str = "fp32",
     ) -> TeacherCache | None:
         """The cache on disk (built once, or reused from an earlier run), or ``None`` (one line
         says why) when disk caches are off, the disk lacks room or a dtype cannot be mapped."""
         if not self.disk:
             say(f"{member}: not caching teacher {teacher_name} ({what}); the teacher runs live")
             return None
-        folder = disk_root() / disk_key(teacher, train.fingerprint(), paths, explaining)
+        folder = disk_root() / disk_key(teacher, train.fingerprint(), paths,
+                                        [*explaining, f"precision:{precision}"])  # fmt: skip
         free = free_bytes(folder)
         if not folder.is_dir() and need * 1.05 > free:
             say(
@@ -143,7 +147,7 @@ class CachePool:
         say(f"caching teacher {teacher_name} on disk ({what}) in {folder}")
         try:
             return TeacherCache.on_disk(teacher, train, folder, 512, self.device, paths,
-                                        self.progress, explain)  # fmt: skip
+                                        self.progress, explain, precision)  # fmt: skip
         except TypeError as exc:  # e.g. bfloat16 outputs: no numpy dtype to map
             say(f"{member}: cannot map teacher {teacher_name}'s outputs to disk ({exc}); "
                 "the teacher runs live")  # fmt: skip

@@ -6,17 +6,33 @@ products and convolutions in bf16, reductions and softmax in fp32 as autocast de
 the weights, the optimiser's state and the gradients stay fp32 (the backward runs outside the
 context, as PyTorch's AMP recipe does); ``fp16`` does the same in float16 with a gradient
 scaler, which only CUDA supports here.
+
+``teacher_precision`` (the run's config): the frozen teacher's passes (its cache, its live
+forward) in ``fp32``, ``bf16`` (autocast; outputs kept in fp32), or ``auto``: bf16 when a check
+on training items finds it gives the fp32 top-1 and nearly the fp32 logits
+(:func:`choose_teacher_precision`), else fp32.
 """
 
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, replace
 
 import torch
+from torch import Tensor, nn
 
+from distillscope.contracts import Outputs
 from distillscope.errors import ConfigError
 
-__all__ = ["PRECISIONS", "autocast", "check_precision"]
+__all__ = [
+    "PRECISIONS",
+    "TEACHER_PRECISIONS",
+    "TeacherPrecision",
+    "as_fp32",
+    "autocast",
+    "check_precision",
+    "choose_teacher_precision",
+]
 
 #: Precision name -> the autocast dtype (``None``: no autocast).
 PRECISIONS: dict[str, torch.dtype | None] = {
@@ -47,9 +63,80 @@ def check_precision(precision: str, device: torch.device) -> None:
         )
 
 
+def as_fp32(out: Outputs) -> Outputs:
+    """``out`` with its logits and features in float32 (what a bf16 teacher pass hands on)."""
+    if out.logits.dtype == torch.float32 and all(
+        v.dtype == torch.float32 for v in out.features.values()
+    ):
+        return out
+    features = {k: v.float() if v.is_floating_point() else v for k, v in out.features.items()}
+    return replace(out, logits=out.logits.float(), features=features)
+
+
 def autocast(precision: str, device: torch.device) -> AbstractContextManager[object]:
     """The autocast context of ``precision`` on ``device`` (nothing for ``fp32``)."""
     dtype = PRECISIONS[precision]
     if dtype is None:
         return nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+#: The teacher passes' precisions (``teacher_precision``): ``auto`` checks bf16 first.
+TEACHER_PRECISIONS = ("fp32", "bf16", "auto")
+#: ``auto`` takes bf16 only if it gives the fp32 top-1 on at least this share of the sample...
+AGREEMENT_FLOOR = 0.999
+#: ... and no logit moves by more than this (absolute, in logits).
+LOGIT_BOUND = 0.05
+#: Training items the ``auto`` check runs the teacher on.
+CHECK_ITEMS = 512
+
+
+@dataclass(frozen=True)
+class TeacherPrecision:
+    """The precision a frozen teacher runs in, and what the check measured.
+
+    Attributes:
+        precision: ``fp32`` or ``bf16``.
+        requested: What the config asked (``fp32``, ``bf16`` or ``auto``).
+        agreement: Share of the checked items whose bf16 top-1 equals the fp32 one.
+        max_logit_error: Largest ``|z_bf16 - z_fp32|`` over the checked items and classes.
+        items: Items checked.
+    """
+
+    precision: str
+    requested: str
+    agreement: float | None = None
+    max_logit_error: float | None = None
+    items: int = 0
+
+
+def choose_teacher_precision(
+    teacher: nn.Module, inputs: Tensor, device: torch.device, requested: str
+) -> TeacherPrecision:
+    """The precision of ``teacher``'s no-grad passes (cache build, live forward) for
+    ``requested``: ``fp32`` as asked; otherwise the teacher runs on ``inputs`` (eval mode,
+    restored) in fp32 and under bf16 autocast, and ``bf16`` is kept when asked, or for ``auto``
+    only when the top-1 agrees on at least :data:`AGREEMENT_FLOOR` of the items and no logit
+    moves by more than :data:`LOGIT_BOUND`."""
+    if requested not in TEACHER_PRECISIONS:
+        raise ConfigError(
+            f"teacher_precision={requested!r} is invalid; use one of "
+            f"{', '.join(TEACHER_PRECISIONS)}"
+        )
+    if requested == "fp32":
+        return TeacherPrecision("fp32", requested)
+    was_training = teacher.training
+    teacher.eval()
+    try:
+        with torch.no_grad():
+            x = inputs.to(device)
+            exact = teacher(x).float()  # (N, K)
+            with autocast("bf16", device):
+                low = teacher(x).float()  # (N, K)
+    finally:
+        teacher.train(was_training)
+    agreement = float((exact.argmax(1) == low.argmax(1)).float().mean())
+    error = float((exact - low).abs().max())
+    ok = agreement >= AGREEMENT_FLOOR and error <= LOGIT_BOUND
+    chosen = "bf16" if requested == "bf16" or ok else "fp32"
+    return TeacherPrecision(chosen, requested, agreement, error, int(len(inputs)))

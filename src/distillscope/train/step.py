@@ -32,6 +32,7 @@ from distillscope.distill.base import LossTerm
 from distillscope.models.forward import forward_outputs
 from distillscope.models.taps import FeatureTap
 from distillscope.train.layout import channels_last, to_layout
+from distillscope.train.precision import as_fp32, autocast
 from distillscope.train.teacher_cache import TeacherCache
 
 
@@ -76,6 +77,7 @@ class Step:
         teacher_cache: TeacherCache | None = None,
         student_taps: Mapping[str, FeatureTap | None] | None = None,
         teacher_tap: FeatureTap | None = None,
+        teacher_precision: str = "fp32",
     ) -> None:
         self.models = dict(models)
         self.losses = dict(losses)
@@ -88,6 +90,8 @@ class Step:
         self.needs_teacher = any(loss.needs_teacher for loss in self.losses.values())
         self.channels_last: dict[str, bool] = dict.fromkeys(self.names, False)
         self.teacher_channels_last = False
+        #: The live teacher's no-grad passes: ``fp32`` or ``bf16`` (autocast, outputs in fp32).
+        self.teacher_precision = teacher_precision
 
     # ----------------------------------------------------------------- set-up
     def tap(self, stack: ExitStack) -> None:
@@ -184,8 +188,8 @@ class Step:
             return self.teacher_cache.outputs(batch)
         assert self.teacher is not None
         x = to_layout(batch.inputs, self.teacher_channels_last)
-        with torch.no_grad():
-            return forward_outputs(self.teacher, x, self.teacher_tap)
+        with torch.no_grad(), autocast(self.teacher_precision, x.device):
+            return as_fp32(forward_outputs(self.teacher, x, self.teacher_tap))
 
     def _explained(self, loss: LossTerm, batch: Batch) -> Outputs:
         """The live teacher's outputs with ``loss``'s explanation of it (a gradient: e2KD)."""

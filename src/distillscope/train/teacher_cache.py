@@ -45,6 +45,7 @@ from distillscope.models.taps import FeatureTap
 from distillscope.train.cache_disk import disk_allocator, open_disk_cache, publish
 from distillscope.train.checkpoint import load_checkpoint, save_checkpoint
 from distillscope.train.layout import channels_last, to_layout
+from distillscope.train.precision import as_fp32, autocast
 from distillscope.train.seeding import resolve_device
 
 #: Gives a teacher's detached outputs with its explanation: ``(teacher, inputs)``.
@@ -121,6 +122,8 @@ class TeacherCache:
         self.folder = folder
         #: Where a disk cache hands its rows (the training device); ``None``: where it lives.
         self.serve_device = serve_device
+        #: The precision of the teacher passes it holds (``fp32`` or ``bf16``; set by build).
+        self.precision = "fp32"
 
     @property
     def device(self) -> torch.device:
@@ -140,6 +143,7 @@ class TeacherCache:
         progress: bool = True,
         explain: Explainer | None = None,
         allocate: Allocator | None = None,
+        precision: str = "fp32",
     ) -> TeacherCache:
         """Run the frozen ``teacher`` once over ``dataset`` in order and keep its outputs.
 
@@ -161,6 +165,8 @@ class TeacherCache:
             device: Where the teacher runs and the cache lives.
             feature_paths: Teacher module paths (``named_modules`` names) to keep as well.
             progress: Show a progress bar on stderr.
+            precision: ``fp32``, or ``bf16``: the teacher's passes under autocast, stored in
+                fp32 (not with ``explain``: explanations stay fp32).
             allocate: Makes each stored array, ``allocate(name, n, like)`` with ``name`` one of
                 ``logits``, ``features/<path>``, ``explanation`` (default: ordinary tensors on
                 ``device``; :meth:`on_disk` maps files instead).
@@ -182,6 +188,7 @@ class TeacherCache:
             with ExitStack() as stack:
                 if explain is None:
                     stack.enter_context(torch.inference_mode())
+                    stack.enter_context(autocast(precision, device))
                     layout = (
                         stack.enter_context(channels_last(teacher, sample, device))
                         if sample is not None
@@ -202,7 +209,7 @@ class TeacherCache:
                 for batch in bar:
                     batch = batch.to(device)
                     x = to_layout(batch.inputs, layout)
-                    out = _outputs(teacher, x, tap, explain)
+                    out = as_fp32(_outputs(teacher, x, tap, explain))
                     if logits is None:
                         logits = alloc("logits", n, out.logits)  # (N, K)
                     _put(logits, batch.index, out.logits)
@@ -220,7 +227,9 @@ class TeacherCache:
             raise ConfigError("cannot build a teacher cache over an empty dataset")
         transform = getattr(dataset, "transform", None)
         moves = transform if isinstance(transform, GeometricTransform) else None
-        return cls(logits, features, explanation, moves, data=dataset.fingerprint())
+        cache = cls(logits, features, explanation, moves, data=dataset.fingerprint())
+        cache.precision = precision if explain is None else "fp32"
+        return cache
 
     @classmethod
     def on_disk(
@@ -233,6 +242,7 @@ class TeacherCache:
         feature_paths: Sequence[str] = (),
         progress: bool = True,
         explain: Explainer | None = None,
+        precision: str = "fp32",
     ) -> TeacherCache:
         """A cache whose arrays are memory-mapped files in ``folder``
         (:mod:`distillscope.train.cache_disk`): opened if ``folder`` holds a whole cache of
@@ -253,8 +263,9 @@ class TeacherCache:
             try:
                 allocate, made = disk_allocator(tmp)
                 built = cls.build(teacher, dataset, batch_size, device, feature_paths, progress,
-                                  explain, allocate=allocate)  # fmt: skip
-                publish(tmp, folder, made, {"num_items": len(built), "data": built.data})
+                                  explain, allocate=allocate, precision=precision)  # fmt: skip
+                publish(tmp, folder, made, {"num_items": len(built), "data": built.data,
+                                            "precision": built.precision})  # fmt: skip
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
             opened = open_disk_cache(folder)
@@ -263,8 +274,10 @@ class TeacherCache:
         arrays, record = opened
         features = {k.partition("/")[2]: v for k, v in arrays.items() if k.startswith("features/")}
         data = record.get("data") if isinstance(record.get("data"), str) else None
-        return cls(arrays["logits"], features, arrays.get("explanation"), moves, data=data,
-                   folder=folder, serve_device=device)  # fmt: skip
+        cache = cls(arrays["logits"], features, arrays.get("explanation"), moves, data=data,
+                    folder=folder, serve_device=device)  # fmt: skip
+        cache.precision = str(record.get("precision", "fp32"))
+        return cache
 
     def outputs(self, batch: Batch) -> Outputs:
         """The cached teacher :class:`Outputs` for ``batch`` (rows ``batch.index``); with a

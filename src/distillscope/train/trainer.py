@@ -102,6 +102,9 @@ class Trainer:
             forward pass in that layout succeeds. ``False`` keeps the default layout throughout.
         identity: A digest recorded in every checkpoint; a resume under another is refused
             (the experiment passes its run's, :mod:`distillscope.identity`).
+        teacher_precision: The live teacher's no-grad passes: ``fp32`` or ``bf16`` (autocast,
+            outputs handed on in fp32; :func:`~distillscope.train.precision.
+            choose_teacher_precision` picks it for ``teacher_precision: auto``).
 
     Example:
         >>> from distillscope.data.base import DatasetInfo, TensorDataset
@@ -133,8 +136,11 @@ class Trainer:
         teacher_tap: FeatureTap | None = None,
         channels_last: bool = True,
         identity: str | None = None,
+        teacher_precision: str = "fp32",
     ) -> None:
         self.single = isinstance(model, nn.Module)
+        #: The live teacher's no-grad passes (``fp32`` or ``bf16``; precision.py).
+        self.teacher_precision = teacher_precision
         models = {name: model} if isinstance(model, nn.Module) else dict(model)
         losses = {name: loss} if isinstance(loss, nn.Module) else dict(loss)
         if not models or set(models) != set(losses):
@@ -235,7 +241,8 @@ class Trainer:
                 taps = {self.members[0]: self.student_tap} if self.single else {}
                 self.step = Step(self.models, self.losses, self.cfg.temperature,  # type: ignore[arg-type]
                                  teacher=self.teacher, teacher_cache=self.teacher_cache,
-                                 student_taps=taps, teacher_tap=self.teacher_tap)  # fmt: skip
+                                 student_taps=taps, teacher_tap=self.teacher_tap,
+                                 teacher_precision=self.teacher_precision)  # fmt: skip
                 self.step.tap(stack)
                 stack.enter_context(
                     deterministic_mode(True) if self.cfg.deterministic else nullcontext()
