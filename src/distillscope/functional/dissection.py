@@ -178,8 +178,12 @@ def tally_batch(
     onehots = F.one_hot(cat_of, n_cat).to(torch.float64) * labelled.unsqueeze(-1)  # (B,D,S²,C)
     tally.labels.index_add_(0, ids.reshape(-1), labelled.reshape(-1))
     present = [(i, int(scalars[i, e])) for i, e in torch.nonzero(scalars.long() > 0).tolist()]
-    for _, label in present:
-        tally.labels[label] += s * s  # an image-level label covers the whole image
+    scalar_images = torch.tensor([i for i, _ in present], dtype=torch.long)  # (P,)
+    scalar_labels = torch.tensor([lab for _, lab in present], dtype=torch.long)  # (P,)
+    scalar_cats = label_category.long()[scalar_labels]  # (P,)
+    # an image-level label covers the whole image
+    tally.labels.index_add_(0, scalar_labels, torch.full((len(present),), float(s * s),
+                                                         dtype=torch.float64))  # fmt: skip
     tally.labels[0] = 0.0  # label 0 is "no label"
     group = max(1, chunk // max(1, b * s * s))
     for u0 in range(0, n_units, group):
@@ -198,9 +202,9 @@ def tally_batch(
                     1, ids[:, layer].reshape(-1), by_unit * labelled[:, layer].reshape(1, -1)
                 )
                 touched += torch.einsum("bup,bpc->buc", source, onehots[:, layer])
-            for image, label in present:
-                both[:, label] += counts[image]
-                touched[image, :, label_category[label]] += 1.0
+            if present:  # image-level labels: every activated pixel of the image carries them
+                both.index_add_(1, scalar_labels, counts[scalar_images].T)
+                touched[scalar_images, :, scalar_cats] += 1.0
             both[:, 0] = 0.0
             if images == "touched":
                 hit = (touched > 0).to(torch.float64)  # (B, Uc, C)
