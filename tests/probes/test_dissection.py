@@ -108,6 +108,30 @@ def test_the_generated_set_is_made_once_in_the_cache_and_reused(tmp_path, monkey
     assert probe.concept_data().root == first and (first / "index.csv").stat().st_mtime_ns == stamp
 
 
+@pytest.mark.parametrize("damage", ["truncate", "delete", "add", "manifest"])
+def test_a_damaged_generated_set_is_generated_again_not_read(
+    tmp_path, monkeypatch, capsys, damage: str
+) -> None:
+    monkeypatch.setenv("DISTILLSCOPE_CACHE", str(tmp_path))
+    probe = create_probe("dissection", concept_images=12, concept_size=16)
+    root = probe.concept_data().root
+    index = (root / "index.csv").read_bytes()
+    if damage == "truncate":
+        (root / "index.csv").write_bytes(index[: len(index) // 2])
+    elif damage == "delete":
+        next((root / "images").glob("*_object.png")).unlink()
+    elif damage == "add":
+        (root / "images" / "extra.png").write_bytes(b"stray")
+    else:
+        (root / "manifest.json").unlink()
+    capsys.readouterr()
+    again = probe.concept_data()
+    assert "damaged" in capsys.readouterr().err
+    assert again.root == root and (root / "index.csv").read_bytes() == index
+    assert not (root / "images" / "extra.png").exists() and len(again) == 12
+    assert not [p for p in tmp_path.joinpath("concepts").iterdir() if p.name.startswith(".")]
+
+
 def test_a_wrong_layer_or_folder_fails_at_start_up() -> None:
     models = {"planted": Planted()}
     with pytest.raises(ModelError, match="nolayer"):

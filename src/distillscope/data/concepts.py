@@ -28,7 +28,8 @@ Each label belongs to one category; ``label.csv`` and the ``c_`` files carry eac
 frequency (images where it appears) and coverage (its pixel area in whole images; a scene
 counts 1 per image), as Broden's ``joinseg.py`` counts them. Images and masks are lossless
 PNGs (``images/0000.png``, ``images/0000_object.png``, ...); every fifth image is in split
-``val``, the rest in ``train``. Everything follows from ``seed``.
+``val``, the rest in ``train``. Everything follows from ``seed``. ``manifest.json`` lists the
+SHA-256 of every other file, so :func:`verify_concepts` finds a set damaged after it was written.
 
 Example:
     >>> shape_mask("diamond", 5).int().tolist()
@@ -39,6 +40,8 @@ from __future__ import annotations
 
 import csv
 import functools
+import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -65,6 +68,7 @@ __all__ = [
     "SHAPES",
     "generate_concepts",
     "shape_mask",
+    "verify_concepts",
 ]
 
 #: Categories, in ``index.csv`` column order.
@@ -92,6 +96,8 @@ BACKGROUNDS = ("scene", "texture", "plain")
 BORDER = 2
 #: Smallest image side (objects of a quarter of it must still have a border and an inside).
 MIN_SIZE = 16
+#: The file listing every generated file's SHA-256 (:func:`verify_concepts`).
+MANIFEST = "manifest.json"
 
 
 def shape_mask(name: str, size: int) -> Tensor:
@@ -178,6 +184,7 @@ def generate_concepts(
     try:
         torch.set_num_threads(1)  # tiny tensors: more threads only wait on each other
         _write(tmp, n_images, image_size, seed, max_objects, tuple(backgrounds), items)
+        _write_manifest(tmp)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)
@@ -188,6 +195,56 @@ def generate_concepts(
     finally:
         torch.set_num_threads(threads)
     return out
+
+
+def verify_concepts(root: str | Path) -> str | None:
+    """What is wrong with the generated concept set in ``root``, or ``None`` when every file
+    is the one :func:`generate_concepts` wrote (its ``manifest.json``), nothing missing, nothing
+    added.
+
+    Example:
+        >>> import tempfile
+        >>> root = generate_concepts(Path(tempfile.mkdtemp()) / "c", n_images=2, image_size=16)
+        >>> verify_concepts(root) is None
+        True
+        >>> (root / "images" / "0000.png").write_bytes(b"x")
+        1
+        >>> verify_concepts(root)
+        'images/0000.png differs from what was generated'
+    """
+    folder = Path(root)
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        files = manifest["files"]
+        if not isinstance(files, dict):
+            raise TypeError(type(files).__name__)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"its {MANIFEST} is missing or unreadable ({type(exc).__name__})"
+    present = _files(folder)
+    for name in sorted(set(files) | set(present)):
+        if name not in present:
+            return f"{name} is missing"
+        if name not in files:
+            return f"{name} was not generated"
+        if _sha256(folder / name) != files[name]:
+            return f"{name} differs from what was generated"
+    return None
+
+
+def _files(folder: Path) -> list[str]:
+    """Every file under ``folder`` but the manifest, as POSIX paths relative to it."""
+    names = (p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir())
+    return sorted(n for n in names if n != MANIFEST)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _write_manifest(folder: Path) -> None:
+    files = {name: _sha256(folder / name) for name in _files(folder)}
+    text = json.dumps({"files": files}, sort_keys=True, indent=0)
+    (folder / MANIFEST).write_text(text + "\n", encoding="utf-8")
 
 
 def _items(fashion_items: tuple[object, object] | None) -> tuple[Tensor, Tensor] | None:

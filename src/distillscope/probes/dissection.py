@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -240,7 +242,7 @@ class DissectionProbe(Probe):
         """The concept data: the given Broden-format folder, or our generated set (cached, its
         objects drawn shapes and, for Fashion-MNIST runs, held-out items: :meth:`items`)."""
         from distillscope.data.broden import BrodenData
-        from distillscope.data.concepts import generate_concepts
+        from distillscope.data.concepts import generate_concepts, verify_concepts
 
         if self.concepts is not None:
             root = Path(self.concepts).expanduser()
@@ -254,6 +256,11 @@ class DissectionProbe(Probe):
                    "items": items_digest}  # fmt: skip
             digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
             root = cache_root() / "concepts" / digest
+            damage = verify_concepts(root) if root.is_dir() else None
+            if damage is not None:
+                say(f"dissection: the generated concept set in {root} is damaged ({damage}); "
+                    "generating it again")  # fmt: skip
+                _discard(root)
             if not root.is_dir():
                 say(f"dissection: generating {self.concept_images} concept images in {root}")
                 root.parent.mkdir(parents=True, exist_ok=True)
@@ -381,3 +388,14 @@ class DissectionProbe(Probe):
                     )
                 yield acts.detach().float().cpu(), batch
                 bar.update()
+
+
+def _discard(root: Path) -> None:
+    """Remove a damaged generated set: renamed aside first, so no reader sees it half deleted
+    (another process that already moved it leaves nothing to do)."""
+    aside = root.with_name(f".{root.name}.{os.getpid()}.damaged")
+    try:
+        os.replace(root, aside)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(aside, ignore_errors=True)
