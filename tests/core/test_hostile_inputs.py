@@ -254,11 +254,11 @@ def test_a_student_that_ends_at_chance_is_flagged_in_one_line(setup, capsys, mon
 
     monkeypatch.setattr(Trainer, "fit", collapsed)
     cfg, out = setup
-    code, _, err = run(["run", str(cfg), "--output-dir", str(out)], capsys)
+    code, _, err = run(["run", str(cfg), "train.epochs=2", "--output-dir", str(out)], capsys)
     warnings = [line for line in err.splitlines() if "warning:" in line]
     assert code == 0
     assert len(warnings) == 1 and "kd ends at chance accuracy (0.340" in warnings[0]
-    assert "3858" in warnings[0] and "train.lr" in warnings[0]
+    assert "3858" in warnings[0] and "diverged" in warnings[0] and "train.lr" in warnings[0]
 
 
 def test_a_sanity_pair_that_is_one_network_twice_is_flagged(setup, capsys) -> None:
