@@ -20,7 +20,10 @@ def test_a_loss_that_rose_to_chance_is_called_a_divergence() -> None:
 
 
 def test_a_short_run_whose_loss_fell_is_not_called_a_divergence() -> None:
-    history = [{"epoch": 1, "val_acc": 0.09, "loss": 2.31}, {"epoch": 2, "val_acc": 0.1, "loss": 2.3}]
+    history = [
+        {"epoch": 1, "val_acc": 0.09, "loss": 2.31},
+        {"epoch": 2, "val_acc": 0.1, "loss": 2.3},
+    ]
     warning = chance_warning("ls", history, 10)
     assert warning == (
         "ls ends at chance accuracy (0.100 held-out, chance 0.100) after 2 epochs; its training "

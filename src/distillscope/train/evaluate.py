@@ -85,7 +85,8 @@ def chance_warning(name: str, history: Sequence[Mapping[str, Any]], num_classes:
         'kd ends at chance accuracy (0.100 held-o'
         >>> "diverged" in chance_warning("kd", rose, 10)
         True
-        >>> chance_warning("kd", [{"epoch": 1, "val_acc": 0.1, "loss": 2.3}], 10).split(") after ")[1]
+        >>> short = [{"epoch": 1, "val_acc": 0.1, "loss": 2.3}]
+        >>> chance_warning("kd", short, 10).split(") after ")[1]
         '1 epoch (training loss 2.3, no earlier epoch to compare); probably too short to \
 learn: give it more train.epochs or data'
         >>> chance_warning("kd", [{"epoch": 1, "val_acc": 0.8}], 10) is None
