@@ -35,7 +35,7 @@ from pydantic import (
 )
 
 from distillscope.config_train import Strict, TrainConfig
-from distillscope.config_tree import merge_teacher, schema_at
+from distillscope.config_tree import merge_teacher, override_path, schema_at
 from distillscope.errors import ConfigError, quoted
 
 __all__ = [
@@ -417,6 +417,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     out = json.loads(json.dumps(raw))
     for text in overrides:
         parts, value = parse_override(text)
+        parts = override_path(out, parts)  # teacher.x and teachers.teacher.x alike
         node = out
         for i, p in enumerate(parts[:-1]):
             nxt = node.get(p)
@@ -449,6 +450,8 @@ def _format_error(exc: ValidationError) -> str:
         suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
         return f"unknown config key {key!r}{suggestion}; valid keys: {', '.join(valid)}"
     msg = err["msg"].removeprefix("Value error, ")
+    if not loc:  # a check of the whole config: its message names the keys
+        return msg
     value = err.get("input")
     shown = "" if isinstance(value, dict) else f" (got {quoted(value)})"
     return f"config key {key!r}: {msg}{shown}"

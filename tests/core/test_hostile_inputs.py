@@ -80,9 +80,9 @@ def files_under(folder: Path) -> list[Path]:
         ),
         (["data.train_groups={0: 0.5}"], ["data.train_groups", "has no groups"]),
         # data parameters
-        (["data.params.noise=abc"], ["data.params", "noise='abc'"]),
-        (["data.params.n_per_blob=abc"], ["data.params", "n_per_blob='abc'"]),
-        (["data.params.noise=.nan"], ["data.params", "noise=nan"]),
+        (["data.params.noise=abc"], ["config key 'data.params.noise'", "'abc'"]),
+        (["data.params.n_per_blob=abc"], ["config key 'data.params.n_per_blob'", "'abc'"]),
+        (["data.params.noise=.nan"], ["config key 'data.params.noise'", "nan"]),
         (["data.params.data_seed=-1"], ["data.params", "data_seed"]),
         # names that become paths
         ([f"name={'a' * 300}"], ["config key 'name'", "not a valid name"]),
