@@ -25,7 +25,7 @@ TINY = {
 
 @pytest.fixture
 def setup(tmp_path: Path) -> tuple[Path, Path]:
-    """Writes a config (tiny, given a config as its first argument) and names the output."""
+    """A folder for the config and the teacher store, and the (not yet existing) output."""
     return tmp_path, tmp_path / "runs"
 
 
