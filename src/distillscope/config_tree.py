@@ -46,7 +46,9 @@ def merge_teacher(raw: dict[str, Any]) -> dict[str, Any]:
     (the schema then says what is wrong with it); otherwise a shallow copy.
 
     Raises:
-        ConfigError: Both ``teacher`` and ``teachers.teacher`` are given.
+        ConfigError: Both ``teacher`` and ``teachers.teacher`` are given, or a ``teacher``
+            without a model beside named teachers (``teacher.train.epochs=1`` on a config of
+            ``teachers:``): the line names the teachers and the keys to use.
     """
     teachers = raw.get("teachers") or {}
     shorthand = raw.get(TEACHER)
