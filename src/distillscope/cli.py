@@ -9,6 +9,7 @@ is the run directory.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -93,9 +94,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("run_dir", metavar="RUN_DIR")
 
-    lst = sub.add_parser("list", help="list registered models, losses, probes or datasets")
+    lst = sub.add_parser(
+        "list",
+        help="list registered models, losses, probes or datasets (--params: their parameters)",
+        description="List registered names; with --params, each one's parameters, defaults "
+        "and meaning, e.g. `distillscope list losses kd --params`.",
+    )
     lst.add_argument("kind", choices=LIST_KINDS)
-    lst.add_argument("pattern", nargs="?", default="*", help="fnmatch filter, e.g. 'resnet*'")
+    lst.add_argument(
+        "pattern", nargs="?", default="*", help="a name or an fnmatch filter, e.g. 'resnet*'"
+    )
+    lst.add_argument(
+        "--params",
+        action="store_true",
+        help="print each matching entry's parameters (type, default, meaning) and docstring line",
+    )
     return parser
 
 
@@ -124,8 +137,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         return grid
     if args.resume is not None:
         if args.config or args.overrides:
+            config = Path(args.resume) / "config.yaml"
             raise UserError(
-                "--resume continues a run from its saved config; drop the config and overrides"
+                "--resume continues a run with its saved config and settings; drop the config "
+                "and overrides (to change a setting, e.g. a lower train.lr after a non-finite "
+                f"loss, start a new run from its config: `distillscope run {config} "
+                "key.path=value`; teachers already trained are reused from the store)"
             )
         refused = [
             flag
@@ -274,7 +291,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from distillscope.report.claims import is_claims_dir, render_claims_report
     from distillscope.report.grid import is_grid_dir, render_grid_report
 
-    path = Path(args.run_dir)
+    path = report_folder(args.run_dir)
     if is_claims_dir(path):
         print(render_claims_report(path))
     else:
@@ -282,7 +299,31 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The files ``report`` renders from; a path to one of them stands for its folder.
+REPORT_SOURCES = ("results.json", "grid.json", "claims.json")
+
+
+def report_folder(given: str) -> Path:
+    """The folder ``distillscope report`` renders: ``given``, or the folder of a
+    ``results.json`` / ``grid.json`` / ``claims.json`` path.
+
+    Raises:
+        UserError: The folder does not exist, or ``given`` is another file.
+    """
+    path = Path(given)
+    if path.name in REPORT_SOURCES:
+        path = path.parent
+    what = "a run directory (the last line `distillscope run` printed), a grid directory or a "
+    what += "reproduce folder"
+    if not path.exists():
+        raise UserError(f"{str(path)!r} does not exist; pass {what}")
+    if not path.is_dir():
+        raise UserError(f"{str(path)!r} is a file, not a folder; pass {what}")
+    return path
+
+
 def cmd_list(args: argparse.Namespace) -> int:
+    from distillscope.describe import describe
     from distillscope.registry import DATASETS, LOSSES, MODELS, PROBES
     from distillscope.validate import import_registries
 
@@ -290,11 +331,25 @@ def cmd_list(args: argparse.Namespace) -> int:
     registry = {"models": MODELS, "losses": LOSSES, "probes": PROBES, "datasets": DATASETS}[
         args.kind
     ]
-    names = registry.list(args.pattern)
-    if args.kind == "models" and args.pattern == "*":
-        names += [n for n in registry.names() if n.endswith(":<name>")]
-    for name in names:
-        print(name)
+    # the adapter forms (torchvision:<name>) match too: `list models 'torchvision*'`
+    names = [n for n in registry.names() if fnmatch.fnmatch(n, args.pattern)]
+    prefix = args.pattern.split(":", 1)[0]
+    if not names and ":" in args.pattern and f"{prefix}:<name>" in registry.names():
+        names = [args.pattern]  # one adapter model, e.g. torchvision:resnet18
+    if not names:
+        if args.params:  # asked about one thing: say it is unknown, with the valid names
+            registry.get(args.pattern)
+        print(
+            f"no {args.kind} match {args.pattern!r}; `distillscope list {args.kind}` lists them "
+            "all",
+            file=sys.stderr,
+        )
+        return 0
+    for i, name in enumerate(names):
+        if not args.params:
+            print(name)
+            continue
+        print(("\n" if i else "") + "\n".join(describe(args.kind, name, registry.factory(name))))
     return 0
 
 

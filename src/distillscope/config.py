@@ -35,7 +35,7 @@ from pydantic import (
 )
 
 from distillscope.config_train import Strict, TrainConfig
-from distillscope.config_tree import merge_teacher, schema_at
+from distillscope.config_tree import merge_teacher, override_path, schema_at
 from distillscope.errors import ConfigError, quoted
 
 __all__ = [
@@ -98,6 +98,16 @@ class MemberData(Strict):
     distilled on ``train_per_class`` images (few-shot, paper 001 4.1), students distilled on
     unrelated images (paper 001 4.3), a teacher trained on other group proportions (paper 001
     4.2, paper 003 6.2).
+
+    Attributes:
+        name: Another registered dataset to train on (default: the top-level ``data.name``).
+        root: Its folder (default: the top-level ``data.root``).
+        params: Its dataset parameters (default: the top level's, for the same dataset).
+        train_per_class: Keep k training images per class (replaces the top level's subset rule).
+        train_fraction: Keep a stratified fraction of the training split (replaces the top
+            level's subset rule).
+        train_groups: Its group composition (see ``data.train_groups``).
+        seed: Seed of its subset choice (default: the top-level ``data.seed``).
     """
 
     name: str | None = None
@@ -121,7 +131,14 @@ class MemberData(Strict):
 
 
 class ModelSpec(Strict):
-    """A registered model and its parameters (``num_classes`` and input size come from the data)."""
+    """A registered model and its parameters (``num_classes`` and input size come from the data).
+
+    Attributes:
+        name: Registered model name (``distillscope list models``), or ``torchvision:<name>``,
+            ``timm:<name>``, ``hf:<preset or folder>``.
+        params: The model's parameters (``distillscope list models NAME --params``), e.g.
+            ``{depth: 20}``.
+    """
 
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
@@ -200,7 +217,13 @@ class StudentSpec(Strict):
 
 
 class ProbeDefaults(Strict):
-    """Knobs shared by every probe unless the probe sets its own."""
+    """Knobs shared by every probe unless the probe sets its own.
+
+    Attributes:
+        batch_size: Batch size of every probe's forward passes.
+        max_samples: Held-out samples each probe audits (the first ones of a seeded
+            permutation).
+    """
 
     batch_size: int = Field(256, ge=1)
     max_samples: int = Field(1000, ge=1)
@@ -227,7 +250,8 @@ class ExperimentConfig(Strict):
         data: The dataset.
         train: Default training settings of every network.
         teacher: The teacher (shorthand for ``teachers: {teacher: ...}``).
-        teachers: Several named teachers (e.g. paper 004's flavours).
+        teachers: Several named teachers (e.g. paper 004's flavours; with neither ``teacher``
+            nor ``teachers``, one ``resnet8`` named ``teacher``).
         student: Default student architecture.
         students: Students by name.
         probes: Probe name -> its parameters.
@@ -417,6 +441,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     out = json.loads(json.dumps(raw))
     for text in overrides:
         parts, value = parse_override(text)
+        parts = override_path(out, parts)  # teacher.x and teachers.teacher.x alike
         node = out
         for i, p in enumerate(parts[:-1]):
             nxt = node.get(p)
@@ -449,6 +474,8 @@ def _format_error(exc: ValidationError) -> str:
         suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
         return f"unknown config key {key!r}{suggestion}; valid keys: {', '.join(valid)}"
     msg = err["msg"].removeprefix("Value error, ")
+    if not loc:  # a check of the whole config: its message names the keys
+        return msg
     value = err.get("input")
     shown = "" if isinstance(value, dict) else f" (got {quoted(value)})"
     return f"config key {key!r}: {msg}{shown}"

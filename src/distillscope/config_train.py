@@ -25,6 +25,10 @@ class TrainConfig(Strict):
         weight_decay: L2 / decoupled weight decay.
         schedule: ``constant``, ``multistep`` (x ``gamma`` at each of ``milestones`` epochs) or
             ``cosine`` (to zero at the end); all after ``warmup_epochs`` of linear warm-up.
+        milestones: Epochs at which ``multistep`` multiplies the learning rate by ``gamma``
+            (increasing, from 1; required by ``multistep``).
+        gamma: The factor of each ``multistep`` milestone.
+        warmup_epochs: Epochs of linear warm-up to ``lr`` before the schedule.
         agc_clip: Adaptive gradient clipping (Brock et al. 2021) with this clip factor on every
             trained parameter after each backward (B-cos training: 0.01, the B-cos authors';
             :func:`~distillscope.train.optim.agc_gradient`); ``None`` (default): no clipping.

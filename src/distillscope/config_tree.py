@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 from pydantic import BaseModel
@@ -29,6 +30,7 @@ __all__ = [
     "merge_teacher",
     "model_in",
     "normal_path",
+    "override_path",
     "schema_at",
     "set_at",
 ]
@@ -44,16 +46,63 @@ def merge_teacher(raw: dict[str, Any]) -> dict[str, Any]:
     (the schema then says what is wrong with it); otherwise a shallow copy.
 
     Raises:
-        ConfigError: Both ``teacher`` and ``teachers.teacher`` are given.
+        ConfigError: Both ``teacher`` and ``teachers.teacher`` are given, or a ``teacher``
+            without a model beside named teachers (``teacher.train.epochs=1`` on a config of
+            ``teachers:``): the line names the teachers and the keys to use.
     """
     teachers = raw.get("teachers") or {}
-    if raw.get(TEACHER) is None or not isinstance(teachers, dict):
+    shorthand = raw.get(TEACHER)
+    if shorthand is None or not isinstance(teachers, dict):
         return raw
     if TEACHER in teachers:
         raise ConfigError("give either 'teacher' or 'teachers.teacher', not both")
+    if teachers and isinstance(shorthand, dict) and "model" not in shorthand:
+        # `teacher.train.epochs=1` on a config of named teachers: a setting meant for them
+        path, value = _first_leaf(shorthand)
+        first = next(iter(teachers))
+        raise ConfigError(
+            f"config key 'teacher.{path}': this config names its teachers under 'teachers:' "
+            f"({', '.join(map(str, teachers))}); set teachers.<name>.{path} instead, one "
+            f"override per teacher, e.g. teachers.{first}.{path}={json.dumps(value)}"
+        )
     out = dict(raw)
     out["teachers"] = {TEACHER: out.pop(TEACHER), **teachers}
     return out
+
+
+def _first_leaf(node: dict[str, Any]) -> tuple[str, Any]:
+    """The dotted path and value of the first non-mapping value in ``node`` (depth first)."""
+    key, value = next(iter(node.items()), ("model", None))
+    if isinstance(value, dict) and value:
+        path, leaf = _first_leaf(value)
+        return f"{key}.{path}", leaf
+    return str(key), value
+
+
+def override_path(raw: dict[str, Any], parts: list[str]) -> list[str]:
+    """The path an override's ``parts`` address in ``raw``, with the teacher written either way.
+
+    ``teachers.teacher.x`` on a config that uses the ``teacher:`` shorthand sets ``teacher.x``,
+    and ``teacher.x`` on one that writes ``teachers: {teacher: ...}`` sets
+    ``teachers.teacher.x``, so an error's key (always ``teachers.teacher...``) can be typed back
+    as an override. Other paths are returned as they are.
+
+    Example:
+        >>> override_path({"teacher": {"model": {}}}, ["teachers", "teacher", "train", "lr"])
+        ['teacher', 'train', 'lr']
+        >>> override_path({"teachers": {"teacher": {}}}, ["teacher", "seed"])
+        ['teachers', 'teacher', 'seed']
+        >>> override_path({"teachers": {"ft": {}}}, ["teacher", "seed"])
+        ['teacher', 'seed']
+    """
+    teachers = raw.get("teachers")
+    named = isinstance(teachers, dict) and TEACHER in teachers
+    if parts[:2] == ["teachers", TEACHER] and len(parts) > 2:
+        if isinstance(raw.get(TEACHER), dict) and not named:
+            return [TEACHER, *parts[2:]]
+    elif parts[0] == TEACHER and len(parts) > 1 and raw.get(TEACHER) is None and named:
+        return ["teachers", TEACHER, *parts[1:]]
+    return parts
 
 
 def normal_path(key: str) -> str:

@@ -86,6 +86,22 @@ class TrainingError(UserError):
     """Training diverged (NaN or inf loss) or cannot continue."""
 
 
+class NonFiniteLoss(TrainingError):
+    """A training loss that is NaN or infinite: the run stops at that step.
+
+    Args:
+        message: The one-line error (the step, the parts that are not finite, the cause).
+        member: The network whose loss was not finite.
+        stage: The auxiliary training stage it happened in (``'hint/stage1'``), or ``None``
+            for the main training, whose learning rate is ``train.lr``.
+    """
+
+    def __init__(self, message: str, *, member: str, stage: str | None = None) -> None:
+        super().__init__(message)
+        self.member = member
+        self.stage = stage
+
+
 class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C during a run; carries the run directory so the CLI can say how to resume.
 

@@ -22,7 +22,7 @@ import torch
 from distillscope.config import ExperimentConfig, load_config, resolve_config
 from distillscope.data.base import DistillDataset
 from distillscope.distill import CombinedLoss, build_loss
-from distillscope.errors import DataError, RunInterrupted
+from distillscope.errors import DataError, NonFiniteLoss, RunInterrupted, TrainingError
 from distillscope.files import clean_stale_temporaries
 from distillscope.identity import digest, runtime
 from distillscope.messages import say
@@ -147,6 +147,40 @@ class Experiment:
                 f"{exc}; the run so far is in {rd.path}: continue it with "
                 f"`distillscope run --resume {rd.path}`"
             ) from None
+        except TrainingError as exc:
+            stopped = f"{exc}; {self._after_stop(exc)}"
+            if isinstance(exc, NonFiniteLoss):
+                raise NonFiniteLoss(stopped, member=exc.member, stage=exc.stage) from None
+            raise TrainingError(stopped) from None
+
+    def _after_stop(self, exc: TrainingError) -> str:
+        """What to do after training stopped: the run directory, and for a non-finite loss
+        the lower learning rate to run again with (``--resume`` continues a run with its saved
+        settings by design, so it would stop at the same step again: ``docs/reuse.md``)."""
+        rd = self.run_dir
+        assert rd is not None
+        where = f"the run so far is in {rd.path}"
+        if not isinstance(exc, NonFiniteLoss):
+            return where
+        if exc.stage is not None:
+            lower = "a lower learning rate for that stage (a parameter of its loss)"
+            grid = f"run the grid (or config) again with {lower}"
+            single = f"run `distillscope run {rd.config}` again with {lower}"
+        else:
+            member = self.plan.members[exc.member]
+            group = member.group
+            peers = [m for m in self.plan.members.values() if group and m.group == group]
+            root = "teachers" if member.role == "teacher" else "students"
+            lower = " ".join(
+                f"{root}.{m.name}.train.lr={m.train.lr / 2:g}" for m in peers or [member]
+            )
+            grid = f"run the grid (or config) again with {lower}"
+            single = f"run `distillscope run {rd.config} {lower}`"
+        return (
+            f"{where}; --resume would stop at the same step (it continues with the saved "
+            f"settings): {grid if self.run_at is not None else single}, a new run (teachers "
+            "already trained are reused from the store)"
+        )
 
     def _check_store(self, members: dict[str, Member], splits: Splits) -> None:
         """Fail now if a teacher will be trained and the store cannot take it."""

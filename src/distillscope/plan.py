@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from distillscope.config import (
 from distillscope.data.base import DistillDataset
 from distillscope.distill import CombinedLoss, build_loss
 from distillscope.distill.base import bind_seed
-from distillscope.errors import ConfigError
+from distillscope.errors import ConfigError, ModelError
 from distillscope.identity import LOCATION_KEYS, without_locations
 from distillscope.models import create_model
 from distillscope.models.hf import checkpoint_digest
@@ -56,6 +57,7 @@ __all__ = [
     "build_model",
     "identical_members",
     "load_plan_splits",
+    "model_key",
     "peer_seed",
     "plan_notes",
     "resolve_plan",
@@ -352,7 +354,11 @@ def build_members(plan: Plan, splits: Splits) -> dict[str, Member]:
     members: dict[str, Member] = {}
     for name, m in plan.members.items():
         seed_everything(m.init_seed)
-        members[name] = Member(m, build_model(m.spec, splits.train))
+        try:
+            model = build_model(m.spec, splits.train)
+        except (ConfigError, ModelError) as exc:  # a value the model's own code rejects
+            raise type(exc)(_keyed(str(exc), model_key(plan, m), m.spec.params)) from None
+        members[name] = Member(m, model)
         if m.checkpoint is not None:
             if not Path(m.checkpoint).is_file():
                 raise ConfigError(
@@ -376,6 +382,33 @@ def build_members(plan: Plan, splits: Splits) -> dict[str, Member]:
                   peers=peers)  # fmt: skip
         member.bound_loss = loss
     return members
+
+
+def model_key(plan: Plan, member: MemberPlan) -> str:
+    """The config key of ``member``'s architecture: ``teachers.<name>.model``,
+    ``students.<name>.model`` when the student has its own, else the top-level ``student``."""
+    if member.role == "teacher":
+        return f"teachers.{member.name}.model"
+    own = (plan.record.get("students") or {}).get(member.name) or {}
+    return f"students.{member.name}.model" if own.get("model") else "student"
+
+
+def _keyed(message: str, key: str, params: dict[str, Any]) -> str:
+    """``message`` prefixed with the config key it is about: the parameter's own key when the
+    message names exactly one of ``params`` (``resnet_cifar depth must be 6n+2``), else the
+    model's section. A message that names a config key already is returned as it is.
+
+    Example:
+        >>> _keyed("resnet_cifar depth must be 6n+2, got 7", "student", {"depth": 7, "width": 8})
+        "config key 'student.params.depth': resnet_cifar depth must be 6n+2, got 7"
+        >>> _keyed("bad input size", "student", {"depth": 7})
+        "config key 'student': bad input size"
+    """
+    if "config key" in message:
+        return message
+    named = [p for p in params if re.search(rf"\b{re.escape(str(p))}\b", message)]
+    where = f"{key}.params.{named[0]}" if len(named) == 1 else key
+    return f"config key '{where}': {message}"
 
 
 def peer_seed(seed: int, name: str) -> int:

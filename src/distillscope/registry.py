@@ -77,6 +77,14 @@ class Registry:
             return self._entries[name]
         raise ConfigError(f"unknown {self.kind} {name!r}; valid choices: {', '.join(self.names())}")
 
+    def factory(self, name: str) -> Callable[..., Any]:
+        """The factory of ``name``, a registered name or a ``"prefix:<rest>"`` form (then the
+        prefix's factory, which takes ``rest`` first); unknown names raise :class:`ConfigError`.
+        """
+        if ":" in name and name.split(":", 1)[0] in self._prefixes:
+            return self._prefixes[name.split(":", 1)[0]]
+        return self.get(name)
+
     def create(self, name: str, **params: Any) -> Any:
         """Build the entry ``name`` with ``params``; unknown names or parameters raise."""
         if ":" in name:
@@ -113,10 +121,10 @@ def accepted_params(fn: Callable[..., Any]) -> set[str] | None:
     ``**kwargs: Unpack[SomeTypedDict]`` counts as the TypedDict's keys (the probes take their
     shared parameters so, declared once in :class:`~distillscope.probes.base.ProbeParams`).
     """
-    sig = _signature(fn)
-    names = set(_unpacked(fn))
+    sig = signature_of(fn)
+    names = set(unpacked_of(fn))
     for p in sig.parameters.values():
-        if p.kind is p.VAR_KEYWORD and not _unpacked(fn):
+        if p.kind is p.VAR_KEYWORD and not unpacked_of(fn):
             return None
         if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
             names.add(p.name)
@@ -124,33 +132,47 @@ def accepted_params(fn: Callable[..., Any]) -> set[str] | None:
 
 
 def check_params(
-    fn: Callable[..., Any], params: dict[str, Any], what: str, label: str | None = None
+    fn: Callable[..., Any],
+    params: dict[str, Any],
+    what: str,
+    label: str | None = None,
+    *,
+    key: str | None = None,
 ) -> None:
     """Raise :class:`ConfigError` naming any key of ``params`` that ``fn`` does not accept, or
-    any value that does not fit the parameter's annotation (see :func:`check_param_types`)."""
+    any value that does not fit the parameter's annotation (see :func:`check_param_types`).
+
+    ``key``, the config section holding ``params`` (``teachers.t.model.params``), makes the
+    message name the parameter's whole config key."""
     valid = accepted_params(fn)
     if valid is not None:
         unknown = sorted(set(params) - valid)
         if unknown:
-            raise ConfigError(
-                f"unknown parameter {unknown[0]!r} for {what}; valid parameters: "
-                f"{', '.join(sorted(valid)) or '(none)'}"
+            problem = (
+                f"unknown config key '{key}.{unknown[0]}' (not a parameter of {what})"
+                if key
+                else f"unknown parameter {unknown[0]!r} for {what}"
             )
-    check_param_types(fn, params, label or what)
+            raise ConfigError(
+                f"{problem}; valid parameters: {', '.join(sorted(valid)) or '(none)'}"
+            )
+    check_param_types(fn, params, label or what, key=key)
 
 
 def required_params(fn: Callable[..., Any]) -> list[str]:
     """Keyword parameters of ``fn`` without a default, in signature order."""
     return [
         p.name
-        for p in _signature(fn).parameters.values()
+        for p in signature_of(fn).parameters.values()
         if p.name != "self"
         and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
         and p.default is p.empty
     ]
 
 
-def check_param_types(fn: Callable[..., Any], params: dict[str, Any], label: str) -> None:
+def check_param_types(
+    fn: Callable[..., Any], params: dict[str, Any], label: str, *, key: str | None = None
+) -> None:
     """Check each value of ``params`` against ``fn``'s annotation of that parameter.
 
     Strict: no strings for numbers, no bools for integers, no NaN or infinity for floats; a YAML
@@ -158,7 +180,8 @@ def check_param_types(fn: Callable[..., Any], params: dict[str, Any], label: str
     one that is not plain data, such as a tensor) are left to the factory's own checks.
 
     Raises:
-        ConfigError: One line naming the parameter, the value and the expected type.
+        ConfigError: One line naming the parameter (as ``label.<name>``, or as the config key
+            ``key.<name>`` when ``key`` is given), the value and the expected type.
 
     Example:
         >>> def toy(noise: float = 0.4, steps: int = 10) -> None: ...
@@ -168,12 +191,17 @@ def check_param_types(fn: Callable[..., Any], params: dict[str, Any], label: str
         ...
         distillscope.errors.ConfigError: toy.noise='abc' is invalid: input should be a valid \
 number (expected float)
+        >>> check_param_types(toy, {"steps": 2.5}, "toy", key="data.params")
+        Traceback (most recent call last):
+        ...
+        distillscope.errors.ConfigError: config key 'data.params.steps': 2.5 is invalid for toy: \
+input should be a valid integer (expected int)
     """
     from pydantic import ValidationError
 
-    hints = _annotations(fn)
-    for key, value in params.items():
-        adapter = _adapter(hints.get(key))
+    hints = annotations_of(fn)
+    for name, value in params.items():
+        adapter = _adapter(hints.get(name))
         if adapter is None:
             continue
         try:
@@ -187,13 +215,17 @@ number (expected float)
         except ValidationError:
             pass
         msg = error.errors()[0]["msg"]
+        what = (
+            f"config key '{key}.{name}': {quoted(value)} is invalid for {label}"
+            if key
+            else f"{label}.{name}={quoted(value)} is invalid"
+        )
         raise ConfigError(
-            f"{label}.{key}={quoted(value)} is invalid: {msg[:1].lower()}{msg[1:]} "
-            f"(expected {_type_name(hints.get(key))})"
+            f"{what}: {msg[:1].lower()}{msg[1:]} (expected {type_name(hints.get(name))})"
         )
 
 
-def _type_name(ann: Any) -> str:
+def type_name(ann: Any) -> str:
     """``float``, ``Sequence[str]``, ``int | None``: an annotation as a user reads it."""
     if isinstance(ann, type) and not getattr(ann, "__args__", None):
         return ann.__name__
@@ -201,14 +233,14 @@ def _type_name(ann: Any) -> str:
 
 
 @functools.cache
-def _signature(fn: Callable[..., Any]) -> inspect.Signature:
+def signature_of(fn: Callable[..., Any]) -> inspect.Signature:
     """``fn``'s signature (its ``__init__``'s for a class), read once: configs of big grids
     check the same factories thousands of times."""
     return inspect.signature(fn.__init__ if inspect.isclass(fn) else fn)
 
 
 @functools.cache
-def _annotations(fn: Callable[..., Any]) -> dict[str, Any]:
+def annotations_of(fn: Callable[..., Any]) -> dict[str, Any]:
     """Parameter annotations of ``fn`` (or its ``__init__``), evaluated where possible (cached:
     callers must not change the mapping)."""
     target = fn.__init__ if inspect.isclass(fn) else fn
@@ -231,11 +263,11 @@ def _annotations(fn: Callable[..., Any]) -> dict[str, Any]:
 
 
 @functools.cache
-def _unpacked(fn: Callable[..., Any]) -> dict[str, Any]:
+def unpacked_of(fn: Callable[..., Any]) -> dict[str, Any]:
     """The keys and types of ``fn``'s ``**kwargs: Unpack[TypedDict]``, if it has one (cached:
     callers must not change the mapping)."""
     target = fn.__init__ if inspect.isclass(fn) else fn
-    kwargs = [p for p in _signature(fn).parameters.values() if p.kind is p.VAR_KEYWORD]
+    kwargs = [p for p in signature_of(fn).parameters.values() if p.kind is p.VAR_KEYWORD]
     if not kwargs:
         return {}
     ann = (getattr(target, "__annotations__", {}) or {}).get(kwargs[0].name)

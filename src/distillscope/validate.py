@@ -46,11 +46,17 @@ def validate_names(cfg: ExperimentConfig) -> None:
                 f"config key {key!r}: unknown {registry.kind} {name!r}; valid choices: "
                 f"{', '.join(registry.names())}"
             )
-        if ":" not in name:
-            try:
-                check_params(registry.get(name), params, f"{registry.kind} {name!r}", label=name)
-            except ConfigError as exc:
-                raise ConfigError(f"config key {key!r}: {exc}") from None
+        if ":" in name:
+            return
+        what = f"{registry.kind} {name!r}"
+        if registry in (MODELS, DATASETS):  # parameters under <key>.params: name each one's key
+            params_key = key if key.endswith(".params") else f"{key}.params"
+            check_params(registry.get(name), params, what, label=name, key=params_key)
+            return
+        try:
+            check_params(registry.get(name), params, what, label=name)
+        except ConfigError as exc:
+            raise ConfigError(f"config key {key!r}: {exc}") from None
 
     if cfg.data.name not in DATASETS:
         raise ConfigError(

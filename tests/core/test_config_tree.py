@@ -34,7 +34,7 @@ def test_merge_teacher_writes_the_shorthand_first_and_leaves_the_input_alone():
 
 def test_config_and_grid_read_the_teacher_shorthand_alike():
     both = {"teacher": T, "teachers": {"teacher": T}}
-    with pytest.raises(ConfigError, match=r"^config key 'config': give either 'teacher'"):
+    with pytest.raises(ConfigError, match=r"^give either 'teacher' or 'teachers.teacher'"):
         load_config_dict(both, names=False)
     with pytest.raises(ConfigError, match=r"^give either 'teacher' or 'teachers.teacher'"):
         expand_grid({**both, "grid": {"seed": [0]}})

@@ -14,7 +14,7 @@ PACKAGE = Path(distillscope.__file__).parent
 #: Top-level module or subpackage of ``distillscope`` -> its floor (0 is the ground).
 FLOORS = {
     **dict.fromkeys(("errors", "contracts", "files", "messages", "identity", "checks"), 0),
-    "registry": 0,
+    **dict.fromkeys(("registry", "describe"), 0),
     **dict.fromkeys(("config_train", "config_tree", "config", "results", "rundir"), 1),
     **dict.fromkeys(("functional", "data", "models"), 2),
     **dict.fromkeys(("explain", "attacks", "distill"), 3),

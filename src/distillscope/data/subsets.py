@@ -154,8 +154,14 @@ def take_subset(
     two, named in errors (e.g. ``("data.train_per_class", "data.train_fraction")``).
     """
     if per_class is not None and fraction is not None:
+        # config keys (dotted): the fix is an override; the library's own names: an argument
+        fix = (
+            f"to keep {keys[0]}, add the override {keys[1]}=null (or drop one from the config)"
+            if "." in keys[1]
+            else "pass one of them"
+        )
         raise ConfigError(
-            f"give {keys[0]} ({per_class}) or {keys[1]} ({fraction}), not both; drop one of them"
+            f"give {keys[0]} ({per_class}) or {keys[1]} ({fraction}), not both; {fix}"
         )
     if per_class is None and fraction is None:
         return dataset

@@ -72,13 +72,23 @@ def evaluate(
 def chance_warning(name: str, history: Sequence[Mapping[str, Any]], num_classes: int) -> str | None:
     """A one-line warning when ``name`` ends training at chance accuracy, else ``None``.
 
-    A diverged run (a loss that exploded to a finite value, a collapsed network) passes the
-    trainer's NaN guard but leaves a model that predicts one class; its probes would be
-    meaningless. Flagged when the last epoch's ``val_acc`` is at most ``1 / K + CHANCE_MARGIN``.
+    Flagged when the last epoch's ``val_acc`` is at most ``1 / K + CHANCE_MARGIN``; the
+    probes of such a model would be meaningless. The line says why, as far as the history
+    tells: when the training loss rose (its last epoch's mean above its first's) the run
+    likely diverged (a loss that exploded to a finite value passes the trainer's NaN guard);
+    when it did not rise, the model has not learnt yet (a smoke run of one or two epochs):
+    training was probably too short.
 
     Example:
-        >>> chance_warning("kd", [{"epoch": 1, "val_acc": 0.1, "loss": 3857.6}], 10)[:40]
+        >>> rose = [{"epoch": 1, "val_acc": 0.3, "loss": 2.1}, {"val_acc": 0.1, "loss": 3857.6}]
+        >>> chance_warning("kd", rose, 10)[:40]
         'kd ends at chance accuracy (0.100 held-o'
+        >>> "diverged" in chance_warning("kd", rose, 10)
+        True
+        >>> short = [{"epoch": 1, "val_acc": 0.1, "loss": 2.3}]
+        >>> chance_warning("kd", short, 10).split(") after ")[1]
+        '1 epoch (training loss 2.3, no earlier epoch to compare); probably too short to \
+learn: give it more train.epochs or data'
         >>> chance_warning("kd", [{"epoch": 1, "val_acc": 0.8}], 10) is None
         True
     """
@@ -90,8 +100,19 @@ def chance_warning(name: str, history: Sequence[Mapping[str, Any]], num_classes:
     if acc > chance + CHANCE_MARGIN:
         return None
     losses = [float(h["loss"]) for h in history if isinstance(h.get("loss"), (int, float))]
-    peak = f"; its training loss peaked at {max(losses):.4g}" if losses else ""
-    return (
-        f"{name} ends at chance accuracy ({acc:.3f} held-out, chance {chance:.3f}){peak}; "
-        "training likely diverged: lower its train.lr (or add warmup_epochs) and run again"
-    )
+    at = f"{name} ends at chance accuracy ({acc:.3f} held-out, chance {chance:.3f})"
+    if len(losses) >= 2 and losses[-1] > losses[0]:
+        return (
+            f"{at}; its training loss rose from {losses[0]:.4g} to {losses[-1]:.4g} (peak "
+            f"{max(losses):.4g}); training likely diverged: lower its train.lr (or add "
+            "warmup_epochs) and run again"
+        )
+    epochs = len(history)
+    after = f"{at} after {epochs} epoch{'s' if epochs != 1 else ''}"
+    if len(losses) >= 2:
+        trend = f"; its training loss did not rise ({losses[0]:.4g} to {losses[-1]:.4g})"
+    elif losses:
+        trend = f" (training loss {losses[-1]:.4g}, no earlier epoch to compare)"
+    else:
+        trend = ""
+    return f"{after}{trend}; probably too short to learn: give it more train.epochs or data"

@@ -41,7 +41,7 @@ from tqdm import tqdm
 from distillscope.contracts import Batch
 from distillscope.data.base import DistillDataset, iter_batches, num_batches
 from distillscope.distill.base import LossTerm, Stage
-from distillscope.errors import CheckpointError, TrainingError
+from distillscope.errors import CheckpointError, NonFiniteLoss
 from distillscope.train.seeding import epoch_generator, set_rng_state
 
 #: ``save(optimizer, position, history)``: write a checkpoint after a stage epoch.
@@ -231,10 +231,12 @@ class StageRunner:
                 value = loss.item()
                 if not math.isfinite(value):
                     step = f"step {epoch * size + b + 1}, " if size is not None else ""
-                    raise TrainingError(
+                    raise NonFiniteLoss(
                         f"non-finite loss {value} in stage {name!r} of {self.member!r} at stage "
                         f"epoch {epoch + 1}, {step}batch {b + 1}; lower the stage's learning "
-                        "rate or check the data and the loss term"
+                        "rate or check the data and the loss term",
+                        member=self.member,
+                        stage=name,
                     )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -38,7 +38,7 @@ from distillscope.config_train import TrainConfig
 from distillscope.contracts import Batch
 from distillscope.data.base import DistillDataset, iter_batches, num_batches
 from distillscope.distill.base import LossTerm
-from distillscope.errors import CheckpointError, ConfigError, TrainingError, quoted
+from distillscope.errors import CheckpointError, ConfigError, NonFiniteLoss, TrainingError, quoted
 from distillscope.models.taps import FeatureTap
 from distillscope.train.bind import bind_loss
 from distillscope.train.checkpoint import (
@@ -575,7 +575,7 @@ class Trainer:
 
     def _non_finite(
         self, result: StepResult, batch: Batch, epoch: int, b: int, steps: int
-    ) -> TrainingError:
+    ) -> NonFiniteLoss:
         """The one-line error for a non-finite loss (built only when it happens)."""
         bad_members = [m for m in self.members
                        if not math.isfinite(result.parts[m]["loss"].item())]  # fmt: skip
@@ -595,11 +595,12 @@ class Trainer:
         indices = batch.index[:5].tolist()
         more = ", ..." if len(batch) > 5 else ""
         where = repr(member) if self.single else f"{member!r} (group {self.name!r})"
-        return TrainingError(
+        return NonFiniteLoss(
             f"non-finite loss in {where} at epoch {epoch + 1}, step "
             f"{epoch * steps + b + 1} (batch {b + 1} of {steps}, dataset indices "
             f"{str(indices)[1:-1]}{more}): {', '.join(bad)}{cause}; lower train.lr or "
-            "check the data and the loss term"
+            "check the data and the loss term",
+            member=member,
         )
 
     # -------------------------------------------------------- state and files
