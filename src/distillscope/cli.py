@@ -171,9 +171,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.list_configs:
         return _list_configs("*")
     if args.resume is not None and args.plugin:
-        raise UserError(
-            "--resume imports the plugins the run's config.yaml names; drop --plugin"
-        )
+        raise UserError("--resume imports the plugins the run's config.yaml names; drop --plugin")
     config, overrides = _split_config_arg(args)
     grid = _grid_run(args, config, overrides)
     if grid is not None:

@@ -304,9 +304,13 @@ def teacher_identity(member: MemberPlan, splits: Splits, rt: dict[str, Any]) -> 
     The teacher's recipe (:attr:`MemberPlan.recipe`: its whole spec with what it takes from the
     run resolved), the fingerprints of the data it trains and is validated on (every byte
     loaded: the same config pointed at other files gets another key, the same files moved the
-    same key), and the runtime (torch version, thread count, device type).
+    same key), and the runtime (torch version, thread count, device type). A teacher whose
+    model, loss or dataset comes from a plugin also has that code's digest (``plugins``:
+    :func:`~distillscope.plugins.code_digests`), so an edited plugin never reuses it.
     """
     assert member.recipe is not None, f"{member.name} is not a teacher"
+    used = [("model", member.spec.name), ("dataset", member.recipe["data"]["name"])]
+    code = code_digests([*used, *(("loss", term) for term in member.loss)])
     return {
         "store_version": STORE_VERSION,
         "teacher": member.recipe,
@@ -316,6 +320,7 @@ def teacher_identity(member: MemberPlan, splits: Splits, rt: dict[str, Any]) -> 
         },
         "runtime": rt,
         **({"model_files": d} if (d := checkpoint_digest(member.spec.name)) else {}),
+        **({"plugins": code} if code else {}),
     }
 
 

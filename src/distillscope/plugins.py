@@ -153,11 +153,11 @@ def load_plugin(spec: str, *, source: str | None = None, fix: str | None = None)
             nothing it registered is kept).
     """
     import_registries()
-    what = f"plugin {quoted(spec)}" + (f" ({source})" if source else "")
+    what = f"plugin {_shown(spec)}" + (f" ({source})" if source else "")
     fix = fix or "fix the module, or drop the plugin"
     if not isinstance(spec, str) or not spec.strip():
         raise ConfigError(
-            f"plugin {quoted(spec)}: expected a module name or the path of a .py file; "
+            f"plugin {_shown(spec)}: expected a module name or the path of a .py file; "
             "e.g. --plugin my_losses or --plugin ./my_losses.py"
         )
     module, name, files = _locate(spec, what)
@@ -274,7 +274,7 @@ def _locate(spec: str, what: str) -> tuple[str, str, list[Path]]:
         path = Path(spec)
         if not path.is_file() or path.suffix != ".py":
             raise ConfigError(
-                f"{what}: no .py file at {quoted(spec)}; pass the path of an existing .py file "
+                f"{what}: no .py file at {_shown(spec)}; pass the path of an existing .py file "
                 "(relative to the working directory) or an importable module name"
             )
         where = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:10]
@@ -283,7 +283,7 @@ def _locate(spec: str, what: str) -> tuple[str, str, list[Path]]:
         found = importlib.util.find_spec(spec)
     except (ImportError, ValueError) as exc:  # a parent package that does not import
         raise ConfigError(
-            f"{what}: cannot look up module {quoted(spec)} ({type(exc).__name__}: {exc}); "
+            f"{what}: cannot look up module {_shown(spec)} ({type(exc).__name__}: {exc}); "
             "fix the package, or pass the path of a .py file"
         ) from None
     except Exception as exc:  # a parent package that crashes while importing
@@ -293,7 +293,7 @@ def _locate(spec: str, what: str) -> tuple[str, str, list[Path]]:
         ) from None
     if found is None:
         raise ConfigError(
-            f"{what}: no module named {quoted(spec)}; install it, put its folder on "
+            f"{what}: no module named {_shown(spec)}; install it, put its folder on "
             "PYTHONPATH, or pass the path of a .py file"
         )
     return spec, spec, _sources(found)
@@ -346,6 +346,11 @@ def _forget(plugin: Plugin) -> None:
 def _drop_modules(module: str) -> None:
     for key in [k for k in sys.modules if k == module or k.startswith(module + ".")]:
         del sys.modules[key]
+
+
+def _shown(spec: object) -> str:
+    """A plugin's name for an error line: paths are long, and the whole one is the point."""
+    return quoted(spec, limit=300)
 
 
 def _is_ours(module: str) -> bool:

@@ -40,8 +40,12 @@ __all__ = [
 
 def validate_names(cfg: ExperimentConfig) -> None:
     """Check every registry name and parameter the config uses, the names of its runs, models
-    and groups, and build every loss and probe once; raise :class:`ConfigError` (one line)."""
+    and groups, and build every loss and probe once; raise :class:`ConfigError` (one line).
+
+    The config's ``plugins`` are imported first (:mod:`distillscope.plugins`), so the names
+    they register are known here."""
     import_registries()
+    load_plugins(cfg.plugins)
 
     def check(registry: Any, name: str, params: dict[str, Any], key: str) -> None:
         if name not in registry:
@@ -309,5 +313,3 @@ def _check_train(cfg: ExperimentConfig, overrides: dict[str, Any], key: str) -> 
         raise ConfigError(
             f"config key '{key}.{sub}': {err['msg']} (got {quoted(err.get('input'))})"
         ) from None
-
-
