@@ -84,6 +84,7 @@ def write_plugin(folder: Path, name: str = "t_plugin.py", text: str = PLUGIN) ->
 def isolated_registries() -> Iterator[None]:
     """Every registry, the text-dataset set and the loaded plugins as they were before the test
     (tests register names that must not leak into other tests, or collide with them)."""
+    plugins.import_registries()  # the families first: what is saved is whole
     saved = {kind: (dict(r._entries), dict(r._prefixes)) for kind, r in plugins.REGISTRIES.items()}
     text = set(TEXT_DATASETS)
     loaded, by_spec = dict(plugins._LOADED), dict(plugins._BY_SPEC)
