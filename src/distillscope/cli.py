@@ -10,16 +10,22 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from distillscope.config_files import (
+    QUICKSTART,
+    describe,
+    find_config,
+    packaged_configs,
+    reproduce_dir,
+)
 from distillscope.errors import RunInterrupted, UserError, error_line
 
-DEFAULT_CONFIG = "configs/quickstart.yaml"
-DEFAULT_REPRODUCE = "configs/reproduce"
-LIST_KINDS = ("models", "losses", "probes", "datasets")
+LIST_KINDS = ("models", "losses", "probes", "datasets", "configs")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,13 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="train teacher and students, run the probes, write a run directory with a report",
         description="Run an experiment. Extra arguments key.path=value override the config, e.g. "
-        "`distillscope run configs/quickstart.yaml students.kd.temperature=8 train.epochs=2`.",
+        "`distillscope run quickstart students.kd.temperature=8 train.epochs=2`.",
     )
     run.add_argument(
         "config",
         nargs="?",
         default=None,
-        help=f"YAML config (default: {DEFAULT_CONFIG}); may be omitted when only overrides follow",
+        help="YAML file, or the name of a packaged config (see --list-configs; a local file of "
+        "that name wins); default: the packaged quickstart; may be omitted when only "
+        "overrides follow",
     )
     run.add_argument("overrides", nargs="*", help="dotted overrides key.path=value")
     run.add_argument("--data-root", help="folder holding the dataset (else DISTILLSCOPE_DATA, ...)")
@@ -55,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--retrain-teacher", action="store_true", help="train teachers even if a stored one matches"
     )
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    run.add_argument(
+        "--list-configs", action="store_true", help="list the packaged configs and exit"
+    )
+    _plugin_arg(run)
     run.add_argument(
         "--jobs",
         metavar="N",
@@ -80,9 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--list", action="store_true", help="list the papers and their claims")
     rep.add_argument(
         "--configs",
-        default=DEFAULT_REPRODUCE,
-        help=f"reproduce folder holding claims/ and the configs (default: {DEFAULT_REPRODUCE})",
+        default=None,
+        help="reproduce folder holding claims/ and the configs (default: the packaged one, "
+        "`reproduce` in --list-configs)",
     )
+    _plugin_arg(rep)
     rep.add_argument("--data-root", help="folder holding the datasets")
     rep.add_argument("--output-dir", help="parent folder of the grids and of reproduce-<paper>")
     rep.add_argument("--yes", action="store_true", help="run grids of more than 100 cells")
@@ -96,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     lst = sub.add_parser(
         "list",
-        help="list registered models, losses, probes or datasets (--params: their parameters)",
+        help="list registered models, losses, probes or datasets (--params: their parameters), "
+        "or the packaged configs",
         description="List registered names; with --params, each one's parameters, defaults "
         "and meaning, e.g. `distillscope list losses kd --params`.",
     )
@@ -109,7 +124,39 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print each matching entry's parameters (type, default, meaning) and docstring line",
     )
+    _plugin_arg(lst)
     return parser
+
+
+def _plugin_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import a module (or a .py file) that registers models, losses, probes or "
+        "datasets first (repeatable; recorded as the config's plugins; see docs/extending.md)",
+    )
+
+
+def _with_plugins(config: str | Path | None, overrides: list[str], plugins: list[str]) -> list[str]:
+    """``overrides`` plus one that adds ``--plugin`` modules to the config's own ``plugins``
+    (imported now, so a broken one is named before the config is read)."""
+    if not plugins:
+        return overrides
+    from distillscope.config import parse_override, read_config_file
+    from distillscope.plugins import load_plugins
+
+    load_plugins(plugins)
+    named: Any = (read_config_file(config).get("plugins") or []) if config else []
+    for text in overrides:
+        parts, value = parse_override(text)
+        if parts == ["plugins"]:
+            named = value or []
+    if not isinstance(named, list):  # the schema names the problem when the config is read
+        return overrides
+    merged = list(dict.fromkeys([*named, *plugins]))
+    return [*overrides, f"plugins={json.dumps(merged)}"]
 
 
 def _split_config_arg(args: argparse.Namespace) -> tuple[str | None, list[str]]:
@@ -117,8 +164,9 @@ def _split_config_arg(args: argparse.Namespace) -> tuple[str | None, list[str]]:
     if config is not None and "=" in config and not Path(config).exists():
         overrides.insert(0, config)
         config = None
-    if config is None and args.resume is None:
-        config = DEFAULT_CONFIG
+    if args.resume is None:
+        config = str(find_config(QUICKSTART if config is None else config))
+        overrides = _with_plugins(config, overrides, args.plugin)
     if args.output_dir:
         overrides.append(f"output_dir={args.output_dir}")
     if args.device:
@@ -131,6 +179,10 @@ def _split_config_arg(args: argparse.Namespace) -> tuple[str | None, list[str]]:
 def cmd_run(args: argparse.Namespace) -> int:
     from distillscope.experiment import resume_experiment, run_experiment
 
+    if args.list_configs:
+        return _list_configs("*")
+    if args.resume is not None and args.plugin:
+        raise UserError("--resume imports the plugins the run's config.yaml names; drop --plugin")
     config, overrides = _split_config_arg(args)
     grid = _grid_run(args, config, overrides)
     if grid is not None:
@@ -256,18 +308,24 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from distillscope.claims import list_claims, reproduce
     from distillscope.grid import run_grid
 
+    root = args.configs if args.configs is not None else reproduce_dir()
     if args.list:
-        print(list_claims(args.configs, args.paper), end="")
+        print(list_claims(root, args.paper), end="")
         return 0
     if args.paper is None:
         raise UserError("name a paper, e.g. `distillscope reproduce 003`; --list shows them")
     jobs = check_int("--jobs", _int(args.jobs), minimum=1)
     seeds = check_int("--seeds", _int(args.seeds), minimum=2)
 
+    if args.plugin:  # before the claims' configs are checked against the registries
+        from distillscope.plugins import load_plugins
+
+        load_plugins(args.plugin)
+
     def grid(config: Path, seed_list: list[int]) -> Path:
         return run_grid(
             config,
-            [f"grid.seed={seed_list}"],
+            _with_plugins(config, [f"grid.seed={seed_list}"], args.plugin),
             jobs=jobs,
             data_root=args.data_root,
             output_dir=args.output_dir,
@@ -278,7 +336,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         args.paper,
         args.claims,
         seeds=seeds,
-        root=args.configs,
+        root=root,
         run_grid=grid,
         output_dir=args.output_dir or "runs",
     )
@@ -322,12 +380,24 @@ def report_folder(given: str) -> Path:
     return path
 
 
-def cmd_list(args: argparse.Namespace) -> int:
-    from distillscope.describe import describe
-    from distillscope.registry import DATASETS, LOSSES, MODELS, PROBES
-    from distillscope.validate import import_registries
+def _list_configs(pattern: str) -> int:
+    """Print each packaged config's name and its first comment line."""
+    found = {n: p for n, p in packaged_configs().items() if fnmatch.fnmatch(n, pattern)}
+    width = max((len(n) for n in found), default=0)
+    for name, path in found.items():
+        print(f"{name:<{width}}  {describe(path)}".rstrip())
+    return 0
 
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from distillscope.describe import describe as describe_entry
+    from distillscope.plugins import import_registries, load_plugins
+    from distillscope.registry import DATASETS, LOSSES, MODELS, PROBES
+
+    if args.kind == "configs":
+        return _list_configs(args.pattern)
     import_registries()
+    load_plugins(args.plugin)
     registry = {"models": MODELS, "losses": LOSSES, "probes": PROBES, "datasets": DATASETS}[
         args.kind
     ]
@@ -349,7 +419,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         if not args.params:
             print(name)
             continue
-        print(("\n" if i else "") + "\n".join(describe(args.kind, name, registry.factory(name))))
+        print(
+            ("\n" if i else "") + "\n".join(describe_entry(args.kind, name, registry.factory(name)))
+        )
     return 0
 
 

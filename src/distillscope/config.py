@@ -278,6 +278,10 @@ class ExperimentConfig(Strict):
         teacher_store: Folder of trained teachers reused across runs (default:
             ``$DISTILLSCOPE_CACHE/teachers`` or ``~/.cache/distillscope/teachers``).
         progress: Show progress bars.
+        plugins: Modules (importable names, or paths of ``.py`` files relative to the working
+            directory) imported before the config is checked, so the models, losses, probes
+            and datasets they register can be named here (``docs/extending.md``). Their
+            source, not their names, enters the run's identity.
     """
 
     name: str = "run"
@@ -301,6 +305,7 @@ class ExperimentConfig(Strict):
     teacher_precision: Literal["fp32", "bf16", "auto"] = "fp32"
     teacher_store: str | None = None
     progress: bool = True
+    plugins: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
 
     @field_validator("teacher_cache", mode="before")
     @classmethod

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from distillscope.config import ExperimentConfig, load_config, resolve_config
+from distillscope.config_files import QUICKSTART, find_config
 from distillscope.data.base import DistillDataset
 from distillscope.distill import CombinedLoss, build_loss
 from distillscope.errors import DataError, NonFiniteLoss, RunInterrupted, TrainingError
@@ -43,6 +44,7 @@ from distillscope.plan import (
     unit_label,
     with_data_root,
 )
+from distillscope.plugins import import_registries, load_plugins
 from distillscope.probes.base import ProbeData
 from distillscope.probes.run import check_probes, run_probes
 from distillscope.results import build_results
@@ -111,6 +113,8 @@ class Experiment:
             RunInterrupted: Ctrl-C during the run (carries the run directory to resume).
         """
         start = time.time()
+        import_registries()  # installed plugins, and the config's: a grid cell's process too
+        load_plugins(self.plan.plugins)
         if self.plan.threads is not None:
             torch.set_num_threads(self.plan.threads)
         else:  # the thread count changes numbers: config.yaml records the one that ran
@@ -373,7 +377,9 @@ def run_experiment(
     """Run an experiment and return its :class:`RunDir` (public API).
 
     Args:
-        config: A validated config, a YAML path, a raw mapping, or ``None`` for the quickstart.
+        config: A validated config, a raw mapping, a YAML path, the name of a packaged config
+            (``"quickstart"``, ``"methods/dkd"``: :func:`~distillscope.config_files.find_config`;
+            a local file of that name wins), or ``None`` for the packaged quickstart.
         overrides: Dotted ``key.path=value`` overrides.
         data_root: Folder holding the dataset (overrides ``data.root``).
         retrain_teacher: Train teachers even when a stored one matches.
@@ -385,6 +391,10 @@ def run_experiment(
     """
     if plan is not None and (config is not None or overrides):
         raise TypeError("run_experiment: pass a config or its resolved plan, not both")
+    if plan is None and config is None:
+        config = QUICKSTART
+    if isinstance(config, (str, Path)):
+        config = find_config(config)
     cfg = None if plan is not None else resolve_config(config, overrides)
     config_file = str(config) if isinstance(config, (str, Path)) else None
     return Experiment(cfg, plan=plan, data_root=data_root, retrain_teacher=retrain_teacher,

@@ -11,7 +11,11 @@ plain mapping of everything that determines the numbers, built from the whole re
 - ``data``: the fingerprint of every split read: every byte loaded, not a sample;
 - ``runtime``: what changes numbers outside the config: torch's version and thread count (CPU
   kernels reduce in another order on another number of threads), the device type and
-  distillscope's identity version.
+  distillscope's identity version;
+- ``plugins`` (only when there is any): the source digest of each plugin the config names and
+  of the code behind every entry it uses that is not distillscope's own
+  (:func:`distillscope.plugins.code_digests`); the plugins' names (:data:`CODE_KEYS`) say where
+  that code lies, not what it is, and stay out of ``config``.
 
 The digest is a SHA-256 of canonical JSON: keys sorted, and floats that are whole numbers
 written as integers, so ``4`` and ``4.0`` are one value (a grid axis ``[4, 4.0]`` is one cell).
@@ -38,6 +42,7 @@ from typing import Any
 import torch
 
 __all__ = [
+    "CODE_KEYS",
     "IDENTITY_VERSION",
     "NOT_RESULT_KEYS",
     "canonical",
@@ -57,6 +62,10 @@ IDENTITY_VERSION = 2
 #: progress bars show, the teacher store's folder; ``device`` and ``threads`` enter
 #: :func:`runtime` with their effective values instead ("auto" and "cpu" on a CPU are one device).
 NOT_RESULT_KEYS = ("name", "output_dir", "progress", "teacher_store", "device", "threads")
+
+#: Top-level config keys that name code by where it lies (plugin modules): their sources enter
+#: the identity instead, under ``plugins``.
+CODE_KEYS = ("plugins",)
 
 #: Keys inside data sections that say where data lies, not what it is (its fingerprint does).
 LOCATION_KEYS = ("root",)
@@ -92,9 +101,9 @@ def digest(value: Any, length: int = 32) -> str:
 
 
 def without_locations(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A dumped config without :data:`NOT_RESULT_KEYS` and without every data section's
-    :data:`LOCATION_KEYS` (the top-level ``data`` and each member's ``data``)."""
-    out = {k: v for k, v in config.items() if k not in NOT_RESULT_KEYS}
+    """A dumped config without :data:`NOT_RESULT_KEYS`, :data:`CODE_KEYS` and every data
+    section's :data:`LOCATION_KEYS` (the top-level ``data`` and each member's ``data``)."""
+    out = {k: v for k, v in config.items() if k not in NOT_RESULT_KEYS + CODE_KEYS}
     out["data"] = _data_part(out.get("data"))
     for section in ("teachers", "students"):
         members = out.get(section)

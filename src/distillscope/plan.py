@@ -41,6 +41,7 @@ from distillscope.errors import ConfigError, ModelError
 from distillscope.identity import LOCATION_KEYS, without_locations
 from distillscope.models import create_model
 from distillscope.models.hf import checkpoint_digest
+from distillscope.plugins import code_digests
 from distillscope.probes.base import Roles
 from distillscope.registry import MODELS, accepted_params
 from distillscope.splits import Splits, load_data
@@ -65,6 +66,7 @@ __all__ = [
     "training_line",
     "training_units",
     "unit_label",
+    "plan_code",
     "run_identity",
     "stable",
     "teacher_identity",
@@ -136,6 +138,8 @@ class Plan:
         progress: Show progress bars.
         probes: Probe name -> its parameters.
         probe_defaults: ``batch_size`` / ``max_samples`` of every probe.
+        plugins: The plugin modules the config names (:mod:`distillscope.plugins`): imported
+            again by the process that runs the plan.
     """
 
     members: dict[str, MemberPlan]
@@ -153,6 +157,7 @@ class Plan:
     progress: bool
     probes: dict[str, dict[str, Any]]
     probe_defaults: dict[str, Any]
+    plugins: tuple[str, ...] = ()
 
     def with_threads(self, threads: int) -> Plan:
         """This plan run on ``threads`` torch threads, recorded (numbers depend on it)."""
@@ -225,6 +230,7 @@ def resolve_plan(cfg: ExperimentConfig) -> Plan:
         progress=cfg.progress,
         probes=cfg.probes,
         probe_defaults=cfg.probe_defaults.model_dump(),
+        plugins=tuple(cfg.plugins),
     )
 
 
@@ -300,9 +306,13 @@ def teacher_identity(member: MemberPlan, splits: Splits, rt: dict[str, Any]) -> 
     The teacher's recipe (:attr:`MemberPlan.recipe`: its whole spec with what it takes from the
     run resolved), the fingerprints of the data it trains and is validated on (every byte
     loaded: the same config pointed at other files gets another key, the same files moved the
-    same key), and the runtime (torch version, thread count, device type).
+    same key), and the runtime (torch version, thread count, device type). A teacher whose
+    model, loss or dataset comes from a plugin also has that code's digest (``plugins``:
+    :func:`~distillscope.plugins.code_digests`), so an edited plugin never reuses it.
     """
     assert member.recipe is not None, f"{member.name} is not a teacher"
+    used = [("model", member.spec.name), ("dataset", member.recipe["data"]["name"])]
+    code = code_digests([*used, *(("loss", term) for term in member.loss)])
     return {
         "store_version": STORE_VERSION,
         "teacher": member.recipe,
@@ -312,6 +322,7 @@ def teacher_identity(member: MemberPlan, splits: Splits, rt: dict[str, Any]) -> 
         },
         "runtime": rt,
         **({"model_files": d} if (d := checkpoint_digest(member.spec.name)) else {}),
+        **({"plugins": code} if code else {}),
     }
 
 
@@ -319,7 +330,8 @@ def run_identity(plan: Plan, splits: Splits, rt: dict[str, Any]) -> dict[str, An
     """What a run computes from: its whole config (its plan's record, but :data:`~distillscope.
     identity.NOT_RESULT_KEYS` and data folders), every split's fingerprint and the runtime
     (:mod:`distillscope.identity`). Recorded in ``identity.json``, ``results.json`` and each
-    checkpoint; resume and grid re-runs refuse a run whose identity differs."""
+    checkpoint; resume and grid re-runs refuse a run whose identity differs. Plugin code the
+    run names or uses enters under ``plugins`` (:func:`plan_code`)."""
     identity = {
         "config": without_locations(plan.record),
         "data": splits.fingerprints(),
@@ -328,7 +340,22 @@ def run_identity(plan: Plan, splits: Splits, rt: dict[str, Any]) -> dict[str, An
     files = {n: d for n, m in plan.members.items() if (d := checkpoint_digest(m.spec.name))}
     if files:  # checkpoint folders named by models (hf:<dir>): their bytes, not only their path
         identity["model_files"] = files
+    code = plan_code(plan)
+    if code:  # plugins: their source, not their names
+        identity["plugins"] = code
     return identity
+
+
+def plan_code(plan: Plan) -> dict[str, str]:
+    """The source digests of the plugins ``plan`` names and of the code behind every model,
+    loss, dataset and probe it uses that is not distillscope's own
+    (:func:`~distillscope.plugins.code_digests`); empty when there is none."""
+    used = [("dataset", plan.data.name), *(("probe", name) for name in plan.probes)]
+    for m in plan.members.values():
+        used += [("model", m.spec.name), *(("loss", term) for term in m.loss)]
+        if m.data is not None:
+            used.append(("dataset", m.data.name))
+    return code_digests(used, plan.plugins)
 
 
 def load_plan_splits(plan: Plan) -> Splits:

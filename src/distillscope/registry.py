@@ -24,6 +24,19 @@ from typing import Any
 from distillscope.errors import ConfigError, quoted
 
 
+class DuplicateNameError(ValueError):
+    """A name registered twice in one registry (a plugin reusing a taken name is told so).
+
+    Args:
+        kind: The registry's kind (``"loss"``, ...).
+        name: The taken name.
+    """
+
+    def __init__(self, kind: str, name: str) -> None:
+        super().__init__(f"{kind} {name!r} is already registered")
+        self.kind, self.name = kind, name
+
+
 class Registry:
     """Maps names to factories (classes or functions); a duplicate name raises.
 
@@ -41,7 +54,7 @@ class Registry:
 
         def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
             if name in self._entries:
-                raise ValueError(f"{self.kind} {name!r} is already registered")
+                raise DuplicateNameError(self.kind, name)
             if inspect.isclass(fn):  # the class's ``name`` is its key, written once (here)
                 own = vars(fn).get("name")
                 if own is not None and own != name:
@@ -60,11 +73,29 @@ class Registry:
 
         def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
             if prefix in self._prefixes:
-                raise ValueError(f"{self.kind} prefix {prefix!r} is already registered")
+                raise DuplicateNameError(self.kind, f"{prefix}:<name>")
             self._prefixes[prefix] = fn
             return fn
 
         return deco
+
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (``"prefix:<name>"`` for a prefix), as :meth:`names` spells it: how
+        a plugin that failed to import, or is imported again after an edit, leaves no stale
+        entry behind (:mod:`distillscope.plugins`). An unknown name raises ``KeyError``."""
+        if name in self._entries:
+            del self._entries[name]
+        elif name.endswith(":<name>") and name[: -len(":<name>")] in self._prefixes:
+            del self._prefixes[name[: -len(":<name>")]]
+        else:
+            raise KeyError(name)
+
+    def lookup(self, name: str) -> Callable[..., Any] | None:
+        """The factory that builds ``name`` (a prefix's factory for ``"prefix:rest"``), or
+        ``None`` when nothing is registered under it."""
+        if ":" in name:
+            return self._prefixes.get(name.split(":", 1)[0])
+        return self._entries.get(name)
 
     def __contains__(self, name: str) -> bool:
         if ":" in name:

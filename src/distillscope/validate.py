@@ -7,7 +7,8 @@ and their parameters, run, model and group names, and every loss and probe built
 bad value fails when the config is loaded, before anything runs.
 :func:`~distillscope.config.load_config_dict` calls :func:`validate_names` (unless told not to).
 
-The families (data, distill, models, probes) are imported by :func:`import_registries` and
+The families (data, distill, models, probes) and installed plugins are imported by
+:func:`import_registries` (defined in :mod:`distillscope.plugins`, re-exported here) and
 :func:`_check_built` when a config is checked, not when this module is imported.
 """
 
@@ -23,6 +24,7 @@ from distillscope.checks import check_module_key
 from distillscope.config import ExperimentConfig
 from distillscope.config_train import TrainConfig
 from distillscope.errors import ConfigError, quoted
+from distillscope.plugins import import_registries, load_plugins
 from distillscope.registry import DATASETS, LOSSES, MODELS, PROBES, TEXT_DATASETS, check_params
 
 __all__ = [
@@ -31,14 +33,19 @@ __all__ = [
     "check_model_name",
     "check_name",
     "import_registries",
+    "used_entries",
     "validate_names",
 ]
 
 
 def validate_names(cfg: ExperimentConfig) -> None:
     """Check every registry name and parameter the config uses, the names of its runs, models
-    and groups, and build every loss and probe once; raise :class:`ConfigError` (one line)."""
+    and groups, and build every loss and probe once; raise :class:`ConfigError` (one line).
+
+    The config's ``plugins`` are imported first (:mod:`distillscope.plugins`), so the names
+    they register are known here."""
     import_registries()
+    load_plugins(cfg.plugins)
 
     def check(registry: Any, name: str, params: dict[str, Any], key: str) -> None:
         if name not in registry:
@@ -80,6 +87,33 @@ def validate_names(cfg: ExperimentConfig) -> None:
         check(PROBES, name, params or {}, f"probes.{name}")
     _check_names(cfg)
     _check_built(cfg)
+
+
+def used_entries(cfg: ExperimentConfig) -> list[tuple[str, str]]:
+    """``(kind, name)`` of every registry entry ``cfg`` names: datasets, models, loss terms and
+    probes (what :func:`~distillscope.plugins.code_digests` looks the code up for).
+
+    Example:
+        >>> from distillscope.config import load_config_dict
+        >>> cfg = load_config_dict({"students": {"kd": {}}, "probes": {"accuracy": {}}},
+        ...                        names=False)
+        >>> used_entries(cfg)  # doctest: +NORMALIZE_WHITESPACE
+        [('dataset', 'fashion-mnist'), ('loss', 'ce'), ('loss', 'kd'), ('model', 'mnist_cnn'),
+         ('model', 'resnet8'), ('probe', 'accuracy')]
+    """
+    used = {("dataset", cfg.data.name), ("model", cfg.student.name)}
+    used |= {("probe", name) for name in cfg.probes}
+    for spec in cfg.teachers.values():
+        used |= {("model", spec.model.name), *(("loss", term) for term in spec.loss)}
+        if spec.data is not None and spec.data.name is not None:
+            used.add(("dataset", spec.data.name))
+    for spec in cfg.students.values():
+        used |= {("loss", term) for term in spec.loss_spec()}
+        if spec.model is not None:
+            used.add(("model", spec.model.name))
+        if spec.data is not None and spec.data.name is not None:
+            used.add(("dataset", spec.data.name))
+    return sorted(used)
 
 
 #: Names of runs, teachers and students become file and folder names: letters, digits, ``_``,
@@ -285,11 +319,3 @@ def _check_train(cfg: ExperimentConfig, overrides: dict[str, Any], key: str) -> 
         raise ConfigError(
             f"config key '{key}.{sub}': {err['msg']} (got {quoted(err.get('input'))})"
         ) from None
-
-
-def import_registries() -> None:
-    """Import every family module so all registries are filled."""
-    import distillscope.data  # noqa: F401
-    import distillscope.distill  # noqa: F401
-    import distillscope.models  # noqa: F401
-    import distillscope.probes  # noqa: F401

@@ -15,12 +15,14 @@ PACKAGE = Path(distillscope.__file__).parent
 FLOORS = {
     **dict.fromkeys(("errors", "contracts", "files", "messages", "identity", "checks"), 0),
     **dict.fromkeys(("registry", "describe"), 0),
-    **dict.fromkeys(("config_train", "config_tree", "config", "results", "rundir"), 1),
+    **dict.fromkeys(
+        ("config_train", "config_tree", "config", "config_files", "results", "rundir"), 1
+    ),
     **dict.fromkeys(("functional", "data", "models"), 2),
     **dict.fromkeys(("explain", "attacks", "distill"), 3),
     **dict.fromkeys(("train", "splits", "teacher_store"), 4),
     "probes": 5,
-    **dict.fromkeys(("validate", "plan"), 6),
+    **dict.fromkeys(("validate", "plan", "plugins"), 6),
     "report": 7,
     **dict.fromkeys(("experiment", "grid", "claims"), 8),
     **dict.fromkeys(("cli", "__main__"), 9),

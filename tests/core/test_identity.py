@@ -12,6 +12,7 @@ from distillscope import files
 from distillscope.config import ExperimentConfig, dump_config, load_config_dict
 from distillscope.data.base import DatasetInfo, TensorDataset
 from distillscope.identity import (
+    CODE_KEYS,
     NOT_RESULT_KEYS,
     canonical,
     digest,
@@ -31,7 +32,8 @@ RAW = {
 def test_every_config_field_but_the_declared_ones_enters_the_identity() -> None:
     dumped = dump_config(load_config_dict(RAW))
     part = without_locations(dumped)
-    assert set(part) == set(ExperimentConfig.model_fields) - set(NOT_RESULT_KEYS) - {"teacher"}
+    declared = set(NOT_RESULT_KEYS) | set(CODE_KEYS)  # plugins: their source enters instead
+    assert set(part) == set(ExperimentConfig.model_fields) - declared - {"teacher"}
     assert "root" not in part["data"] and part["data"]["name"] == "toy2d-ring"
     assert "root" not in part["teachers"]["teacher"]["data"]
     assert part["teachers"]["teacher"]["data"]["train_fraction"] == 0.5

@@ -40,7 +40,8 @@ from distillscope.config import (
 from distillscope.config_tree import get_at, merge_teacher, normal_path, schema_at, set_at
 from distillscope.errors import ConfigError
 from distillscope.identity import digest
-from distillscope.validate import check_name, validate_names
+from distillscope.plugins import code_digests
+from distillscope.validate import check_name, used_entries, validate_names
 
 GRID_KEY = "grid"
 #: Top-level key beside ``grid:`` (not an axis): how many cells to run without ``--yes``.
@@ -107,8 +108,9 @@ class Grid:
 
     Attributes:
         name: The config's ``name``.
-        key: Short hash of the config without its ``grid`` section and run-only keys: cells of
-            grids that share it (e.g. the same study with more seeds) share a directory.
+        key: Short hash of the config without its ``grid`` section and run-only keys (and,
+            when the cells use plugin code, that code's digests): cells of grids that share it
+            (e.g. the same study with more seeds) share a directory.
         source: The whole config as given (overrides applied), ``grid`` included.
         axes: The axes, in the order written.
         cells: Every combination, the first axis varying slowest.
@@ -190,6 +192,9 @@ def expand_grid(raw: dict[str, Any], overrides: list[str] | None = None) -> Grid
     _check_unique(cells)
     _check_distinct(cells)
     stable = {k: v for k, v in base.items() if k not in RUN_ONLY_KEYS}
+    code = _code(cells)
+    if code:  # plugin code: an edited plugin gives a new grid, as an edited config does
+        stable["plugin_code"] = code
     return Grid(
         name=name,
         key=config_hash(stable, 10),
@@ -199,6 +204,17 @@ def expand_grid(raw: dict[str, Any], overrides: list[str] | None = None) -> Grid
         seed_axis=_seed_axis(axes),
         max_cells=max_cells,
     )
+
+
+def _code(cells: tuple[Cell, ...]) -> dict[str, str]:
+    """The source digests of the plugins the cells name and of the non-distillscope code
+    behind every entry they use (:func:`~distillscope.plugins.code_digests`)."""
+    used: set[tuple[str, str]] = set()
+    plugins: dict[str, None] = {}
+    for cell in cells:
+        used.update(used_entries(cell.config))
+        plugins.update(dict.fromkeys(cell.config.plugins))
+    return code_digests(sorted(used), list(plugins))
 
 
 def _max_cells(value: Any) -> int:

@@ -368,7 +368,9 @@ def _check_existing_cells(
 
 def _what(where: str) -> str:
     """What an identity path belongs to, for messages."""
-    return {"config": "config", "data": "data"}.get(where.split(".")[0], "runtime")
+    return {"config": "config", "data": "data", "plugins": "plugin code"}.get(
+        where.split(".")[0], "runtime"
+    )
 
 
 def schedule(grid: Grid) -> list[Cell]:
