@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -150,3 +151,20 @@ def test_python_dash_m_entry_point():
     )
     assert proc.returncode == 0
     assert proc.stdout.strip() == __import__("distillscope").__version__
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback() -> None:
+    """`distillscope list ... | head -1`: the reader has gone when the listing is written (its end
+    of the pipe is closed before the process starts); exit 0, nothing on stderr."""
+    code = (
+        "import sys; from distillscope.cli import main; sys.exit(main(['run', '--list-configs']))"
+    )
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", code], stdout=write_end, stderr=subprocess.PIPE, timeout=120
+        )
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 0 and proc.stderr == b"", proc.stderr.decode()
