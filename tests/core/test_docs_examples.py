@@ -30,7 +30,7 @@ from tests.integration.test_methods import fake_fashion_mnist
 REPO = Path(__file__).resolve().parents[2]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 #: Blocks that carry a ``<!-- no-run: reason -->`` marker; change with care (see the module doc).
-OPT_OUTS = 0
+OPT_OUTS = 1
 NO_RUN = re.compile(r"^<!--\s*no-run:\s*(?P<reason>.*?)\s*-->\s*$")
 FENCE = re.compile(r"^```(?P<lang>[\w+-]*)\s*$")
 SHELLS = {"bash", "console", "sh", "shell"}
