@@ -383,9 +383,10 @@ def imagefolder_root(root: str | os.PathLike[str] | None) -> Path:
 
     Example:
         >>> import tempfile
-        >>> tree = tempfile.mkdtemp()
-        >>> imagefolder_root(tree) == Path(tree)
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> imagefolder_root(tmp.name) == Path(tmp.name)
         True
+        >>> tmp.cleanup()
     """
     env = os.environ.get(DATA_ENV)
     if root is None:
