@@ -124,6 +124,44 @@ def test_imagefolder_errors(tmp_path):
         load_dataset("imagefolder", "test", root=str(tmp_path))
 
 
+def test_imagefolder_finds_its_tree_through_distillscope_data(tmp_path, monkeypatch):
+    """docs/install.md: $DISTILLSCOPE_DATA names the folder holding one's data, so a relative
+    root is looked for there when the working directory has no such folder, and no root at all
+    means $DISTILLSCOPE_DATA is the tree."""
+    data, cwd = tmp_path / "data", tmp_path / "cwd"
+    write_tree(data / "flowers" / "train", {"rose": 2, "tulip": 1})
+    write_tree(data / "flowers" / "test", {"rose": 1, "tulip": 1})
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    with pytest.raises(DataError, match="imagefolder root flowers is not a folder"):
+        load_dataset("imagefolder", root="flowers", image_size=4)
+    monkeypatch.setenv("DISTILLSCOPE_DATA", str(data))
+    train = load_dataset("imagefolder", root="flowers", image_size=4)
+    assert train.info.class_names == ["rose", "tulip"] and len(train) == 3
+    assert train.info.source == str(data / "flowers" / "train")
+    # a folder of that name in the working directory comes first
+    write_tree(cwd / "flowers", {"daisy": 1, "iris": 1})
+    assert load_dataset("imagefolder", root="flowers", image_size=4).info.class_names == [
+        "daisy",
+        "iris",
+    ]
+    monkeypatch.setenv("DISTILLSCOPE_DATA", str(data / "flowers"))
+    assert len(load_dataset("imagefolder", "test", image_size=4)) == 2  # no root: the tree
+    with pytest.raises(DataError, match=r"looked in: nope, .*flowers/nope"):
+        load_dataset("imagefolder", root="nope", image_size=4)
+
+
+def test_a_run_reads_an_imagefolder_under_distillscope_data(tmp_path, monkeypatch):
+    write_tree(tmp_path / "data" / "shapes" / "train", {"a": 2, "b": 2})
+    write_tree(tmp_path / "data" / "shapes" / "test", {"a": 1, "b": 1})
+    monkeypatch.setenv("DISTILLSCOPE_DATA", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config_dict({"data": {"name": "imagefolder", "root": "shapes",
+                                     "params": {"image_size": 4}}})  # fmt: skip
+    splits = load_splits(cfg)
+    assert (len(splits.train), len(splits.test)) == (4, 2)
+
+
 def folder_config(root: Path) -> dict:
     return {"data": {"name": "imagefolder", "root": str(root), "params": {"image_size": 4}}}
 

@@ -371,6 +371,47 @@ def _scan(folder: Path, class_to_idx: dict[str, int]) -> list[tuple[str, int]]:
     return samples
 
 
+def imagefolder_root(root: str | os.PathLike[str] | None) -> Path:
+    """The top folder of an ImageFolder tree, as ``data.root`` / ``--data-root`` names it.
+
+    An absolute ``root`` is used as it is; a relative one is looked for in the working directory,
+    then under ``$DISTILLSCOPE_DATA`` (the folder holding one's datasets); no ``root`` at all
+    means ``$DISTILLSCOPE_DATA`` is the tree itself.
+
+    Raises:
+        DataError: No such folder, naming every place looked in and the fix.
+
+    Example:
+        >>> import tempfile
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> imagefolder_root(tmp.name) == Path(tmp.name)
+        True
+        >>> tmp.cleanup()
+    """
+    env = os.environ.get(DATA_ENV)
+    if root is None:
+        if not env:
+            raise DataError(
+                "imagefolder needs a root: pass --data-root, set data.root or set "
+                f"{DATA_ENV}, naming a folder with <class>/ subfolders, or train/ and test/ "
+                "(or val/) folders holding them"
+            )
+        places = [Path(env).expanduser()]
+    else:
+        given = Path(root).expanduser()
+        places = [given]
+        if env and not given.is_absolute():
+            places.append(Path(env).expanduser() / given)
+    for place in places:
+        if place.is_dir():
+            return place
+    looked = ", ".join(str(p) for p in places)
+    raise DataError(
+        f"imagefolder root {places[0]} is not a folder (looked in: {looked}); pass an "
+        f"existing folder, or a path relative to the working directory or to {DATA_ENV}"
+    )
+
+
 @register_dataset("imagefolder")
 def imagefolder(
     split: str,
@@ -390,7 +431,7 @@ def imagefolder(
 
     Args:
         split: ``"train"`` or ``"test"``.
-        root: The tree's top folder (required).
+        root: The tree's top folder; see :func:`imagefolder_root` for where it is looked for.
         image_size: Side of the square crop.
         mean: Per-channel normalisation mean (ImageNet's by default).
         std: Per-channel normalisation std (ImageNet's by default).
@@ -400,14 +441,7 @@ def imagefolder(
     from torchvision import transforms
 
     train = check_split(split)
-    if root is None:
-        raise DataError(
-            "imagefolder needs a root: pass --data-root (or root=...) naming a folder with "
-            "<class>/ subfolders, or train/ and test/ (or val/) folders holding them"
-        )
-    base = Path(root).expanduser()
-    if not base.is_dir():
-        raise DataError(f"imagefolder root {base} is not a folder; pass an existing folder")
+    base = imagefolder_root(root)
     mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
     if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
         raise ConfigError(f"imagefolder mean {mean} and std {std} need 3 values, std > 0")
