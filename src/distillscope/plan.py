@@ -38,6 +38,7 @@ from distillscope.data.base import DistillDataset
 from distillscope.distill import CombinedLoss, build_loss
 from distillscope.distill.base import bind_seed
 from distillscope.errors import ConfigError, ModelError
+from distillscope.files import file_digest
 from distillscope.identity import LOCATION_KEYS, without_locations
 from distillscope.models import create_model
 from distillscope.models.hf import checkpoint_digest
@@ -331,7 +332,9 @@ def run_identity(plan: Plan, splits: Splits, rt: dict[str, Any]) -> dict[str, An
     identity.NOT_RESULT_KEYS` and data folders), every split's fingerprint and the runtime
     (:mod:`distillscope.identity`). Recorded in ``identity.json``, ``results.json`` and each
     checkpoint; resume and grid re-runs refuse a run whose identity differs. Plugin code the
-    run names or uses enters under ``plugins`` (:func:`plan_code`)."""
+    run names or uses enters under ``plugins`` (:func:`plan_code`); the bytes of a teacher's
+    ``checkpoint`` file under ``checkpoint_files`` (an edited file under the same name is not the
+    teacher the run was made with)."""
     identity = {
         "config": without_locations(plan.record),
         "data": splits.fingerprints(),
@@ -340,6 +343,10 @@ def run_identity(plan: Plan, splits: Splits, rt: dict[str, Any]) -> dict[str, An
     files = {n: d for n, m in plan.members.items() if (d := checkpoint_digest(m.spec.name))}
     if files:  # checkpoint folders named by models (hf:<dir>): their bytes, not only their path
         identity["model_files"] = files
+    paths = {n: Path(m.checkpoint).expanduser() for n, m in plan.members.items() if m.checkpoint}
+    loaded = {n: file_digest(path) for n, path in paths.items() if path.is_file()}
+    if loaded:  # teachers loaded from a file (teacher.checkpoint): its bytes, not only its path
+        identity["checkpoint_files"] = loaded
     code = plan_code(plan)
     if code:  # plugins: their source, not their names
         identity["plugins"] = code

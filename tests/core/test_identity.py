@@ -181,3 +181,25 @@ def test_the_identity_version_is_in_every_runtime_and_names_the_change() -> None
     assert now["identity_version"] == IDENTITY_VERSION >= 2
     older = {**now, "identity_version": 1}  # a run or teacher recorded before the maths changed
     assert first_difference(older, now) == ("identity_version", 1, IDENTITY_VERSION)
+
+
+def test_a_teacher_loaded_from_a_file_enters_the_run_identity_by_its_bytes(tmp_path) -> None:
+    """Same name, other content: a teacher checkpoint rewritten under the same path gives another
+    identity (a resume or a grid re-run would otherwise take results made with the old
+    weights); a copy of the same bytes under another name changes only the config's path."""
+    from distillscope.plan import load_plan_splits, resolve_plan, run_identity
+
+    ckpt = tmp_path / "teacher.safetensors"
+
+    def identity_of(content: bytes) -> dict:
+        ckpt.write_bytes(content)
+        plan = resolve_plan(load_config_dict({**RAW, "teacher": {
+            "model": {"name": "mlp"}, "checkpoint": str(ckpt)}}))  # fmt: skip
+        return run_identity(plan, load_plan_splits(plan), {"fixed": 1})
+
+    first = identity_of(b"weights one")
+    assert first["checkpoint_files"] == {"teacher": files.file_digest(ckpt)}
+    assert digest(identity_of(b"weights one")) == digest(first)
+    second = identity_of(b"weights two")
+    assert digest(second) != digest(first)
+    assert first_difference(first, second)[0] == "checkpoint_files.teacher"
