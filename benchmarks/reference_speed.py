@@ -65,7 +65,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -176,6 +176,12 @@ def viewed(net: nn.Module, pooled_map: bool = False) -> Iterator[ReferenceView]:
 
 
 # ---------------------------------------------------------------------------- references
+def fail(message: str) -> NoReturn:
+    """One line on stderr, exit status 2 (no reference code to run)."""
+    print(f"reference_speed: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 @contextlib.contextmanager
 def _on_path(folder: Path) -> Iterator[None]:
     sys.path.insert(0, str(folder))
@@ -193,9 +199,9 @@ def load_references(root: Path, methods: list[str]) -> dict[str, Any]:
         folder = root / name
         missing = [f for f in REFERENCES[name] if not (folder / f).is_file()]
         if missing:
-            raise SystemExit(
-                f"reference_speed: {folder} lacks {', '.join(missing)}; export the {name} "
-                "repository there (see benchmarks/README.md, 'reference_speed.py')"
+            fail(
+                f"{folder} lacks {', '.join(missing)}; export the {name} repository there "
+                "(see benchmarks/README.md, 'reference_speed.py')"
             )
         with _on_path(folder / IMPORT_DIRS[name]):
             refs[name] = _import(name, folder)
@@ -243,9 +249,9 @@ def _sskd_student_loop(path: Path) -> Any:
                 if isinstance(inner, ast.For) and ast.unparse(inner.iter) == "train_loader":
                     module = ast.fix_missing_locations(ast.Module([_NoCuda().visit(inner)], []))
                     return compile(module, str(path), "exec")
-    raise SystemExit(
-        f"reference_speed: no student training loop ('for epoch in range(args.epoch)' then "
-        f"'for x, target in train_loader') in {path}; export the SSKD authors' repository"
+    fail(
+        f"no student training loop ('for epoch in range(args.epoch)' then 'for x, target in "
+        f"train_loader') in {path}; export the SSKD authors' repository there"
     )
 
 
@@ -460,12 +466,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--only", nargs="+", choices=METHODS, default=list(METHODS))
     args = parser.parse_args(argv)
     if args.reference_root is None:
-        print(
-            "reference_speed: no --reference-root; export RepDistiller, SSKD and ReviewKD into "
-            "one folder and pass it (see benchmarks/README.md)",
-            file=sys.stderr,
+        fail(
+            "no --reference-root; export RepDistiller, SSKD and ReviewKD into one folder and "
+            "pass it (see benchmarks/README.md)"
         )
-        raise SystemExit(2)
     refs = load_references(args.reference_root.resolve(), args.only)
     torch.set_num_threads(args.threads)
     setup = Setup(args.n, args.steps)
