@@ -65,6 +65,15 @@ class ContrastiveRepresentation(SingleLayerTerm):
     the same ones. The banks and ``Z`` are buffers saved with the student's checkpoint; the banks
     are updated in training mode only.
 
+    The step's largest tensors are the bank rows it scores, ``B (1 + K) dim`` floats per side
+    (268 MB for ``B = 128``, ``K = 4096``, ``dim = 128``). They are gathered into a workspace
+    kept between steps (one per side, not saved with the state), which gives the same values as
+    a fresh gather but spares the CPU the page faults of newly allocated memory, most of a fresh
+    gather's time (``benchmarks/reference_speed.py``). So two training-mode forward passes
+    cannot share one backward: the first pass's backward then fails (its rows were overwritten)
+    rather than read the second's. In eval mode the rows are gathered afresh, and switching to
+    it frees the workspace; copies and pickles of the term leave it behind.
+
     Args:
         dim: Embedding size (128).
         negatives: ``K`` (16384).
@@ -102,6 +111,7 @@ class ContrastiveRepresentation(SingleLayerTerm):
         self.embed_s: Embed | None = None
         self.embed_t: Embed | None = None
         self.k = 0
+        self._rows: dict[str, Tensor] = {}  # side -> (B (1+K), dim) workspace, see above
 
     def bind(self, ctx: BindContext) -> None:
         teacher = self.bind_teacher(ctx)
@@ -162,7 +172,7 @@ class ContrastiveRepresentation(SingleLayerTerm):
         self.register_buffer("labels", labels, persistent=False)  # (N,)
 
     def _scores(self, bank: Tensor, draws: Tensor, v: Tensor, z_name: str, n: int) -> Tensor:
-        rows = bank[draws]  # (B, 1+K, dim)
+        rows = self._gather(bank, draws, z_name)  # (B, 1+K, dim), bank[draws]
         scores = contrast_scores(rows, v, self.temperature)  # (B, 1+K)
         z: Tensor = getattr(self, z_name)
         if float(z) < 0:  # the first training batch fixes the normalising constant
@@ -171,6 +181,39 @@ class ContrastiveRepresentation(SingleLayerTerm):
                 z.fill_(float(estimate))
             return scores / estimate
         return scores / z
+
+    def _gather(self, bank: Tensor, draws: Tensor, side: str) -> Tensor:
+        """``bank[draws]`` ``(B, 1+K, dim)``, in training copied into ``side``'s workspace (see
+        the class docstring).
+
+        An in-place copy moves the workspace's version counter, so a graph that saved the
+        previous rows refuses its backward instead of reading these.
+        """
+        shape = (draws.numel(), bank.shape[1])
+        if not self.training:
+            return bank.index_select(0, draws.reshape(-1)).view(*draws.shape, shape[1])
+        rows = self._rows.get(side)
+        inference = torch.is_inference_mode_enabled()
+        if (
+            rows is None
+            or rows.shape != shape
+            or rows.dtype != bank.dtype
+            or rows.device != bank.device
+            or rows.is_inference() != inference
+        ):
+            rows = self._rows[side] = torch.empty(shape, dtype=bank.dtype, device=bank.device)
+        torch.index_select(bank, 0, draws.reshape(-1), out=rows)  # (B (1+K), dim)
+        return rows.view(*draws.shape, shape[1])  # (B, 1+K, dim)
+
+    def train(self, mode: bool = True) -> ContrastiveRepresentation:
+        if not mode:
+            self._rows.clear()  # eval mode frees the workspace (class docstring)
+        return super().train(mode)
+
+    def __getstate__(self) -> dict[str, object]:
+        state = dict(self.__dict__)
+        state["_rows"] = {}  # copies and pickles leave the workspace behind
+        return state
 
     def _update(self, bank: Tensor, index: Tensor, v: Tensor) -> None:
         with torch.no_grad():
