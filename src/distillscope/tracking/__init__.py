@@ -56,7 +56,7 @@ def check_tracking(cfg: TrackingConfig, experiment: str) -> None:
     if cfg.mlflow is not None:
         from distillscope.tracking.mlflow_store import check_mlflow
 
-        check_mlflow(cfg.mlflow, cfg.mlflow.experiment or experiment)
+        check_mlflow(cfg.mlflow, experiment)
 
 
 def open_trackers(

@@ -82,10 +82,11 @@ def store_folder(cfg: MlflowConfig, run_dir: Path) -> Path:
     return Path(uri).expanduser()
 
 
-def check_mlflow(cfg: MlflowConfig, experiment: str) -> None:
+def check_mlflow(cfg: MlflowConfig, run_name: str) -> None:
     """Fail at start-up, writing nothing, when the package is missing, file stores are switched
-    off, the store's folder cannot be written or ``experiment`` was deleted in it (one-line
-    :class:`~distillscope.errors.ConfigError`)."""
+    off, the store's folder cannot be written or the experiment (``cfg.experiment``, else
+    ``run_name``) was deleted in it (one-line :class:`~distillscope.errors.ConfigError`)."""
+    experiment = cfg.experiment or run_name
     _client_class()
     allowed = os.environ.get(ALLOW_FILE_STORE)
     if allowed is not None and allowed.strip().lower() not in ("true", "1"):
