@@ -14,7 +14,7 @@ import yaml
 from distillscope import run_experiment
 from distillscope.cli import main
 from distillscope.config import dump_config, load_config_dict
-from distillscope.errors import RunInterrupted
+from distillscope.errors import RunInterrupted, TrainingError
 from distillscope.experiment import resume_experiment
 from distillscope.grid.expand import load_grid
 from distillscope.grid.runner import run_grid
@@ -198,6 +198,26 @@ def test_a_killed_run_resumes_into_the_same_tracking(tmp_path, backend, monkeypa
     if backend == "mlflow":
         (found,) = mlflow_runs(killed / "mlruns", "tiny")
         assert found.info.status == "FINISHED"
+
+
+def test_a_run_that_stops_on_an_error_marks_its_mlflow_run_failed(tmp_path, monkeypatch):
+    pytest.importorskip("mlflow", reason="the tracking extra (mlflow-skinny) is not installed")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    original = trainer_module.Trainer._train_epoch
+
+    def diverging(self, *args, **kwargs):
+        if self.name == "kd":
+            raise TrainingError("non-finite loss in 'kd'")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module.Trainer, "_train_epoch", diverging)
+    with pytest.raises(TrainingError):
+        run_experiment(tiny(tmp_path, {"mlflow": {}}))
+    (run,) = (tmp_path / "runs").iterdir()
+    (found,) = mlflow_runs(run / "mlruns", "tiny")
+    assert found.info.status == "FAILED"
+    assert_same(mlflow_scalars(run / "mlruns", found.info.run_id),
+                expected_scalars(run / "metrics.jsonl"))  # fmt: skip
 
 
 def test_grid_cells_get_their_own_folder_and_mlflow_run_with_their_axes(tmp_path, monkeypatch):
