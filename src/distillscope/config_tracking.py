@@ -42,7 +42,7 @@ class TensorBoardConfig(Strict):
     """TensorBoard event files, written with ``torch.utils.tensorboard.SummaryWriter``.
 
     Attributes:
-        log_dir: Folder of the event files. Default: ``<run directory>/tensorboard``. Given, a
+        log_dir: Folder of the event files (default: ``<run directory>/tensorboard``). Given, a
             run writes under ``<log_dir>/<run directory's name>`` and a grid cell under
             ``<log_dir>/<grid directory's name>/<cell id>``, so runs and cells sharing it stay
             apart. Each member (network) writes its own subfolder, a TensorBoard "run".
@@ -55,10 +55,11 @@ class MlflowConfig(Strict):
     """An MLflow file store: one MLflow run per run (or grid cell).
 
     Attributes:
-        tracking_uri: A ``file:`` URI or a folder (relative to the working directory). Default:
-            ``<run directory>/mlruns``. Other stores (an MLflow server, a database) are refused.
-        experiment: The MLflow experiment the run goes to (created when missing). Default: the
-            config's ``name``.
+        tracking_uri: The file store, a ``file:`` URI or a folder, relative ones under the
+            working directory (default: ``<run directory>/mlruns``). Other stores (an MLflow
+            server, a database) are refused.
+        experiment: The MLflow experiment the run goes to, created when missing (default: the
+            config's ``name``).
     """
 
     tracking_uri: str | None = Field(None, min_length=1)
