@@ -5,10 +5,10 @@ Unknown keys, wrong types and unknown registry names are rejected at load time w
 the key, the value and the valid choices (:class:`~distillscope.errors.ConfigError`).
 
 Floor 1, the config schema (see ``docs/design-notes.md``, "Floors"): this module imports only
-:mod:`~distillscope.config_train`, :mod:`~distillscope.config_tree` and
-:mod:`~distillscope.errors`. What needs the registries (names, parameters, losses and probes
-built once) is checked by :mod:`distillscope.validate`, which :func:`load_config_dict` calls
-through the one marked import inside it.
+:mod:`~distillscope.config_train`, :mod:`~distillscope.config_tracking`,
+:mod:`~distillscope.config_tree` and :mod:`~distillscope.errors`. What needs the registries
+(names, parameters, losses and probes built once) is checked by :mod:`distillscope.validate`,
+which :func:`load_config_dict` calls through the one marked import inside it.
 
 Example:
     >>> cfg = load_config_dict({"students": {"kd": {"temperature": 8}}}, ["train.epochs=2"])
@@ -34,6 +34,7 @@ from pydantic import (
     model_validator,
 )
 
+from distillscope.config_tracking import TrackingConfig
 from distillscope.config_train import Strict, TrainConfig
 from distillscope.config_tree import merge_teacher, override_path, schema_at
 from distillscope.errors import ConfigError, quoted
@@ -46,6 +47,7 @@ __all__ = [
     "ProbeDefaults",
     "StudentSpec",
     "TeacherSpec",
+    "TrackingConfig",
     "TrainConfig",
     "apply_overrides",
     "config_hash",
@@ -282,6 +284,9 @@ class ExperimentConfig(Strict):
             directory) imported before the config is checked, so the models, losses, probes
             and datasets they register can be named here (``docs/extending.md``). Their
             source, not their names, enters the run's identity.
+        tracking: Optional TensorBoard / MLflow loggers fed with every ``metrics.jsonl`` line
+            (:class:`~distillscope.config_tracking.TrackingConfig`); off by default, not part
+            of the run's identity.
     """
 
     name: str = "run"
@@ -306,6 +311,7 @@ class ExperimentConfig(Strict):
     teacher_store: str | None = None
     progress: bool = True
     plugins: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @field_validator("teacher_cache", mode="before")
     @classmethod

@@ -51,6 +51,7 @@ from distillscope.results import build_results
 from distillscope.rundir import RunDir
 from distillscope.splits import Splits
 from distillscope.teacher_store import TeacherStore, default_store_root
+from distillscope.tracking import RunLabel, Trackers, check_tracking, open_trackers
 from distillscope.train.cache_pool import CachePool
 from distillscope.train.checkpoint import load_own_model, save_model
 from distillscope.train.evaluate import chance_warning
@@ -74,6 +75,8 @@ class Experiment:
         config_file: The YAML file the config came from (recorded).
         run_at: Start a new run in exactly this directory (grid cells) instead of a timestamped one.
         device_changed: On resume, the user moved the run to another device on purpose.
+        tracking_label: The run's name and axis values in the trackers (a grid cell's);
+            default: the run directory's name.
     """
 
     def __init__(
@@ -87,6 +90,7 @@ class Experiment:
         config_file: str | None = None,
         run_at: str | Path | None = None,
         device_changed: bool = False,
+        tracking_label: RunLabel | None = None,
     ) -> None:
         if (cfg is None) == (plan is None) or (plan is not None and data_root):
             raise TypeError("Experiment takes a config (and a data root) or a resolved plan")
@@ -100,6 +104,9 @@ class Experiment:
         self.run_at = run_at
         self.device_changed = device_changed
         self.device = resolve_device(plan.device)
+        self.tracking_label = tracking_label
+        #: The trackers fed with every metrics line (open while the run runs).
+        self.trackers = Trackers()
 
     def run(self) -> RunDir:
         """Validate everything, then create the run directory and run; return it.
@@ -134,6 +141,7 @@ class Experiment:
             self.run_dir.check_identity(self.identity)
         self.store = TeacherStore(default_store_root(plan.teacher_store))
         self._check_store(members, splits)
+        check_tracking(plan.tracking, plan.name)
         if self.run_dir is None:
             record = {"digest": self.digest, "identity": self.identity}
             self.run_dir = RunDir.start(plan.output_dir, plan.name, self.run_at, record,
@@ -145,6 +153,7 @@ class Experiment:
         try:
             return self._run(members, splits, start)
         except KeyboardInterrupt:
+            self.trackers.close("KILLED")
             raise RunInterrupted(str(rd.path)) from None
         except DataError as exc:
             raise DataError(
@@ -156,6 +165,8 @@ class Experiment:
             if isinstance(exc, NonFiniteLoss):
                 raise NonFiniteLoss(stopped, member=exc.member, stage=exc.stage) from None
             raise TrainingError(stopped) from None
+        finally:
+            self.trackers.close("FAILED")  # a run that raised (closed already when finished)
 
     def _after_stop(self, exc: TrainingError) -> str:
         """What to do after training stopped: the run directory, and for a non-finite loss
@@ -186,6 +197,16 @@ class Experiment:
             "already trained are reused from the store)"
         )
 
+    def _open_trackers(self, rd: RunDir) -> None:
+        """Open the trackers ``tracking`` chooses (each says where it writes)."""
+        plan = self.plan
+        label = self.tracking_label or RunLabel(rd.path.name)
+        self.trackers = open_trackers(plan.tracking, rd.path, label, plan.record, plan.name,
+                                      tags={"distillscope.digest": self.digest},
+                                      resume=self.resume)  # fmt: skip
+        for tracker in self.trackers.live:
+            say(f"tracking: {tracker.name} writes to {tracker.where}")
+
     def _check_store(self, members: dict[str, Member], splits: Splits) -> None:
         """Fail now if a teacher will be trained and the store cannot take it."""
         rt, rd = self.runtime, self.run_dir
@@ -204,6 +225,7 @@ class Experiment:
         )
         for line in plan_notes(members, splits):
             say(line)
+        self._open_trackers(rd)
         vocab = splits.train.info.vocab
         if vocab is not None:  # text: the word-level tokenizer the token ids came from
             from distillscope.data.text import save_tokenizer, word_tokenizer
@@ -245,6 +267,7 @@ class Experiment:
 
         render_report(rd.path)
         say(f"report {rd.report}")
+        self.trackers.close("FINISHED", [rd.results, rd.report, rd.metrics])
         return rd
 
     # ------------------------------------------------------------------ teachers
@@ -351,6 +374,7 @@ class Experiment:
             device=self.device,
             checkpoint_dir=rd.checkpoints(group or first.name),
             metrics_path=rd.metrics,
+            on_metrics=self.trackers.log,
             name=group or first.name,
             progress=self.plan.progress,
             seed=first.seed,
@@ -373,6 +397,7 @@ def run_experiment(
     retrain_teacher: bool = False,
     run_at: str | Path | None = None,
     plan: Plan | None = None,
+    tracking_label: RunLabel | None = None,
 ) -> RunDir:
     """Run an experiment and return its :class:`RunDir` (public API).
 
@@ -388,6 +413,8 @@ def run_experiment(
         plan: Instead of ``config``, ``overrides`` and ``data_root``: the config already
             resolved (:func:`~distillscope.plan.resolve_plan`), run as it is, neither
             validated nor resolved again (how a grid runs its cells).
+        tracking_label: The run's name and axis values in the trackers (a grid cell's);
+            default: the run directory's name.
     """
     if plan is not None and (config is not None or overrides):
         raise TypeError("run_experiment: pass a config or its resolved plan, not both")
@@ -398,7 +425,8 @@ def run_experiment(
     cfg = None if plan is not None else resolve_config(config, overrides)
     config_file = str(config) if isinstance(config, (str, Path)) else None
     return Experiment(cfg, plan=plan, data_root=data_root, retrain_teacher=retrain_teacher,
-                      config_file=config_file, run_at=run_at).run()  # fmt: skip
+                      config_file=config_file, run_at=run_at,
+                      tracking_label=tracking_label).run()  # fmt: skip
 
 
 def resume_experiment(
@@ -407,6 +435,7 @@ def resume_experiment(
     data_root: str | None = None,
     device: str | None = None,
     progress: bool | None = None,
+    tracking_label: RunLabel | None = None,
 ) -> RunDir:
     """Continue a killed run from its saved config and checkpoints.
 
@@ -416,6 +445,7 @@ def resume_experiment(
         device: Continue on this device instead of the saved one (results may differ in the
             last bits between devices).
         progress: Show progress bars (default: as saved).
+        tracking_label: The run's name and axis values in the trackers (a grid cell's).
     """
     rd = RunDir.existing(run_dir)
     overrides = []
@@ -425,7 +455,8 @@ def resume_experiment(
     if progress is not None:
         overrides.append(f"progress={str(progress).lower()}")
     cfg = load_config(rd.config, overrides)
-    return Experiment(cfg, data_root=data_root, run_dir=rd, device_changed=device is not None).run()
+    return Experiment(cfg, data_root=data_root, run_dir=rd, device_changed=device is not None,
+                      tracking_label=tracking_label).run()  # fmt: skip
 
 
 __all__ = ["Experiment", "RunDir", "resume_experiment", "run_experiment"]

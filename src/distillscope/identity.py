@@ -6,8 +6,9 @@ plain mapping of everything that determines the numbers, built from the whole re
 (every field, so a field added to the schema enters it without anyone listing it):
 
 - ``config``: the resolved config without :data:`NOT_RESULT_KEYS` (names, where output goes,
-  progress bars) and without the folders data is read from (``root``): where the data lies is
-  not what it is, and :data:`~distillscope.data.base.DistillDataset.fingerprint` says what it is;
+  progress bars, trackers) and without the folders data is read from (``root``): where the data
+  lies is not what it is, and :data:`~distillscope.data.base.DistillDataset.fingerprint` says
+  what it is;
 - ``data``: the fingerprint of every split read: every byte loaded, not a sample;
 - ``runtime``: what changes numbers outside the config: torch's version and thread count (CPU
   kernels reduce in another order on another number of threads), the device type and
@@ -59,9 +60,18 @@ __all__ = [
 IDENTITY_VERSION = 2
 
 #: Top-level config keys that do not change a result: the run's name, where output goes, whether
-#: progress bars show, the teacher store's folder; ``device`` and ``threads`` enter
-#: :func:`runtime` with their effective values instead ("auto" and "cpu" on a CPU are one device).
-NOT_RESULT_KEYS = ("name", "output_dir", "progress", "teacher_store", "device", "threads")
+#: progress bars show, the teacher store's folder, the trackers that copy the metrics lines
+#: (``tracking``); ``device`` and ``threads`` enter :func:`runtime` with their effective values
+#: instead ("auto" and "cpu" on a CPU are one device).
+NOT_RESULT_KEYS = (
+    "name",
+    "output_dir",
+    "progress",
+    "teacher_store",
+    "tracking",
+    "device",
+    "threads",
+)
 
 #: Top-level config keys that name code by where it lies (plugin modules): their sources enter
 #: the identity instead, under ``plugins``.

@@ -31,6 +31,7 @@ from distillscope.config import (
     DataConfig,
     ExperimentConfig,
     ModelSpec,
+    TrackingConfig,
     TrainConfig,
     dump_config,
 )
@@ -141,6 +142,7 @@ class Plan:
         probe_defaults: ``batch_size`` / ``max_samples`` of every probe.
         plugins: The plugin modules the config names (:mod:`distillscope.plugins`): imported
             again by the process that runs the plan.
+        tracking: The trackers fed with the metrics lines (:mod:`distillscope.tracking`).
     """
 
     members: dict[str, MemberPlan]
@@ -159,6 +161,7 @@ class Plan:
     probes: dict[str, dict[str, Any]]
     probe_defaults: dict[str, Any]
     plugins: tuple[str, ...] = ()
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def with_threads(self, threads: int) -> Plan:
         """This plan run on ``threads`` torch threads, recorded (numbers depend on it)."""
@@ -232,6 +235,7 @@ def resolve_plan(cfg: ExperimentConfig) -> Plan:
         probes=cfg.probes,
         probe_defaults=cfg.probe_defaults.model_dump(),
         plugins=tuple(cfg.plugins),
+        tracking=cfg.tracking,
     )
 
 

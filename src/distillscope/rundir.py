@@ -8,7 +8,9 @@ Layout::
                                grid re-runs compare it before reusing anything)
         models/<model>.safetensors
         checkpoints/<model>/   training state for --resume
-        metrics.jsonl          one line per model per epoch
+        metrics.jsonl          one line per model per epoch (the record; trackers copy it)
+        tensorboard/, mlruns/  with ``tracking:`` and no folder of their own: event files, an
+                               MLflow file store
         results.json           every probe's values, series and params
         report.html            self-contained report rendered from results.json
 

@@ -16,8 +16,9 @@ FLOORS = {
     **dict.fromkeys(("errors", "contracts", "files", "messages", "identity", "checks"), 0),
     **dict.fromkeys(("registry", "describe"), 0),
     **dict.fromkeys(
-        ("config_train", "config_tree", "config", "config_files", "results", "rundir"), 1
+        ("config_train", "config_tracking", "config_tree", "config", "config_files"), 1
     ),
+    **dict.fromkeys(("results", "rundir", "tracking"), 1),
     **dict.fromkeys(("functional", "data", "models"), 2),
     **dict.fromkeys(("explain", "attacks", "distill"), 3),
     **dict.fromkeys(("train", "splits", "teacher_store"), 4),
@@ -95,6 +96,7 @@ def test_importing_the_schema_loads_no_family_of_the_package():
     assert out == [
         "distillscope",
         "distillscope.config",
+        "distillscope.config_tracking",
         "distillscope.config_train",
         "distillscope.config_tree",
         "distillscope.contracts",

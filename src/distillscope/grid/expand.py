@@ -51,7 +51,7 @@ DEFAULT_MAX_CELLS = 100
 SEED_KEY = "seed"
 #: Keys that say where and how a run executes, not what it computes: they do not change the
 #: grid's directory, and a cell run with other values of them is still the same cell.
-RUN_ONLY_KEYS = ("output_dir", "progress", "threads", "device", "teacher_store")
+RUN_ONLY_KEYS = ("output_dir", "progress", "threads", "device", "teacher_store", "tracking")
 #: Keys that must be the same in every cell (the grid directory is named after them).
 FIXED_KEYS = ("name", "output_dir")
 MAX_ID = 100

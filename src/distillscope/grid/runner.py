@@ -9,8 +9,8 @@ its ``grid`` section), so running the same command again finds it. Then:
 - the rest start fresh. Teachers are shared through the teacher store whenever their keys match.
 
 Before anything is written every cell's plan is resolved (once: the cell runs that plan), its
-data loaded and its models built, and cells that were run before are checked to hold the same
-config. With ``jobs > 1`` cells run in spawned worker processes, each with
+data loaded, its models built and its trackers checked, and cells that were run before are
+checked to hold the same config. With ``jobs > 1`` cells run in spawned worker processes, each with
 ``max(1, cores // jobs)`` torch threads unless the config sets ``threads``; a cell's own
 messages go to its ``run.log``. ``grid.json``, ``summary.csv`` and ``report.html`` are
 rewritten whenever a cell finishes.
@@ -33,7 +33,7 @@ import time
 import traceback
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -47,6 +47,7 @@ from distillscope.grid.summary import CellOutcome, build_summary, cell_dir, writ
 from distillscope.identity import first_difference, runtime
 from distillscope.results import results_path
 from distillscope.rundir import atomic_write_text
+from distillscope.tracking import RunLabel, check_tracking
 
 if TYPE_CHECKING:  # the plan (and torch) load when a grid runs, not when this is imported
     from distillscope.plan import Plan
@@ -84,6 +85,7 @@ class CellTask:
         data_root: ``--data-root``, for a started cell, which resumes from its ``config.yaml``.
         retrain_teacher: Train teachers even when the store has them.
         threads: Torch threads of the worker (``None``: as they are).
+        labels: The cell's axis values (axis key -> label), for the trackers.
     """
 
     id: str
@@ -92,6 +94,12 @@ class CellTask:
     data_root: str | None
     retrain_teacher: bool
     threads: int | None
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def tracking_label(self) -> RunLabel:
+        """The cell in the trackers: ``<grid directory>/<cell id>`` and its axis values."""
+        return RunLabel(f"{Path(self.path).parent.parent.name}/{self.id}", dict(self.labels))
 
 
 def run_grid(
@@ -237,11 +245,16 @@ def preflight(grid: Grid, plans: dict[str, Plan]) -> tuple[dict[str, Any], dict[
     splits: dict[str, Any] = {}
     by_cell: dict[str, Any] = {}
     images: dict[str, int] = {}
+    trackers: set[str] = set()
     for cell in grid.cells:
         plan = plans[cell.id]
         own = {n: m.data.model_dump() for n, m in plan.members.items() if m.data is not None}
         key = repr([plan.data.model_dump(mode="json"), own])
+        tracking = repr([plan.tracking.model_dump(), plan.name])
         try:
+            if tracking not in trackers:  # the cells' trackers can run (their packages, folders)
+                check_tracking(plan.tracking, plan.name)
+                trackers.add(tracking)
             if key not in splits:
                 splits[key] = load_plan_splits(plan)
             build_members(plan, splits[key])  # the dry run; the networks are not kept
@@ -406,6 +419,7 @@ def _task(
         data_root=data_root,
         retrain_teacher=retrain,
         threads=own,
+        labels=dict(cell.labels),
     )
 
 
@@ -446,9 +460,11 @@ def _run_locked_cell(task: CellTask, path: Path, start: float) -> CellOutcome:
             if (path / "config.yaml").is_file():
                 # a cell started and killed before: continued like `distillscope run --resume`,
                 # from the config.yaml it saved (that entry point reads and plans it again)
-                resume_experiment(path, data_root=task.data_root)
+                resume_experiment(path, data_root=task.data_root,
+                                  tracking_label=task.tracking_label)  # fmt: skip
             else:  # the plan the grid resolved and checked: not validated or resolved again
-                run_experiment(plan=task.plan, retrain_teacher=task.retrain_teacher, run_at=path)
+                run_experiment(plan=task.plan, retrain_teacher=task.retrain_teacher, run_at=path,
+                               tracking_label=task.tracking_label)  # fmt: skip
         except UserError as exc:
             print(f"distillscope: error: {exc}", file=log)
             return CellOutcome(task.id, "failed", time.time() - start, str(exc), user_error=True)

@@ -46,6 +46,8 @@ from distillscope.train.seeding import epoch_generator, set_rng_state
 
 #: ``save(optimizer, position, history)``: write a checkpoint after a stage epoch.
 SaveStage = Callable[[Optimizer, dict[str, Any], list[dict[str, Any]]], None]
+#: ``listener(lines)``: told the metrics lines just appended (the run's trackers).
+MetricsListener = Callable[[list[dict[str, Any]]], None]
 
 
 class StageBatches:
@@ -96,6 +98,7 @@ class StageRunner:
         member: The network's name (in metrics lines, errors and checkpoints).
         progress: Show a tqdm bar per stage epoch on stderr.
         metrics_path: A JSON-lines file; one line per stage epoch is appended.
+        on_metrics: Called with each stage epoch's metrics line as it is appended.
         save: Called after every stage epoch to write a checkpoint (``None``: none).
         resume: The position of a stage checkpoint of this member; ``skip_all``: the position
             is in a later member (this member's stages all finished before the kill).
@@ -123,6 +126,7 @@ class StageRunner:
         *,
         progress: bool = True,
         metrics_path: Path | None = None,
+        on_metrics: MetricsListener | None = None,
         save: SaveStage | None = None,
         resume: StageResume | None = None,
         skip_all: bool = False,
@@ -131,6 +135,7 @@ class StageRunner:
         self.member = member
         self.progress = progress
         self.metrics_path = metrics_path
+        self.on_metrics = on_metrics
         self.save = save
         self.resume = resume
         self.skip_all = skip_all
@@ -205,6 +210,8 @@ class StageRunner:
                         self.save(optimizer, position, self.history)
                     if self.metrics_path is not None:
                         append_metrics(self.metrics_path, [record])
+                    if self.on_metrics is not None:
+                        self.on_metrics([record])
         finally:
             for module, mode in modes:
                 module.train(mode)

@@ -59,7 +59,13 @@ from distillscope.train.seeding import (
     seed_everything,
     set_rng_state,
 )
-from distillscope.train.stage import StageBatches, StageResume, StageRunner, append_metrics
+from distillscope.train.stage import (
+    MetricsListener,
+    StageBatches,
+    StageResume,
+    StageRunner,
+    append_metrics,
+)
 from distillscope.train.step import Step, StepResult
 from distillscope.train.teacher_cache import TeacherCache
 
@@ -90,6 +96,8 @@ class Trainer:
         checkpoint_dir: Where ``last.safetensors`` (every epoch) and, for one network,
             ``final.safetensors`` go.
         metrics_path: A JSON-lines file; one line per member per epoch is appended.
+        on_metrics: Called with the metrics lines (epochs and stage epochs) as they are
+            appended, e.g. the run's trackers (:mod:`distillscope.tracking`).
         name: The network's name (one network) or the group's, written into metrics and
             checkpoints.
         progress: Show a tqdm bar per epoch on stderr.
@@ -129,6 +137,7 @@ class Trainer:
         device: str | torch.device = "cpu",
         checkpoint_dir: str | Path | None = None,
         metrics_path: str | Path | None = None,
+        on_metrics: MetricsListener | None = None,
         name: str = "model",
         progress: bool = True,
         seed: int = 0,
@@ -163,6 +172,7 @@ class Trainer:
         self.device = resolve_device(device)
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.metrics_path = Path(metrics_path) if metrics_path is not None else None
+        self.on_metrics = on_metrics
         self.name = name
         self.progress = progress
         self.seed = seed
@@ -447,6 +457,7 @@ class Trainer:
                 m,
                 progress=self.progress,
                 metrics_path=self.metrics_path,
+                on_metrics=self.on_metrics,
                 save=save if self.checkpoint_dir is not None else None,
                 resume=resume if i == first else None,
                 skip_all=resume is not None and i < first,
@@ -689,6 +700,8 @@ class Trainer:
     def _append_metrics(self, records: list[dict[str, Any]]) -> None:
         if self.metrics_path is not None:
             append_metrics(self.metrics_path, records)
+        if self.on_metrics is not None and records:
+            self.on_metrics(records)
 
     def _sync_stage_metrics(self, history: list[dict[str, Any]]) -> None:
         """On resume in a stage, append stage epochs the killed run checkpointed but did not
