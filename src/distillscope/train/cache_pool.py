@@ -10,6 +10,9 @@ not built and the teacher runs live; one line says which).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -17,6 +20,7 @@ from distillscope.data.base import DistillDataset
 from distillscope.distill.combine import CombinedLoss
 from distillscope.messages import say
 from distillscope.train.cache_disk import disk_key, disk_root, free_bytes
+from distillscope.train.distributed import current_world, from_main
 from distillscope.train.teacher_cache import (
     Explainer,
     TeacherCache,
@@ -84,8 +88,12 @@ class CachePool:
                 f"logits and features {', '.join(paths) or '-'} on {n} images need "
                 f"{need / 2**20:.0f} MB, over teacher_cache_mb={self.budget_mb:g}"
             )
-            cache = self._on_disk(member, teacher_name, teacher, train, paths, explain,
-                                  explaining, what, need, precision)  # fmt: skip
+
+            def write() -> TeacherCache | None:
+                return self._on_disk(member, teacher_name, teacher, train, paths, explain,
+                                     explaining, what, need, precision)  # fmt: skip
+
+            cache = self._written_by_main(write, teacher, train, paths, explain, precision)
             if cache is not None:
                 self.caches[key] = cache
             return cache
@@ -105,6 +113,7 @@ class CachePool:
             progress=self.progress,
             explain=explain,
             precision=precision,
+            world=current_world(),  # data-parallel: each rank a block, then all of it
         )
         unmoved = unmoved_features(self.caches[key])
         if unmoved:
@@ -116,6 +125,32 @@ class CachePool:
                 "use teacher_cache: auto to run the teacher live on each augmented view"
             )
         return self.caches[key]
+
+    def _written_by_main(
+        self,
+        write: Callable[[], TeacherCache | None],
+        teacher: nn.Module,
+        train: DistillDataset,
+        paths: list[str],
+        explain: Explainer | None,
+        precision: str,
+    ) -> TeacherCache | None:
+        """``write()``: a disk cache, or ``None``. In a data-parallel run rank 0 decides and
+        writes it while the others wait, then they map the same files."""
+        world = current_world()
+        if not world.parallel:
+            return write()
+        mine: list[TeacherCache | None] = [None]
+
+        def folder() -> Path | None:
+            mine[0] = write()
+            return None if mine[0] is None else mine[0].folder
+
+        where = from_main(world, folder)
+        if world.main or where is None:
+            return mine[0]
+        return TeacherCache.on_disk(teacher, train, where, 512, self.device, paths, False,
+                                    explain, precision)  # fmt: skip
 
     def _on_disk(
         self,

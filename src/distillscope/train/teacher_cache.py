@@ -44,6 +44,7 @@ from distillscope.models.forward import forward_outputs
 from distillscope.models.taps import FeatureTap
 from distillscope.train.cache_disk import disk_allocator, open_disk_cache, publish
 from distillscope.train.checkpoint import load_checkpoint, save_checkpoint
+from distillscope.train.distributed import SINGLE, World, block, gather_rows
 from distillscope.train.layout import channels_last, to_layout
 from distillscope.train.precision import as_fp32, autocast
 from distillscope.train.seeding import resolve_device
@@ -144,6 +145,7 @@ class TeacherCache:
         explain: Explainer | None = None,
         allocate: Allocator | None = None,
         precision: str = "fp32",
+        world: World = SINGLE,
     ) -> TeacherCache:
         """Run the frozen ``teacher`` once over ``dataset`` in order and keep its outputs.
 
@@ -170,6 +172,9 @@ class TeacherCache:
             allocate: Makes each stored array, ``allocate(name, n, like)`` with ``name`` one of
                 ``logits``, ``features/<path>``, ``explanation`` (default: ordinary tensors on
                 ``device``; :meth:`on_disk` maps files instead).
+            world: The ranks of a data-parallel run: each runs the teacher on its
+                :func:`~distillscope.train.distributed.block` of the items, and the blocks are
+                broadcast so that every rank holds the whole cache.
 
         Raises:
             ModelError: If a feature path does not name a module of the teacher.
@@ -202,8 +207,13 @@ class TeacherCache:
                     if feature_paths
                     else None
                 )
-                batches = iter_batches(source, batch_size, shuffle=False)
-                total = num_batches(source, batch_size)
+                rows = torch.arange(*block(n, world)) if world.parallel else None  # (n / R,)
+                batches = iter_batches(source, batch_size, shuffle=False, rows=rows)
+                total = (
+                    -(-len(rows) // batch_size)
+                    if rows is not None
+                    else num_batches(source, batch_size)
+                )
                 bar = tqdm(batches, total=total, desc="teacher cache", file=sys.stderr,
                            disable=not progress, leave=False)  # fmt: skip
                 for batch in bar:
@@ -225,6 +235,8 @@ class TeacherCache:
             teacher.train(was_training)
         if logits is None:
             raise ConfigError("cannot build a teacher cache over an empty dataset")
+        kept = [logits, *features.values(), *([] if explanation is None else [explanation])]
+        gather_rows(kept, world)
         transform = getattr(dataset, "transform", None)
         moves = transform if isinstance(transform, GeometricTransform) else None
         cache = cls(logits, features, explanation, moves, data=dataset.fingerprint())
