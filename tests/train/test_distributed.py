@@ -116,7 +116,8 @@ def test_one_process_checkpoints_its_own_generators_and_reads_them_back() -> Non
 
 def train_both() -> dict:
     """A student with a loss parameter on 45 items (batches of 8, a short last batch of 5:
-    shares of 3 and 2) and a KD student from a teacher cache, in the current world."""
+    shares of 3 and 2), a KD student from a teacher cache and a DML group of two, in the
+    current world."""
     data = make_data(45)
     cfg = config(epochs=2, batch_size=8, optimizer="adam", lr=0.01)
     student, loss = TinyNet(dropout=0.0), ScaledCE()
@@ -125,8 +126,12 @@ def train_both() -> dict:
     cache = TeacherCache.build(teacher, data, 8, "cpu", progress=False, world=current_world())
     kd = TinyNet(dropout=0.0, seed=2)
     Trainer(kd, KD(), cfg, teacher_cache=cache, progress=False, seed=1).fit(data)
+    peers = {"a": TinyNet(dropout=0.0, seed=3), "b": TinyNet(dropout=0.0, seed=4)}
+    dml = {p: build_loss({"dml": {}}) for p in peers}
+    Trainer(peers, dml, cfg, progress=False, seed=1, name="group").fit(data)
     return {"student": student.state_dict(), "scale": loss.log_scale.detach().clone(),
-            "history": history, "cache": cache.logits, "kd": kd.state_dict()}  # fmt: skip
+            "history": history, "cache": cache.logits, "kd": kd.state_dict(),
+            "a": peers["a"].state_dict(), "b": peers["b"].state_dict()}  # fmt: skip
 
 
 def rank_main(rank: int, size: int, port: int, out: str) -> None:
@@ -155,7 +160,7 @@ def test_two_gloo_ranks_train_as_one_process_with_a_short_last_batch(tmp_path: P
     ranks = torch.load(out, weights_only=False)
     alone = train_both()
     assert torch.equal(ranks["cache"], alone["cache"])  # blocks gathered into the whole cache
-    for name in ("student", "kd"):
+    for name in ("student", "kd", "a", "b"):  # b: a DML group's peers, each through DDP
         for key, value in alone[name].items():
             assert torch.allclose(ranks[name][key], value, atol=1e-6), (name, key)
     assert torch.allclose(ranks["scale"], alone["scale"], atol=1e-6)  # averaged by all-reduce

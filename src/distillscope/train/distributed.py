@@ -153,14 +153,15 @@ def backend_for(device: torch.device) -> str:
 
 
 def rank_device(device: torch.device, world: World) -> torch.device:
-    """Where this rank trains: its own GPU (``cuda:<local rank>``) on CUDA, else ``device``.
+    """Where this rank trains: its own GPU on CUDA, ``cuda:<local rank>`` (modulo the GPUs it
+    sees: a task that Slurm gave one GPU sees it as ``cuda:0``), else ``device``.
 
     Example:
         >>> rank_device(torch.device("cpu"), World(1, 2, 1))
         device(type='cpu')
     """
     if device.type == "cuda" and world.parallel:
-        return torch.device("cuda", world.local_rank)
+        return torch.device("cuda", world.local_rank % max(torch.cuda.device_count(), 1))
     return device
 
 

@@ -10,6 +10,12 @@ step. Loss parts and correct predictions are summed as detached tensors on the d
 once per epoch, so the loop adds no host-device syncs to a bare PyTorch loop (the progress bar
 reads the running loss every few steps, only when shown).
 
+Data-parallel (``torchrun``; :mod:`distillscope.train.distributed`): every rank runs this loop
+on its share of each global batch of ``cfg.batch_size``, its networks through DDP, its mean loss
+weighted by its share of the batch so that the averaged gradients are the global batch's; a
+loss's own parameters are averaged by one all-reduce, the epoch's sums are added over the ranks
+once per epoch, and rank 0 alone writes checkpoints (with every rank's generators) and metrics.
+
 The loss of every member is a :class:`~distillscope.distill.base.LossTerm` (a
 :class:`~distillscope.distill.combine.CombinedLoss` is one); the trainer asks it what it needs
 and never probes it. ``benchmarks/epoch_time.py`` measures the loop against a bare PyTorch loop.
@@ -39,6 +45,7 @@ from distillscope.contracts import Batch
 from distillscope.data.base import DistillDataset, iter_batches, num_batches, share_weight
 from distillscope.distill.base import LossTerm
 from distillscope.errors import CheckpointError, ConfigError, NonFiniteLoss, TrainingError, quoted
+from distillscope.messages import say
 from distillscope.models.taps import FeatureTap
 from distillscope.train.bind import bind_loss
 from distillscope.train.checkpoint import (
@@ -78,6 +85,8 @@ from distillscope.train.teacher_cache import TeacherCache
 #: File names inside ``checkpoint_dir``.
 LAST_CHECKPOINT = "last.safetensors"
 FINAL_WEIGHTS = "final.safetensors"
+#: Normalisation layers whose training statistics are a batch's (per rank under DDP).
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 #: The progress bar reads the running loss (one sync) once per this many steps.
 POSTFIX_EVERY = 10
 
@@ -456,6 +465,15 @@ class Trainer:
                 broadcast_state(self.models[m], world)
         if fresh and not world.main:
             seed_everything(rank_seed(self.seed, world.rank))
+        normed = [m for m in self.members
+                  if any(isinstance(x, BATCH_NORMS) for x in self.models[m].modules())]  # fmt: skip
+        if normed:
+            share = self.cfg.batch_size // world.size
+            say(
+                f"warning: {', '.join(normed)}: batch norm normalises over each rank's share of "
+                f"a batch ({share} items), not over the global batch of {self.cfg.batch_size}, "
+                "so results differ from one process's"
+            )
 
     def _prepare(self, train: DistillDataset, steps: int, stage_state: TrainState | None) -> None:
         """Every member's preparation through a :class:`StageRunner` (its loss's stages and
