@@ -467,7 +467,7 @@ class Trainer:
             seed_everything(rank_seed(self.seed, world.rank))
         normed = [m for m in self.members
                   if any(isinstance(x, BATCH_NORMS) for x in self.models[m].modules())]  # fmt: skip
-        if normed:
+        if normed and world.main:
             share = self.cfg.batch_size // world.size
             say(
                 f"warning: {', '.join(normed)}: batch norm normalises over each rank's share of "
