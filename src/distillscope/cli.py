@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from distillscope.config_files import (
     QUICKSTART,
@@ -25,6 +25,9 @@ from distillscope.config_files import (
     reproduce_dir,
 )
 from distillscope.errors import RunInterrupted, UserError, error_line
+
+if TYPE_CHECKING:  # imported when used: the CLI starts without torch.distributed
+    from distillscope.train.distributed import World
 
 LIST_KINDS = ("models", "losses", "probes", "datasets", "configs")
 
@@ -225,7 +228,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _world() -> Any:
+def _world() -> World:
     """This process's rank among the ranks torchrun or srun started (one process: rank 0)."""
     from distillscope.train.distributed import world_from_env
 
