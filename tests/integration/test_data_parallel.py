@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,10 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from distillscope import run_experiment
+from distillscope import experiment, run_experiment
 from distillscope.cli import main
+from distillscope.errors import ConfigError
+from distillscope.train.distributed import World
 
 pytestmark = pytest.mark.integration
 
@@ -166,4 +169,26 @@ def test_grids_and_reproduce_refuse_launched_ranks(monkeypatch, tmp_path, capsys
     assert main(["reproduce", "003"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all("cannot be data-parallel across 2" in line for line in err)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "phrase"),
+    [
+        ({"students": {"sp": {"loss": "sp"}}}, "'sp' cannot train data-parallel .loss term 'sp'"),
+        ({"train": {"batch_size": 9}}, "batch_size 9 is the global batch .* divisible by 2"),
+    ],
+)
+def test_what_cannot_train_data_parallel_is_refused_before_anything_is_written(
+    change, phrase, monkeypatch, tmp_path
+) -> None:
+    """As rank 0 of two (the group itself stubbed: the refusal comes before any collective)."""
+    monkeypatch.setattr(experiment, "world_from_env", lambda: World(0, 2))
+    monkeypatch.setattr(experiment, "process_group", lambda world, device: nullcontext(world))
+    cfg = tiny_config(tmp_path / "runs")
+    for key, value in change.items():
+        cfg[key] = {**cfg[key], **value}
+    with pytest.raises(ConfigError, match=phrase) as info:
+        run_experiment(cfg)
+    assert "\n" not in str(info.value)
     assert not (tmp_path / "runs").exists()

@@ -104,16 +104,17 @@ class CachePool:
         what = f"outputs and features {', '.join(paths)}" if paths else "outputs"
         what += " and explanations" if explain is not None else ""
         say(f"caching teacher {teacher_name} {what} on {n} images ({need / 2**20:.0f} MB)")
+        world = current_world()  # data-parallel: each rank builds a block, then holds all
         self.caches[key] = TeacherCache.build(
             teacher,
             train,  # the cache reads un-augmented inputs itself
             batch_size=512,
             device=self.device,
             feature_paths=paths,
-            progress=self.progress,
+            progress=self.progress and world.main,
             explain=explain,
             precision=precision,
-            world=current_world(),  # data-parallel: each rank a block, then all of it
+            world=world,
         )
         unmoved = unmoved_features(self.caches[key])
         if unmoved:
