@@ -114,7 +114,7 @@ def test_one_process_checkpoints_its_own_generators_and_reads_them_back() -> Non
 # ------------------------------------------------------------- two gloo ranks
 
 
-def train_both() -> dict:
+def train_both(disk: Path | None = None) -> dict:
     """A student with a loss parameter on 45 items (batches of 8, a short last batch of 5:
     shares of 3 and 2), a KD student from a teacher cache and a DML group of two, in the
     current world."""
@@ -123,7 +123,10 @@ def train_both() -> dict:
     student, loss = TinyNet(dropout=0.0), ScaledCE()
     history = Trainer(student, loss, cfg, progress=False, seed=1).fit(data, val=data)
     teacher = TinyNet(hidden=32, dropout=0.0, seed=5)
-    cache = TeacherCache.build(teacher, data, 8, "cpu", progress=False, world=current_world())
+    world = current_world()
+    cache = TeacherCache.build(teacher, data, 8, "cpu", progress=False, world=world)
+    if disk is not None:  # every rank writes its block into the same files
+        TeacherCache.on_disk(teacher, data, disk, 8, "cpu", progress=False, world=world)
     kd = TinyNet(dropout=0.0, seed=2)
     Trainer(kd, KD(), cfg, teacher_cache=cache, progress=False, seed=1).fit(data)
     peers = {"a": TinyNet(dropout=0.0, seed=3), "b": TinyNet(dropout=0.0, seed=4)}
@@ -134,15 +137,15 @@ def train_both() -> dict:
             "a": peers["a"].state_dict(), "b": peers["b"].state_dict()}  # fmt: skip
 
 
-def rank_main(rank: int, size: int, port: int, out: str) -> None:
+def rank_main(rank: int, size: int, port: int, folder: str) -> None:
     """One spawned rank: join a gloo group, train, rank 0 saves what it trained."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=size)
     try:
-        trained = train_both()
+        trained = train_both(Path(folder) / "disk")
         if rank == 0:
-            torch.save(trained, out)
+            torch.save(trained, Path(folder) / "ranks.pt")
     finally:
         dist.destroy_process_group()
 
@@ -155,11 +158,13 @@ def free_port() -> int:
 
 @pytest.mark.integration
 def test_two_gloo_ranks_train_as_one_process_with_a_short_last_batch(tmp_path: Path) -> None:
-    out = tmp_path / "ranks.pt"
-    mp.spawn(rank_main, args=(2, free_port(), str(out)), nprocs=2)
-    ranks = torch.load(out, weights_only=False)
+    mp.spawn(rank_main, args=(2, free_port(), str(tmp_path)), nprocs=2)
+    ranks = torch.load(tmp_path / "ranks.pt", weights_only=False)
     alone = train_both()
     assert torch.equal(ranks["cache"], alone["cache"])  # blocks gathered into the whole cache
+    disk = TeacherCache.on_disk(TinyNet(), make_data(45), tmp_path / "disk", 8, "cpu")
+    assert torch.equal(disk.logits, alone["cache"])  # both ranks' blocks in the files, published
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     for name in ("student", "kd", "a", "b"):  # b: a DML group's peers, each through DDP
         for key, value in alone[name].items():
             assert torch.allclose(ranks[name][key], value, atol=1e-6), (name, key)

@@ -10,9 +10,6 @@ not built and the teacher runs live; one line says which).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
-
 import torch
 from torch import nn
 
@@ -89,11 +86,8 @@ class CachePool:
                 f"{need / 2**20:.0f} MB, over teacher_cache_mb={self.budget_mb:g}"
             )
 
-            def write() -> TeacherCache | None:
-                return self._on_disk(member, teacher_name, teacher, train, paths, explain,
-                                     explaining, what, need, precision)  # fmt: skip
-
-            cache = self._written_by_main(write, teacher, train, paths, explain, precision)
+            cache = self._on_disk(member, teacher_name, teacher, train, paths, explain,
+                                  explaining, what, need, precision)  # fmt: skip
             if cache is not None:
                 self.caches[key] = cache
             return cache
@@ -127,32 +121,6 @@ class CachePool:
             )
         return self.caches[key]
 
-    def _written_by_main(
-        self,
-        write: Callable[[], TeacherCache | None],
-        teacher: nn.Module,
-        train: DistillDataset,
-        paths: list[str],
-        explain: Explainer | None,
-        precision: str,
-    ) -> TeacherCache | None:
-        """``write()``: a disk cache, or ``None``. In a data-parallel run rank 0 decides and
-        writes it while the others wait, then they map the same files."""
-        world = current_world()
-        if not world.parallel:
-            return write()
-        mine: list[TeacherCache | None] = [None]
-
-        def folder() -> Path | None:
-            mine[0] = write()
-            return None if mine[0] is None else mine[0].folder
-
-        where = from_main(world, folder)
-        if world.main or where is None:
-            return mine[0]
-        return TeacherCache.on_disk(teacher, train, where, 512, self.device, paths, False,
-                                    explain, precision)  # fmt: skip
-
     def _on_disk(
         self,
         member: str,
@@ -167,23 +135,27 @@ class CachePool:
         precision: str = "fp32",
     ) -> TeacherCache | None:
         """The cache on disk (built once, or reused from an earlier run), or ``None`` (one line
-        says why) when disk caches are off, the disk lacks room or a dtype cannot be mapped."""
+        says why) when disk caches are off, the disk lacks room or a dtype cannot be mapped.
+
+        In a data-parallel run rank 0 decides, and every rank writes its block of rows into the
+        same files (:meth:`TeacherCache.on_disk`)."""
         if not self.disk:
             say(f"{member}: not caching teacher {teacher_name} ({what}); the teacher runs live")
             return None
         folder = disk_root() / disk_key(teacher, train.fingerprint(), paths,
                                         [*explaining, f"precision:{precision}"])  # fmt: skip
-        free = free_bytes(folder)
-        if not folder.is_dir() and need * 1.05 > free:
+        world = current_world()
+        if not from_main(world, lambda: folder.is_dir() or need * 1.05 <= free_bytes(folder)):
             say(
                 f"{member}: not caching teacher {teacher_name} ({what}, and {folder.parent} has "
-                f"{free / 2**20:.0f} MB free); the teacher runs live"
+                f"{free_bytes(folder) / 2**20:.0f} MB free); the teacher runs live"
             )
             return None
         say(f"caching teacher {teacher_name} on disk ({what}) in {folder}")
         try:
             return TeacherCache.on_disk(teacher, train, folder, 512, self.device, paths,
-                                        self.progress, explain, precision)  # fmt: skip
+                                        self.progress and world.main, explain, precision,
+                                        world=world)  # fmt: skip
         except TypeError as exc:  # e.g. bfloat16 outputs: no numpy dtype to map
             say(f"{member}: cannot map teacher {teacher_name}'s outputs to disk ({exc}); "
                 "the teacher runs live")  # fmt: skip
