@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+import torch.nn.functional as F
 
 from distillscope.distill import build_loss
 from distillscope.errors import ConfigError
@@ -27,7 +28,7 @@ from distillscope.train.distributed import (
     rank_rng_state,
     world_from_env,
 )
-from distillscope.train.seeding import get_rng_state
+from distillscope.train.seeding import epoch_generator, get_rng_state
 from tests.train.tiny_train_parts import KD, ScaledCE, TinyNet, config, make_data
 
 TORCHRUN = {"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "MASTER_ADDR": "h"}
@@ -109,6 +110,25 @@ def test_one_process_checkpoints_its_own_generators_and_reads_them_back() -> Non
     assert mine.keys() == tensors.keys()
     theirs, their_meta = rank_rng_state(saved, {**meta, "rank1": {"python": 7}}, 1)
     assert list(theirs) == ["torch"] and their_meta == {"python": 7}
+
+
+def test_one_process_trains_bit_for_bit_as_a_bare_pytorch_loop() -> None:
+    """Without a process group nothing of the data-parallel path runs: the weights equal an
+    independent loop's exactly (its order from epoch_generator, SGD, a short last batch)."""
+    data, cfg = make_data(45), config(epochs=2, batch_size=8, momentum=0.9)
+    model = TinyNet(dropout=0.0)
+    Trainer(model, build_loss({"ce": {}}), cfg, progress=False, seed=7).fit(data)
+    bare = TinyNet(dropout=0.0)
+    sgd = torch.optim.SGD(bare.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=0.0)
+    for epoch in range(2):
+        order = torch.randperm(45, generator=epoch_generator(7, epoch))
+        for start in range(0, 45, 8):
+            idx = order[start : start + 8]
+            loss = F.cross_entropy(bare(data.inputs[idx]), data.targets[idx])
+            sgd.zero_grad(set_to_none=True)
+            loss.backward()
+            sgd.step()
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), bare.parameters()))
 
 
 # ------------------------------------------------------------- two gloo ranks

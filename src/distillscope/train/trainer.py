@@ -569,16 +569,12 @@ class Trainer:
                     total = parts[members[0]]["loss"]
                 else:
                     total = torch.stack([parts[m]["loss"] for m in members]).sum()  # ()
-                real, share = len(batch), 1.0
+                real, share = self._share(b, len(train), len(batch))
                 objective = total
+                check = total
                 if world.parallel:  # this rank's share of the global batch's mean loss
-                    size = min(cfg.batch_size, len(train) - b * cfg.batch_size)
-                    real = len(range(world.rank, size, world.size))  # 0: a stand-in item
-                    share = share_weight(size, world.rank, world.size)
                     objective = total * share
                     check = sum_across(objective.detach().float(), world)  # every rank stops
-                else:
-                    check = total
                 if not math.isfinite(check.item()):  # the step's one sync, cheaper than a kernel
                     raise self._non_finite(result, batch, epoch, b, steps)
                 optimizer.zero_grad(set_to_none=True)
@@ -626,6 +622,17 @@ class Trainer:
             first = records[members[0]]
             bar.set_postfix(loss=f"{first['loss']:.4f}", acc=f"{first['train_acc']:.3f}")
         return records
+
+    def _share(self, b: int, n: int, items: int) -> tuple[int, float]:
+        """This rank's real items in batch ``b`` (its ``items`` less a stand-in) and the weight
+        of its mean loss (:func:`~distillscope.data.base.share_weight`); one process:
+        ``(items, 1.0)``."""
+        world = self.world
+        if not world.parallel:
+            return items, 1.0
+        size = min(self.cfg.batch_size, n - b * self.cfg.batch_size)  # the global batch's
+        real = len(range(world.rank, size, world.size))  # 0: a stand-in item
+        return real, share_weight(size, world.rank, world.size)
 
     def _owned(self, trained: list[Tensor]) -> list[Tensor]:
         """The trained parameters DDP does not average: a loss's own (regressors,
