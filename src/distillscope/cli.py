@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from distillscope.config_files import (
     QUICKSTART,
@@ -25,6 +25,9 @@ from distillscope.config_files import (
     reproduce_dir,
 )
 from distillscope.errors import RunInterrupted, UserError, error_line
+
+if TYPE_CHECKING:  # imported when used: the CLI starts without torch.distributed
+    from distillscope.train.distributed import World
 
 LIST_KINDS = ("models", "losses", "probes", "datasets", "configs")
 
@@ -220,8 +223,28 @@ def cmd_run(args: argparse.Namespace) -> int:
         rd = run_experiment(
             config, overrides, data_root=args.data_root, retrain_teacher=args.retrain_teacher
         )
-    print(rd.path)
+    if _world().main:  # one line from a data-parallel run, not one per rank
+        print(rd.path)
     return 0
+
+
+def _world() -> World:
+    """This process's rank among the ranks torchrun or srun started (one process: rank 0)."""
+    from distillscope.train.distributed import world_from_env
+
+    return world_from_env()
+
+
+def _refuse_ranks(what: str) -> None:
+    """One line when ``what`` (grids, reproduce) is started by torchrun / srun as several
+    processes: their cells run as processes of their own."""
+    world = _world()
+    if world.parallel:
+        raise UserError(
+            f"{what} runs its cells as processes of its own and cannot be data-parallel across "
+            f"{world.size} launched processes; start it as one process (without torchrun / "
+            "srun), or run a single config data-parallel"
+        )
 
 
 def _executor_args(parser: argparse.ArgumentParser) -> None:
@@ -260,11 +283,13 @@ def _grid_run(args: argparse.Namespace, config: str | None, overrides: list[str]
     resume = args.resume
     try:
         if resume is not None and (Path(resume) / "grid.yaml").is_file():
+            _refuse_ranks("a grid")
             if args.config or args.overrides:
                 raise UserError("--resume continues a grid from its grid.yaml; drop the config")
             root = resume_grid(resume, jobs=jobs, data_root=args.data_root, yes=args.yes,
                                executor=executor, executor_options=options)  # fmt: skip
         elif resume is None and config is not None and is_grid_config(config, overrides):
+            _refuse_ranks("a grid")
             root = run_grid(
                 config,
                 overrides,
@@ -315,6 +340,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         return 0
     if args.paper is None:
         raise UserError("name a paper, e.g. `distillscope reproduce 003`; --list shows them")
+    _refuse_ranks("reproduce")
     jobs = check_int("--jobs", _int(args.jobs), minimum=1)
     seeds = check_int("--seeds", _int(args.seeds), minimum=2)
 

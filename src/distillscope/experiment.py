@@ -54,6 +54,14 @@ from distillscope.teacher_store import TeacherStore, default_store_root
 from distillscope.tracking import RunLabel, Trackers, check_tracking, open_trackers
 from distillscope.train.cache_pool import CachePool
 from distillscope.train.checkpoint import load_own_model, save_model
+from distillscope.train.distributed import (
+    barrier,
+    check_data_parallel,
+    from_main,
+    process_group,
+    rank_device,
+    world_from_env,
+)
 from distillscope.train.evaluate import chance_warning
 from distillscope.train.precision import CHECK_ITEMS, TeacherPrecision, choose_teacher_precision
 from distillscope.train.seeding import resolve_device, seed_everything
@@ -120,6 +128,13 @@ class Experiment:
             RunInterrupted: Ctrl-C during the run (carries the run directory to resume).
         """
         start = time.time()
+        self.world = world_from_env()  # torchrun / srun: one of several data-parallel ranks
+        self.device = rank_device(self.device, self.world)
+        with process_group(self.world, self.device):
+            return self._start(start)
+
+    def _start(self, start: float) -> RunDir:
+        world = self.world
         import_registries()  # installed plugins, and the config's: a grid cell's process too
         load_plugins(self.plan.plugins)
         if self.plan.threads is not None:
@@ -133,6 +148,9 @@ class Experiment:
         check_probes(plan.probes, plan.probe_defaults, {n: m.model for n, m in members.items()},
                      roles_of(members))  # fmt: skip
         self.runtime = runtime(self.device, plan.threads)
+        if world.parallel:  # the ranks' sums round otherwise: part of what made the numbers
+            self.runtime["ranks"] = world.size
+            self._check_parallel(members, splits)
         if self.run_dir is not None:
             self.runtime = self.run_dir.resumed_runtime(self.runtime, self.device_changed)
         self.identity = run_identity(plan, splits, self.runtime)
@@ -144,9 +162,9 @@ class Experiment:
         check_tracking(plan.tracking, plan.name)
         if self.run_dir is None:
             record = {"digest": self.digest, "identity": self.identity}
-            self.run_dir = RunDir.start(plan.output_dir, plan.name, self.run_at, record,
-                                        plan.record)  # fmt: skip
-        else:
+            self.run_dir = from_main(world, lambda: RunDir.start(
+                plan.output_dir, plan.name, self.run_at, record, plan.record))  # fmt: skip
+        elif world.main:
             for stale in clean_stale_temporaries(self.run_dir.path):
                 log.info("removed %s (left by a kill during a write)", stale)
         rd = self.run_dir
@@ -207,6 +225,15 @@ class Experiment:
         for tracker in self.trackers.live:
             say(f"tracking: {tracker.name} writes to {tracker.where}")
 
+    def _check_parallel(self, members: dict[str, Member], splits: Splits) -> None:
+        """Refuse (one line, before anything is written) what cannot train data-parallel."""
+        for m in members.values():
+            if m.role == "teacher" and m.checkpoint is not None:
+                continue
+            loss = m.bound_loss or build_loss(m.loss)
+            check_data_parallel(self.world, {m.name: loss}, m.train.batch_size,
+                                len(splits.train_of(m.name)))  # fmt: skip
+
     def _check_store(self, members: dict[str, Member], splits: Splits) -> None:
         """Fail now if a teacher will be trained and the store cannot take it."""
         rt, rd = self.runtime, self.run_dir
@@ -225,9 +252,11 @@ class Experiment:
         )
         for line in plan_notes(members, splits):
             say(line)
-        self._open_trackers(rd)
+        main = self.world.main  # rank 0 writes; the other ranks train with it and read
+        if main:  # trackers copy rank 0's metrics lines, as metrics.jsonl holds them
+            self._open_trackers(rd)
         vocab = splits.train.info.vocab
-        if vocab is not None:  # text: the word-level tokenizer the token ids came from
+        if vocab is not None and main:  # text: the word-level tokenizer the token ids came from
             from distillscope.data.text import save_tokenizer, word_tokenizer
 
             save_tokenizer(word_tokenizer(vocab), rd.path)
@@ -239,8 +268,13 @@ class Experiment:
         for m in members.values():
             if m.role == "teacher":
                 self._teacher(m, splits)
+                barrier(self.world)
         for peers in training_units(members):
             self._students(peers, members, splits)
+            barrier(self.world)
+        if not main:  # rank 0 probes and writes the results; the others wait for it
+            barrier(self.world)
+            return rd
         models = {name: m.model.eval() for name, m in members.items()}
         data = ProbeData(splits.test, splits.test.info, device=str(self.device))
         results = run_probes(plan.probes, plan.probe_defaults, models, data, roles_of(members),
@@ -268,6 +302,7 @@ class Experiment:
         render_report(rd.path)
         say(f"report {rd.report}")
         self.trackers.close("FINISHED", [rd.results, rd.report, rd.metrics])
+        barrier(self.world)
         return rd
 
     # ------------------------------------------------------------------ teachers
@@ -277,7 +312,8 @@ class Experiment:
         out = rd.model(m.name)
         if m.checkpoint is not None:  # weights were loaded (and checked) by build_members
             say(f"teacher {m.name}: loaded {m.checkpoint}")
-            save_model(out, m.model, {"name": m.name, "source": "checkpoint"})
+            if self.world.main:
+                save_model(out, m.model, {"name": m.name, "source": "checkpoint"})
             return
         if self.resume and out.is_file():
             meta = load_own_model(out, m.model, self.digest)
@@ -296,10 +332,11 @@ class Experiment:
 
         key, m.history, m.reused = self.store.obtain(
             m.name, m.spec.name, identity, m.model, fit, retrain=self.retrain_teacher,
-            described=described,
+            described=described, keep=self.world.main,
         )  # fmt: skip
         meta = {"name": m.name, "key": key, "reused": m.reused, "history": stable(m.history)}
-        save_model(out, m.model, {**meta, "identity": self.digest})
+        if self.world.main:
+            save_model(out, m.model, {**meta, "identity": self.digest})
 
     # ------------------------------------------------------------------ students
     def _students(self, peers: list[Member], members: dict[str, Member], splits: Splits) -> None:
@@ -329,7 +366,8 @@ class Experiment:
         for m in peers:
             m.history = histories[m.name]
             meta = {"name": m.name, **({"group": group} if group else {}), "identity": self.digest}
-            save_model(rd.model(m.name), m.model, meta)
+            if self.world.main:
+                save_model(rd.model(m.name), m.model, meta)
 
     def _teacher_precision(self, teacher: Member, train: DistillDataset) -> str:
         """The precision of ``teacher``'s passes on ``train`` (``teacher_precision``), checked

@@ -142,6 +142,7 @@ class TeacherStore:
         *,
         retrain: bool = False,
         described: dict[str, Any] | None = None,
+        keep: bool = True,
     ) -> tuple[str, list[dict[str, Any]], bool]:
         """The store's policy for teacher ``name``: reuse the entry of its ``identity`` (same
         digest, intact files) unless ``retrain``, else ``train()`` it and store it.
@@ -155,6 +156,8 @@ class TeacherStore:
             train: Trains ``model`` and returns its history.
             retrain: Train even when the store has it.
             described: What went into the key, for people (``meta.json``'s ``matches``).
+            keep: Store a teacher it trained (``False`` on the ranks after 0 of a
+                data-parallel run: rank 0 stores it).
 
         Returns:
             ``(key, history, reused)``.
@@ -170,8 +173,9 @@ class TeacherStore:
         if history is not None:
             return key, history, True
         history = train()
-        meta = {"key": key, "matches": described or {}, "identity": identity}
-        self.keep(name, entry, model, meta, history)
+        if keep:
+            meta = {"key": key, "matches": described or {}, "identity": identity}
+            self.keep(name, entry, model, meta, history)
         return key, history, False
 
     def describe(self, entry: Path) -> dict[str, Any]:

@@ -280,19 +280,44 @@ def iter_batches(
     shuffle: bool = False,
     generator: torch.Generator | None = None,
     drop_last: bool = False,
+    *,
+    shard: tuple[int, int] = (0, 1),
+    rows: Tensor | None = None,
 ) -> Iterator[Batch]:
     """Yield :class:`Batch` objects over ``dataset``.
 
     In-memory datasets are sliced directly (no per-item Python calls); other datasets go through
     a ``DataLoader``. With ``shuffle``, the order comes from ``generator`` only, so a seeded
     generator gives the same batches on every run (resume relies on this).
+
+    Args:
+        dataset: The items.
+        batch_size: Items per batch (with ``shard``: per global batch, before it is shared).
+        shuffle: Draw the order with ``torch.randperm(len(dataset), generator=generator)``.
+        generator: The order's generator.
+        drop_last: Leave out a last, short batch.
+        shard: ``(rank, ranks)``: yield rank ``rank``'s share of every batch,
+            :func:`rank_share` (data-parallel training: every rank draws the same order).
+        rows: Only these dataset indices, in this order, instead of all (not with
+            ``shuffle``).
+
+    Example:
+        >>> data = TensorDataset(torch.arange(10.0)[:, None], torch.zeros(10),
+        ...                      DatasetInfo("toy", 1, (1,), ["a"]))
+        >>> [b.index.tolist() for b in iter_batches(data, 4, shard=(1, 2))]
+        [[1, 3], [5, 7], [9]]
     """
     n = len(dataset)
-    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    if rows is not None:
+        order = rows
+    else:
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    stop = len(order) - len(order) % batch_size if drop_last else len(order)
+    chunks = (order[start : start + batch_size] for start in range(0, stop, batch_size))
+    if shard[1] > 1:
+        chunks = (rank_share(idx, *shard) for idx in chunks)
     if isinstance(dataset, TensorDataset):
-        stop = n - n % batch_size if drop_last else n
-        for start in range(0, stop, batch_size):
-            idx = order[start : start + batch_size]
+        for idx in chunks:
             x = dataset.inputs[idx]
             params = None
             transform = dataset.transform
@@ -303,13 +328,46 @@ def iter_batches(
                 x = transform(x)
             yield Batch(x, dataset.targets[idx], idx, params)
         return
-    loader = DataLoader(
-        torch.utils.data.Subset(dataset, order.tolist()),
-        batch_size=batch_size,
-        drop_last=drop_last,
-    )
+    loader = DataLoader(dataset, batch_sampler=[idx.tolist() for idx in chunks])
     for x, y, i in loader:
         yield Batch(x, y.long(), i.long())
+
+
+def rank_share(index: Tensor, rank: int, ranks: int) -> Tensor:
+    """Rank ``rank``'s share of one global batch ``index``: every ``ranks``-th item from
+    ``rank`` on, as ``torch.utils.data.DistributedSampler`` deals an epoch's order.
+
+    With a batch size divisible by ``ranks`` this is exactly DistributedSampler's batch (its
+    shard is ``order[rank::ranks]``, cut into batches of ``B / ranks``); the shares of a
+    batch partition it, so the ranks together see every item once per epoch. A short last
+    batch leaves a rank no item when it has fewer than ``ranks``: that rank gets the batch's
+    first item, which its trainer weighs 0 (:func:`share_weight`), so every rank still steps.
+
+    Example:
+        >>> rank_share(torch.tensor([7, 2, 9, 4, 0]), 1, 2).tolist()
+        [2, 4]
+        >>> rank_share(torch.tensor([7]), 1, 2).tolist()  # none left: a stand-in, weighted 0
+        [7]
+    """
+    share = index[rank::ranks]
+    return share if len(share) else index[:1]
+
+
+def share_weight(global_size: int, rank: int, ranks: int) -> float:
+    """The weight of rank ``rank``'s mean loss on a global batch of ``global_size`` items so
+    that averaging the ranks' gradients (DDP) gives the gradient of the global batch's mean
+    loss: ``n_r * ranks / global_size`` with ``n_r`` the items of its share (0 for a
+    stand-in, :func:`rank_share`).
+
+    ``(1 / R) sum_r grad(w_r L_r) = sum_r (n_r / n) grad(L_r) = grad(L)`` when every ``L_r``
+    is the mean of a per-item loss over the share.
+
+    Example:
+        >>> [share_weight(5, r, 2) for r in (0, 1)], share_weight(1, 1, 2)
+        ([1.2, 0.8], 0.0)
+    """
+    n_r = len(range(rank, global_size, ranks))
+    return n_r * ranks / global_size
 
 
 def num_batches(dataset: DistillDataset, batch_size: int, drop_last: bool = False) -> int:

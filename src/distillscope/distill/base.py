@@ -137,6 +137,17 @@ class LossTerm(nn.Module):
         #: Set once :meth:`bind_seeded` has run (the trainer binds an unbound loss itself).
         self.bound = False
 
+    def data_parallel_issue(self) -> str | None:
+        """Why this term cannot train data-parallel, or ``None`` (default: it can).
+
+        Under ``torchrun`` each rank sees only its share of every batch; a term whose loss is a
+        mean over the batch's items trains as in one process once the ranks' gradients are
+        averaged. A term that reads statistics across the batch (relations between its items,
+        a memory bank updated from it, a count of the items it saw) says here what it reads,
+        and the run is refused in one line.
+        """
+        return None
+
     def student_paths(self) -> list[str]:
         """Student module paths whose features this term reads (tapped by the trainer)."""
         return []

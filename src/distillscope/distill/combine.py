@@ -108,6 +108,14 @@ class CombinedLoss(LossTerm):
         """Whether any term reads the teacher's outputs."""
         return any(term.needs_teacher for term in self.terms.values())
 
+    def data_parallel_issue(self) -> str | None:
+        """The first term's reason it cannot train data-parallel, naming the term."""
+        for key, term in self.terms.items():
+            issue = term.data_parallel_issue()  # type: ignore[operator]
+            if issue is not None:
+                return f"loss term {key!r} {issue}"
+        return None
+
     def student_paths(self) -> list[str]:
         """Union of the terms' student feature paths, in first-seen order."""
         return list(dict.fromkeys(p for t in self.terms.values() for p in t.student_paths()))

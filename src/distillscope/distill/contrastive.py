@@ -131,6 +131,13 @@ class ContrastiveRepresentation(SingleLayerTerm):
             self.register_buffer(f"bank_{side}", bank)  # (N, dim)
             self.register_buffer(f"z_{side}", torch.full((), -1.0, device=device))
 
+    def data_parallel_issue(self) -> str | None:
+        """Each rank would update its own memory banks from its share of the batches."""
+        return (
+            "keeps memory banks of every training item updated from each batch, which the "
+            "ranks would each update from their own share"
+        )
+
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
         if self.embed_s is None or self.embed_t is None:
             raise TrainingError("crd was not bound; bind the loss (Trainer.fit does) first")

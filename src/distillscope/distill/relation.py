@@ -50,6 +50,13 @@ def _check_batch(name: str, f: Tensor) -> None:
         raise TrainingError(f"{name} relates the samples of a batch and needs two or more")
 
 
+#: Why the relation terms are refused data-parallel (:meth:`LossTerm.data_parallel_issue`).
+ACROSS_BATCH = (
+    "relates the items of each batch to each other, and a data-parallel rank sees only its "
+    "share of the batch"
+)
+
+
 @register_loss("sp")
 class SimilarityPreserving(SingleLayerTerm):
     """Similarity-preserving KD (Tung & Mori 2019, eq. 1-4).
@@ -65,6 +72,10 @@ class SimilarityPreserving(SingleLayerTerm):
     """
 
     default_layers: ClassVar[str | None] = "last"
+
+    def data_parallel_issue(self) -> str | None:
+        """Relates the items of a batch to each other; a rank sees only its share."""
+        return ACROSS_BATCH
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
         s, t = self.pair(student, teacher)
@@ -106,6 +117,10 @@ class RelationalKD(SingleLayerTerm):
         self.distance_weight = check_range("rkd.distance_weight", distance_weight, 0.0)
         self.angle_weight = check_range("rkd.angle_weight", angle_weight, 0.0)
 
+    def data_parallel_issue(self) -> str | None:
+        """Relates the items of a batch to each other; a rank sees only its share."""
+        return ACROSS_BATCH
+
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
         s, t = self.pair(student, teacher)
         _check_batch(self.name, s)
@@ -131,6 +146,10 @@ class ProbabilisticKT(SingleLayerTerm):
     default_layers: ClassVar[str | None] = "last"
 
     EPS: ClassVar[float] = PKT_EPS
+
+    def data_parallel_issue(self) -> str | None:
+        """Relates the items of a batch to each other; a rank sees only its share."""
+        return ACROSS_BATCH
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
         loss = pkt_loss(*self.pair(student, teacher), eps=self.EPS)  # ()
@@ -206,6 +225,10 @@ class CorrelationCongruence(SingleLayerTerm):
         t = teacher.features[self.teacher_layer]
         self.embed_s = Embed(_flat(s).shape[1], self.dim, self.normalize).to(s.device)
         self.embed_t = Embed(_flat(t).shape[1], self.dim, self.normalize).to(s.device)
+
+    def data_parallel_issue(self) -> str | None:
+        """Relates the items of a batch to each other; a rank sees only its share."""
+        return ACROSS_BATCH
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
         if self.embed_s is None or self.embed_t is None:

@@ -173,6 +173,15 @@ class ReviewKD(FeatureTerm):
         ).to(ctx.student_outputs.logits.device)
         self.num_train = ctx.num_train
 
+    def data_parallel_issue(self) -> str | None:
+        """Its warm-up counts the items it saw, which a rank sees a share of."""
+        if not self.warmup_epochs:
+            return None
+        return (
+            "counts the items it saw for its warm-up (warmup_epochs > 0), and a data-parallel "
+            "rank sees only its share"
+        )
+
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
         features = self.feature_pairs(student, teacher)
         if self.abfs is None:

@@ -202,6 +202,13 @@ class SelfSupervisedKD(SingleLayerTerm):
         return head, teacher, self.teacher_layer
 
     # ------------------------------------------------------------------ loss
+    def data_parallel_issue(self) -> str | None:
+        """Contrasts each view with every other item of the batch."""
+        return (
+            "contrasts each item's views with the other items of the batch, and a "
+            "data-parallel rank sees only its share of the batch"
+        )
+
     def forward(
         self, student: Outputs, teacher: Outputs | None, batch: Batch, views: Views | None = None
     ) -> dict[str, Tensor]:

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from distillscope.files import cache_root
+from distillscope.train.distributed import SINGLE, World, barrier
 
 __all__ = [
     "DISK_VERSION",
@@ -64,17 +65,27 @@ def _file(name: str) -> str:
     return name.replace("/", "__") + ".npy"
 
 
-def disk_allocator(folder: Path) -> tuple[Callable[[str, int, Tensor], Tensor], dict[str, Any]]:
+def disk_allocator(
+    folder: Path, world: World = SINGLE
+) -> tuple[Callable[[str, int, Tensor], Tensor], dict[str, Any]]:
     """An allocator for :meth:`~distillscope.train.teacher_cache.TeacherCache.build` that maps
     each array to a new ``.npy`` file in ``folder`` (on the CPU), and the record of what it
-    made (``name -> numpy memmap``) to flush and list."""
+    made (``name -> numpy memmap``) to flush and list.
+
+    In a data-parallel ``world`` every rank allocates the same arrays in the same order (a
+    collective): rank 0 makes each file, the others map it to write their rows into."""
     made: dict[str, Any] = {}
 
     def allocate(name: str, n: int, like: Tensor) -> Tensor:
         dtype = torch.empty((), dtype=like.dtype).numpy().dtype  # TypeError: no numpy dtype
-        array = np.lib.format.open_memmap(
-            folder / _file(name), mode="w+", dtype=dtype, shape=(n, *like.shape[1:])
-        )
+        path = folder / _file(name)
+        if world.main:
+            array = np.lib.format.open_memmap(
+                path, mode="w+", dtype=dtype, shape=(n, *like.shape[1:])
+            )
+        barrier(world)  # the file exists (with its header) before the others map it
+        if not world.main:
+            array = np.load(path, mmap_mode="r+")
         made[name] = array
         return torch.from_numpy(array)
 

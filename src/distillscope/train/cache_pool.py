@@ -17,6 +17,7 @@ from distillscope.data.base import DistillDataset
 from distillscope.distill.combine import CombinedLoss
 from distillscope.messages import say
 from distillscope.train.cache_disk import disk_key, disk_root, free_bytes
+from distillscope.train.distributed import current_world, from_main
 from distillscope.train.teacher_cache import (
     Explainer,
     TeacherCache,
@@ -84,6 +85,7 @@ class CachePool:
                 f"logits and features {', '.join(paths) or '-'} on {n} images need "
                 f"{need / 2**20:.0f} MB, over teacher_cache_mb={self.budget_mb:g}"
             )
+
             cache = self._on_disk(member, teacher_name, teacher, train, paths, explain,
                                   explaining, what, need, precision)  # fmt: skip
             if cache is not None:
@@ -96,15 +98,17 @@ class CachePool:
         what = f"outputs and features {', '.join(paths)}" if paths else "outputs"
         what += " and explanations" if explain is not None else ""
         say(f"caching teacher {teacher_name} {what} on {n} images ({need / 2**20:.0f} MB)")
+        world = current_world()  # data-parallel: each rank builds a block, then holds all
         self.caches[key] = TeacherCache.build(
             teacher,
             train,  # the cache reads un-augmented inputs itself
             batch_size=512,
             device=self.device,
             feature_paths=paths,
-            progress=self.progress,
+            progress=self.progress and world.main,
             explain=explain,
             precision=precision,
+            world=world,
         )
         unmoved = unmoved_features(self.caches[key])
         if unmoved:
@@ -131,23 +135,27 @@ class CachePool:
         precision: str = "fp32",
     ) -> TeacherCache | None:
         """The cache on disk (built once, or reused from an earlier run), or ``None`` (one line
-        says why) when disk caches are off, the disk lacks room or a dtype cannot be mapped."""
+        says why) when disk caches are off, the disk lacks room or a dtype cannot be mapped.
+
+        In a data-parallel run rank 0 decides, and every rank writes its block of rows into the
+        same files (:meth:`TeacherCache.on_disk`)."""
         if not self.disk:
             say(f"{member}: not caching teacher {teacher_name} ({what}); the teacher runs live")
             return None
         folder = disk_root() / disk_key(teacher, train.fingerprint(), paths,
                                         [*explaining, f"precision:{precision}"])  # fmt: skip
-        free = free_bytes(folder)
-        if not folder.is_dir() and need * 1.05 > free:
+        world = current_world()
+        if not from_main(world, lambda: folder.is_dir() or need * 1.05 <= free_bytes(folder)):
             say(
                 f"{member}: not caching teacher {teacher_name} ({what}, and {folder.parent} has "
-                f"{free / 2**20:.0f} MB free); the teacher runs live"
+                f"{free_bytes(folder) / 2**20:.0f} MB free); the teacher runs live"
             )
             return None
         say(f"caching teacher {teacher_name} on disk ({what}) in {folder}")
         try:
             return TeacherCache.on_disk(teacher, train, folder, 512, self.device, paths,
-                                        self.progress, explain, precision)  # fmt: skip
+                                        self.progress and world.main, explain, precision,
+                                        world=world)  # fmt: skip
         except TypeError as exc:  # e.g. bfloat16 outputs: no numpy dtype to map
             say(f"{member}: cannot map teacher {teacher_name}'s outputs to disk ({exc}); "
                 "the teacher runs live")  # fmt: skip

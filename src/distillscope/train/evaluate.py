@@ -12,6 +12,7 @@ from torch import nn
 
 from distillscope.data.base import DistillDataset, iter_batches
 from distillscope.errors import ConfigError
+from distillscope.train.distributed import SINGLE, World, batch_rows, sum_across
 from distillscope.train.seeding import resolve_device
 
 __all__ = ["CHANCE_MARGIN", "chance_warning", "evaluate"]
@@ -27,6 +28,8 @@ def evaluate(
     batch_size: int,
     device: str | torch.device = "cpu",
     max_batches: int | None = None,
+    *,
+    world: World = SINGLE,
 ) -> dict[str, float]:
     """Accuracy and mean cross-entropy of ``model`` on ``dataset`` at temperature 1.
 
@@ -38,6 +41,8 @@ def evaluate(
         batch_size: Inference batch size.
         device: Where the batches go.
         max_batches: Score only the first batches (quick runs).
+        world: The ranks of a data-parallel run: each scores every ``size``-th batch from its
+            rank on and the sums are added up over the ranks (every rank returns the same).
 
     Returns:
         ``{"acc": fraction correct, "loss": mean cross-entropy}``.
@@ -56,7 +61,8 @@ def evaluate(
     correct = torch.zeros((), dtype=torch.long, device=device)
     seen = 0
     try:
-        for batch in islice(iter_batches(dataset, batch_size), max_batches):
+        rows = batch_rows(len(dataset), batch_size, max_batches, world) if world.parallel else None
+        for batch in islice(iter_batches(dataset, batch_size, rows=rows), max_batches):
             batch = batch.to(device)
             logits = model(batch.inputs)  # (B, K)
             loss_sum += F.cross_entropy(logits.float(), batch.targets, reduction="sum")
@@ -64,9 +70,13 @@ def evaluate(
             seen += len(batch)
     finally:
         model.train(was_training)
+    hits, loss = correct.item(), loss_sum.item()
+    if world.parallel:  # every rank scored its batches: add them up
+        sums = torch.tensor([loss, hits, seen], dtype=torch.float64, device=device)  # (3,)
+        loss, hits, seen = sum_across(sums, world).tolist()
     if seen == 0:
         raise ConfigError("cannot evaluate on an empty dataset; check the split")
-    return {"acc": correct.item() / seen, "loss": loss_sum.item() / seen}
+    return {"acc": hits / seen, "loss": loss / seen}
 
 
 def chance_warning(name: str, history: Sequence[Mapping[str, Any]], num_classes: int) -> str | None:

@@ -80,6 +80,9 @@ class Step:
         teacher_precision: str = "fp32",
     ) -> None:
         self.models = dict(models)
+        #: What runs each member's forward pass: the network, or its DDP wrapper in a
+        #: data-parallel run (set by the trainer; taps stay on the network itself).
+        self.runners: dict[str, nn.Module] = dict(self.models)
         self.losses = dict(losses)
         self.names = list(self.models)
         self.temperature = float(temperature)
@@ -144,7 +147,7 @@ class Step:
         student_views: dict[str, Outputs] = {}
         extra: dict[str, Tensor] = {}
         for name in self.names:
-            model, tap = self.models[name], self.student_taps.get(name)
+            model, tap = self.runners[name], self.student_taps.get(name)
             layout = self.channels_last[name]
             if "views" in self.losses[name].needs:  # one pass over the batch and its views
                 extra[name] = self.losses[name].make_views(batch.inputs)  # (V * B, ...)

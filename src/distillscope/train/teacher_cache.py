@@ -44,6 +44,7 @@ from distillscope.models.forward import forward_outputs
 from distillscope.models.taps import FeatureTap
 from distillscope.train.cache_disk import disk_allocator, open_disk_cache, publish
 from distillscope.train.checkpoint import load_checkpoint, save_checkpoint
+from distillscope.train.distributed import SINGLE, World, barrier, block, from_main, gather_rows
 from distillscope.train.layout import channels_last, to_layout
 from distillscope.train.precision import as_fp32, autocast
 from distillscope.train.seeding import resolve_device
@@ -144,6 +145,8 @@ class TeacherCache:
         explain: Explainer | None = None,
         allocate: Allocator | None = None,
         precision: str = "fp32",
+        world: World = SINGLE,
+        gather: bool = True,
     ) -> TeacherCache:
         """Run the frozen ``teacher`` once over ``dataset`` in order and keep its outputs.
 
@@ -170,6 +173,11 @@ class TeacherCache:
             allocate: Makes each stored array, ``allocate(name, n, like)`` with ``name`` one of
                 ``logits``, ``features/<path>``, ``explanation`` (default: ordinary tensors on
                 ``device``; :meth:`on_disk` maps files instead).
+            world: The ranks of a data-parallel run: each runs the teacher on its
+                :func:`~distillscope.train.distributed.block` of the items, and with
+                ``gather`` the blocks are broadcast so that every rank holds the whole cache
+                (without: the stores are shared, disk files every rank writes its rows to).
+            gather: See ``world``.
 
         Raises:
             ModelError: If a feature path does not name a module of the teacher.
@@ -202,8 +210,13 @@ class TeacherCache:
                     if feature_paths
                     else None
                 )
-                batches = iter_batches(source, batch_size, shuffle=False)
-                total = num_batches(source, batch_size)
+                rows = torch.arange(*block(n, world)) if world.parallel else None  # (n / R,)
+                batches = iter_batches(source, batch_size, shuffle=False, rows=rows)
+                total = (
+                    -(-len(rows) // batch_size)
+                    if rows is not None
+                    else num_batches(source, batch_size)
+                )
                 bar = tqdm(batches, total=total, desc="teacher cache", file=sys.stderr,
                            disable=not progress, leave=False)  # fmt: skip
                 for batch in bar:
@@ -225,6 +238,9 @@ class TeacherCache:
             teacher.train(was_training)
         if logits is None:
             raise ConfigError("cannot build a teacher cache over an empty dataset")
+        if gather:
+            kept = [logits, *features.values(), *([] if explanation is None else [explanation])]
+            gather_rows(kept, world)
         transform = getattr(dataset, "transform", None)
         moves = transform if isinstance(transform, GeometricTransform) else None
         cache = cls(logits, features, explanation, moves, data=dataset.fingerprint())
@@ -243,11 +259,16 @@ class TeacherCache:
         progress: bool = True,
         explain: Explainer | None = None,
         precision: str = "fp32",
+        world: World = SINGLE,
     ) -> TeacherCache:
         """A cache whose arrays are memory-mapped files in ``folder``
         (:mod:`distillscope.train.cache_disk`): opened if ``folder`` holds a whole cache of
         this data, else built once (the teacher runs on ``device``, rows go to the files) and
         published atomically. Rows are served on ``device``.
+
+        In a data-parallel ``world`` (every rank calls it) rank 0 makes the files and every rank
+        writes the rows of its :func:`~distillscope.train.distributed.block` into them; rank 0
+        publishes the cache once all have, and every rank maps it.
 
         Raises:
             TypeError: A stored dtype has no numpy equivalent (bfloat16).
@@ -255,22 +276,27 @@ class TeacherCache:
         device = resolve_device(device)
         transform = getattr(dataset, "transform", None)
         moves = transform if isinstance(transform, GeometricTransform) else None
-        opened = open_disk_cache(folder)
-        if opened is None:
-            tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
+        opened = open_disk_cache(folder) if world.main else None
+        if from_main(world, lambda: opened is None):  # rank 0's view decides for all
+            tmp = from_main(world, lambda: _fresh_folder(folder))
             try:
-                allocate, made = disk_allocator(tmp)
+                allocate, made = disk_allocator(tmp, world)
                 built = cls.build(teacher, dataset, batch_size, device, feature_paths, progress,
-                                  explain, allocate=allocate, precision=precision)  # fmt: skip
-                publish(tmp, folder, made, {"num_items": len(built), "data": built.data,
-                                            "precision": built.precision})  # fmt: skip
+                                  explain, allocate=allocate, precision=precision, world=world,
+                                  gather=False)  # fmt: skip
+                for array in made.values():
+                    array.flush()
+                barrier(world)  # every rank's rows are in the files
+                if world.main:
+                    publish(tmp, folder, made, {"num_items": len(built), "data": built.data,
+                                                "precision": built.precision})  # fmt: skip
             finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-            opened = open_disk_cache(folder)
-            if opened is None:
-                raise CheckpointError(f"the teacher cache written to {folder} cannot be read")
+                if world.main:
+                    shutil.rmtree(tmp, ignore_errors=True)
+            barrier(world)  # published
+        opened = opened or open_disk_cache(folder)
+        if opened is None:
+            raise CheckpointError(f"the teacher cache written to {folder} cannot be read")
         arrays, record = opened
         features = {k.partition("/")[2]: v for k, v in arrays.items() if k.startswith("features/")}
         data = record.get("data") if isinstance(record.get("data"), str) else None
@@ -464,6 +490,14 @@ def _outputs(
     with torch.no_grad():
         out = forward_outputs(teacher, x, tap).detach()
     return Outputs(out.logits, out.features, explanation=explained.explanation)
+
+
+def _fresh_folder(folder: Path) -> Path:
+    """An empty temporary sibling of ``folder`` to write a disk cache in."""
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
 
 
 def _put(store: Tensor, index: Tensor, rows: Tensor) -> None:

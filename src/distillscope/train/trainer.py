@@ -10,6 +10,12 @@ step. Loss parts and correct predictions are summed as detached tensors on the d
 once per epoch, so the loop adds no host-device syncs to a bare PyTorch loop (the progress bar
 reads the running loss every few steps, only when shown).
 
+Data-parallel (``torchrun``; :mod:`distillscope.train.distributed`): every rank runs this loop
+on its share of each global batch of ``cfg.batch_size``, its networks through DDP, its mean loss
+weighted by its share of the batch so that the averaged gradients are the global batch's; a
+loss's own parameters are averaged by one all-reduce, the epoch's sums are added over the ranks
+once per epoch, and rank 0 alone writes checkpoints (with every rank's generators) and metrics.
+
 The loss of every member is a :class:`~distillscope.distill.base.LossTerm` (a
 :class:`~distillscope.distill.combine.CombinedLoss` is one); the trainer asks it what it needs
 and never probes it. ``benchmarks/epoch_time.py`` measures the loop against a bare PyTorch loop.
@@ -36,9 +42,10 @@ from tqdm import tqdm
 from distillscope.checks import check_module_key
 from distillscope.config_train import TrainConfig
 from distillscope.contracts import Batch
-from distillscope.data.base import DistillDataset, iter_batches, num_batches
+from distillscope.data.base import DistillDataset, iter_batches, num_batches, share_weight
 from distillscope.distill.base import LossTerm
 from distillscope.errors import CheckpointError, ConfigError, NonFiniteLoss, TrainingError, quoted
+from distillscope.messages import say
 from distillscope.models.taps import FeatureTap
 from distillscope.train.bind import bind_loss
 from distillscope.train.checkpoint import (
@@ -48,13 +55,25 @@ from distillscope.train.checkpoint import (
     save_model,
     save_train_state,
 )
+from distillscope.train.distributed import (
+    SINGLE,
+    World,
+    average_gradients,
+    broadcast_state,
+    check_data_parallel,
+    current_world,
+    gather_rng_state,
+    rank_rng_state,
+    rank_seed,
+    sum_across,
+    wrap,
+)
 from distillscope.train.evaluate import evaluate
 from distillscope.train.optim import adaptive_clip_grad_, build_optimizer, build_scheduler
 from distillscope.train.precision import autocast, check_precision
 from distillscope.train.seeding import (
     deterministic_mode,
     epoch_generator,
-    get_rng_state,
     resolve_device,
     seed_everything,
     set_rng_state,
@@ -72,6 +91,8 @@ from distillscope.train.teacher_cache import TeacherCache
 #: File names inside ``checkpoint_dir``.
 LAST_CHECKPOINT = "last.safetensors"
 FINAL_WEIGHTS = "final.safetensors"
+#: Normalisation layers whose training statistics are a batch's (per rank under DDP).
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 #: The progress bar reads the running loss (one sync) once per this many steps.
 POSTFIX_EVERY = 10
 
@@ -183,6 +204,8 @@ class Trainer:
         self.needs_teacher = any(term.needs_teacher for term in losses.values())
         self.allow_channels_last = channels_last
         self.step: Step | None = None
+        #: The ranks training together (:mod:`distillscope.train.distributed`; set by fit).
+        self.world: World = SINGLE
         self.histories: dict[str, list[dict[str, Any]]] = {m: [] for m in self.members}
 
     # ------------------------------------------------------- one network's view
@@ -200,6 +223,11 @@ class Trainer:
     def history(self) -> list[dict[str, Any]]:
         """The per-epoch history (of a group: the first member's)."""
         return self.histories[self.members[0]]
+
+    @property
+    def _shown(self) -> bool:
+        """Whether progress bars show (rank 0 only in a data-parallel run)."""
+        return self.progress and self.world.main
 
     @property
     def channels_last(self) -> bool:
@@ -236,6 +264,8 @@ class Trainer:
         steps = min(steps, self.cfg.max_batches or steps)
         if steps == 0:
             raise ConfigError(f"the training set of {self.name!r} is empty; check the dataset")
+        self.world = current_world()
+        check_data_parallel(self.world, dict(self.losses), self.cfg.batch_size, len(train))
         self._check_setup(resume)
         if self.checkpoint_dir is not None:  # recorded in checkpoints, compared on resume
             self._data_print = train.fingerprint()
@@ -260,6 +290,8 @@ class Trainer:
                 self.step.choose_layouts(stack, train, self.device, self.allow_channels_last)
                 self._fit(train, val, steps, state)
         finally:
+            if self.step is not None:  # the DDP wrappers go (their hooks with them)
+                self.step.runners = dict(self.step.models)
             if self.teacher is not None:
                 self.teacher.train(teacher_mode)
         return self.history if self.single else self.histories
@@ -415,18 +447,43 @@ class Trainer:
             self._restore(state, optimizer, scheduler)
             self._sync_metrics()
         names = [n for m in self.members for n, _ in named[m]]
+        if self.world.parallel:
+            self._go_parallel(fresh=state is None)
         for epoch in range(start, cfg.epochs):
             records = self._train_epoch(train, epoch, steps, optimizer, scheduler)
             for m, record in records.items():
                 if val is not None:
-                    result = evaluate(
-                        self.models[m], val, cfg.batch_size, self.device, cfg.max_batches
-                    )
+                    result = evaluate(self.models[m], val, cfg.batch_size, self.device,
+                                      cfg.max_batches, world=self.world)  # fmt: skip
                     record["val_acc"], record["val_loss"] = result["acc"], result["loss"]
                 self.histories[m].append(record)
             self._checkpoint(optimizer, scheduler, names, steps)
             self._append_metrics(list(records.values()))
         self._save_final()
+
+    def _go_parallel(self, fresh: bool) -> None:
+        """Rank 0's networks and loss states on every rank, each trained network run through
+        DDP by the step, and at a fresh start the generators of the ranks after 0 apart (their
+        dropout and augmentation draws; rank 0 keeps the run's)."""
+        world, step = self.world, self.step
+        assert step is not None
+        for m in self.members:
+            broadcast_state(self.losses[m], world)
+            if any(p.requires_grad for p in self.models[m].parameters()):
+                step.runners[m] = wrap(self.models[m], self.device)  # broadcasts rank 0's
+            else:
+                broadcast_state(self.models[m], world)
+        if fresh and not world.main:
+            seed_everything(rank_seed(self.seed, world.rank))
+        normed = [m for m in self.members
+                  if any(isinstance(x, BATCH_NORMS) for x in self.models[m].modules())]  # fmt: skip
+        if normed and world.main:
+            share = self.cfg.batch_size // world.size
+            say(
+                f"warning: {', '.join(normed)}: batch norm normalises over each rank's share of "
+                f"a batch ({share} items), not over the global batch of {self.cfg.batch_size}, "
+                "so results differ from one process's"
+            )
 
     def _prepare(self, train: DistillDataset, steps: int, stage_state: TrainState | None) -> None:
         """Every member's preparation through a :class:`StageRunner` (its loss's stages and
@@ -455,9 +512,9 @@ class Trainer:
         for i, m in enumerate(self.members):
             runner = StageRunner(
                 m,
-                progress=self.progress,
-                metrics_path=self.metrics_path,
-                on_metrics=self.on_metrics,
+                progress=self._shown,
+                metrics_path=self.metrics_path if self.world.main else None,
+                on_metrics=self.on_metrics if self.world.main else None,
                 save=save if self.checkpoint_dir is not None else None,
                 resume=resume if i == first else None,
                 skip_all=resume is not None and i < first,
@@ -482,7 +539,10 @@ class Trainer:
         self.losses.train()
         lr = float(optimizer.param_groups[0]["lr"])
         generator = epoch_generator(self.seed, epoch)
-        batches = islice(iter_batches(train, cfg.batch_size, True, generator), steps)
+        world = self.world
+        shard = (world.rank, world.size)
+        batches = islice(iter_batches(train, cfg.batch_size, True, generator, shard=shard), steps)
+        owned = self._owned(trained)  # their gradients averaged here, not by DDP
         keys: dict[str, list[str]] = {}
         key_sets: dict[str, set[str]] = {}
         sums: dict[str, Tensor] = {}  # member -> (P,) once the parts are known
@@ -493,7 +553,7 @@ class Trainer:
             total=steps,
             desc=f"{self.name} {epoch + 1}/{cfg.epochs}",
             file=sys.stderr,
-            disable=not self.progress,
+            disable=not self._shown,
             leave=False,
             dynamic_ncols=True,
         )
@@ -520,13 +580,21 @@ class Trainer:
                     total = parts[members[0]]["loss"]
                 else:
                     total = torch.stack([parts[m]["loss"] for m in members]).sum()  # ()
-                if not math.isfinite(total.item()):  # the step's one sync, cheaper than a kernel
+                real, share = self._share(b, len(train), len(batch))
+                objective = total
+                check = total
+                if world.parallel:  # this rank's share of the global batch's mean loss
+                    objective = total * share
+                    check = sum_across(objective.detach().float(), world)  # every rank stops
+                if not math.isfinite(check.item()):  # the step's one sync, cheaper than a kernel
                     raise self._non_finite(result, batch, epoch, b, steps)
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is None:
-                    total.backward()
+                    objective.backward()
+                    average_gradients(owned, world)
                 else:  # fp16: gradients scaled up in the backward, unscaled before the step
-                    scaler.scale(total).backward()
+                    scaler.scale(objective).backward()
+                    average_gradients(owned, world)
                     scaler.unscale_(optimizer)
                 if cfg.agc_clip is not None:
                     adaptive_clip_grad_(trained, cfg.agc_clip)
@@ -537,17 +605,24 @@ class Trainer:
                     scaler.update()
                 scheduler.step()
                 for m in members:
-                    sums[m] += torch.stack([parts[m][k].detach() for k in keys[m]]).to(
-                        sums[m].dtype
-                    )  # (P,)
-                    correct[m] += (result.logits[m].detach().argmax(1) == batch.targets).sum()
-                seen += len(batch)
+                    values = torch.stack([parts[m][k].detach() for k in keys[m]])  # (P,)
+                    if world.parallel:  # summed over the ranks: the global batch's means
+                        values = values * (share / world.size)
+                    sums[m] += values.to(sums[m].dtype)
+                    hits = result.logits[m].detach().argmax(1) == batch.targets  # (B,)
+                    correct[m] += hits[:real].sum()
+                seen += real
                 done = b + 1
                 bar.update()
-                if self.progress and done % POSTFIX_EVERY == 0:
+                if self._shown and done % POSTFIX_EVERY == 0:
                     running = sum(sums[m][0].item() for m in members) / done
                     bar.set_postfix(loss=f"{running:.4f}", refresh=False)
             elapsed = time.perf_counter() - start
+            if world.parallel:
+                for m in members:
+                    sum_across(sums[m], world)
+                    sum_across(correct[m], world)
+                seen = int(sum_across(torch.tensor(seen, device=device), world).item())
             records: dict[str, dict[str, Any]] = {}
             for m in members:
                 means = (sums[m] / max(done, 1)).tolist()
@@ -558,6 +633,27 @@ class Trainer:
             first = records[members[0]]
             bar.set_postfix(loss=f"{first['loss']:.4f}", acc=f"{first['train_acc']:.3f}")
         return records
+
+    def _share(self, b: int, n: int, items: int) -> tuple[int, float]:
+        """This rank's real items in batch ``b`` (its ``items`` less a stand-in) and the weight
+        of its mean loss (:func:`~distillscope.data.base.share_weight`); one process:
+        ``(items, 1.0)``."""
+        world = self.world
+        if not world.parallel:
+            return items, 1.0
+        size = min(self.cfg.batch_size, n - b * self.cfg.batch_size)  # the global batch's
+        real = len(range(world.rank, size, world.size))  # 0: a stand-in item
+        return real, share_weight(size, world.rank, world.size)
+
+    def _owned(self, trained: list[Tensor]) -> list[Tensor]:
+        """The trained parameters DDP does not average: a loss's own (regressors,
+        embeddings); none in one process."""
+        if not self.world.parallel or self.step is None:
+            return []
+        runners = self.step.runners
+        wrapped = {id(p) for m in self.members if runners[m] is not self.models[m]
+                   for p in self.models[m].parameters()}  # fmt: skip
+        return [p for p in trained if id(p) not in wrapped]
 
     def _check_first_step(self, member: str, result: StepResult) -> list[str]:
         """Validate a member's first loss dict and features; its part keys, ``"loss"`` first."""
@@ -625,7 +721,7 @@ class Trainer:
                 f"{path} does not match the optimizer ({' '.join(str(exc).split())}); "
                 "resume with the same model, loss and config or delete it"
             ) from exc
-        set_rng_state(state.rng_tensors, state.rng_meta)
+        set_rng_state(*rank_rng_state(state.rng_tensors, state.rng_meta, self.world.rank))
 
     def _load_states(self, state: TrainState) -> None:
         path = f"{self.checkpoint_dir}/{LAST_CHECKPOINT}"
@@ -660,7 +756,9 @@ class Trainer:
     ) -> None:
         if self.checkpoint_dir is None:
             return
-        rng_tensors, rng_meta = get_rng_state()
+        rng_tensors, rng_meta = gather_rng_state(self.world)  # every rank's generators
+        if not self.world.main:
+            return
         meta: dict[str, Any] = {
             "name": self.name,
             "epochs_done": len(self.history),
@@ -687,7 +785,7 @@ class Trainer:
         save_train_state(self.checkpoint_dir / LAST_CHECKPOINT, state)
 
     def _save_final(self) -> None:
-        if self.checkpoint_dir is None or not self.single:
+        if self.checkpoint_dir is None or not self.single or not self.world.main:
             return
         meta = {
             "name": self.name,
@@ -698,6 +796,8 @@ class Trainer:
         save_model(self.checkpoint_dir / FINAL_WEIGHTS, self.model, meta)
 
     def _append_metrics(self, records: list[dict[str, Any]]) -> None:
+        if not self.world.main:  # rank 0 writes the lines and feeds the trackers
+            return
         if self.metrics_path is not None:
             append_metrics(self.metrics_path, records)
         if self.on_metrics is not None and records:
