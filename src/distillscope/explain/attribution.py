@@ -1,7 +1,7 @@
 """One batched entry point to the attribution methods the probes compare.
 
 Paper 004 (Trustworthy Distillation?), section 4.2 compares teacher and student attributions of
-three methods; the constants follow SPEC section 2:
+three methods; the constants are captum's defaults where the paper gives none:
 
 * ``"saliency"``: ``|d z_c / d x|`` (Simonyan et al. 2014; captum ``Saliency``, ``abs=True``).
 * ``"integrated_gradients"``: ``(x - x') * mean_{a} d z_c(x' + a (x - x')) / d x`` over ``n_steps``
@@ -46,7 +46,7 @@ __all__ = [
     "create_explainer",
 ]
 
-#: Integrated Gradients path points: 50, the value of SPEC section 2 and captum's default.
+#: Integrated Gradients path points: 50, captum's default.
 IG_STEPS = 50
 
 
@@ -155,7 +155,7 @@ class IntegratedGradientsExplainer(Explainer):
 
     Args:
         n_steps: Path points.
-        baseline: Baseline value ``x'`` in model-input space (0 = the zero input, SPEC 2).
+        baseline: Baseline value ``x'`` in model-input space (0 = the zero input).
         internal_batch_size: Path points per forward pass (default: all ``B * n_steps``).
 
     Example:
@@ -297,8 +297,7 @@ def attribute(
         target: ``(B,)`` class index per sample.
         method: One of :data:`METHODS`.
         n_steps: Integrated Gradients path points.
-        baseline: Integrated Gradients baseline value, in model-input space (0 = the zero input,
-            SPEC section 2).
+        baseline: Integrated Gradients baseline value, in model-input space (0 = the zero input).
         internal_batch_size: Integrated Gradients path points evaluated per forward pass
             (default: all ``B * n_steps`` at once).
 

@@ -1,6 +1,6 @@
 """Differentiable GradCAM on whole batches.
 
-Selvaraju et al. 2017 (Grad-CAM), as used by paper 001 (e2KD, SPEC section 1) and paper 004
+Selvaraju et al. 2017 (Grad-CAM), as used by paper 001 (e2KD) and paper 004
 (attribution adherence): for the selected logit ``z_c`` and the activation ``A`` of the chosen
 layer (the last conv block),
 

@@ -97,7 +97,7 @@ class AdherenceProbe(Probe):
     Args:
         methods: Attribution methods, a subset of :data:`~distillscope.explain.METHODS`;
             default :data:`DEFAULT_METHODS`.
-        ig_steps: Integrated Gradients path points (default 50, SPEC section 2).
+        ig_steps: Integrated Gradients path points (default 50, captum's default).
         aggregate: ``"image"`` (default) or ``"batch"``, see above.
         aggregate_batch: Images per group with ``aggregate: batch`` (default 100).
         preset: None or a key of :data:`PRESETS` (``"paper004"``).

@@ -56,8 +56,9 @@ class AdversarialProbe(Probe):
         acc_attack(f) = 1/N sum_i 1[argmax f(A(g, x_i, y_i)) = y_i],  g = f (weak) or f/T (strong)
 
     FGSM: one step of size eps; PGD: ``pgd_steps`` steps of ``pgd_step_size`` from a random
-    start, projected to the L-inf eps-ball (SPEC section 2: eps 8/255, step 2/255, 10 steps,
-    random start). Both ascend the cross-entropy, whose gradient vanishes on saturated softmaxes.
+    start, projected to the L-inf eps-ball (eps 8/255, the usual CIFAR-10 budget, paper 003
+    4.2; step 2/255; 10 steps, ours: a common setting at a CPU cost). Both ascend the
+    cross-entropy, whose gradient vanishes on saturated softmaxes.
 
     DeepFool (Moosavi-Dezfooli et al. 2016; :func:`~distillscope.attacks.deepfool.deepfool`,
     ``deepfool_steps = 50``, ``deepfool_overshoot = 0.02``) is a minimal-perturbation attack:

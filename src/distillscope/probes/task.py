@@ -22,7 +22,7 @@ class AccuracyProbe(Probe):
     """Top-1 and top-k accuracy of every model.
 
     ``acc@k(f) = 1/N sum_i 1[y_i in topk(f(x_i))]``, the first number every paper reports for
-    teacher and students (e.g. paper 001, Tables 1-3: top-1 on ImageNet; SPEC section 2).
+    teacher and students (e.g. paper 001, Tables 1-3: top-1 on ImageNet).
 
     Args:
         topk: The k of the second accuracy; clipped to the number of classes K.
