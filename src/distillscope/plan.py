@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from distillscope.config import (
@@ -48,8 +49,9 @@ from distillscope.probes.base import Roles
 from distillscope.registry import MODELS, accepted_params
 from distillscope.splits import Splits, load_data
 from distillscope.teacher_store import STORE_VERSION
-from distillscope.train.bind import bind_loss
+from distillscope.train.bind import bind_loss, sample_batch
 from distillscope.train.checkpoint import load_model_weights
+from distillscope.train.layout import channels_last
 from distillscope.train.seeding import seed_everything
 
 __all__ = [
@@ -404,6 +406,8 @@ def build_members(plan: Plan, splits: Splits) -> dict[str, Member]:
                     "give an existing .safetensors file or remove the key to train the teacher"
                 )
             load_model_weights(m.checkpoint, members[name].model)  # corrupt -> CheckpointError
+        if m.train.channels_last == "on" and m.checkpoint is None:  # its trial pass, now
+            _check_channels_last(members[name], splits.train_of(name))
     for member in members.values():
         m = member.plan
         if m.role == "teacher":
@@ -420,6 +424,16 @@ def build_members(plan: Plan, splits: Splits) -> dict[str, Member]:
                   peers=peers)  # fmt: skip
         member.bound_loss = loss
     return members
+
+
+def _check_channels_last(member: Member, data: DistillDataset) -> None:
+    """``train.channels_last: on``: the trial pass the trainer will make, on the CPU."""
+    sample = sample_batch(data, "cpu", 2).inputs  # (2, ...)
+    try:
+        with channels_last(member.model, sample, torch.device("cpu"), "on"):
+            pass
+    except ConfigError as exc:
+        raise ConfigError(f"{member.plan.role} {member.plan.name!r}: {exc}") from None
 
 
 def model_key(plan: Plan, member: MemberPlan) -> str:
