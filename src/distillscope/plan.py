@@ -41,7 +41,7 @@ from distillscope.distill import CombinedLoss, build_loss
 from distillscope.distill.base import bind_seed
 from distillscope.errors import ConfigError, ModelError
 from distillscope.files import file_digest
-from distillscope.identity import LOCATION_KEYS, without_locations
+from distillscope.identity import LOCATION_KEYS, NOT_RESULT_TRAIN_KEYS, without_locations
 from distillscope.models import create_model
 from distillscope.models.hf import checkpoint_digest
 from distillscope.plugins import code_digests
@@ -184,7 +184,7 @@ def resolve_plan(cfg: ExperimentConfig) -> Plan:
         train = cfg.train_for(t.train)
         data = cfg.data_for(t.data)
         recipe = t.model_dump(mode="json")
-        recipe["train"] = train.model_dump(mode="json")
+        recipe["train"] = train.model_dump(mode="json", exclude=set(NOT_RESULT_TRAIN_KEYS))
         recipe["data"] = {
             k: v for k, v in data.model_dump(mode="json").items() if k not in LOCATION_KEYS
         }

@@ -22,6 +22,7 @@ from tests.train.tiny_train_parts import (
     ItemDataset,
     Recording,
     ScaledCE,
+    SimulatedKill,
     TinyNet,
     config,
     make_data,
@@ -256,3 +257,16 @@ def test_loader_workers_do_not_change_results() -> None:
     assert [{k: v for k, v in r.items() if k != "time"} for r in histories[0]] == [
         {k: v for k, v in r.items() if k != "time"} for r in histories[1]
     ]
+
+
+def test_a_run_resumes_with_another_number_of_loader_workers(tmp_path: Path) -> None:
+    straight, resumed = TinyNet(seed=1), TinyNet(seed=1)
+    # Recording in every run: its prepare reads the batches (the same draws each time)
+    Trainer(straight, Recording(CE()), config(), progress=False, seed=3).fit(ItemDataset(24))
+    killed = Recording(CE(), kill_at=3 + 2)  # 3 steps per epoch: in the second epoch
+    with pytest.raises(SimulatedKill):
+        Trainer(TinyNet(seed=1), killed, config(), progress=False, seed=3,
+                checkpoint_dir=tmp_path).fit(ItemDataset(24))  # fmt: skip
+    Trainer(resumed, Recording(CE()), config(loader_workers=2), progress=False, seed=3,
+            checkpoint_dir=tmp_path).fit(ItemDataset(24), resume=True)  # fmt: skip
+    assert state_equal(straight, resumed)

@@ -45,6 +45,7 @@ from distillscope.contracts import Batch
 from distillscope.data.base import DistillDataset, iter_batches, num_batches, share_weight
 from distillscope.distill.base import LossTerm
 from distillscope.errors import CheckpointError, ConfigError, NonFiniteLoss, TrainingError, quoted
+from distillscope.identity import NOT_RESULT_TRAIN_KEYS
 from distillscope.messages import say
 from distillscope.models.taps import FeatureTap
 from distillscope.train.bind import bind_loss
@@ -842,8 +843,9 @@ class Trainer:
 def check_same_settings(path: Path, state: TrainState, cfg: TrainConfig, **extra: Any) -> None:
     """Raise :class:`ConfigError` unless ``state`` was saved with ``cfg`` and ``extra`` (seed,
     steps per epoch, the training data's fingerprint ``data``, the run's ``identity``, ...),
-    which a bit-identical resume needs."""
-    now = {**cfg.model_dump(mode="json"), **extra}
+    which a bit-identical resume needs; ``cfg``'s keys that change no result
+    (:data:`~distillscope.identity.NOT_RESULT_TRAIN_KEYS`: the loader's workers) may differ."""
+    now = {**cfg.model_dump(mode="json", exclude=set(NOT_RESULT_TRAIN_KEYS)), **extra}
     saved = {**state.meta.get("config", {}), **{k: state.meta.get(k) for k in extra}}
     for key, value in now.items():
         if saved.get(key) == value:
