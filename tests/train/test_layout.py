@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from distillscope import run_experiment
 from distillscope.data.base import DatasetInfo, TensorDataset
+from distillscope.distill import build_loss
 from distillscope.errors import ConfigError
 from distillscope.models.taps import FeatureTap
 from distillscope.train import TeacherCache, Trainer
@@ -221,3 +222,15 @@ def test_auto_rule_by_device_and_precision(device: str, precision: str, expected
         assert on is expected
         assert net.body[3].weight.is_contiguous() is not expected
     assert not worth_trying(TinyNet(), make_data().inputs, torch.device(device), precision)
+
+
+def test_on_puts_every_member_of_a_group_in_channels_last() -> None:
+    models = {"a": ConvNet(1), "b": ConvNet(2)}
+    losses = {m: build_loss({"dml": {}}) for m in models}
+    for mode, expected in (("auto", False), ("on", True)):
+        trainer = Trainer(models, losses, config(epochs=1, channels_last=mode), progress=False)
+        trainer.fit(images())
+        assert trainer.step is not None and trainer.step.channels_last == dict.fromkeys(
+            models, expected
+        )
+    assert all(p.is_contiguous() for m in models.values() for p in m.parameters())
