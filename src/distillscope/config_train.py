@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Strict(BaseModel):
@@ -39,6 +39,18 @@ class TrainConfig(Strict):
         precision: ``fp32`` (default); ``bf16``: the forward passes and losses under
             ``torch.autocast`` in bfloat16 (weights, optimiser state and gradients stay fp32);
             ``fp16``: the same in float16 with a gradient scaler, on CUDA only.
+        channels_last: The channels-last (NHWC) memory layout for a network trained on image
+            batches: ``auto`` (default): on the CPU for one convolutional network whose loss
+            reads no features, on CUDA for such a network under ``bf16``/``fp16`` (tensor-core
+            convolutions), each after a trial forward pass in that layout; ``on``: always (a
+            one-line error when the trial pass fails); ``off``: never.
+        compile: ``torch.compile`` the trained networks' training forward passes: ``false``
+            (default), ``true`` (PyTorch's default mode) or a mode: ``default``,
+            ``reduce-overhead``, ``max-autotune``; the frozen teacher, validation and the
+            stages run eagerly, and checkpoints hold the plain network's keys.
+        loader_workers: Worker processes reading a dataset that is not held in memory (an
+            ImageFolder); 0 (default) reads in the training process. The batch order comes
+            from the run's seed either way, so results do not depend on it.
     """
 
     epochs: int = Field(5, ge=1)
@@ -56,6 +68,17 @@ class TrainConfig(Strict):
     deterministic: bool = False
     max_batches: int | None = Field(None, ge=1)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    channels_last: Literal["auto", "on", "off"] = "auto"
+    compile: bool | Literal["default", "reduce-overhead", "max-autotune"] = False
+    loader_workers: int = Field(0, ge=0)
+
+    @field_validator("channels_last", mode="before")
+    @classmethod
+    def _yaml_switch(cls, value: object) -> object:
+        """YAML reads a bare ``on`` / ``off`` as a boolean: take it as the word."""
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return value
 
     @model_validator(mode="after")
     def _milestones(self) -> TrainConfig:

@@ -48,13 +48,14 @@ class Batch:
     index: Tensor
     augmentation: Any = None
 
-    def to(self, device: str | object) -> Batch:
-        """A copy of the batch on ``device``."""
+    def to(self, device: str | object, non_blocking: bool = False) -> Batch:
+        """A copy of the batch on ``device``; ``non_blocking`` copies pinned host tensors to
+        CUDA asynchronously (the stream orders them before the kernels that read them)."""
         aug = self.augmentation
         return Batch(
-            self.inputs.to(device),
-            self.targets.to(device),
-            self.index.to(device),
+            self.inputs.to(device, non_blocking=non_blocking),
+            self.targets.to(device, non_blocking=non_blocking),
+            self.index.to(device, non_blocking=non_blocking),
             aug.to(device) if aug is not None else None,
         )
 

@@ -6,9 +6,9 @@ plain mapping of everything that determines the numbers, built from the whole re
 (every field, so a field added to the schema enters it without anyone listing it):
 
 - ``config``: the resolved config without :data:`NOT_RESULT_KEYS` (names, where output goes,
-  progress bars, trackers) and without the folders data is read from (``root``): where the data
+  progress bars, trackers), without the folders data is read from (``root``): where the data
   lies is not what it is, and :data:`~distillscope.data.base.DistillDataset.fingerprint` says
-  what it is;
+  what it is; and without :data:`NOT_RESULT_TRAIN_KEYS` (how many processes read the data);
 - ``data``: the fingerprint of every split read: every byte loaded, not a sample;
 - ``runtime``: what changes numbers outside the config: torch's version and thread count (CPU
   kernels reduce in another order on another number of threads), the device type and
@@ -46,6 +46,7 @@ __all__ = [
     "CODE_KEYS",
     "IDENTITY_VERSION",
     "NOT_RESULT_KEYS",
+    "NOT_RESULT_TRAIN_KEYS",
     "canonical",
     "digest",
     "first_difference",
@@ -72,6 +73,10 @@ NOT_RESULT_KEYS = (
     "device",
     "threads",
 )
+
+#: Keys of a ``train`` section that do not change a result: how many processes read the data
+#: (the batch order is the seed's whatever their number).
+NOT_RESULT_TRAIN_KEYS = ("loader_workers",)
 
 #: Top-level config keys that name code by where it lies (plugin modules): their sources enter
 #: the identity instead, under ``plugins``.
@@ -111,26 +116,34 @@ def digest(value: Any, length: int = 32) -> str:
 
 
 def without_locations(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A dumped config without :data:`NOT_RESULT_KEYS`, :data:`CODE_KEYS` and every data
-    section's :data:`LOCATION_KEYS` (the top-level ``data`` and each member's ``data``)."""
+    """A dumped config without :data:`NOT_RESULT_KEYS`, :data:`CODE_KEYS`, every data
+    section's :data:`LOCATION_KEYS` (the top-level ``data`` and each member's ``data``) and
+    every train section's :data:`NOT_RESULT_TRAIN_KEYS`."""
     out = {k: v for k, v in config.items() if k not in NOT_RESULT_KEYS + CODE_KEYS}
-    out["data"] = _data_part(out.get("data"))
+    out["data"] = _without(out.get("data"), LOCATION_KEYS)
+    if "train" in out:
+        out["train"] = _without(out["train"], NOT_RESULT_TRAIN_KEYS)
     for section in ("teachers", "students"):
         members = out.get(section)
         if isinstance(members, Mapping):
             out[section] = {
-                name: {**spec, "data": _data_part(spec.get("data"))}
-                if isinstance(spec, Mapping)
-                else spec
+                name: _member_part(spec) if isinstance(spec, Mapping) else spec
                 for name, spec in members.items()
             }
     return out
 
 
-def _data_part(data: Any) -> Any:
-    if not isinstance(data, Mapping):
-        return data
-    return {k: v for k, v in data.items() if k not in LOCATION_KEYS}
+def _member_part(spec: Mapping[str, Any]) -> dict[str, Any]:
+    out = {**spec, "data": _without(spec.get("data"), LOCATION_KEYS)}
+    if "train" in out:
+        out["train"] = _without(out["train"], NOT_RESULT_TRAIN_KEYS)
+    return out
+
+
+def _without(section: Any, keys: tuple[str, ...]) -> Any:
+    if not isinstance(section, Mapping):
+        return section
+    return {k: v for k, v in section.items() if k not in keys}
 
 
 def runtime(device: torch.device | str, threads: int | None = None) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from distillscope.config import (
@@ -40,7 +41,7 @@ from distillscope.distill import CombinedLoss, build_loss
 from distillscope.distill.base import bind_seed
 from distillscope.errors import ConfigError, ModelError
 from distillscope.files import file_digest
-from distillscope.identity import LOCATION_KEYS, without_locations
+from distillscope.identity import LOCATION_KEYS, NOT_RESULT_TRAIN_KEYS, without_locations
 from distillscope.models import create_model
 from distillscope.models.hf import checkpoint_digest
 from distillscope.plugins import code_digests
@@ -48,8 +49,9 @@ from distillscope.probes.base import Roles
 from distillscope.registry import MODELS, accepted_params
 from distillscope.splits import Splits, load_data
 from distillscope.teacher_store import STORE_VERSION
-from distillscope.train.bind import bind_loss
+from distillscope.train.bind import bind_loss, sample_batch
 from distillscope.train.checkpoint import load_model_weights
+from distillscope.train.layout import channels_last
 from distillscope.train.seeding import seed_everything
 
 __all__ = [
@@ -182,7 +184,7 @@ def resolve_plan(cfg: ExperimentConfig) -> Plan:
         train = cfg.train_for(t.train)
         data = cfg.data_for(t.data)
         recipe = t.model_dump(mode="json")
-        recipe["train"] = train.model_dump(mode="json")
+        recipe["train"] = train.model_dump(mode="json", exclude=set(NOT_RESULT_TRAIN_KEYS))
         recipe["data"] = {
             k: v for k, v in data.model_dump(mode="json").items() if k not in LOCATION_KEYS
         }
@@ -404,6 +406,8 @@ def build_members(plan: Plan, splits: Splits) -> dict[str, Member]:
                     "give an existing .safetensors file or remove the key to train the teacher"
                 )
             load_model_weights(m.checkpoint, members[name].model)  # corrupt -> CheckpointError
+        if m.train.channels_last == "on" and m.checkpoint is None:  # its trial pass, now
+            _check_channels_last(members[name], splits.train_of(name))
     for member in members.values():
         m = member.plan
         if m.role == "teacher":
@@ -420,6 +424,16 @@ def build_members(plan: Plan, splits: Splits) -> dict[str, Member]:
                   peers=peers)  # fmt: skip
         member.bound_loss = loss
     return members
+
+
+def _check_channels_last(member: Member, data: DistillDataset) -> None:
+    """``train.channels_last: on``: the trial pass the trainer will make, on the CPU."""
+    sample = sample_batch(data, "cpu", 2).inputs  # (2, ...)
+    try:
+        with channels_last(member.model, sample, torch.device("cpu"), "on"):
+            pass
+    except ConfigError as exc:
+        raise ConfigError(f"{member.plan.role} {member.plan.name!r}: {exc}") from None
 
 
 def model_key(plan: Plan, member: MemberPlan) -> str:

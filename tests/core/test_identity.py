@@ -52,6 +52,8 @@ def test_every_config_field_but_the_declared_ones_enters_the_identity() -> None:
         "teacher_cache=off",
         "probe_defaults.max_samples=10",
         "probes.agreement={}",
+        "train.channels_last=off",
+        "train.compile=true",
     ],
 )
 def test_a_change_of_any_result_field_changes_the_digest(override: str) -> None:
@@ -61,8 +63,10 @@ def test_a_change_of_any_result_field_changes_the_digest(override: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "override", ["name=other", "output_dir=elsewhere", "progress=false", "data.root=/moved"]
-)
+    "override",
+    ["name=other", "output_dir=elsewhere", "progress=false", "data.root=/moved",
+     "train.loader_workers=4", "students.kd.train={loader_workers: 2}"],
+)  # fmt: skip
 def test_where_and_how_output_shows_do_not_change_the_digest(override: str) -> None:
     base = digest(without_locations(dump_config(load_config_dict(RAW))))
     assert digest(without_locations(dump_config(load_config_dict(RAW, [override])))) == base

@@ -1,4 +1,5 @@
-"""The batch loader's sharding for data-parallel ranks (``iter_batches(shard=...)``)."""
+"""The batch loader: sharding for data-parallel ranks (``iter_batches(shard=...)``), loader
+workers and pinned batches."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from distillscope.data.base import (
     DatasetInfo,
     DistillDataset,
     TensorDataset,
+    gather,
     iter_batches,
     rank_share,
     share_weight,
 )
+from distillscope.errors import ConfigError
 
 INFO = DatasetInfo("toy", 2, (1,), ["a", "b"])
 
@@ -89,3 +92,35 @@ def test_one_rank_gives_the_unsharded_batches() -> None:
         b.index.tolist()
         for b in iter_batches(numbered(20), 6, True, torch.Generator().manual_seed(4))
     ]
+
+
+def test_loader_workers_give_the_same_batches_in_the_same_order() -> None:
+    def batches(workers: int) -> list:
+        generator = torch.Generator().manual_seed(4)
+        out = iter_batches(Listed(45), 8, True, generator, shard=(1, 2), workers=workers)
+        return [(b.index.tolist(), b.inputs[:, 0].tolist()) for b in out]
+
+    alone = batches(0)
+    assert batches(2) == alone
+    seen = [i for idx, _ in alone for i in idx]
+    assert len(set(seen)) == len(seen) == 5 * 4 + 2  # rank 1's half of 5 batches of 8 and 1 of 5
+
+
+def test_workers_refuse_a_dataset_that_augments_as_it_reads() -> None:
+    data = Listed(8)
+    data.augmented = True
+    with pytest.raises(ConfigError, match=r"^train.loader_workers=2 with toy, which augments"):
+        next(iter_batches(data, 4, workers=2))
+    assert len(list(iter_batches(data, 4))) == 2  # in this process it draws as always
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")
+def test_pinned_batches_need_cuda() -> None:
+    with pytest.raises(ConfigError, match=r"^pinned batches need CUDA"):
+        next(iter_batches(numbered(4), 2, pin_memory=True))
+
+
+def test_gather_without_pinning_is_plain_indexing() -> None:
+    values = torch.randn(6, 2, 3)
+    idx = torch.tensor([4, 0, 4])
+    assert torch.equal(gather(values, idx), values[idx])

@@ -8,16 +8,21 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from distillscope import run_experiment
 from distillscope.data.base import DatasetInfo, TensorDataset
+from distillscope.distill import build_loss
+from distillscope.errors import ConfigError
 from distillscope.models.taps import FeatureTap
 from distillscope.train import TeacherCache, Trainer
-from distillscope.train.layout import channels_last
+from distillscope.train.layout import channels_last, worth_trying
 from tests.train.tiny_train_parts import (
     CE,
     KD,
     Recording,
     SimulatedKill,
+    TinyNet,
     config,
+    make_data,
     state_close,
     state_equal,
 )
@@ -139,3 +144,93 @@ def test_teacher_cache_leaves_a_teacher_usable_for_backward() -> None:
     x = data.inputs[:4].clone().requires_grad_(True)
     teacher(x).sum().backward()  # parameters made in inference mode would fail here
     assert x.grad is not None
+
+
+# ------------------------------------------------------------- train.channels_last
+
+
+def test_auto_is_the_default_and_off_is_the_trainer_switched_off() -> None:
+    assert config().channels_last == "auto"
+    auto, off, switched = ConvNet(), ConvNet(), ConvNet()
+    assert fit(auto).channels_last
+    assert not fit(off, cfg={"channels_last": "off"}).channels_last
+    fit(switched, channels_last=False)
+    assert state_equal(off, switched) and not state_equal(auto, off)
+
+
+def test_on_forces_the_layout_where_auto_keeps_the_default() -> None:
+    class FeatureCE(CE):
+        def student_paths(self) -> list[str]:
+            return ["body"]
+
+    forced, kept = ConvNet(), ConvNet()
+    with FeatureTap(forced, ["body"]) as tap:
+        trainer = fit(forced, loss=FeatureCE(), student_tap=tap, cfg={"channels_last": "on"})
+    assert trainer.channels_last  # auto keeps a tapped network in the default layout
+    assert all(p.is_contiguous() for p in forced.parameters())  # restored on exit
+    fit(kept, cfg={"channels_last": "on"})
+    assert state_equal(kept, fit(ConvNet()).model)  # on = auto where auto chose the layout
+
+
+@pytest.mark.parametrize(
+    ("model", "data", "match"),
+    [
+        (lambda: ConvNet(flatten_with_view=True), images,
+         r"^train.channels_last=on: ConvNet cannot run channels-last \(RuntimeError: "),
+        (lambda: TinyNet(), make_data, r"^train.channels_last=on needs image batches"),
+    ],
+)  # fmt: skip
+def test_on_refuses_in_one_line_a_model_or_data_that_cannot_run_channels_last(
+    model: object, data: object, match: str
+) -> None:
+    net = model()  # type: ignore[operator]
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    trainer = Trainer(net, CE(), config(channels_last="on"), progress=False)
+    with pytest.raises(ConfigError, match=match) as info:
+        trainer.fit(data())  # type: ignore[operator]
+    assert "\n" not in str(info.value)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert all(p.is_contiguous() for p in net.parameters())
+
+
+def test_on_is_checked_at_start_up_before_a_run_directory_exists(tmp_path: Path) -> None:
+    cfg = {
+        "name": "cl",
+        "progress": False,
+        "output_dir": str(tmp_path / "runs"),
+        "data": {"name": "toy2d-ring"},
+        "train": {"epochs": 1, "channels_last": "on"},
+        "teacher": {"model": {"name": "mlp_full"}},
+        "student": {"name": "mlp_reduced"},
+        "students": {"kd": {"loss": "kd"}},
+        "probes": {"accuracy": {}},
+    }
+    with pytest.raises(ConfigError, match=r"^teacher 'teacher': train.channels_last=on needs"):
+        run_experiment(cfg, retrain_teacher=True)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("device", "precision", "expected"),
+    [("cpu", "fp32", True), ("cpu", "bf16", True), ("cuda", "fp32", False),
+     ("cuda", "bf16", True), ("cuda", "fp16", True), ("mps", "bf16", False)],
+)  # fmt: skip
+def test_auto_rule_by_device_and_precision(device: str, precision: str, expected: bool) -> None:
+    # the rule only (the trial pass runs on the CPU tensors given): CUDA wants tensor cores
+    net = ConvNet()
+    with channels_last(net, images().inputs[:2], torch.device(device), "auto", precision) as on:
+        assert on is expected
+        assert net.body[3].weight.is_contiguous() is not expected
+    assert not worth_trying(TinyNet(), make_data().inputs, torch.device(device), precision)
+
+
+def test_on_puts_every_member_of_a_group_in_channels_last() -> None:
+    models = {"a": ConvNet(1), "b": ConvNet(2)}
+    losses = {m: build_loss({"dml": {}}) for m in models}
+    for mode, expected in (("auto", False), ("on", True)):
+        trainer = Trainer(models, losses, config(epochs=1, channels_last=mode), progress=False)
+        trainer.fit(images())
+        assert trainer.step is not None and trainer.step.channels_last == dict.fromkeys(
+            models, expected
+        )
+    assert all(p.is_contiguous() for m in models.values() for p in m.parameters())

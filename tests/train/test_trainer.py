@@ -19,8 +19,10 @@ from tests.train.tiny_train_parts import (
     CE,
     KD,
     FeatureMatch,
+    ItemDataset,
     Recording,
     ScaledCE,
+    SimulatedKill,
     TinyNet,
     config,
     make_data,
@@ -240,3 +242,31 @@ def test_chance_warning_flags_only_a_final_accuracy_at_chance() -> None:
     assert chance_warning("kd", [{"epoch": 1, "val_acc": 0.13}], 10) is None  # beyond the margin
     assert chance_warning("kd", [{"epoch": 1, "loss": 3.0}], 10) is None  # never validated
     assert chance_warning("kd", [{"epoch": 1, "val_acc": 0.51}], 2) is not None
+
+
+def test_loader_workers_do_not_change_results() -> None:
+    # a dataset read item by item goes through a DataLoader; its batch order is the seed's
+    nets, histories = [], []
+    for workers in (0, 2):
+        net = TinyNet(seed=1)  # dropout: the global generator must advance the same way
+        cfg = config(epochs=1, loader_workers=workers)
+        trainer = Trainer(net, CE(), cfg, progress=False, seed=3)
+        histories.append(trainer.fit(ItemDataset(45), val=ItemDataset(20, seed=1)))
+        nets.append(net)
+    assert state_equal(*nets)
+    assert [{k: v for k, v in r.items() if k != "time"} for r in histories[0]] == [
+        {k: v for k, v in r.items() if k != "time"} for r in histories[1]
+    ]
+
+
+def test_a_run_resumes_with_another_number_of_loader_workers(tmp_path: Path) -> None:
+    straight, resumed = TinyNet(seed=1), TinyNet(seed=1)
+    # Recording in every run: its prepare reads the batches (the same draws each time)
+    Trainer(straight, Recording(CE()), config(), progress=False, seed=3).fit(ItemDataset(24))
+    killed = Recording(CE(), kill_at=3 + 2)  # 3 steps per epoch: in the second epoch
+    with pytest.raises(SimulatedKill):
+        Trainer(TinyNet(seed=1), killed, config(), progress=False, seed=3,
+                checkpoint_dir=tmp_path).fit(ItemDataset(24))  # fmt: skip
+    Trainer(resumed, Recording(CE()), config(loader_workers=2), progress=False, seed=3,
+            checkpoint_dir=tmp_path).fit(ItemDataset(24), resume=True)  # fmt: skip
+    assert state_equal(straight, resumed)

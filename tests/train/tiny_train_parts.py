@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from distillscope.config_train import TrainConfig
 from distillscope.contracts import Batch, Outputs
-from distillscope.data.base import DatasetInfo, TensorDataset
+from distillscope.data.base import DatasetInfo, DistillDataset, TensorDataset
 from distillscope.distill.base import LossTerm
 
 NUM_CLASSES = 3
@@ -185,3 +185,23 @@ class FeatureMatch(LossTerm):
         hint = (student.features["act"] - teacher.features["act"]).square().mean()  # ()
         ce = F.cross_entropy(student.logits, batch.targets)  # ()
         return {"loss": ce + hint, "match/hint": hint, "match/ce": ce}
+
+
+class ItemDataset(DistillDataset):
+    """:func:`make_data`'s points served one item at a time, as a dataset read from disk is
+    (through a DataLoader, not sliced in memory)."""
+
+    def __init__(self, n: int = 48, seed: int = 0) -> None:
+        source = make_data(n, seed=seed)
+        self.items = [(source.inputs[i], int(source.targets[i])) for i in range(n)]
+        self.info = source.info
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int, int]:
+        x, y = self.items[i]
+        return x, y, i
+
+    def targets_tensor(self) -> Tensor:
+        return torch.tensor([y for _, y in self.items])

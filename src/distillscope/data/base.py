@@ -19,6 +19,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from distillscope.contracts import NEGATIVE, POSITIVE, Batch
+from distillscope.errors import ConfigError
 
 
 @runtime_checkable
@@ -283,12 +284,15 @@ def iter_batches(
     *,
     shard: tuple[int, int] = (0, 1),
     rows: Tensor | None = None,
+    workers: int = 0,
+    pin_memory: bool = False,
 ) -> Iterator[Batch]:
     """Yield :class:`Batch` objects over ``dataset``.
 
     In-memory datasets are sliced directly (no per-item Python calls); other datasets go through
     a ``DataLoader``. With ``shuffle``, the order comes from ``generator`` only, so a seeded
-    generator gives the same batches on every run (resume relies on this).
+    generator gives the same batches on every run (resume relies on this), whatever the
+    number of ``workers``.
 
     Args:
         dataset: The items.
@@ -300,6 +304,14 @@ def iter_batches(
             :func:`rank_share` (data-parallel training: every rank draws the same order).
         rows: Only these dataset indices, in this order, instead of all (not with
             ``shuffle``).
+        workers: DataLoader worker processes for a dataset not held in memory (in-memory ones
+            are sliced in this process whatever it says).
+        pin_memory: Yield batches in page-locked host memory, for asynchronous copies to CUDA
+            (``batch.to(device, non_blocking=True)``); needs CUDA.
+
+    Raises:
+        ConfigError: ``pin_memory`` without CUDA, or ``workers`` with a dataset that augments
+            in ``__getitem__`` (each worker would draw from its own generator).
 
     Example:
         >>> data = TensorDataset(torch.arange(10.0)[:, None], torch.zeros(10),
@@ -307,6 +319,8 @@ def iter_batches(
         >>> [b.index.tolist() for b in iter_batches(data, 4, shard=(1, 2))]
         [[1, 3], [5, 7], [9]]
     """
+    if pin_memory and not torch.cuda.is_available():
+        raise ConfigError("pinned batches need CUDA, which this machine lacks; pin only on CUDA")
     n = len(dataset)
     if rows is not None:
         order = rows
@@ -318,19 +332,46 @@ def iter_batches(
         chunks = (rank_share(idx, *shard) for idx in chunks)
     if isinstance(dataset, TensorDataset):
         for idx in chunks:
-            x = dataset.inputs[idx]
-            params = None
             transform = dataset.transform
+            x = gather(dataset.inputs, idx, pin_memory and transform is None)
+            params = None
             if isinstance(transform, GeometricTransform):  # keep the draw (frozen maps)
                 params = transform.sample(len(idx), x.device)
                 x = transform.apply(x, params)
             elif transform is not None:
                 x = transform(x)
-            yield Batch(x, dataset.targets[idx], idx, params)
+            if pin_memory and transform is not None and x.device.type == "cpu":
+                x = x.pin_memory()  # the augmented batch is new memory: pin it as it is
+            yield Batch(x, gather(dataset.targets, idx, pin_memory), idx, params)
         return
-    loader = DataLoader(dataset, batch_sampler=[idx.tolist() for idx in chunks])
+    if workers and dataset.augmented:
+        raise ConfigError(
+            f"train.loader_workers={workers} with {dataset.info.name}, which augments each item "
+            "as it is read: every worker would draw from its own generator and results would "
+            "depend on the number of workers; use loader_workers: 0"
+        )
+    loader = DataLoader(
+        dataset,
+        batch_sampler=[idx.tolist() for idx in chunks],
+        num_workers=workers,
+        pin_memory=pin_memory,
+    )
     for x, y, i in loader:
         yield Batch(x, y.long(), i.long())
+
+
+def gather(values: Tensor, idx: Tensor, pin_memory: bool = False) -> Tensor:
+    """``values[idx]``, written straight into page-locked memory when ``pin_memory`` and
+    ``values`` is on the CPU (one copy instead of a gather and a pin).
+
+    Example:
+        >>> gather(torch.tensor([5, 6, 7]), torch.tensor([2, 0])).tolist()
+        [7, 5]
+    """
+    if not pin_memory or values.device.type != "cpu":
+        return values[idx]
+    out = torch.empty((len(idx), *values.shape[1:]), dtype=values.dtype, pin_memory=True)
+    return torch.index_select(values, 0, idx, out=out)
 
 
 def rank_share(index: Tensor, rank: int, ranks: int) -> Tensor:

@@ -30,6 +30,7 @@ def evaluate(
     max_batches: int | None = None,
     *,
     world: World = SINGLE,
+    workers: int = 0,
 ) -> dict[str, float]:
     """Accuracy and mean cross-entropy of ``model`` on ``dataset`` at temperature 1.
 
@@ -43,6 +44,8 @@ def evaluate(
         max_batches: Score only the first batches (quick runs).
         world: The ranks of a data-parallel run: each scores every ``size``-th batch from its
             rank on and the sums are added up over the ranks (every rank returns the same).
+        workers: DataLoader workers for a dataset not held in memory; on CUDA the batches
+            are pinned and copied asynchronously.
 
     Returns:
         ``{"acc": fraction correct, "loss": mean cross-entropy}``.
@@ -62,8 +65,10 @@ def evaluate(
     seen = 0
     try:
         rows = batch_rows(len(dataset), batch_size, max_batches, world) if world.parallel else None
-        for batch in islice(iter_batches(dataset, batch_size, rows=rows), max_batches):
-            batch = batch.to(device)
+        pin = device.type == "cuda"
+        batches = iter_batches(dataset, batch_size, rows=rows, workers=workers, pin_memory=pin)
+        for batch in islice(batches, max_batches):
+            batch = batch.to(device, non_blocking=pin)
             logits = model(batch.inputs)  # (B, K)
             loss_sum += F.cross_entropy(logits.float(), batch.targets, reduction="sum")
             correct += (logits.argmax(1) == batch.targets).sum()

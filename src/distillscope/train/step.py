@@ -12,9 +12,10 @@ else, the same way for a single network and for a group trained together (DML):
 - transformed views of the batch (SSKD), run with the batch in one pass;
 - the other members' detached outputs (``peers``), for losses that learn from peers.
 
-It owns the feature taps (built here and nowhere else) and the memory layout: on the CPU a
-single convolutional network whose loss reads no features trains channels-last
-(:mod:`distillscope.train.layout`); groups train in the default layout, as they always have.
+It owns the feature taps (built here and nowhere else) and the memory layout
+(``train.channels_last``, :mod:`distillscope.train.layout`): under ``auto`` a single
+convolutional network whose loss reads no features trains channels-last on the CPU (and on
+CUDA under bf16/fp16); groups train in the default layout unless the layout is ``on``.
 """
 
 from __future__ import annotations
@@ -115,23 +116,35 @@ class Step:
             self.teacher_tap = stack.enter_context(FeatureTap(self.teacher, paths))
 
     def choose_layouts(
-        self, stack: ExitStack, train: DistillDataset, device: torch.device, allow: bool = True
+        self,
+        stack: ExitStack,
+        train: DistillDataset,
+        device: torch.device,
+        mode: str = "auto",
+        precision: str = "fp32",
     ) -> None:
-        """Channels-last for one network (and the live teacher) where allowed and safe; the
-        models leave in the default layout when ``stack`` closes. Groups keep the default."""
-        if not allow or len(self.names) > 1:
+        """The memory layout of the trained networks and the live teacher
+        (:mod:`distillscope.train.layout`); the models leave in the default layout when
+        ``stack`` closes.
+
+        ``auto`` considers one network whose loss reads no features (and the live teacher
+        when no loss reads its features): groups and tapped networks keep the default layout,
+        as they always have. ``on`` puts every network of the step in channels-last, tapped or
+        not (the features a loss reads then arrive channels-last too); ``off`` none.
+        """
+        if mode == "off" or (mode == "auto" and len(self.names) > 1):
             return
-        (name,) = self.names
         sample = _sample_inputs(train).to(device)  # (1, ...)
-        if not self.losses[name].student_paths():
-            self.channels_last[name] = stack.enter_context(
-                channels_last(self.models[name], sample, device)
-            )
+        for name in self.names:
+            if mode == "on" or not self.losses[name].student_paths():
+                self.channels_last[name] = stack.enter_context(
+                    channels_last(self.models[name], sample, device, mode, precision)
+                )
         live = self.teacher is not None and self.needs_teacher and self.teacher_cache is None
-        if live and not self._teacher_paths():
+        if live and (mode == "on" or not self._teacher_paths()):
             assert self.teacher is not None
             self.teacher_channels_last = stack.enter_context(
-                channels_last(self.teacher, sample, device)
+                channels_last(self.teacher, sample, device, mode, self.teacher_precision)
             )
 
     def _teacher_paths(self) -> list[str]:

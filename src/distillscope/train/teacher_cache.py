@@ -197,10 +197,8 @@ class TeacherCache:
                 if explain is None:
                     stack.enter_context(torch.inference_mode())
                     stack.enter_context(autocast(precision, device))
-                    layout = (
-                        stack.enter_context(channels_last(teacher, sample, device))
-                        if sample is not None
-                        else False
+                    layout = sample is not None and stack.enter_context(
+                        channels_last(teacher, sample, device, "auto", precision)
                     )
                 else:
                     stack.enter_context(torch.enable_grad())

@@ -45,6 +45,7 @@ from distillscope.contracts import Batch
 from distillscope.data.base import DistillDataset, iter_batches, num_batches, share_weight
 from distillscope.distill.base import LossTerm
 from distillscope.errors import CheckpointError, ConfigError, NonFiniteLoss, TrainingError, quoted
+from distillscope.identity import NOT_RESULT_TRAIN_KEYS
 from distillscope.messages import say
 from distillscope.models.taps import FeatureTap
 from distillscope.train.bind import bind_loss
@@ -55,6 +56,7 @@ from distillscope.train.checkpoint import (
     save_model,
     save_train_state,
 )
+from distillscope.train.compiled import check_compile, compiled
 from distillscope.train.distributed import (
     SINGLE,
     World,
@@ -126,9 +128,9 @@ class Trainer:
         student_tap: Records the student features the loss reads (one network; by default
             the trainer taps what the bound loss reads).
         teacher_tap: Records the live teacher's features the loss reads.
-        channels_last: Allow the channels-last layout on the CPU (the default); it is used only
-            for one convolutional image network whose loss reads no features, after a trial
-            forward pass in that layout succeeds. ``False`` keeps the default layout throughout.
+        channels_last: Allow the channels-last layout as ``cfg.channels_last`` says (the
+            default; :mod:`distillscope.train.layout`); ``False`` keeps the default layout
+            throughout, as ``channels_last: off`` does.
         identity: A digest recorded in every checkpoint; a resume under another is refused
             (the experiment passes its run's, :mod:`distillscope.identity`).
         teacher_precision: The live teacher's no-grad passes: ``fp32`` or ``bf16`` (autocast,
@@ -287,10 +289,11 @@ class Trainer:
                 stack.enter_context(
                     deterministic_mode(True) if self.cfg.deterministic else nullcontext()
                 )
-                self.step.choose_layouts(stack, train, self.device, self.allow_channels_last)
+                layout = self.cfg.channels_last if self.allow_channels_last else "off"
+                self.step.choose_layouts(stack, train, self.device, layout, self.cfg.precision)
                 self._fit(train, val, steps, state)
         finally:
-            if self.step is not None:  # the DDP wrappers go (their hooks with them)
+            if self.step is not None:  # the DDP and compile wrappers go (hooks with them)
                 self.step.runners = dict(self.step.models)
             if self.teacher is not None:
                 self.teacher.train(teacher_mode)
@@ -342,6 +345,7 @@ class Trainer:
 
     def _check_setup(self, resume: bool) -> None:
         check_precision(self.cfg.precision, torch.device(self.device))
+        check_compile(self.cfg.compile, torch.device(self.device))
         if resume and self.checkpoint_dir is None:
             raise ConfigError("resume=True needs a checkpoint_dir to resume from; pass one")
         if self.needs_teacher and self.teacher is None and self.teacher_cache is None:
@@ -449,17 +453,28 @@ class Trainer:
         names = [n for m in self.members for n, _ in named[m]]
         if self.world.parallel:
             self._go_parallel(fresh=state is None)
+        self._compile()
         for epoch in range(start, cfg.epochs):
             records = self._train_epoch(train, epoch, steps, optimizer, scheduler)
             for m, record in records.items():
                 if val is not None:
                     result = evaluate(self.models[m], val, cfg.batch_size, self.device,
-                                      cfg.max_batches, world=self.world)  # fmt: skip
+                                      cfg.max_batches, world=self.world,
+                                      workers=cfg.loader_workers)  # fmt: skip
                     record["val_acc"], record["val_loss"] = result["acc"], result["loss"]
                 self.histories[m].append(record)
             self._checkpoint(optimizer, scheduler, names, steps)
             self._append_metrics(list(records.values()))
         self._save_final()
+
+    def _compile(self) -> None:
+        """Each trained network's runner through ``torch.compile`` when ``cfg.compile`` asks
+        (:mod:`distillscope.train.compiled`); the networks themselves stay as they are."""
+        step = self.step
+        assert step is not None
+        for m in self.members:
+            if any(p.requires_grad for p in self.models[m].parameters()):
+                step.runners[m] = compiled(step.runners[m], self.cfg.compile)
 
     def _go_parallel(self, fresh: bool) -> None:
         """Rank 0's networks and loss states on every rank, each trained network run through
@@ -541,7 +556,10 @@ class Trainer:
         generator = epoch_generator(self.seed, epoch)
         world = self.world
         shard = (world.rank, world.size)
-        batches = islice(iter_batches(train, cfg.batch_size, True, generator, shard=shard), steps)
+        pin = device.type == "cuda"  # page-locked batches, copied while the GPU computes
+        every = iter_batches(train, cfg.batch_size, True, generator, shard=shard,
+                             workers=cfg.loader_workers, pin_memory=pin)  # fmt: skip
+        batches = islice(every, steps)
         owned = self._owned(trained)  # their gradients averaged here, not by DDP
         keys: dict[str, list[str]] = {}
         key_sets: dict[str, set[str]] = {}
@@ -560,7 +578,7 @@ class Trainer:
         scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
         with bar:
             for b, batch in enumerate(batches):
-                batch = batch.to(device)
+                batch = batch.to(device, non_blocking=pin)
                 with self._student_contexts(), autocast(cfg.precision, device):
                     result = step(batch)  # contexts left before the backward (e2KD on B-cos)
                 parts = result.parts
@@ -825,8 +843,9 @@ class Trainer:
 def check_same_settings(path: Path, state: TrainState, cfg: TrainConfig, **extra: Any) -> None:
     """Raise :class:`ConfigError` unless ``state`` was saved with ``cfg`` and ``extra`` (seed,
     steps per epoch, the training data's fingerprint ``data``, the run's ``identity``, ...),
-    which a bit-identical resume needs."""
-    now = {**cfg.model_dump(mode="json"), **extra}
+    which a bit-identical resume needs; ``cfg``'s keys that change no result
+    (:data:`~distillscope.identity.NOT_RESULT_TRAIN_KEYS`: the loader's workers) may differ."""
+    now = {**cfg.model_dump(mode="json", exclude=set(NOT_RESULT_TRAIN_KEYS)), **extra}
     saved = {**state.meta.get("config", {}), **{k: state.meta.get(k) for k in extra}}
     for key, value in now.items():
         if saved.get(key) == value:
