@@ -36,7 +36,6 @@ from distillscope.plan import (
     resolve_plan,
     roles_of,
     run_identity,
-    stable,
     teacher_identity,
     training_line,
     training_units,
@@ -50,7 +49,7 @@ from distillscope.rundir import RunDir
 from distillscope.splits import Splits
 from distillscope.teacher_store import TeacherStore, default_store_root
 from distillscope.train.cache_pool import CachePool
-from distillscope.train.checkpoint import load_own_model, save_model
+from distillscope.train.checkpoint import load_own_model, save_model, stable
 from distillscope.train.evaluate import chance_warning
 from distillscope.train.precision import CHECK_ITEMS, TeacherPrecision, choose_teacher_precision
 from distillscope.train.seeding import resolve_device, seed_everything

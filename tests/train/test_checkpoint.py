@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,130 @@ def test_plain_model_file_is_not_a_train_state(tmp_path: Path) -> None:
     save_model(tmp_path / "m.safetensors", nn.Linear(2, 2))
     with pytest.raises(CheckpointError, match="no training state in it"):
         load_train_state(tmp_path / "m.safetensors")
+
+
+def test_key_order_never_reaches_the_file_bytes(tmp_path: Path) -> None:
+    # the same tensors and metadata filled in another order (nested dicts too) give one file
+    w, b = torch.randn(3, 2), torch.arange(4)
+    meta_a = {"epoch": 2, "history": [{"loss": 0.5, "acc": 0.9}], "opt": {"lr": 0.1, "m": 0.9}}
+    meta_b = {"opt": {"m": 0.9, "lr": 0.1}, "history": [{"acc": 0.9, "loss": 0.5}], "epoch": 2}
+    save_checkpoint(tmp_path / "a.safetensors", {"w": w, "b": b}, meta_a)
+    save_checkpoint(tmp_path / "b.safetensors", {"b": b, "w": w}, meta_b)
+    assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
+
+
+def test_the_header_is_sorted_and_keeps_its_length(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path / "x.safetensors", {"z": torch.ones(1), "a": torch.ones(2)}, {"k": 1})
+    blob = (tmp_path / "x.safetensors").read_bytes()
+    n = int.from_bytes(blob[:8], "little")
+    header = blob[8 : 8 + n]
+    text = header.rstrip(b" ")
+    parsed = json.loads(text)
+    assert list(parsed) == sorted(parsed) == ["__metadata__", "a", "z"]
+    assert text == json.dumps(parsed, sort_keys=True, separators=(",", ":")).encode()
+    assert parsed["__metadata__"] == {"distillscope": '{"k": 1}', "format": "pt"}
+
+
+def small_state(optimizer: dict, **extra: object) -> TrainState:
+    return TrainState(model={"w": torch.ones(2)}, loss={}, optimizer=optimizer, scheduler={},
+                      **extra)  # type: ignore[arg-type]  # fmt: skip
+
+
+def test_train_state_without_an_optimizer_roundtrips(tmp_path: Path) -> None:
+    save_train_state(tmp_path / "s.safetensors", small_state({}, meta={"epochs_done": 0}))
+    back = load_train_state(tmp_path / "s.safetensors")
+    assert back.optimizer == {}
+    assert back.meta == {"kind": "train_state", "format_version": 1, "epochs_done": 0}
+    assert torch.equal(back.model["w"], torch.ones(2))
+
+
+def test_non_tensor_optimizer_state_is_kept(tmp_path: Path) -> None:
+    exp_avg = torch.tensor([0.5, -0.5])
+    optimizer = {
+        "state": {0: {"step": 3, "exp_avg": exp_avg, "flag": True}, 1: {"n_iter": 7}},
+        "param_groups": [{"params": [0, 1], "lr": 0.1, "betas": (0.9, 0.99)}],
+    }
+    save_train_state(tmp_path / "s.safetensors", small_state(optimizer))
+    back = load_train_state(tmp_path / "s.safetensors").optimizer
+    assert back["param_groups"] == optimizer["param_groups"]  # betas a tuple again
+    assert back["state"].keys() == {0, 1}
+    assert back["state"][1] == {"n_iter": 7}
+    assert {k: v for k, v in back["state"][0].items() if k != "exp_avg"} == {
+        "step": 3,
+        "flag": True,
+    }
+    assert torch.equal(back["state"][0]["exp_avg"], exp_avg)
+
+
+def test_a_tensor_outside_the_layout_is_a_one_line_checkpoint_error(tmp_path: Path) -> None:
+    path = tmp_path / "s.safetensors"
+    meta = {"kind": "train_state", "optimizer": {}}
+    for bad in ("foo/x", "model", "optim/0"):
+        save_checkpoint(path, {bad: torch.ones(1)}, meta)
+        with pytest.raises(CheckpointError) as info:
+            load_train_state(path)
+        message = str(info.value)
+        assert message.startswith(f"{path} is not a valid checkpoint (")
+        assert message.endswith("; delete it or retrain") and "\n" not in message
+        if bad != "optim/0":
+            assert f"unexpected tensor {bad!r}" in message
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [
+        {"kind": "train_state"},  # no optimizer
+        {"kind": "model", "optimizer": {}},
+        {"optimizer": {}},
+    ],
+)
+def test_a_file_without_kind_and_optimizer_is_not_a_train_state(tmp_path: Path, meta) -> None:
+    path = tmp_path / "s.safetensors"
+    save_checkpoint(path, {"model/w": torch.ones(1)}, meta)
+    with pytest.raises(CheckpointError, match=r"is not a valid checkpoint \(no training state"):
+        load_train_state(path)
+
+
+def test_volatile_state_lives_beside_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "last.safetensors"
+    times = {"history": {"net": [{"time": 1.5}, {"time": 2.5}]}}
+    save_train_state(path, small_state({}, volatile=times))
+    side = tmp_path / "last.volatile.json"
+    assert json.loads(side.read_text()) == times
+    assert b"time" not in path.read_bytes()
+    assert load_train_state(path).volatile == times
+    save_train_state(path, small_state({}))  # nothing volatile: no stale times left behind
+    assert not side.exists() and load_train_state(path).volatile == {}
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]"])
+def test_an_unreadable_volatile_file_names_itself_and_the_fix(tmp_path: Path, content) -> None:
+    path = tmp_path / "last.safetensors"
+    save_train_state(path, small_state({}, volatile={"history": {}}))
+    (tmp_path / "last.volatile.json").write_text(content)
+    with pytest.raises(CheckpointError) as info:
+        load_train_state(path)
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 'last.volatile.json'} is not a JSON object (")
+    assert message.endswith("; delete it (it holds only wall times) and resume")
+
+
+def test_volatile_history_helpers() -> None:
+    rows = [{"epoch": 1, "loss": 0.5, "time": 1.5}, {"epoch": 2, "loss": 0.25}]
+    assert ckpt.stable(rows) == [{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.25}]
+    assert ckpt.volatile(rows) == [{"time": 1.5}, {}]
+    assert ckpt.with_volatile(ckpt.stable(rows), ckpt.volatile(rows)) == rows
+    assert ckpt.with_volatile(ckpt.stable(rows), []) == ckpt.stable(rows)
+    assert ckpt.VOLATILE_FIELDS == ("time",)
+
+
+def test_own_model_files_are_told_apart_by_identity(tmp_path: Path) -> None:
+    path = tmp_path / "m.safetensors"
+    save_model(path, nn.Linear(2, 2), {"identity": "abc", "name": "s"})
+    assert ckpt.load_own_model(path, nn.Linear(2, 2), "abc")["name"] == "s"
+    with pytest.raises(CheckpointError) as info:
+        ckpt.load_own_model(path, nn.Linear(2, 2), "xyz")
+    assert str(info.value) == (
+        f"{path} was not written by this run (identity 'abc', this run xyz); delete it to "
+        "train that model again"
+    )
