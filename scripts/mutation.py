@@ -157,7 +157,7 @@ def summarise(
     }
 
 
-def _pyproject(module: str, tests: list[str], workers: int) -> str:
+def _pyproject(module: str, tests: list[str]) -> str:
     """The scratch copy's pyproject: the repository's pytest settings and mutmut's."""
     import tomllib
 
@@ -207,7 +207,7 @@ def run_module(module: str, workers: int, scratch: Path, keep: bool) -> dict[str
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(ROOT / "src", work / "src", ignore=ignore)
     shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore)
-    (work / "pyproject.toml").write_text(_pyproject(module, tests, workers))
+    (work / "pyproject.toml").write_text(_pyproject(module, tests))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     # mutmut puts mutants/src first on sys.path itself (a PYTHONPATH entry made before the
     # folder exists would be cached as missing, and the unmutated package imported instead)

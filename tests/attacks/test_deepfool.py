@@ -208,3 +208,18 @@ def test_attack_results_are_detached() -> None:
     for out in (deepfool(net, x, y), deepfool(net, x, y, bounds=(0.0, 1.0))):
         assert not out.requires_grad and out.grad_fn is None
     assert all(p.grad is None for p in net.parameters())
+
+
+def test_a_boundary_whose_gradient_has_unit_norm_is_reached() -> None:
+    # f_1 - f_0 = x_0 - 0.5: ||w_1 - w_0|| = 1 exactly; from x_0 = 0.2 the step is 0.3 + 1e-4
+    net = linear(torch.tensor([[0.0, 0.0], [1.0, 0.0]]), torch.tensor([0.0, -0.5]))
+    x = torch.tensor([[0.2, 0.7]], dtype=torch.float64)
+    x_adv = deepfool(net, x, torch.tensor([0]))
+    expected = torch.tensor([[0.2 + OVERSHOOT * (0.3 + PUSH), 0.7]], dtype=torch.float64)
+    torch.testing.assert_close(x_adv, expected)
+
+
+def test_an_empty_batch_gives_an_empty_batch() -> None:
+    x = torch.zeros(0, 5)
+    out = deepfool(tiny_mlp(), x, torch.zeros(0, dtype=torch.long))
+    assert out.shape == (0, 5)

@@ -187,3 +187,28 @@ def test_attack_results_are_detached() -> None:
                 pgd(net, x, y, 0.1, 0.025, 0, generator=g)):  # fmt: skip
         assert not out.requires_grad and out.grad_fn is None
     assert x.grad is None and all(p.grad is None for p in net.parameters())
+
+
+def test_a_sample_gets_its_own_step_whatever_the_batch() -> None:
+    # Margin 101 in float32: the sample's loss gradient is ~3e-44, a subnormal number. The
+    # attacks ascend the *summed* loss, so the gradient is not divided by the batch size (a mean
+    # over 64 samples would round it to 0 and freeze the sample in a batch, not alone).
+    net = saturated_linear(1.0)
+    x = torch.tensor([[-50.5, 0.0]]).repeat(64, 1)
+    y = torch.zeros(64, dtype=torch.long)
+    alone = fgsm(net, x[:1], y[:1], eps=0.1)
+    batch = fgsm(net, x, y, eps=0.1)
+    assert alone[0, 0].item() == pytest.approx(-50.4)  # towards the boundary
+    torch.testing.assert_close(batch, alone.expand(64, 2))
+    steps = pgd(net, x, y, 0.1, 0.05, steps=2, random_start=False)
+    torch.testing.assert_close(steps[:, 0], torch.full((64,), -50.4))
+
+
+def test_pgd_random_start_in_float64_draws_float64_noise() -> None:
+    x, y = data()
+    x = x.double()
+    net = mlp().double()
+    start = pgd(net, x, y, 0.1, 0.025, steps=0, generator=torch.Generator().manual_seed(3))
+    u = torch.rand(x.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    assert start.dtype == torch.float64
+    torch.testing.assert_close(start, x + (2 * u - 1) * 0.1, rtol=0, atol=1e-15)

@@ -196,8 +196,9 @@ def pooled_category_entropy(sums: Tensor, counts: Tensor, mask: Tensor) -> Tenso
     """
     members = mask.to(torch.float64)  # (K, K)
     # Classes assigned to the same category as y (rows equal): with overlapping categories a
-    # class counts for the first category that lists it, as in category_mask.
-    same = (mask.unsqueeze(1) == mask.unsqueeze(0)).all(-1) & mask.any(-1, keepdim=True)  # (K, K)
+    # class counts for the first category that lists it, as in category_mask. A class without
+    # a category has an empty row of members: no mass, so NaN.
+    same = (mask.unsqueeze(1) == mask.unsqueeze(0)).all(-1)  # (K, K)
     pooled = same.to(torch.float64) @ sums.to(torch.float64) * members  # (K, K) summed over S_C
     n = same.to(torch.float64) @ counts.to(torch.float64)  # (K,) |S_C|
     mass = pooled.sum(1, keepdim=True)  # (K, 1)
