@@ -111,50 +111,53 @@ def load_equivalents(path: Path = EQUIVALENTS) -> list[Equivalent]:
     return out
 
 
-def summarise(
-    module: str,
-    statuses: dict[str, str],
-    diffs: dict[str, str],
-    equivalents: list[Equivalent],
-) -> dict[str, Any]:
-    """One module's summary from mutmut's verdicts and the survivors' diffs.
-
-    A listed equivalent counts only while it still survives with the same changed lines (the
-    ids move when the module is edited); one that no longer matches is reported as stale.
-
-    Example:
-        >>> eq = [Equivalent("m.py", "a__mutmut_2", "-x = 1\\n+x = 1.0", "same value")]
-        >>> s = summarise("m.py", {"a__mutmut_1": "killed", "a__mutmut_2": "survived"},
-        ...               {"a__mutmut_2": "-x = 1\\n+x = 1.0"}, eq)
-        >>> s["mutants"], s["killed"], s["survived"], s["equivalent"], s["score"]
-        (2, 1, 1, 1, 1.0)
-    """
+def summarise(module: str, statuses: dict[str, str], diffs: dict[str, str]) -> dict[str, Any]:
+    """One module's counts and survivors from mutmut's verdicts and the survivors' diffs."""
     counts = {"killed": 0, "survived": 0, "timeout": 0, "other": 0}
     for status in statuses.values():
         counts[_COLUMN.get(status, "other")] += 1
+    survived = [
+        {"mutant": name, "diff": changed_lines(diffs.get(name, ""))}
+        for name, status in sorted(statuses.items())
+        if status == "survived"
+    ]
+    return {"mutants": len(statuses), **counts, "survived_all": survived}
+
+
+def apply_equivalents(module: str, entry: dict[str, Any], equivalents: list[Equivalent]) -> None:
+    """Set ``entry``'s equivalent count, score and unexplained survivors from the hand list.
+
+    An equivalent counts only while it still survives with the same changed lines (ids move
+    when the module is edited); one that no longer matches is reported as stale.
+
+    Example:
+        >>> eq = [Equivalent("m.py", "a__mutmut_2", "-x = 1\\n+x = 1.0", "same value")]
+        >>> entry = summarise("m.py", {"a__mutmut_1": "killed", "a__mutmut_2": "survived"},
+        ...                   {"a__mutmut_2": "--- m.py\\n+++ m.py\\n-x = 1\\n+x = 1.0"})
+        >>> apply_equivalents("m.py", entry, eq)
+        >>> entry["mutants"], entry["killed"], entry["equivalent"], entry["score"]
+        (2, 1, 1, 1.0)
+        >>> apply_equivalents("m.py", entry, [])
+        >>> entry["score"], entry["survivors"]
+        (0.5, [{'mutant': 'a__mutmut_2', 'diff': ['-x = 1', '+x = 1.0']}])
+    """
     mine = {e.mutant: e for e in equivalents if e.module == module}
-    applied, stale, survivors = [], [], []
-    for name, status in sorted(statuses.items()):
-        if status != "survived":
-            continue
-        entry = mine.get(name)
-        if entry is not None and changed_lines(entry.diff) == changed_lines(diffs.get(name, "")):
-            applied.append(name)
+    applied, survivors = [], []
+    for row in entry["survived_all"]:
+        listed = mine.get(row["mutant"])
+        if listed is not None and changed_lines(listed.diff) == row["diff"]:
+            applied.append(row["mutant"])
         else:
-            survivors.append({"mutant": name, "diff": changed_lines(diffs.get(name, ""))})
-    stale = sorted(set(mine) - set(applied))
-    total = len(statuses)
-    scored = total - len(applied)
-    detected = counts["killed"] + counts["timeout"]
-    return {
-        "mutants": total,
-        **counts,
-        "equivalent": len(applied),
-        "score": round(detected / scored, 4) if scored else None,
-        "survivors": survivors,
-        "equivalents_applied": applied,
-        "equivalents_stale": stale,
-    }
+            survivors.append(row)
+    scored = entry["mutants"] - len(applied)
+    detected = entry["killed"] + entry["timeout"]
+    entry.update(
+        equivalent=len(applied),
+        score=round(detected / scored, 4) if scored else None,
+        survivors=survivors,
+        equivalents_applied=applied,
+        equivalents_stale=sorted(set(mine) - set(applied)),
+    )
 
 
 def _pyproject(module: str, tests: list[str]) -> str:
@@ -224,7 +227,7 @@ def run_module(module: str, workers: int, scratch: Path, keep: bool) -> dict[str
         for name, status in statuses.items()
         if status == "survived"
     }
-    summary = summarise(module, statuses, diffs, load_equivalents())
+    summary = summarise(module, statuses, diffs)
     if not keep:
         shutil.rmtree(work, ignore_errors=True)
     return {"tests": tests, "wall_time_s": round(seconds, 1), **summary}
@@ -245,6 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=OUT, help="the JSON summary to update")
     parser.add_argument("--workers", type=int, default=2, help="mutants tested at once")
     parser.add_argument("--keep", action="store_true", help="keep the scratch copies")
+    parser.add_argument(
+        "--apply-only",
+        action="store_true",
+        help="run nothing: apply the equivalents list to the summary's last results again",
+    )
     args = parser.parse_args(argv)
     unknown = [m for m in args.modules if m not in TARGETS]
     if unknown:
@@ -254,10 +262,18 @@ def main(argv: list[str] | None = None) -> int:
     summary = json.loads(out_path.read_text()) if out_path.is_file() else {}
     summary.update({"tool": TOOL, "score": "(killed + timeout) / (mutants - equivalent)"})
     summary.setdefault("modules", {})
+    equivalents = load_equivalents()
+    if args.apply_only:
+        for module, entry in summary["modules"].items():
+            apply_equivalents(module, entry, equivalents)
+        _write(out_path, summary)
+        print(f"summary: {out_path}")
+        return 0
     for module in args.modules or list(TARGETS):
         print(f"mutation: {module} against {' '.join(TARGETS[module])}", flush=True)
         result = run_module(module, args.workers, scratch, args.keep)
         result["commit"] = _commit()
+        apply_equivalents(module, result, equivalents)
         summary["modules"][module] = result
         print(
             f"  {result['mutants']} mutants: {result['killed']} killed, "
@@ -266,13 +282,17 @@ def main(argv: list[str] | None = None) -> int:
             f"{result['wall_time_s']} s",
             flush=True,
         )
-        summary["modules"] = dict(sorted(summary["modules"].items()))
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, out_path)
+        _write(out_path, summary)
     print(f"summary: {out_path}")
     return 0
+
+
+def _write(path: Path, summary: dict[str, Any]) -> None:
+    """Write ``summary`` to ``path`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from distillscope.errors import CheckpointError
+from distillscope.files import TMP_SUFFIX, clean_stale_temporaries
 from distillscope.train import checkpoint as ckpt
 from distillscope.train.checkpoint import (
     TrainState,
@@ -154,6 +156,7 @@ def test_train_state_roundtrip_includes_optimizer_state(tmp_path: Path, optimize
     assert torch.equal(back.loss["buf"], torch.tensor([1, 2]))
     assert torch.equal(back.rng_tensors["torch"], torch.get_rng_state())
     assert back.scheduler == sched.state_dict()
+    assert back.rng_meta == {"python": [3]}
 
     # a fresh optimizer given the loaded state takes exactly the same next step
     clone = nn.Linear(4, 3)
@@ -212,14 +215,17 @@ def test_train_state_without_an_optimizer_roundtrips(tmp_path: Path) -> None:
 def test_non_tensor_optimizer_state_is_kept(tmp_path: Path) -> None:
     exp_avg = torch.tensor([0.5, -0.5])
     optimizer = {
-        "state": {0: {"step": 3, "exp_avg": exp_avg, "flag": True}, 1: {"n_iter": 7}},
+        "state": {
+            0: {"step": 3, "exp_avg": exp_avg, "flag": True},
+            1: {"n_iter": 7, "buf/slow": exp_avg},
+        },
         "param_groups": [{"params": [0, 1], "lr": 0.1, "betas": (0.9, 0.99)}],
     }
     save_train_state(tmp_path / "s.safetensors", small_state(optimizer))
     back = load_train_state(tmp_path / "s.safetensors").optimizer
     assert back["param_groups"] == optimizer["param_groups"]  # betas a tuple again
     assert back["state"].keys() == {0, 1}
-    assert back["state"][1] == {"n_iter": 7}
+    assert back["state"][1]["n_iter"] == 7 and torch.equal(back["state"][1]["buf/slow"], exp_avg)
     assert {k: v for k, v in back["state"][0].items() if k != "exp_avg"} == {
         "step": 3,
         "flag": True,
@@ -299,3 +305,81 @@ def test_own_model_files_are_told_apart_by_identity(tmp_path: Path) -> None:
         f"{path} was not written by this run (identity 'abc', this run xyz); delete it to "
         "train that model again"
     )
+
+
+def test_the_write_goes_through_a_hidden_sibling_that_stale_cleanup_knows(
+    tmp_path: Path, monkeypatch
+) -> None:
+    renames = []
+    real_replace = ckpt.os.replace
+
+    def replace(src: str, dst: Path) -> None:
+        renames.append((Path(src), Path(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(ckpt.os, "replace", replace)
+    path = tmp_path / "a" / "b" / "x.safetensors"  # folders made on the way
+    save_checkpoint(path, {"w": torch.ones(1)}, {})
+    ((src, dst),) = renames
+    assert dst == path and src.parent == path.parent
+    assert src.name.startswith(".x.safetensors.") and src.name.endswith(TMP_SUFFIX)
+    src.write_bytes(b"cut")  # as a kill mid-write would leave it
+    assert clean_stale_temporaries(tmp_path) == [src]
+
+
+def test_a_plain_safetensors_export_has_empty_metadata(tmp_path: Path) -> None:
+    save_file({"w": torch.ones(2)}, str(tmp_path / "plain.safetensors"))
+    save_file({"w": torch.ones(2)}, str(tmp_path / "other.safetensors"), metadata={"x": "1"})
+    for name in ("plain", "other"):
+        tensors, meta = load_checkpoint(tmp_path / f"{name}.safetensors")
+        assert meta == {} and torch.equal(tensors["w"], torch.ones(2))
+
+
+def test_corrupt_file_errors_quote_the_reason_cut_to_200_characters(tmp_path: Path) -> None:
+    path = tmp_path / "x.safetensors"
+    save_checkpoint(path, {"w": torch.ones(1)}, {"a": 1})
+    path.write_bytes(path.read_bytes().replace(b'{\\"a\\": 1}', b'[\\"a\\", 1]'))
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert str(info.value) == (
+        f"{path} is not a valid checkpoint (metadata is not a JSON object); delete it or retrain"
+    )
+    path.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert "(None)" not in str(info.value) and "()" not in str(info.value)
+    long = ckpt._invalid(path, "word " * 100)
+    assert (
+        str(long)
+        == f"{path} is not a valid checkpoint ({('word ' * 40)[:200]}); delete it or retrain"
+    )
+    assert "(ValueError)" in str(ckpt._invalid(path, ValueError()))  # no text: its type
+
+
+def test_tied_one_element_tensors_are_saved(tmp_path: Path) -> None:
+    scale = torch.tensor([2.0])
+    save_checkpoint(tmp_path / "x.safetensors", {"a": scale, "b": scale}, {})
+    loaded, _ = load_checkpoint(tmp_path / "x.safetensors")
+    assert loaded["a"].tolist() == loaded["b"].tolist() == [2.0]
+
+
+def test_canonical_header_sorts_a_compact_header_of_the_same_length() -> None:
+    header = (
+        b'{"b":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"__metadata__":{"z":"1","a":"2"}}'
+    )
+    blob = len(header).to_bytes(8, "little") + header + b"\x00\x00\x80\x3f"
+    out = ckpt.canonical_safetensors(blob)
+    assert len(out) == len(blob) and out[-4:] == blob[-4:]
+    text = out[8 : 8 + len(header)]
+    assert text == (
+        b'{"__metadata__":{"a":"2","z":"1"},"b":{"data_offsets":[0,4],"dtype":"F32","shape":[1]}}'
+    )
+
+
+def test_a_minimal_train_state_loads_with_empty_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "s.safetensors"
+    save_checkpoint(path, {"model/w": torch.ones(1)}, {"kind": "train_state", "optimizer": {}})
+    state = load_train_state(path)
+    assert state.scheduler == {} and state.rng_meta == {} and state.rng_tensors == {}
+    assert state.optimizer == {} and state.loss == {} and state.volatile == {}
+    assert state.meta == {"kind": "train_state"}

@@ -37,7 +37,7 @@ from safetensors.torch import save
 from torch import Tensor, nn
 
 from distillscope.errors import CheckpointError, quoted
-from distillscope.files import atomic_write_text, file_mode
+from distillscope.files import TMP_SUFFIX, atomic_write_text, file_mode
 
 _META_KEY = "distillscope"
 #: History fields that differ between identical runs (wall times); kept out of checkpoint and
@@ -109,7 +109,8 @@ def save_checkpoint(path: str | Path, tensors: dict[str, Tensor], meta: dict[str
     path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {_META_KEY: json.dumps(meta, sort_keys=True), "format": "pt"}
     blob = canonical_safetensors(save(_storable(tensors), metadata=metadata))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # a hidden sibling that clean_stale_temporaries removes if a kill leaves it behind
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(blob)
