@@ -86,6 +86,17 @@ def test_one_sample_without_a_batch_dimension() -> None:
     assert kl_divergence(p, q).item() == pytest.approx(expected, rel=1e-6)
     assert kl_divergence(p, q).shape == ()
     assert top1_match(p, q).item() is False and top1_match(p, p).item() is True
+    assert topk_correct(p, torch.tensor(1)).item() is True
+    assert topk_correct(p, torch.tensor(0)).item() is False
+    assert topk_correct(p, torch.tensor(0), k=5).item() is True  # k clipped to K = 2
+
+
+def test_topk_correct_on_leading_dimensions() -> None:
+    # (2, 3, K): two groups of three samples, classes on the last dimension
+    z = torch.tensor([[0.1, 0.5, 0.4, 0.0], [3.0, 2.0, 1.0, 0.0], [0.5, 0.0, 1.0, 2.0]])
+    y = torch.tensor([2, 2, 1])
+    stacked = topk_correct(torch.stack([z, z.flip(-1)]), torch.stack([y, 3 - y]), k=2)
+    assert stacked.tolist() == [[True, False, False], [True, False, False]]
 
 
 def test_top1_match_compares_each_sample_over_its_classes() -> None:

@@ -91,7 +91,8 @@ def test_category_mask_first_category_wins_and_unlisted_rows_are_empty() -> None
 @pytest.mark.parametrize("bad", [-1, 3, 5])
 def test_category_mask_rejects_out_of_range_classes(bad: int) -> None:
     # -1 would wrap to the last class and 3 == K is one past it: both are refused
-    with pytest.raises(ValueError, match=rf"^category 'a' has class {bad} outside \[0, 3\); use"):
+    message = rf"^category 'a' has class {bad} outside \[0, 3\); use indices 0 to 2$"
+    with pytest.raises(ValueError, match=message):
         category_mask({"a": [0, bad]}, 3)
 
 
@@ -103,7 +104,9 @@ def test_category_mask_accepts_the_edges_and_an_empty_category() -> None:
 @pytest.mark.parametrize("bad", [-1, 2])
 def test_class_output_sums_rejects_targets_outside_the_classes(bad: int) -> None:
     probs = torch.tensor([[0.5, 0.5], [0.25, 0.75]])
-    with pytest.raises(ValueError, match=rf"^targets has class {bad} outside \[0, 2\)"):
+    with pytest.raises(
+        ValueError, match=rf"^targets has class {bad} outside \[0, 2\); use indices 0 to 1$"
+    ):
         class_output_sums(probs, torch.tensor([0, bad]), 2)
 
 

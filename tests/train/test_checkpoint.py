@@ -38,10 +38,11 @@ def test_roundtrip_tensors_and_meta(tmp_path: Path) -> None:
 
 def test_shared_and_non_contiguous_tensors_are_saved(tmp_path: Path) -> None:
     weight = torch.randn(4, 6)
-    tensors = {"w": weight, "tied": weight, "t": weight.t()}
+    tensors = {"w": weight, "tied": weight, "tied_again": weight, "t": weight.t()}
     save_checkpoint(tmp_path / "x.safetensors", tensors, {})
     loaded, _ = load_checkpoint(tmp_path / "x.safetensors")
     assert torch.equal(loaded["tied"], weight) and torch.equal(loaded["t"], weight.t())
+    assert torch.equal(loaded["tied_again"], weight)
 
 
 def test_failed_write_keeps_the_previous_file(tmp_path: Path, monkeypatch) -> None:
