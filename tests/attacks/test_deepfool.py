@@ -223,3 +223,14 @@ def test_an_empty_batch_gives_an_empty_batch() -> None:
     x = torch.zeros(0, 5)
     out = deepfool(tiny_mlp(), x, torch.zeros(0, dtype=torch.long))
     assert out.shape == (0, 5)
+
+
+def test_a_class_tied_with_the_true_one_is_no_boundary() -> None:
+    # classes 0 and 1 share their weights (f'_1 = 0 and w_1 = 0: 0 / 0); class 2's boundary
+    # f_2 - f_0 = x_0 - 0.5 is the one to cross
+    w = torch.tensor([[0.0, 1.0], [0.0, 1.0], [1.0, 1.0]])
+    net = linear(w, torch.tensor([0.0, 0.0, -0.5]))
+    x = torch.tensor([[0.2, 0.3]], dtype=torch.float64)
+    x_adv = deepfool(net, x, torch.tensor([0]))
+    expected = torch.tensor([[0.2 + OVERSHOOT * (0.3 + PUSH), 0.3]], dtype=torch.float64)
+    torch.testing.assert_close(x_adv, expected)
