@@ -234,12 +234,19 @@ def run_module(module: str, workers: int, scratch: Path, keep: bool) -> dict[str
 
 
 def _commit() -> str:
-    out = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    )
-    dirty = subprocess.run(["git", "status", "--porcelain", "src", "tests"], cwd=ROOT,
-                           capture_output=True, text=True).stdout.strip()  # fmt: skip
-    return out.stdout.strip() + ("+changes" if dirty else "")
+    """The commit measured (``MUTATION_COMMIT`` for a snapshot outside git), ``+changes`` when
+    src/ or tests/ differ from it."""
+    if os.environ.get("MUTATION_COMMIT"):
+        return os.environ["MUTATION_COMMIT"]
+
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        return out.stdout.strip()
+
+    if Path(git("rev-parse", "--show-toplevel") or "/nonexistent").resolve() != ROOT:
+        return "unknown (not a git checkout; set MUTATION_COMMIT)"
+    dirty = git("status", "--porcelain", "src", "tests")
+    return git("rev-parse", "--short", "HEAD") + ("+changes" if dirty else "")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -219,13 +219,18 @@ def test_non_tensor_optimizer_state_is_kept(tmp_path: Path) -> None:
         "state": {
             0: {"step": 3, "exp_avg": exp_avg, "flag": True},
             1: {"n_iter": 7, "buf/slow": exp_avg},
+            3: {"calls": 2},  # only numbers; 2 has no state at all (never stepped)
         },
-        "param_groups": [{"params": [0, 1], "lr": 0.1, "betas": (0.9, 0.99)}],
+        "param_groups": [
+            {"params": [0, 1], "lr": 0.1, "betas": (0.9, 0.99)},
+            {"params": [2, 3], "lr": 0.01, "betas": (0.5, 0.9)},
+        ],
     }
     save_train_state(tmp_path / "s.safetensors", small_state(optimizer))
     back = load_train_state(tmp_path / "s.safetensors").optimizer
     assert back["param_groups"] == optimizer["param_groups"]  # betas a tuple again
-    assert back["state"].keys() == {0, 1}
+    assert back["state"].keys() == {0, 1, 3}
+    assert back["state"][3] == {"calls": 2}
     assert back["state"][1]["n_iter"] == 7 and torch.equal(back["state"][1]["buf/slow"], exp_avg)
     assert {k: v for k, v in back["state"][0].items() if k != "exp_avg"} == {
         "step": 3,
@@ -259,8 +264,24 @@ def test_a_tensor_outside_the_layout_is_a_one_line_checkpoint_error(tmp_path: Pa
 def test_a_file_without_kind_and_optimizer_is_not_a_train_state(tmp_path: Path, meta) -> None:
     path = tmp_path / "s.safetensors"
     save_checkpoint(path, {"model/w": torch.ones(1)}, meta)
-    with pytest.raises(CheckpointError, match=r"is not a valid checkpoint \(no training state"):
+    with pytest.raises(CheckpointError) as info:
         load_train_state(path)
+    assert str(info.value) == (
+        f"{path} is not a valid checkpoint (no training state in it); delete it or retrain"
+    )
+
+
+def test_an_inconsistent_optimizer_state_is_a_checkpoint_error(tmp_path: Path) -> None:
+    path = tmp_path / "s.safetensors"
+    meta = {"kind": "train_state", "optimizer": {"param_groups": []}}  # no "scalars"
+    save_checkpoint(path, {"optim/0/1/buf": torch.ones(1)}, meta)
+    with pytest.raises(CheckpointError) as info:
+        load_train_state(path)
+    message = str(info.value)
+    assert message.startswith(
+        f"{path} is not a valid checkpoint (optimizer state is inconsistent: "
+    )
+    assert "'scalars'" in message
 
 
 def test_volatile_state_lives_beside_the_file(tmp_path: Path) -> None:
@@ -275,16 +296,38 @@ def test_volatile_state_lives_beside_the_file(tmp_path: Path) -> None:
     assert not side.exists() and load_train_state(path).volatile == {}
 
 
-@pytest.mark.parametrize("content", ["{not json", "[1, 2]"])
-def test_an_unreadable_volatile_file_names_itself_and_the_fix(tmp_path: Path, content) -> None:
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (
+            "{not json",
+            "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)",
+        ),
+        ("[1,\n   2]", "[1, 2]"),
+        (str(list(range(60))), str(list(range(60)))[:100]),
+    ],
+)
+def test_an_unreadable_volatile_file_names_itself_and_the_fix(
+    tmp_path: Path, content: str, reason: str
+) -> None:
     path = tmp_path / "last.safetensors"
     save_train_state(path, small_state({}, volatile={"history": {}}))
-    (tmp_path / "last.volatile.json").write_text(content)
+    side = tmp_path / "last.volatile.json"
+    side.write_text(content)
     with pytest.raises(CheckpointError) as info:
         load_train_state(path)
-    message = str(info.value)
-    assert message.startswith(f"{tmp_path / 'last.volatile.json'} is not a JSON object (")
-    assert message.endswith("; delete it (it holds only wall times) and resume")
+    assert str(info.value) == (
+        f"{side} is not a JSON object ({reason}); delete it (it holds only wall times) and resume"
+    )
+
+
+def test_the_volatile_file_does_not_depend_on_key_order(tmp_path: Path) -> None:
+    a = {"history": {"s": [{"time": 1.0}], "p": [{"time": 2.0}]}, "x": 1}
+    b = {"x": 1, "history": {"p": [{"time": 2.0}], "s": [{"time": 1.0}]}}
+    save_train_state(tmp_path / "a" / "last.safetensors", small_state({}, volatile=a))
+    save_train_state(tmp_path / "b" / "last.safetensors", small_state({}, volatile=b))
+    side_a, side_b = (tmp_path / d / "last.volatile.json" for d in "ab")
+    assert side_a.read_bytes() == side_b.read_bytes()
 
 
 def test_volatile_history_helpers() -> None:
