@@ -154,6 +154,7 @@ def apply_equivalents(module: str, entry: dict[str, Any], equivalents: list[Equi
     entry.update(
         equivalent=len(applied),
         score=round(detected / scored, 4) if scored else None,
+        score_raw=round(detected / entry["mutants"], 4) if entry["mutants"] else None,
         survivors=survivors,
         equivalents_applied=applied,
         equivalents_stale=sorted(set(mine) - set(applied)),
@@ -267,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     scratch = ROOT / ".mutation" / "work"
     out_path = args.out if args.out.is_absolute() else Path.cwd() / args.out
     summary = json.loads(out_path.read_text()) if out_path.is_file() else {}
-    summary.update({"tool": TOOL, "score": "(killed + timeout) / (mutants - equivalent)"})
+    summary.update({"tool": TOOL, "score": "(killed + timeout) / (mutants - equivalent)",
+                    "score_raw": "(killed + timeout) / mutants"})  # fmt: skip
     summary.setdefault("modules", {})
     equivalents = load_equivalents()
     if args.apply_only:
