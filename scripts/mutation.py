@@ -262,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
         help="run nothing: apply the equivalents list to the summary's last results again",
     )
     args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error(f"--workers {args.workers}: use 1 or more")
     unknown = [m for m in args.modules if m not in TARGETS]
     if unknown:
         parser.error(f"unknown module {unknown[0]!r}; choose from {', '.join(TARGETS)}")
