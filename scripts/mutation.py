@@ -49,7 +49,12 @@ TARGETS: dict[str, list[str]] = {
     "functional/entropy.py": ["tests/functional/test_entropy.py"],
     "functional/logit.py": ["tests/functional/test_loss_maths.py"],
     "functional/attention.py": ["tests/functional/test_loss_maths.py"],
-    "functional/feature_transfer.py": ["tests/functional/test_loss_maths.py"],
+    "functional/feature_transfer.py": [
+        "tests/functional/test_loss_maths.py",
+        "tests/distill/test_overhaul.py",
+    ],
+    "functional/feature_maps.py": ["tests/distill/test_comparisons.py"],
+    "functional/inheritance.py": ["tests/distill/test_inheritance.py"],
     "functional/relation.py": ["tests/functional/test_loss_maths.py"],
     "functional/boundary.py": ["tests/functional/test_boundary.py"],
     "functional/calibration.py": ["tests/functional/test_calibration.py"],

@@ -100,3 +100,19 @@ def test_curve_area_golden_values() -> None:
     assert curve_area([0.0, 0.1, 0.3], [1.0, 2.0, 2.0]) == pytest.approx((0.05 + 0.2) / 0.3)
     with pytest.raises(ValueError):
         curve_area([0.0], [1.0])
+
+
+def test_gradient_spectrum_of_one_gradient_in_float64() -> None:
+    g = torch.tensor([[3.0, 4.0]])  # G = g g^T: eigenvalue |g|^2 = 25
+    spectrum = gradient_spectrum(g)
+    assert spectrum.dtype == torch.float64 and spectrum.tolist() == [25.0]
+    with pytest.raises(ValueError, match="^gradient_spectrum needs at least one gradient$"):
+        gradient_spectrum(torch.zeros(0, 2))
+
+
+def test_active_count_with_a_small_total_and_an_exact_share() -> None:
+    assert active_count(torch.tensor([0.4, 0.1]), 0.75) == 1  # a total below 1 is not flat
+    assert active_count(torch.tensor([0.0, 0.0]), 0.5) == 0
+    share = 0.5 / (1.0 - 1e-12)
+    assert share * (1.0 - 1e-12) == 0.5  # so the first eigenvalue holds exactly the share
+    assert active_count(torch.tensor([1.0, 1.0]), share) == 1
