@@ -303,8 +303,32 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def totals(modules: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per package (``functional/``, ``attacks/``, ``train/``): the summed counts and score of
+    the modules in the summary.
+
+    Example:
+        >>> m = {"mutants": 10, "killed": 8, "timeout": 1, "survived": 1, "equivalent": 1}
+        >>> totals({"attacks/a.py": m, "attacks/b.py": m})["attacks/"]["score"]
+        1.0
+    """
+    keys = ("mutants", "killed", "timeout", "survived", "equivalent")
+    out: dict[str, dict[str, Any]] = {}
+    for module, entry in sorted(modules.items()):
+        row = out.setdefault(module.split("/")[0] + "/", {"modules": 0, **dict.fromkeys(keys, 0)})
+        row["modules"] += 1
+        for key in keys:
+            row[key] += entry[key]
+    for row in out.values():
+        detected = row["killed"] + row["timeout"]
+        row["score"] = round(detected / (row["mutants"] - row["equivalent"]), 4)
+        row["score_raw"] = round(detected / row["mutants"], 4)
+    return out
+
+
 def _write(path: Path, summary: dict[str, Any]) -> None:
     """Write ``summary`` to ``path`` through a temporary file and a rename."""
+    summary["totals"] = totals(summary["modules"])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
