@@ -13,7 +13,7 @@ endif
 STAMP := $(VENV)/.installed-$(ARCH)
 PYTEST_ARGS ?= -m "not slow"
 
-.PHONY: setup data demo test lint format bench clean
+.PHONY: setup data demo test lint format bench mutation clean
 
 setup: $(STAMP)
 
@@ -46,5 +46,10 @@ bench: setup
 	$(BIN)/python benchmarks/epoch_time.py
 	$(BIN)/python benchmarks/e2kd_overhead.py
 
+# on demand, not in CI: mutmut on the maths, attacks and checkpoints (docs/testing.md), e.g.
+# make mutation MUTATION_ARGS="functional/agreement.py"
+mutation: setup
+	PYTHON=$(BIN)/python bash scripts/mutation.sh $(MUTATION_ARGS)
+
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache .mutation

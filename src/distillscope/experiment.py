@@ -37,7 +37,6 @@ from distillscope.plan import (
     resolve_plan,
     roles_of,
     run_identity,
-    stable,
     teacher_identity,
     training_line,
     training_units,
@@ -53,7 +52,7 @@ from distillscope.splits import Splits
 from distillscope.teacher_store import TeacherStore, default_store_root
 from distillscope.tracking import RunLabel, Trackers, check_tracking, open_trackers
 from distillscope.train.cache_pool import CachePool
-from distillscope.train.checkpoint import load_own_model, save_model
+from distillscope.train.checkpoint import load_own_model, save_model, stable
 from distillscope.train.distributed import (
     barrier,
     check_data_parallel,

@@ -72,7 +72,6 @@ __all__ = [
     "unit_label",
     "plan_code",
     "run_identity",
-    "stable",
     "teacher_identity",
     "with_data_root",
 ]
@@ -474,16 +473,6 @@ def peer_seed(seed: int, name: str) -> int:
         True
     """
     return bind_seed(seed, f"peer:{name}") % (2**32)
-
-
-#: History fields that differ between identical runs (wall times); kept out of model files so
-#: identical runs write byte-identical files.
-VOLATILE_FIELDS = ("time",)
-
-
-def stable(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``history`` without :data:`VOLATILE_FIELDS`."""
-    return [{k: v for k, v in row.items() if k not in VOLATILE_FIELDS} for row in history]
 
 
 def identical_members(members: dict[str, Member]) -> list[tuple[str, str, int]]:

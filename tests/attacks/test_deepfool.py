@@ -125,3 +125,112 @@ def test_strong_form_differs_from_weak_only_by_the_push_constant(temperature: fl
         strong - weak, OVERSHOOT * PUSH * (1 - 1 / temperature) / a * torch.ones_like(weak)
     )
     assert (strong > weak).all()  # the strong attack never needs less
+
+
+def test_bounded_result_fools_the_model_close_to_the_unbounded_one() -> None:
+    net = tiny_mlp(3)
+    x = torch.rand(64, 5, generator=torch.Generator().manual_seed(3))
+    y = correctly_classified(net, x)
+    free = deepfool(net, x, y)
+    bounded = deepfool(net, x, y, bounds=(0.0, 1.0))
+    assert (correctly_classified(net, bounded) != y).all()
+    assert bounded.min() >= 0.0 and bounded.max() <= 1.0
+    inside = ((free >= 0) & (free <= 1)).all(1)  # (64,) clipping never needed
+    assert 20 <= int(inside.sum()) <= 50
+    torch.testing.assert_close(bounded[inside], free[inside])
+    ratio = (bounded - x)[~inside].norm(dim=1) / (free - x)[~inside].norm(dim=1)
+    assert ratio.median() < 1.1 and ratio.max() < 3.0  # clipped, but hardly longer
+
+
+def reference_deepfool(net: nn.Module, x0: torch.Tensor, y: int, bounds: tuple[float, float]):
+    """DeepFool (Algorithm 2) on one sample, unbatched, with the full Jacobian, clipping each
+    iterate to ``bounds`` and taking the accumulated ``r`` back to the clipped point."""
+    r_total, point = torch.zeros_like(x0), x0.clone()
+    for _ in range(50):
+        with torch.no_grad():
+            f = net(point[None])[0]  # (K,)
+        if f.argmax() != y:
+            break
+        jac = torch.autograd.functional.jacobian(lambda v: net(v[None])[0], point)  # (K, D)
+        best = None
+        for k in range(len(f)):
+            if k == y:
+                continue
+            w_k, f_k = jac[k] - jac[y], f[k] - f[y]
+            dist = f_k.abs() / w_k.norm()
+            if best is None or dist < best[0]:
+                best = (dist, f_k, w_k)
+        _, f_l, w_l = best
+        r_total = r_total + (f_l.abs() + PUSH) / w_l.norm() ** 2 * w_l
+        point = (x0 + OVERSHOOT * r_total).clamp(*bounds)
+        r_total = (point - x0) / OVERSHOOT
+    return point
+
+
+class TwoFacets(nn.Module):
+    """Two classes, class 1 where both facets are positive: ``f_1 = min(l_1, l_2)``,
+    ``f_0 = 0``, with ``l_1 = 4u + v - 4.3`` and ``l_2 = -u + 3v``. From ``(0.8, 0.1)`` the first
+    step follows ``l_1`` to the right and is clipped at ``u = 1``; the next follows ``l_2``, back
+    to the left."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = torch.tensor([[4.0, 1.0], [-1.0, 3.0]], dtype=x.dtype)
+        facets = x @ a.T + torch.tensor([-4.3, 0.0], dtype=x.dtype)  # (B, 2)
+        return torch.stack([torch.zeros_like(facets[:, 0]), facets.min(1).values], 1)  # (B, 2)
+
+
+@pytest.mark.parametrize("case", ["two_facets", "mlp"])
+def test_bounded_steps_continue_from_the_clipped_point(case: str) -> None:
+    # after a clipped step the next linearisation starts where the sample really is, and the
+    # accumulated perturbation is the clipped one: a later step back into the range is not
+    # eaten by an overshoot beyond it
+    if case == "two_facets":
+        net: nn.Module = TwoFacets()
+        x = torch.tensor([[0.8, 0.1], [0.85, 0.05]], dtype=torch.float64)
+    else:
+        net = tiny_mlp(3).double()
+        x = torch.rand(24, 5, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    y = correctly_classified(net, x)
+    got = deepfool(net, x, y, bounds=(0.0, 1.0))
+    expected = torch.stack(
+        [reference_deepfool(net, x[i], int(y[i]), (0.0, 1.0)) for i in range(len(x))]
+    )
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-9)
+    assert (correctly_classified(net, got) != y).all()
+    if case == "two_facets":  # clipped at u = 1 on the way, back inside at the end
+        assert (got[:, 0] < 1.0).all()
+
+
+def test_attack_results_are_detached() -> None:
+    net = tiny_mlp()
+    x = torch.rand(6, 5, generator=torch.Generator().manual_seed(5)).requires_grad_(True)
+    y = correctly_classified(net, x)
+    for out in (deepfool(net, x, y), deepfool(net, x, y, bounds=(0.0, 1.0))):
+        assert not out.requires_grad and out.grad_fn is None
+    assert all(p.grad is None for p in net.parameters())
+
+
+def test_a_boundary_whose_gradient_has_unit_norm_is_reached() -> None:
+    # f_1 - f_0 = x_0 - 0.5: ||w_1 - w_0|| = 1 exactly; from x_0 = 0.2 the step is 0.3 + 1e-4
+    net = linear(torch.tensor([[0.0, 0.0], [1.0, 0.0]]), torch.tensor([0.0, -0.5]))
+    x = torch.tensor([[0.2, 0.7]], dtype=torch.float64)
+    x_adv = deepfool(net, x, torch.tensor([0]))
+    expected = torch.tensor([[0.2 + OVERSHOOT * (0.3 + PUSH), 0.7]], dtype=torch.float64)
+    torch.testing.assert_close(x_adv, expected)
+
+
+def test_an_empty_batch_gives_an_empty_batch() -> None:
+    x = torch.zeros(0, 5)
+    out = deepfool(tiny_mlp(), x, torch.zeros(0, dtype=torch.long))
+    assert out.shape == (0, 5)
+
+
+def test_a_class_tied_with_the_true_one_is_no_boundary() -> None:
+    # classes 0 and 1 share their weights (f'_1 = 0 and w_1 = 0: 0 / 0); class 2's boundary
+    # f_2 - f_0 = x_0 - 0.5 is the one to cross
+    w = torch.tensor([[0.0, 1.0], [0.0, 1.0], [1.0, 1.0]])
+    net = linear(w, torch.tensor([0.0, 0.0, -0.5]))
+    x = torch.tensor([[0.2, 0.3]], dtype=torch.float64)
+    x_adv = deepfool(net, x, torch.tensor([0]))
+    expected = torch.tensor([[0.2 + OVERSHOOT * (0.3 + PUSH), 0.3]], dtype=torch.float64)
+    torch.testing.assert_close(x_adv, expected)

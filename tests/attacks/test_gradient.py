@@ -135,3 +135,80 @@ def test_the_same_model_at_temperature_one_is_not_masked() -> None:
     x, y = separated_points()
     cool = saturated_linear(10.0)  # margins 2..5: unsaturated
     assert accuracy(cool, fgsm(cool, x, y, eps=0.3), y) == 0.0
+
+
+def test_pgd_random_start_is_uniform_in_the_eps_ball_around_x() -> None:
+    # steps=0 returns the start itself: x + (2U - 1) eps, U ~ U[0, 1) from the caller's generator
+    x, y = data(n=512)
+    start = pgd(mlp(), x, y, 0.1, 0.025, steps=0, generator=torch.Generator().manual_seed(7))
+    u = torch.rand(x.shape, generator=torch.Generator().manual_seed(7))
+    torch.testing.assert_close(start, x + (2 * u - 1) * 0.1)
+    delta = start - x  # the whole ball, both signs, centred
+    assert -0.1 <= delta.min() < -0.099 and 0.099 < delta.max() <= 0.1
+    assert abs(delta.mean().item()) < 0.005
+
+
+def test_pgd_random_start_is_on_by_default_and_clipped_to_the_bounds() -> None:
+    x, y = data()
+    x[:, 0] = 0.0
+    g = torch.Generator().manual_seed(1)
+    start = pgd(mlp(), x, y, 0.1, 0.025, steps=0, bounds=(0.0, 1.0), generator=g)
+    u = torch.rand(x.shape, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(start, (x + (2 * u - 1) * 0.1).clamp(0.0, 1.0))
+    assert (start[:, 0] == 0.0).any() and (start[:, 0] > 0.0).any()
+
+
+def test_pgd_without_a_generator_draws_from_torch_global_generator() -> None:
+    x, y = data()
+    net = mlp()
+    torch.manual_seed(11)
+    start = pgd(net, x, y, 0.1, 0.025, steps=0)
+    torch.manual_seed(11)
+    u = torch.rand(x.shape)
+    torch.testing.assert_close(start, x + (2 * u - 1) * 0.1)
+
+
+def test_pgd_steps_follow_the_gradient_sign_and_project_on_the_ball() -> None:
+    # one step of 0.25 from the clean input: x + a sign(grad) projected to |.| <= eps = 0.1
+    x, y = data()
+    net = mlp()
+    one = pgd(net, x, y, 0.1, 0.25, steps=1, random_start=False)
+    xg = x.clone().requires_grad_(True)
+    F.cross_entropy(net(xg), y, reduction="sum").backward()
+    torch.testing.assert_close(one, x + 0.1 * xg.grad.sign())
+
+
+def test_attack_results_are_detached() -> None:
+    x, y = data()
+    x.requires_grad_(True)
+    net = mlp()
+    g = torch.Generator().manual_seed(0)
+    for out in (fgsm(net, x, y, 0.1), pgd(net, x, y, 0.1, 0.025, 2, generator=g),
+                pgd(net, x, y, 0.1, 0.025, 0, generator=g)):  # fmt: skip
+        assert not out.requires_grad and out.grad_fn is None
+    assert x.grad is None and all(p.grad is None for p in net.parameters())
+
+
+def test_a_sample_gets_its_own_step_whatever_the_batch() -> None:
+    # Margin 101 in float32: the sample's loss gradient is ~3e-44, a subnormal number. The
+    # attacks ascend the *summed* loss, so the gradient is not divided by the batch size (a mean
+    # over 64 samples would round it to 0 and freeze the sample in a batch, not alone).
+    net = saturated_linear(1.0)
+    x = torch.tensor([[-50.5, 0.0]]).repeat(64, 1)
+    y = torch.zeros(64, dtype=torch.long)
+    alone = fgsm(net, x[:1], y[:1], eps=0.1)
+    batch = fgsm(net, x, y, eps=0.1)
+    assert alone[0, 0].item() == pytest.approx(-50.4)  # towards the boundary
+    torch.testing.assert_close(batch, alone.expand(64, 2))
+    steps = pgd(net, x, y, 0.1, 0.05, steps=2, random_start=False)
+    torch.testing.assert_close(steps[:, 0], torch.full((64,), -50.4))
+
+
+def test_pgd_random_start_in_float64_draws_float64_noise() -> None:
+    x, y = data()
+    x = x.double()
+    net = mlp().double()
+    start = pgd(net, x, y, 0.1, 0.025, steps=0, generator=torch.Generator().manual_seed(3))
+    u = torch.rand(x.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    assert start.dtype == torch.float64
+    torch.testing.assert_close(start, x + (2 * u - 1) * 0.1, rtol=0, atol=1e-15)

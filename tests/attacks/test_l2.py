@@ -120,3 +120,56 @@ def test_our_10_step_pgd_is_about_as_strong_as_a_50_step_margin_pgd(trained):
     left_ours, left_strong = accuracy(net, ours, y), accuracy(net, strong, y)
     assert left_ours < accuracy(net, x, y) - 0.1  # it does attack
     assert left_ours <= left_strong + 0.05, (left_ours, left_strong)
+
+
+def small_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3)).eval()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_pgd_l2_random_start_is_a_random_radius_along_a_random_direction(dtype) -> None:
+    # steps=0 returns the start: x + eps * r * d / |d|, d ~ N(0, I) then r ~ U[0, 1) per
+    # sample, both from the caller's generator (random_start on by default)
+    x = torch.rand(6, 4, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    y = torch.zeros(6, dtype=torch.long)
+    net = small_net().to(dtype)
+    start = pgd_l2(net, x, y, 0.5, 0.1, steps=0, generator=torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    d = torch.randn(x.shape, generator=g, dtype=dtype)
+    r = torch.rand(6, generator=g, dtype=dtype)
+    expected = x + 0.5 * r[:, None] * d / d.norm(dim=1, keepdim=True)
+    assert start.dtype == dtype
+    torch.testing.assert_close(start, expected)
+    clipped = pgd_l2(net, x, y, 0.5, 0.1, steps=0, bounds=(0.0, 1.0),
+                     generator=torch.Generator().manual_seed(3))  # fmt: skip
+    torch.testing.assert_close(clipped, expected.clamp(0.0, 1.0))
+    torch.manual_seed(5)
+    free = pgd_l2(net, x, y, 0.5, 0.1, steps=0)
+    torch.manual_seed(5)
+    d, r = torch.randn(x.shape, dtype=dtype), torch.rand(6, dtype=dtype)
+    torch.testing.assert_close(free, x + 0.5 * r[:, None] * d / d.norm(dim=1, keepdim=True))
+
+
+def test_pgd_l2_takes_10_steps_by_default_and_projects_onto_the_ball() -> None:
+    x = torch.rand(6, 4, generator=torch.Generator().manual_seed(1))
+    y = torch.arange(6) % 3
+    net = small_net()
+    default = pgd_l2(net, x, y, 0.3, 0.05, random_start=False)
+    assert torch.equal(default, pgd_l2(net, x, y, 0.3, 0.05, steps=10, random_start=False))
+    assert not torch.equal(default, pgd_l2(net, x, y, 0.3, 0.05, steps=11, random_start=False))
+    # one step of 0.5 from x: the unit gradient step is projected back to |delta| = 0.3
+    one = pgd_l2(net, x, y, 0.3, 0.5, steps=1, random_start=False)
+    torch.testing.assert_close(l2_norms(one - x), torch.full((6,), 0.3))
+    small = pgd_l2(net, x, y, 0.3, 0.1, steps=1, random_start=False)  # inside: unchanged
+    torch.testing.assert_close(l2_norms(small - x), torch.full((6,), 0.1))
+
+
+def test_ifgsm_is_pgd_from_the_clean_input_with_step_eps_over_k() -> None:
+    x = torch.rand(6, 4, generator=torch.Generator().manual_seed(1))
+    y = torch.arange(6) % 3
+    net = small_net()
+    expected = pgd(net, x, y, 0.2, 0.2 / 5, steps=5, random_start=False)
+    assert torch.equal(ifgsm(net, x, y, 0.2), expected)
+    given = pgd(net, x, y, 0.2, 0.07, steps=2, random_start=False, bounds=(0.0, 1.0))
+    assert torch.equal(ifgsm(net, x, y, 0.2, steps=2, step_size=0.07, bounds=(0.0, 1.0)), given)

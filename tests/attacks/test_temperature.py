@@ -45,3 +45,25 @@ def test_pixel_space_works_on_vectors_and_without_normalisation() -> None:
     )
     assert to_pixels(x, None, None) is x
     assert torch.equal(PixelSpaceModel(nn.Identity(), None, None)(x), x)
+
+
+def test_a_temperature_below_one_is_fine() -> None:
+    net = nn.Linear(2, 2)
+    x = torch.ones(1, 2)
+    torch.testing.assert_close(TemperatureScaled(net, 0.5)(x), net(x) * 2)
+
+
+@pytest.mark.parametrize(("mean", "std"), [((0.5,), None), (None, (0.5,))])
+def test_half_a_normalisation_is_none(mean, std) -> None:
+    x = torch.full((1, 1, 2, 2), 0.25)
+    assert torch.equal(to_pixels(x, mean, std), x)
+    model = PixelSpaceModel(nn.Identity(), mean, std)
+    assert model.mean is None and model.std is None and torch.equal(model(x), x)
+
+
+def test_normalisation_constants_take_the_inputs_dtype() -> None:
+    x = torch.zeros(1, 2, 1, 1, dtype=torch.float64)
+    out = to_pixels(x, (0.1, 0.2), (0.3, 0.7))
+    assert out.dtype == torch.float64 and out.flatten().tolist() == [0.1, 0.2]
+    back = PixelSpaceModel(nn.Identity(), (0.1, 0.2), (0.3, 0.7))(out)
+    assert back.dtype == torch.float64 and back.abs().max().item() < 1e-15

@@ -52,3 +52,55 @@ def test_kl_of_identical_distributions_is_zero_and_saturated_logits_give_no_nan(
     assert torch.equal(kl_divergence(z, z), torch.zeros(2))
     out = kl_divergence(torch.tensor([[1e4, 0.0]]), torch.tensor([[0.0, 0.0]]))
     assert out.item() == pytest.approx(math.log(2.0), rel=1e-6)
+
+
+def test_kl_with_classes_the_teacher_rules_out_takes_0_log_0_as_0() -> None:
+    # A teacher whose logits are masked to -inf gives p_k = 0 on those classes; their terms
+    # p_k (log p_k - log q_k) = 0 * (-inf) must count as 0, not NaN.
+    p = torch.tensor([[0.0, float("-inf"), 0.0], [float("-inf"), 2.0, float("-inf")]])
+    q = torch.tensor([[0.0, 0.0, math.log(2.0)], [1.0, 1.0, 1.0]])
+    # row 1: p = (1/2, 0, 1/2), q = (1/4, 1/4, 1/2); row 2: p = (0, 1, 0), q uniform
+    expected = [0.5 * math.log(2.0), math.log(3.0)]
+    assert kl_divergence(p, q).tolist() == pytest.approx(expected, rel=1e-6)
+
+
+def test_kl_rounding_below_zero_is_clamped_to_zero() -> None:
+    # identical distributions from different logits: the difference of log-softmaxes rounds to
+    # tiny values of either sign, the result is never negative
+    z = torch.randn(64, 10, generator=torch.Generator().manual_seed(0))
+    out = kl_divergence(z, z + 3.0)
+    assert (out >= 0).all() and out.max().item() < 1e-5
+
+
+def test_topk_default_is_top1_and_k_is_clipped_to_k_classes() -> None:
+    z = torch.tensor([[0.1, 0.5, 0.4], [3.0, 2.0, 1.0]])
+    y = torch.tensor([2, 0])
+    assert topk_correct(z, y).tolist() == [False, True]
+    assert topk_correct(z, y, k=3).tolist() == topk_correct(z, y, k=4).tolist() == [True, True]
+
+
+def test_one_sample_without_a_batch_dimension() -> None:
+    # the class dimension is the last one: a single (K,) sample gives a single value
+    p, q = torch.tensor([0.0, math.log(3.0)]), torch.tensor([math.log(3.0), 0.0])
+    expected = 0.25 * math.log(1 / 3) + 0.75 * math.log(3)  # p = (1/4, 3/4), q = (3/4, 1/4)
+    assert kl_divergence(p, q).item() == pytest.approx(expected, rel=1e-6)
+    assert kl_divergence(p, q).shape == ()
+    assert top1_match(p, q).item() is False and top1_match(p, p).item() is True
+    assert topk_correct(p, torch.tensor(1)).item() is True
+    assert topk_correct(p, torch.tensor(0)).item() is False
+    assert topk_correct(p, torch.tensor(0), k=5).item() is True  # k clipped to K = 2
+
+
+def test_topk_correct_on_leading_dimensions() -> None:
+    # (2, 3, K): two groups of three samples, classes on the last dimension
+    z = torch.tensor([[0.1, 0.5, 0.4, 0.0], [3.0, 2.0, 1.0, 0.0], [0.5, 0.0, 1.0, 2.0]])
+    y = torch.tensor([2, 2, 1])
+    stacked = topk_correct(torch.stack([z, z.flip(-1)]), torch.stack([y, 3 - y]), k=2)
+    assert stacked.tolist() == [[True, False, False], [True, False, False]]
+
+
+def test_top1_match_compares_each_sample_over_its_classes() -> None:
+    # four samples of two classes: a (B, K) batch with B != K
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 1.0], [0.0, 3.0]])
+    b = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    assert top1_match(a, b).tolist() == [True, False, False, True]

@@ -173,3 +173,60 @@ def test_bad_inputs_raise_one_line_errors(conf, correct, n_bins, binning, match)
     with pytest.raises(ValueError, match=match) as info:
         reliability_bins(t(conf), torch.tensor(correct), n_bins, binning)
     assert "\n" not in str(info.value)
+
+
+def test_input_errors_are_one_exact_line() -> None:
+    conf, hit = torch.tensor([0.5, 0.9]), torch.tensor([1, 0])
+    cases = [
+        (
+            (conf, hit[:1]),
+            "confidence and correct differ in size: 2 vs 1; pass one of each per sample",
+        ),
+        ((conf[:0], hit[:0]), "no sample to bin; pass at least one confidence"),
+        ((conf + 1, hit), "confidences must lie in [0, 1]; pass probabilities, not logits"),
+        ((conf, hit, True), "n_bins=True is invalid; use an integer >= 1"),
+        ((conf, hit, 2.0), "n_bins=2.0 is invalid; use an integer >= 1"),
+        ((conf, hit, 4, "quantile"), "binning='quantile' is unknown; use one of width, mass"),
+    ]
+    for args, message in cases:
+        with pytest.raises(ValueError) as info:
+            reliability_bins(*args)
+        assert str(info.value) == message
+
+
+def test_the_logit_functions_work_in_float64_on_any_leading_shape() -> None:
+    z = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(0))  # float32, (2, 3, K)
+    y = torch.tensor([[0, 1, 2], [3, 0, 1]])
+    flat_z, flat_y = z.reshape(6, 4), y.reshape(6)
+    brier = brier_score(z, y)
+    assert brier.dtype == torch.float64 and brier.shape == (2, 3)
+    torch.testing.assert_close(brier.reshape(6), brier_score(flat_z, flat_y))
+    conf, correct = top1_confidence(z, y)
+    assert conf.dtype == torch.float64 and conf.shape == (2, 3)
+    p = torch.softmax(z.double(), -1)
+    torch.testing.assert_close(conf, p.amax(-1), rtol=0, atol=0)
+    assert torch.equal(correct, p.argmax(-1) == y)
+    nll = negative_log_likelihood(flat_z, flat_y)
+    assert nll.dtype == torch.float64
+    torch.testing.assert_close(nll, -p.reshape(6, 4).log()[torch.arange(6), flat_y])
+    grad = nll_logit_gradient(flat_z, flat_y)
+    assert grad.dtype == torch.float64
+
+
+def test_single_sample_bins_and_a_confidence_of_exactly_one() -> None:
+    conf = torch.tensor([0.1, 0.6, 1.0], dtype=torch.float64)
+    bins = reliability_bins(conf, torch.tensor([0, 1, 1]), n_bins=3)
+    assert bins.count.tolist() == [1, 1, 1]  # 1.0 lands in the last bin
+    assert bins.accuracy.tolist() == [0.0, 1.0, 1.0]
+    assert bins.confidence.tolist() == [0.1, 0.6, 1.0]
+    assert bins.ece().item() == pytest.approx((0.1 + 0.4 + 0.0) / 3)
+
+
+def test_equal_mass_bins_split_ties_by_sample_order() -> None:
+    # 4096 equal confidences: a stable sort keeps the sample order, so the first half of the
+    # samples (all correct) fills bin 0
+    n = 4096
+    conf = torch.full((n,), 0.5, dtype=torch.float64)
+    hit = (torch.arange(n) < n // 2).long()
+    bins = reliability_bins(conf, hit, n_bins=2, binning="mass")
+    assert bins.accuracy.tolist() == [1.0, 0.0]

@@ -88,9 +88,26 @@ def test_category_mask_first_category_wins_and_unlisted_rows_are_empty() -> None
     assert not mask[3].any()
 
 
-def test_category_mask_rejects_out_of_range_classes() -> None:
-    with pytest.raises(ValueError, match="'a'"):
-        category_mask({"a": [0, 5]}, 3)
+@pytest.mark.parametrize("bad", [-1, 3, 5])
+def test_category_mask_rejects_out_of_range_classes(bad: int) -> None:
+    # -1 would wrap to the last class and 3 == K is one past it: both are refused
+    message = rf"^category 'a' has class {bad} outside \[0, 3\); use indices 0 to 2$"
+    with pytest.raises(ValueError, match=message):
+        category_mask({"a": [0, bad]}, 3)
+
+
+def test_category_mask_accepts_the_edges_and_an_empty_category() -> None:
+    mask = category_mask({"empty": [], "edges": [0, 2]}, 3)
+    assert mask.tolist() == [[True, False, True], [False, False, False], [True, False, True]]
+
+
+@pytest.mark.parametrize("bad", [-1, 2])
+def test_class_output_sums_rejects_targets_outside_the_classes(bad: int) -> None:
+    probs = torch.tensor([[0.5, 0.5], [0.25, 0.75]])
+    with pytest.raises(
+        ValueError, match=rf"^targets has class {bad} outside \[0, 2\); use indices 0 to 1$"
+    ):
+        class_output_sums(probs, torch.tensor([0, bad]), 2)
 
 
 # Paper 000's category entropy as we read it (pooled) against ours (per sample), on a case done
@@ -185,3 +202,38 @@ def test_pooled_entropy_lies_between_zero_and_log_of_category_size(targets, seed
     used = pooled[~pooled.isnan()]
     assert ((used >= -1e-12) & (used <= math.log(3) + 1e-9)).all()
     assert used.numel() == (3 if (y < 3).any() else 0)
+
+
+def test_entropies_of_one_sample_without_a_batch_dimension() -> None:
+    z = torch.tensor([0.0, math.log(3.0), 5.0])
+    mask = torch.tensor([True, True, False])
+    assert softmax_entropy(z, mask).item() == pytest.approx(h(0.25, 0.75), rel=1e-6)
+    assert softmax_entropy(z).shape == ()
+
+
+def test_pooled_entropy_normalises_a_category_mass_below_one() -> None:
+    # one sample of class 0 puts 0.2 + 0.1 on its category {0, 1}: q = (2/3, 1/3)
+    mask = category_mask({"pair": [0, 1]}, 3)
+    sums, counts = class_output_sums(torch.tensor([[0.2, 0.1, 0.7]]), torch.tensor([0]), 3)
+    pooled = pooled_category_entropy(sums, counts, mask)
+    assert pooled[0].item() == pytest.approx(h(2 / 3, 1 / 3), rel=1e-12)
+    assert pooled[1].item() == pooled[0].item() and math.isnan(pooled[2].item())
+
+
+def test_pooled_entropy_is_nan_without_mass_or_without_samples() -> None:
+    mask = category_mask({"pair": [0, 1], "other": [2]}, 3)
+    probs = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    sums, counts = class_output_sums(probs, torch.tensor([0, 2]), 3)
+    pooled = pooled_category_entropy(sums, counts, mask)
+    assert math.isnan(pooled[0].item()) and math.isnan(pooled[1].item())  # no mass on {0, 1}
+    assert pooled[2].item() == 0.0  # all of class 2's mass on its one class
+    # the counts say which categories have samples at all
+    no_samples = pooled_category_entropy(sums, torch.zeros(3, dtype=torch.long), mask)
+    assert no_samples.isnan().all()
+
+
+def test_pooled_entropy_accepts_float32_sums() -> None:
+    sums, counts = class_output_sums(HAND_PROBS, HAND_TARGETS, 3)
+    got = pooled_category_entropy(sums.float(), counts, HAND_MASK)
+    assert got.dtype == torch.float64
+    assert got[0].item() == pytest.approx(h(10 / 17, 7 / 17), rel=1e-6)

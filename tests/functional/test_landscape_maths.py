@@ -100,3 +100,42 @@ def test_curve_area_golden_values() -> None:
     assert curve_area([0.0, 0.1, 0.3], [1.0, 2.0, 2.0]) == pytest.approx((0.05 + 0.2) / 0.3)
     with pytest.raises(ValueError):
         curve_area([0.0], [1.0])
+
+
+def test_gradient_spectrum_of_one_gradient_in_float64() -> None:
+    g = torch.tensor([[3.0, 4.0]])  # G = g g^T: eigenvalue |g|^2 = 25
+    spectrum = gradient_spectrum(g)
+    assert spectrum.dtype == torch.float64 and spectrum.tolist() == [25.0]
+    with pytest.raises(ValueError, match="^gradient_spectrum needs at least one gradient$"):
+        gradient_spectrum(torch.zeros(0, 2))
+
+
+def test_active_count_with_a_small_total_and_an_exact_share() -> None:
+    assert active_count(torch.tensor([0.4, 0.1]), 0.75) == 1  # a total below 1 is not flat
+    assert active_count(torch.tensor([0.0, 0.0]), 0.5) == 0
+    share = 0.5 / (1.0 - 1e-12)
+    assert share * (1.0 - 1e-12) == 0.5  # so the first eigenvalue holds exactly the share
+    assert active_count(torch.tensor([1.0, 1.0]), share) == 1
+
+
+def test_curve_area_of_a_sweep_not_starting_at_zero_and_its_error() -> None:
+    # rises 0.5 and 1 over two steps of 0.5, divided by the width 1.0
+    assert curve_area([0.5, 1.0, 1.5], [1.0, 2.0, 2.0]) == pytest.approx(0.75)
+    for sigmas, losses in (([0.0], [1.0]), ([0.0, 1.0], [1.0])):
+        with pytest.raises(
+            ValueError, match=r"^curve_area needs two or more \(sigma, loss\) points$"
+        ):
+            curve_area(sigmas, losses)
+
+
+def test_noise_is_drawn_in_float64_and_rows_of_one_are_scaled_exactly() -> None:
+    p = torch.tensor([[2.0], [-0.5], [3.0], [0.25]])  # rows of one weight: |d_row| is often < 1
+    (absolute,) = noise_direction([p], "absolute", torch.Generator().manual_seed(4))
+    draw = torch.randn(p.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    assert absolute.dtype == torch.float32 and torch.equal(absolute, draw.float())
+    (relative,) = noise_direction([p.double()], "relative", torch.Generator().manual_seed(4))
+    torch.testing.assert_close(relative.abs(), p.double().abs(), rtol=1e-12, atol=0)
+    with pytest.raises(
+        ConfigError, match=r"^noise='flat' is unknown; use one of relative, absolute$"
+    ):
+        noise_direction([p], "flat", torch.Generator())

@@ -362,3 +362,24 @@ def test_the_moved_functions_reject_unpaired_lists() -> None:
             fn([a, a], [a])
     with pytest.raises(ValueError, match="equally many maps"):
         fa.ab_loss([], [], 1.0)
+
+
+def test_the_logit_functions_raise_no_warning_and_size_one_hots_from_the_logits() -> None:
+    # softmax without an explicit dim warns (implicit dimension choice); targets that miss the
+    # last class must still give K-wide one-hots
+    import warnings
+
+    z_s, z_t = rand(0, 4, 5), rand(1, 4, 5)
+    y = torch.tensor([0, 1, 1, 2])  # classes 3 and 4 absent
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        parts = [
+            fl.bce_loss(z_s, y),
+            *fl.dkd_parts(z_s, z_t, y, 4.0),
+            fl.virtual_teacher_kl(z_s, y, 4.0, 0.9, 1.0),
+            fl.mutual_learning_kl(z_s, [z_t], 3.0),
+            fl.binary_kl(z_s, z_t, F.one_hot(y, 5).bool()),
+        ]
+    assert all(torch.isfinite(p).all() for p in parts)
+    expected = F.binary_cross_entropy_with_logits(z_s, F.one_hot(y, 5).double())
+    torch.testing.assert_close(fl.bce_loss(z_s, y), expected)  # smoothing 0 by default

@@ -41,3 +41,37 @@ def test_removed_pixels_take_the_fill_in_every_channel() -> None:
 def test_a_share_outside_zero_one_is_refused() -> None:
     with pytest.raises(ValueError, match="fraction=1.5 is out of range"):
         removal_mask(torch.zeros(1, 2, 2), 1.5, True)
+
+
+def test_ties_in_large_maps_still_go_to_the_lower_index() -> None:
+    # 4096 pixels with long runs of equal magnitude: an unstable sort reorders them
+    a = torch.zeros(3, 64, 64)
+    a.view(3, -1)[:, ::7] = 1.0  # 586 pixels of magnitude 1 per image, the rest 0
+    top = removal_mask(a, 0.25, True).view(3, -1)  # 1024: the 586 ones, then zeros by index
+    zeros_taken = torch.nonzero(top[0] & (a.view(3, -1)[0] == 0)).flatten()
+    expected = torch.tensor([i for i in range(4096) if i % 7][: 1024 - 586])
+    assert torch.equal(zeros_taken, expected)
+    bottom = removal_mask(a, 0.25, False).view(3, -1)
+    assert torch.equal(
+        torch.nonzero(bottom[1]).flatten(), torch.tensor([i for i in range(4096) if i % 7][:1024])
+    )
+
+
+def test_fractions_zero_and_one_are_the_edges() -> None:
+    a = torch.randn(2, 3, 3, generator=torch.Generator().manual_seed(1))
+    assert not removal_mask(a, 0.0, True).any()
+    assert removal_mask(a, 1.0, False).all()
+    for bad in (-0.1, 1.1):
+        with pytest.raises(
+            ValueError, match=rf"^fraction={bad} is out of range; use a value in \[0, 1\]$"
+        ):
+            removal_mask(a, bad, True)
+
+
+def test_the_fill_defaults_to_zero_and_keeps_the_inputs_dtype() -> None:
+    x = torch.full((1, 2, 2, 2), 0.5, dtype=torch.float64)
+    mask = torch.tensor([[[True, False], [False, False]]])
+    out = remove_pixels(x, mask)
+    assert out[0, :, 0, 0].tolist() == [0.0, 0.0] and out[0, :, 1, 1].tolist() == [0.5, 0.5]
+    exact = remove_pixels(x, mask, 0.1)  # 0.1 as a float64, not rounded through float32
+    assert exact.dtype == torch.float64 and exact[0, 0, 0, 0].item() == 0.1

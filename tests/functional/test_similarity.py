@@ -94,3 +94,40 @@ def test_pooled_cosine_of_zero_maps_is_zero_and_tiny_maps_do_not_underflow() -> 
     assert batch_cosine(tiny, torch.tensor([[3.0, 4.0]])).item() == pytest.approx(1.0)
     with pytest.raises(ValueError, match="group_size"):
         batch_cosine(tiny, tiny, group_size=0)
+
+
+@pytest.mark.parametrize("tiny_side", ["a", "b", "both"])
+def test_cosine_parts_keep_tiny_maps_of_either_side_in_float64(tiny_side: str) -> None:
+    # squares of 1e-30 underflow in float32 (1e-60 < 1e-45): each map must go to float64
+    tiny, big = torch.tensor([[3e-30, 4e-30]]), torch.tensor([[3.0, 4.0]])
+    a = tiny if tiny_side in ("a", "both") else big
+    b = tiny if tiny_side in ("b", "both") else big
+    parts = cosine_parts(a, b)
+    assert parts.dtype == torch.float64
+    sq = {"tiny": 25e-60, "big": 25.0}
+    sq_a, sq_b = sq["tiny" if a is tiny else "big"], sq["tiny" if b is tiny else "big"]
+    want = [[math.sqrt(sq_a * sq_b), sq_a, sq_b]]  # the maps are parallel: <a, b> = |a| |b|
+    torch.testing.assert_close(parts, torch.tensor(want, dtype=torch.float64), rtol=1e-6, atol=0)
+    assert batch_cosine(a, b).item() == pytest.approx(1.0)
+    assert flat_cosine(a, b).item() == pytest.approx(1.0)
+
+
+def test_flat_cosine_scales_each_map_by_its_own_largest_value() -> None:
+    # one sample zero on one side, one with maps of very different sizes: only the zero sample
+    # is 0, and the others keep their exact cosines
+    a = torch.tensor([[0.0, 0.0], [1e-30, 0.0], [2.0, 1.0]])
+    b = torch.tensor([[1.0, 2.0], [1e20, 1e20], [-1e-25, 0.0]])
+    got = flat_cosine(a, b)
+    torch.testing.assert_close(got, torch.tensor([0.0, 1 / math.sqrt(2), -2 / math.sqrt(5)]))
+
+
+def test_pooled_cosine_is_zero_when_either_side_is_zero() -> None:
+    assert pooled_cosine(torch.tensor([[0.0, 4.0, 0.0]], dtype=torch.float64)).item() == 0.0
+    assert pooled_cosine(torch.tensor([[0.0, 0.0, 4.0]], dtype=torch.float64)).item() == 0.0
+    assert pooled_cosine(torch.tensor([[-6.0, 4.0, 9.0]], dtype=torch.float64)).item() == -1.0
+
+
+def test_shape_mismatch_names_both_shapes() -> None:
+    for f in (flat_cosine, cosine_parts, batch_cosine):
+        with pytest.raises(ValueError, match=r"^maps differ in shape: \(2, 4\) vs \(2, 6\)$"):
+            f(torch.ones(2, 4), torch.ones(2, 2, 3))

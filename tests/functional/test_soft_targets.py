@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +31,7 @@ from distillscope.functional.soft_targets import (
     soft_cross_entropy,
     soft_labels,
 )
+from tests.fixtures import make_golden_losses as make_golden
 
 GOLDEN = json.loads(
     (Path(__file__).resolve().parents[1] / "fixtures" / "golden_losses.json").read_text()
@@ -290,3 +293,122 @@ def test_check_range_messages_name_parameter_value_and_range() -> None:
         check_range("t", True, 0.0)
     with pytest.raises(ConfigError, match=r"^t='4' is not a number"):
         check_range("t", "4", 0.0)  # type: ignore[arg-type]
+
+
+# --- documented defaults, input checks, no warnings --------------------------------------
+
+
+def test_documented_defaults() -> None:
+    student, teacher, targets = inputs()
+    assert kd_loss(student, teacher).item() == kd_loss(student, teacher, 4.0).item()
+    assert torch.equal(soft_labels(teacher), soft_labels(teacher, 1.0))
+    assert torch.equal(
+        label_smoothing_targets(targets, 4), label_smoothing_targets(targets, 4, 0.1)
+    )
+    index = torch.tensor([0, 5, 2**33])
+    assert torch.equal(indexed_normal(index, 3), indexed_normal(index, 3, seed=0))
+    noise = indexed_normal(index, 3)
+    assert torch.equal(
+        pseudo_soft_targets(torch.tensor([0, 1, 2]), 3, noise=noise),
+        pseudo_soft_targets(torch.tensor([0, 1, 2]), 3, None, 0.2, 0.15, noise=noise),
+    )
+
+
+@pytest.mark.parametrize(
+    ("call", "name"),
+    [
+        (lambda z: soft_labels(z), "teacher_logits"),
+        (lambda z: soft_cross_entropy(z, z), "logits"),
+        (lambda z: cross_entropy_to_uniform(z), "logits"),
+        (lambda z: kd_loss(z, z), "student_logits"),
+    ],
+)
+def test_logits_that_are_not_a_batch_of_rows_are_refused(call, name: str) -> None:
+    for bad in (torch.zeros(4), torch.zeros(2, 3, 4)):
+        message = f"{name} must have shape (B, K), got {tuple(bad.shape)}"
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+            call(bad)
+
+
+def test_soft_labels_refuse_a_temperature_that_is_not_positive() -> None:
+    z = torch.zeros(1, 3)
+    for bad in (0.0, -1.0):
+        with pytest.raises(
+            ConfigError, match=rf"^temperature={bad} is out of range; use a value in \(0, inf\)$"
+        ):
+            soft_labels(z, bad)
+    assert soft_labels(z, 0.5).tolist() == [[pytest.approx(1 / 3)] * 3]  # below 1 is fine
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda k: label_smoothing_targets(torch.tensor([0]), k),
+        lambda k: indexed_normal(torch.tensor([0]), k),
+        lambda k: pseudo_soft_targets(torch.tensor([0]), k),
+    ],
+)
+def test_class_counts_below_one_are_refused_and_one_class_works(call) -> None:
+    with pytest.raises(
+        ConfigError, match=r"^num_classes=0 is out of range; use a value in \[1, inf\)$"
+    ):
+        call(0)
+    assert call(1).shape == (1, 1)
+
+
+def test_pseudo_soft_targets_refuse_noise_and_generator_together_by_name() -> None:
+    message = "pass either generator or noise to pseudo_soft_targets, not both"
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        pseudo_soft_targets(torch.tensor([0]), 2, torch.Generator(), noise=torch.zeros(1, 2))
+
+
+def test_the_functions_raise_no_warning() -> None:
+    # softmax without an explicit dim warns (implicit dimension choice); every call names it
+    student, teacher, targets = inputs()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        kd_loss(student, teacher)
+        soft_cross_entropy(student, soft_labels(teacher))
+        cross_entropy_to_uniform(student)
+        pseudo_soft_targets(targets, 4, torch.Generator().manual_seed(0))
+
+
+def np_mix32(x: np.ndarray) -> np.ndarray:
+    """The documented 32-bit mix on uint64 arrays (products of two 32-bit numbers fit)."""
+    mask = np.uint64(0xFFFFFFFF)
+    x = x ^ (x >> np.uint64(16))
+    x = (x * np.uint64(0x7FEB352D)) & mask
+    x = x ^ (x >> np.uint64(15))
+    x = (x * np.uint64(0x846CA68B)) & mask
+    return x ^ (x >> np.uint64(16))
+
+
+def np_indexed_normal(index: np.ndarray, num_classes: int, seed: int) -> np.ndarray:
+    """``indexed_normal`` as documented, in numpy with float64 uniforms."""
+    mask = np.uint64(0xFFFFFFFF)
+    idx = index.astype(np.uint64)
+    key = np_mix32(np.full_like(idx, seed & 0xFFFFFFFF))
+    key = np_mix32(key ^ (idx & mask))
+    key = np_mix32(key ^ ((idx >> np.uint64(32)) & mask))[:, None]
+    bits = np_mix32(np_mix32(key ^ np.arange(2 * num_classes, dtype=np.uint64)[None]))
+    u = (bits.astype(np.float64) + 0.5) / 2.0**32
+    return np.sqrt(-2.0 * np.log(u[:, 0::2])) * np.cos(2.0 * np.pi * u[:, 1::2])
+
+
+def test_numpy_reference_is_the_golden_scripts_hash() -> None:
+    index = [0, 1, 2, 41, 2**32 + 5, 2**40 + 3]
+    expected = [make_golden.indexed_normal(i, 3, 9) for i in index]
+    np.testing.assert_allclose(np_indexed_normal(np.array(index), 3, 9), expected, rtol=1e-14)
+
+
+def test_indexed_normal_keeps_float64_uniforms_for_every_index_width() -> None:
+    # Near u1 = 1 the Box-Muller radius sqrt(-2 log u1) is steep: uniforms rounded to float32
+    # would move ~1 value in 2,000 by more than 1e-6; int32 indices hash like int64 ones.
+    index = np.arange(40_000)
+    expected = torch.from_numpy(np_indexed_normal(index, 4, 9)).float()
+    for dtype in (torch.int64, torch.int32):
+        got = indexed_normal(torch.from_numpy(index).to(dtype), 4, seed=9)
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+    big = np.array([2**31 + 3, 2**33 + 1])
+    got = indexed_normal(torch.from_numpy(big), 4, seed=9)
+    torch.testing.assert_close(got, torch.from_numpy(np_indexed_normal(big, 4, 9)).float())

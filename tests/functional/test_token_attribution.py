@@ -172,3 +172,33 @@ def test_float32_and_float64_agree() -> None:
     b = token_attribution_scores(attr.float(), labels, polarity)
     assert a["agreement"] == b["agreement"]
     np.testing.assert_allclose([a["auroc"], a["auprc"]], [b["auroc"], b["auprc"]], atol=1e-6)
+
+
+def test_input_errors_are_one_exact_line() -> None:
+    a, labels, polarity = torch.zeros(2, 3), torch.zeros(2, 3, dtype=torch.long), torch.ones(2)
+    cases = [
+        ((a, labels, torch.ones(3)), "polarity must be (N,) = (2,), got (3,)"),
+        ((a, labels - 2, polarity), "labels must hold the integers -1, 0 and 1 only"),
+        ((a, labels, -2 * polarity), "polarity must hold -1 and 1 only"),
+    ]
+    for args, message in cases:
+        with pytest.raises(ValueError) as info:
+            sign_agreement(*args)
+        assert str(info.value) == message
+
+
+def test_support_is_int64_and_the_scores_normalise_by_default() -> None:
+    a, labels, polarity = sample(seed=3)
+    s = support(labels, polarity)
+    assert s.dtype == torch.int64 and torch.equal(s, labels.long() * polarity.long()[:, None])
+    # rows of very different sizes: normalising changes the pooled ranking
+    scaled = a * torch.logspace(-3, 3, len(a), dtype=a.dtype)[:, None]
+    assert attribution_auc(scaled, labels, polarity) == attribution_auc(
+        scaled, labels, polarity, True
+    )
+    assert attribution_auc(scaled, labels, polarity) != attribution_auc(
+        scaled, labels, polarity, False
+    )
+    default = token_attribution_scores(scaled, labels, polarity)
+    assert default == token_attribution_scores(scaled, labels, polarity, True)
+    assert default != token_attribution_scores(scaled, labels, polarity, False)

@@ -12,8 +12,8 @@ from safetensors.torch import load_file
 from distillscope import run_experiment
 from distillscope.cli import main
 from distillscope.experiment import resume_experiment
-from distillscope.plan import stable
 from distillscope.train import trainer as trainer_module
+from distillscope.train.checkpoint import stable
 
 pytestmark = pytest.mark.integration
 

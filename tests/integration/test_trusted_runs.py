@@ -125,6 +125,14 @@ def test_identical_runs_write_byte_identical_model_files(tmp_path, monkeypatch) 
     assert names == ["independent.safetensors", "kd.safetensors", "teacher.safetensors"]
     for name in names:
         assert digest(dirs[0] / "models" / name) == digest(dirs[1] / "models" / name), name
+    # the trainers' checkpoints too: wall times sit beside them in last.volatile.json (issue 24)
+    checkpoints = sorted(p.relative_to(dirs[0]) for p in dirs[0].rglob("checkpoints/*/*"))
+    assert checkpoints == sorted(p.relative_to(dirs[1]) for p in dirs[1].rglob("checkpoints/*/*"))
+    tensors = [p for p in checkpoints if p.suffix == ".safetensors"]
+    assert {p.name for p in tensors} == {"final.safetensors", "last.safetensors"}
+    assert len(tensors) == 2 * len(names)
+    for path in tensors:
+        assert digest(dirs[0] / path) == digest(dirs[1] / path), path
     stores = [tmp_path / s / "teachers" for s in ("s1", "s2")]
     (e1,), (e2,) = (list(s.iterdir()) for s in stores)
     assert digest(e1 / "model.safetensors") == digest(e2 / "model.safetensors")

@@ -59,6 +59,9 @@ def test_killed_then_resumed_run_is_bit_identical(tmp_path: Path, setting: str) 
     ]
     lines = Path(tmp_path / "b/metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+    # the killed run's wall time of epoch 1 comes back from beside the checkpoint
+    assert resumed_trainer.history[0]["time"] == json.loads(killed_lines[0])["time"]
+    assert all(r["time"] > 0 for r in resumed_trainer.history)
     final = TinyNet(seed=0)
     load_model_weights(tmp_path / "b/ckpt" / FINAL_WEIGHTS, final)
     assert state_equal(final, straight)
@@ -101,4 +104,21 @@ def test_checkpoint_written_every_epoch(tmp_path: Path) -> None:
         run(tmp_path, 8, False)
     assert (tmp_path / "ckpt" / LAST_CHECKPOINT).is_file()
     assert not (tmp_path / "ckpt" / FINAL_WEIGHTS).exists()
-    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [LAST_CHECKPOINT]
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [
+        LAST_CHECKPOINT,
+        "last.volatile.json",
+    ]
+
+
+def test_identical_runs_write_byte_identical_checkpoint_files(tmp_path: Path) -> None:
+    # wall times differ between the runs; they live in last.volatile.json, not in the tensors'
+    # files (issue 24: the README promises identical checkpoints for identical runs)
+    _, first = run(tmp_path / "a", None, False)
+    _, second = run(tmp_path / "b", None, False)
+    for name in (LAST_CHECKPOINT, FINAL_WEIGHTS):
+        a, b = (tmp_path / side / "ckpt" / name for side in "ab")
+        assert a.read_bytes() == b.read_bytes(), name
+        assert b'"time"' not in a.read_bytes()
+    times = json.loads((tmp_path / "a/ckpt/last.volatile.json").read_text())
+    assert times == {"history": {"net": [{"time": r["time"]} for r in first.history]}}
+    assert [r["time"] for r in first.history] != [r["time"] for r in second.history]

@@ -66,7 +66,7 @@ def _step(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tenso
     w = jac - jac[torch.arange(len(y)), y][:, None]  # (b, K, D): grad f_k - grad f_y
     w_norm = w.norm(dim=2)  # (b, K)
     dist = f_prime.abs() / w_norm  # (b, K): distance to each linearised boundary
-    dist[(w_norm == 0) | ~torch.isfinite(dist)] = torch.inf
+    dist[~torch.isfinite(dist)] = torch.inf  # w_k = 0: no boundary (|f'| / 0 is inf or nan)
     dist.scatter_(1, y[:, None], torch.inf)  # the true class is no boundary
     nearest = dist.argmin(1)  # (b,) l
     movable = torch.isfinite(dist.gather(1, nearest[:, None]))[:, 0]  # (b,)

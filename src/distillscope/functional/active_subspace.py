@@ -39,10 +39,10 @@ def gradient_spectrum(grads: Tensor) -> Tensor:
         >>> gradient_spectrum(g).tolist()
         [2.0, 0.5]
     """
+    if len(grads) == 0:  # before the reshape, which cannot infer D from no rows
+        raise ValueError("gradient_spectrum needs at least one gradient")
     g = grads.reshape(len(grads), -1).to(torch.float64)  # (N, D)
     n, d = g.shape
-    if n == 0:
-        raise ValueError("gradient_spectrum needs at least one gradient")
     gram = g @ g.T / n if n < d else g.T @ g / n  # (min(N, D), min(N, D))
     return torch.linalg.eigvalsh(gram).flip(0).clamp_min(0.0)
 

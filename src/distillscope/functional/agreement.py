@@ -18,12 +18,12 @@ def topk_correct(logits: Tensor, targets: Tensor, k: int = 1) -> Tensor:
     Top-k accuracy is the mean of this over samples. Ties are broken by ``torch.topk``.
 
     Args:
-        logits: ``(B, K)`` logits.
-        targets: ``(B,)`` class indices.
+        logits: ``(B, K)`` logits (or ``(..., K)``: the last dimension holds the classes).
+        targets: ``(B,)`` class indices (or ``(...)``).
         k: How many top classes count; clipped to ``K``.
 
     Returns:
-        ``(B,)`` bool.
+        ``(B,)`` bool (or ``(...)``).
 
     Example:
         >>> z = torch.tensor([[3.0, 2.0, 1.0], [1.0, 2.0, 3.0]])
@@ -34,7 +34,7 @@ def topk_correct(logits: Tensor, targets: Tensor, k: int = 1) -> Tensor:
     """
     k = min(k, logits.shape[-1])
     top = logits.topk(k, dim=-1).indices  # (B, k)
-    return (top == targets[:, None]).any(-1)  # (B,)
+    return (top == targets[..., None]).any(-1)  # (B,)
 
 
 def top1_match(logits_a: Tensor, logits_b: Tensor) -> Tensor:

@@ -116,14 +116,22 @@ def category_mask(categories: Mapping[str, Sequence[int]], num_classes: int) -> 
     assigned = torch.zeros(num_classes, dtype=torch.bool)  # (K,)
     for name, classes in categories.items():
         idx = torch.as_tensor(list(classes), dtype=torch.long)  # (C,)
-        if idx.numel() and (idx.min() < 0 or idx.max() >= num_classes):
-            raise ValueError(f"category {name!r} has a class outside [0, {num_classes})")
+        _check_classes(f"category {name!r}", idx, num_classes)
         members = torch.zeros(num_classes, dtype=torch.bool)  # (K,)
         members[idx] = True
         rows = idx[~assigned[idx]]  # classes seen for the first time
         mask[rows] = members
         assigned[rows] = True
     return mask
+
+
+def _check_classes(what: str, classes: Tensor, num_classes: int) -> None:
+    """Refuse class indices outside ``[0, K)``: a negative one would index from the end."""
+    if classes.numel() and (classes.min() < 0 or classes.max() >= num_classes):
+        bad = classes[(classes < 0) | (classes >= num_classes)][0].item()
+        raise ValueError(
+            f"{what} has class {bad} outside [0, {num_classes}); use indices 0 to {num_classes - 1}"
+        )
 
 
 def class_output_sums(probs: Tensor, targets: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
@@ -140,12 +148,16 @@ def class_output_sums(probs: Tensor, targets: Tensor, num_classes: int) -> tuple
         ``(K, K)`` float64 sums (row ``c``: the summed outputs of the samples of class ``c``) and
         ``(K,)`` int64 counts.
 
+    Raises:
+        ValueError: A target is outside ``[0, K)`` (a negative one would wrap to the last class).
+
     Example:
         >>> sums, counts = class_output_sums(torch.tensor([[0.75, 0.25], [0.5, 0.5]]),
         ...                                  torch.tensor([0, 0]), 2)
         >>> sums.tolist(), counts.tolist()
         ([[1.25, 0.75], [0.0, 0.0]], [2, 0])
     """
+    _check_classes("targets", targets, num_classes)
     sums = torch.zeros(num_classes, num_classes, dtype=torch.float64, device=probs.device)
     sums.index_add_(0, targets, probs.to(torch.float64))  # (K, K)
     counts = torch.bincount(targets, minlength=num_classes)  # (K,)
@@ -184,8 +196,9 @@ def pooled_category_entropy(sums: Tensor, counts: Tensor, mask: Tensor) -> Tenso
     """
     members = mask.to(torch.float64)  # (K, K)
     # Classes assigned to the same category as y (rows equal): with overlapping categories a
-    # class counts for the first category that lists it, as in category_mask.
-    same = (mask.unsqueeze(1) == mask.unsqueeze(0)).all(-1) & mask.any(-1, keepdim=True)  # (K, K)
+    # class counts for the first category that lists it, as in category_mask. A class without
+    # a category has an empty row of members: no mass, so NaN.
+    same = (mask.unsqueeze(1) == mask.unsqueeze(0)).all(-1)  # (K, K)
     pooled = same.to(torch.float64) @ sums.to(torch.float64) * members  # (K, K) summed over S_C
     n = same.to(torch.float64) @ counts.to(torch.float64)  # (K,) |S_C|
     mass = pooled.sum(1, keepdim=True)  # (K, 1)

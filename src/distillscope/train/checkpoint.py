@@ -17,6 +17,9 @@ tensor key                     content
 =============================  ===================================================
 
 Scalars (optimizer hyper-parameters, scheduler state, epochs done, history) go to the JSON.
+What differs between identical runs (wall times, :data:`VOLATILE_FIELDS`) never enters the file:
+a training state keeps it in a small JSON beside it (``last.volatile.json``), so identical runs
+write byte-identical checkpoints.
 """
 
 from __future__ import annotations
@@ -34,9 +37,56 @@ from safetensors.torch import save
 from torch import Tensor, nn
 
 from distillscope.errors import CheckpointError, quoted
-from distillscope.files import file_mode
+from distillscope.files import TMP_SUFFIX, atomic_write_text, file_mode
 
 _META_KEY = "distillscope"
+#: History fields that differ between identical runs (wall times); kept out of checkpoint and
+#: model files so identical runs write byte-identical files.
+VOLATILE_FIELDS = ("time",)
+
+
+def stable(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``history`` without :data:`VOLATILE_FIELDS`.
+
+    Example:
+        >>> stable([{"epoch": 1, "loss": 0.5, "time": 2.1}])
+        [{'epoch': 1, 'loss': 0.5}]
+    """
+    return [{k: v for k, v in row.items() if k not in VOLATILE_FIELDS} for row in history]
+
+
+def volatile(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Only the :data:`VOLATILE_FIELDS` of each row of ``history``.
+
+    Example:
+        >>> volatile([{"epoch": 1, "loss": 0.5, "time": 2.1}, {"epoch": 2}])
+        [{'time': 2.1}, {}]
+    """
+    return [{k: row[k] for k in VOLATILE_FIELDS if k in row} for row in history]
+
+
+def with_volatile(
+    history: list[dict[str, Any]], fields: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Rows of ``history`` with their volatile ``fields`` put back (rows without any stay as
+    they are): the inverse of :func:`stable` and :func:`volatile`.
+
+    Example:
+        >>> with_volatile([{"epoch": 1}, {"epoch": 2}], [{"time": 2.1}])
+        [{'epoch': 1, 'time': 2.1}, {'epoch': 2}]
+    """
+    return [{**row, **(fields[i] if i < len(fields) else {})} for i, row in enumerate(history)]
+
+
+def volatile_path(path: str | Path) -> Path:
+    """The JSON beside checkpoint ``path`` that holds what differs between identical runs.
+
+    Example:
+        >>> volatile_path("run/checkpoints/kd/last.safetensors").name
+        'last.volatile.json'
+    """
+    path = Path(path)
+    return path.with_name(f"{path.name.removesuffix('.safetensors')}.volatile.json")
 
 
 def save_checkpoint(path: str | Path, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
@@ -59,7 +109,8 @@ def save_checkpoint(path: str | Path, tensors: dict[str, Tensor], meta: dict[str
     path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {_META_KEY: json.dumps(meta, sort_keys=True), "format": "pt"}
     blob = canonical_safetensors(save(_storable(tensors), metadata=metadata))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # a hidden sibling that clean_stale_temporaries removes if a kill leaves it behind
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(blob)
@@ -168,6 +219,8 @@ class TrainState:
         rng_tensors: Tensor part of :func:`~distillscope.train.seeding.get_rng_state`.
         rng_meta: JSON part of it.
         meta: Epochs done, history, config, trainable parameter names, ``prepared`` flag.
+        volatile: JSON of what differs between identical runs (the history's wall times),
+            written beside the file (:func:`volatile_path`), never in it.
     """
 
     model: dict[str, Tensor]
@@ -177,10 +230,21 @@ class TrainState:
     rng_tensors: dict[str, Tensor] = field(default_factory=dict)
     rng_meta: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    volatile: dict[str, Any] = field(default_factory=dict)
 
 
 def save_train_state(path: str | Path, state: TrainState) -> None:
-    """Flatten ``state`` into one safetensors file (layout in the module docstring), atomically."""
+    """Flatten ``state`` into one safetensors file (layout in the module docstring), atomically.
+
+    ``state.volatile`` goes first to its own JSON beside the file, so a run killed between the
+    two writes leaves wall times for an epoch the checkpoint lacks, never the reverse. An empty
+    state (no optimizer: ``{}``) is kept as such.
+    """
+    side = volatile_path(path)
+    if state.volatile:
+        atomic_write_text(side, json.dumps(state.volatile, sort_keys=True) + "\n")
+    elif side.is_file():
+        side.unlink()
     tensors: dict[str, Tensor] = {}
     tensors.update({f"model/{k}": v for k, v in state.model.items()})
     tensors.update({f"loss/{k}": v for k, v in state.loss.items()})
@@ -219,13 +283,32 @@ def load_train_state(path: str | Path) -> TrainState:
         raise _invalid(path, f"optimizer state is inconsistent: {exc}") from exc
     scheduler = meta.pop("scheduler", {})
     rng_meta = meta.pop("rng", {})
-    return TrainState(
-        groups["model"], groups["loss"], optimizer, scheduler, groups["rng"], rng_meta, meta
-    )
+    return TrainState(groups["model"], groups["loss"], optimizer, scheduler, groups["rng"],
+                      rng_meta, meta, _read_volatile(path))  # fmt: skip
+
+
+def _read_volatile(path: str | Path) -> dict[str, Any]:
+    """The JSON beside a training state, ``{}`` when there is none."""
+    side = volatile_path(path)
+    if not side.is_file():
+        return {}
+    try:
+        data = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = exc
+    if not isinstance(data, dict):
+        raise CheckpointError(
+            f"{side} is not a JSON object ({' '.join(str(data).split())[:100]}); delete it "
+            "(it holds only wall times) and resume"
+        )
+    return data
 
 
 def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """``Optimizer.state_dict()`` -> (``optim/<group>/<idx>/<key>`` tensors, JSON rest)."""
+    """``Optimizer.state_dict()`` -> (``optim/<group>/<idx>/<key>`` tensors, JSON rest); no
+    optimizer (``{}``) -> nothing."""
+    if not state:
+        return {}, {}
     tensors: dict[str, Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
     groups = []
@@ -242,6 +325,8 @@ def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, Tensor], dict[s
 
 def _unflatten_optimizer(tensors: dict[str, Tensor], meta: dict[str, Any]) -> dict[str, Any]:
     """Inverse of :func:`_flatten_optimizer`."""
+    if not meta and not tensors:
+        return {}
     per_param: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         _, idx, name = key.split("/", 2)

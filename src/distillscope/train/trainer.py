@@ -55,6 +55,9 @@ from distillscope.train.checkpoint import (
     load_train_state,
     save_model,
     save_train_state,
+    stable,
+    volatile,
+    with_volatile,
 )
 from distillscope.train.compiled import check_compile, compiled
 from distillscope.train.distributed import (
@@ -427,11 +430,9 @@ class Trainer:
         else:
             self._load_states(state)
             saved = state.meta["history"]
-            self.histories = (
-                {self.members[0]: list(saved)}
-                if self.single
-                else {m: list(saved[m]) for m in self.members}
-            )
+            saved = {self.members[0]: saved} if self.single else saved
+            times = state.volatile.get("history", {})  # wall times, kept beside the file
+            self.histories = {m: with_volatile(saved[m], times.get(m, [])) for m in self.members}
             prepared = bool(state.meta.get("prepared", False))
         start = len(self.history)
         if start >= cfg.epochs:
@@ -780,7 +781,11 @@ class Trainer:
         meta: dict[str, Any] = {
             "name": self.name,
             "epochs_done": len(self.history),
-            "history": self.history if self.single else self.histories,
+            "history": (
+                stable(self.history)
+                if self.single
+                else {m: stable(rows) for m, rows in self.histories.items()}
+            ),
             "config": self.cfg.model_dump(mode="json"),
             "seed": self.seed,
             "steps_per_epoch": steps,
@@ -799,6 +804,7 @@ class Trainer:
             rng_tensors=rng_tensors,
             rng_meta=rng_meta,
             meta=meta,
+            volatile={"history": {m: volatile(rows) for m, rows in self.histories.items()}},
         )
         save_train_state(self.checkpoint_dir / LAST_CHECKPOINT, state)
 
@@ -809,7 +815,7 @@ class Trainer:
             "name": self.name,
             "epochs": len(self.history),
             "train_temperature": self.cfg.temperature,
-            "final": self.history[-1] if self.history else {},
+            "final": stable(self.history[-1:])[0] if self.history else {},
         }
         save_model(self.checkpoint_dir / FINAL_WEIGHTS, self.model, meta)
 
