@@ -12,7 +12,7 @@ the linearised boundary to ``k`` is ``|f'_k| / ||w_k||_2`` away; step to the nea
 accumulate ``r = sum_i r_i`` and move to ``x_{i+1} = x_0 + (1 + overshoot) * r``, until the
 model no longer predicts ``y`` or ``steps`` steps are done. The ``1e-4`` and the overshoot push
 the point just past the boundary (the DeepFool paper's reference code uses both). Paper 004
-runs it for 50 steps with overshoot 0.02 (SPEC section 2; torchattacks' defaults, which the
+runs it for 50 steps with overshoot 0.02 (torchattacks' defaults, which the
 authors used).
 
 The attack works on the logits ``f``, not on the softmax, so dividing them by a training
@@ -34,9 +34,9 @@ from torch import Tensor, nn
 
 __all__ = ["DEEPFOOL_OVERSHOOT", "DEEPFOOL_STEPS", "deepfool"]
 
-#: Maximum DeepFool iterations: 50, SPEC section 2 (paper 004 via torchattacks' default).
+#: Maximum DeepFool iterations: 50 (paper 004 via torchattacks' default).
 DEEPFOOL_STEPS = 50
-#: Overshoot past the boundary: 0.02, SPEC section 2 and the DeepFool paper's reference value.
+#: Overshoot past the boundary: 0.02, the DeepFool paper's reference value.
 DEEPFOOL_OVERSHOOT = 0.02
 #: Added to ``|f'_l|`` so that each step lands just beyond the linearised boundary (DeepFool).
 _PUSH = 1e-4
