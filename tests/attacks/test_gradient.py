@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distillscope.attacks import TemperatureScaled, fgsm, pgd
+from distillscope.attacks import TemperatureScaled, fgsm, fgsm_sweep, pgd
 
 
 def mlp(seed: int = 0) -> nn.Module:
@@ -67,6 +67,19 @@ def test_fgsm_clamps_to_bounds_only_where_needed() -> None:
     out = fgsm(mlp(), x, y, eps=0.1, bounds=(0.0, 1.0))
     assert out.min() >= 0.0 and out.max() <= 1.0
     torch.testing.assert_close((out[:, 1] - 0.5).abs(), torch.full((64,), 0.1))
+
+
+def test_fgsm_sweep_gives_fgsm_at_each_budget_from_one_gradient() -> None:
+    x, y = data()
+    net = mlp()
+    calls = []
+    net.register_forward_hook(lambda *_: calls.append(1))
+    budgets = [0.01, 0.05, 0.3]
+    swept = fgsm_sweep(net, x, y, budgets, bounds=(0.0, 1.0))
+    assert len(calls) == 1  # one forward (and backward) pass for every budget
+    for eps, x_adv in zip(budgets, swept, strict=True):
+        assert torch.equal(x_adv, fgsm(net, x, y, eps, bounds=(0.0, 1.0)))  # bit for bit
+    assert fgsm_sweep(net, x, y, []) == []
 
 
 @pytest.mark.parametrize("random_start", [True, False])

@@ -12,7 +12,9 @@ from distillscope.errors import ConfigError, DataError
 from distillscope.probes.base import ProbeData
 from distillscope.probes.sampling import (
     evaluating,
+    forward_all,
     probe_batches,
+    probe_logits,
     probe_samples,
     sample_indices,
 )
@@ -90,3 +92,34 @@ def test_progress_bar_counts_the_probe_batches(image_data, capsys) -> None:
     probe.progress = True
     assert len(list(probe_batches(probe, image_data))) == 3
     assert "accuracy" in capsys.readouterr().err
+
+
+def test_probe_logits_are_the_forward_pass_read_back_for_the_same_batches(point_data) -> None:
+    torch.manual_seed(0)
+    net = nn.Linear(2, 3).eval()
+    calls = []
+    net.register_forward_hook(lambda *_: calls.append(1))
+    probe = AccuracyProbe(batch_size=4, max_samples=10, seed=7)
+    first = list(probe_logits(probe, point_data, {"net": net}))
+    assert len(calls) == 3  # batches of 4, 4, 2
+    for (batch, logits), plain in zip(first, probe_batches(probe, point_data), strict=True):
+        assert torch.equal(batch.inputs, plain.inputs)
+        assert torch.equal(logits["net"], forward_all({"net": net}, plain.inputs)["net"])
+    calls.clear()
+    more = AccuracyProbe(batch_size=4, max_samples=30, seed=7)  # same first 10 samples, then more
+    again = [z["net"] for _, z in probe_logits(more, point_data, {"net": net})]
+    assert len(calls) == 6 and point_data.logits.hits == 2  # batches 1-2 read, 3 (of 4) and 4-8 run
+    assert all(torch.equal(a, b["net"]) for a, (_, b) in zip(again[:2], first[:2], strict=True))
+    calls.clear()
+    list(probe_logits(AccuracyProbe(batch_size=4, max_samples=10, seed=8), point_data,
+                      {"net": net}))  # fmt: skip
+    assert len(calls) == 3  # another seed draws other samples
+
+
+def test_probe_logits_of_augmented_data_are_never_reused(point_data) -> None:
+    net = nn.Linear(2, 3).eval()
+    point_data.dataset.augmented = True  # random per read: each probe sees other inputs
+    probe = AccuracyProbe(batch_size=8, max_samples=16)
+    for _ in range(2):
+        list(probe_logits(probe, point_data, {"net": net}))
+    assert point_data.logits.hits == 0 and point_data.logits.nbytes == 0

@@ -71,3 +71,49 @@ def logit_data(
     k = z.shape[1]
     info = DatasetInfo("logits", k, (k,), [str(c) for c in range(k)], dict(categories or {}))
     return ProbeData(TensorDataset(torch.tensor(z), torch.tensor(y), info), info)
+
+
+def quadrant_data(n: int = 30) -> ProbeData:
+    """``n`` noisy 1x8x8 images; class ``c`` brightens quadrant ``c`` a little (4 classes in 2
+    categories), normalised with mean 0.5, std 0.25: some images sit near a boundary."""
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(n) % NUM_CLASSES
+    pixels = 0.3 + 0.4 * torch.rand(n, 1, 8, 8, generator=g)
+    for i in range(n):
+        row, col = divmod(int(y[i]), 2)
+        pixels[i, 0, 4 * row : 4 * row + 4, 4 * col : 4 * col + 4] += 0.12
+    info = DatasetInfo(
+        name="quadrants",
+        num_classes=NUM_CLASSES,
+        input_shape=(1, 8, 8),
+        class_names=[f"c{i}" for i in range(NUM_CLASSES)],
+        categories={"ab": [0, 1], "cd": [2, 3]},
+        mean=(0.5,),
+        std=(0.25,),
+        pixel_range=(0.0, 1.0),
+    )
+    return ProbeData(TensorDataset((pixels.clamp(0, 1) - 0.5) / 0.25, y, info), info)
+
+
+def quadrant_cnn(scale: float, seed: int) -> TinyCNN:
+    """A :class:`TinyCNN` that reads the class off the brightest quadrant (logit ``c`` is
+    ``scale`` times quadrant ``c``'s mean), its weights then moved by seeded noise: a model
+    with confident, mostly right answers that small attacks can flip."""
+    net = TinyCNN(width=4)
+    with torch.no_grad():
+        for conv in (net.block1[0], net.block2[0]):
+            conv.weight.zero_()
+            conv.bias.zero_()
+        net.block1[0].weight[:, 0, 1, 1] = 1.0  # every channel copies the image, shifted by 2
+        net.block1[0].bias.fill_(2.0)
+        for k in range(4):
+            net.block2[0].weight[k, k, 1, 1] = 1.0
+        head = net.head[2]
+        head.weight.zero_()
+        head.bias.zero_()
+        for c in range(NUM_CLASSES):
+            head.weight[c, c] = scale  # channel 0's pooled quadrant c
+        g = torch.Generator().manual_seed(seed)
+        for p in net.parameters():
+            p.add_(0.03 * torch.randn(p.shape, generator=g))
+    return net

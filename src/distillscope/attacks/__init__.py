@@ -3,7 +3,14 @@ pixel-space wrappers."""
 
 from distillscope.attacks.carlini import cw_l2
 from distillscope.attacks.deepfool import DEEPFOOL_OVERSHOOT, DEEPFOOL_STEPS, deepfool
-from distillscope.attacks.gradient import IMAGE_EPS, PGD_STEP_FRACTION, PGD_STEPS, fgsm, pgd
+from distillscope.attacks.gradient import (
+    IMAGE_EPS,
+    PGD_STEP_FRACTION,
+    PGD_STEPS,
+    fgsm,
+    fgsm_sweep,
+    pgd,
+)
 from distillscope.attacks.l2 import IFGSM_STEPS, ifgsm, l2_norms, pgd_l2
 from distillscope.attacks.temperature import PixelSpaceModel, TemperatureScaled, to_pixels
 
@@ -19,6 +26,7 @@ __all__ = [
     "cw_l2",
     "deepfool",
     "fgsm",
+    "fgsm_sweep",
     "ifgsm",
     "l2_norms",
     "pgd",

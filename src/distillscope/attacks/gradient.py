@@ -15,11 +15,13 @@ every run and device) and no model parameter gradient is accumulated.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["IMAGE_EPS", "PGD_STEPS", "PGD_STEP_FRACTION", "fgsm", "pgd"]
+__all__ = ["IMAGE_EPS", "PGD_STEPS", "PGD_STEP_FRACTION", "fgsm", "fgsm_sweep", "pgd"]
 
 #: L-inf budget on [0, 1] images: 8/255 (the CIFAR standard, paper 003 4.2).
 IMAGE_EPS = 8 / 255
@@ -64,9 +66,38 @@ def fgsm(model: nn.Module, x: Tensor, y: Tensor, eps: float, bounds: Bounds = No
         >>> (fgsm(net, x, torch.tensor([0, 1, 0]), eps=0.1) - x).abs().amax().item()
         0.10000000149011612
     """
+    return fgsm_sweep(model, x, y, [eps], bounds)[0]
+
+
+def fgsm_sweep(
+    model: nn.Module, x: Tensor, y: Tensor, budgets: Sequence[float], bounds: Bounds = None
+) -> list[Tensor]:
+    """:func:`fgsm` at each of ``budgets`` from one gradient: ``clip(x + eps * sign(grad))``.
+
+    The gradient ``grad_x CE(f(x), y)`` does not depend on ``eps``, so a sweep over budgets
+    needs one forward and backward pass instead of one per budget; each result is the same
+    tensor :func:`fgsm` gives at that budget, bit for bit.
+
+    Args:
+        model: A network returning ``(B, K)`` logits on inputs like ``x``, in eval mode.
+        x: ``(B, ...)`` clean inputs.
+        y: ``(B,)`` true labels.
+        budgets: L-inf budgets.
+        bounds: ``(low, high)`` valid input range, or None for unbounded inputs.
+
+    Returns:
+        ``(B, ...)`` detached adversarial inputs, one per budget, in the order of ``budgets``.
+
+    Example:
+        >>> net = nn.Linear(2, 2)
+        >>> x = torch.zeros(3, 2)
+        >>> small, large = fgsm_sweep(net, x, torch.tensor([0, 1, 0]), [0.1, 0.2])
+        >>> torch.equal(large, 2 * small)
+        True
+    """
     x = x.detach()
-    x_adv = x + eps * _loss_gradient(model, x, y).sign()  # (B, ...)
-    return _clip(x_adv, bounds)
+    direction = _loss_gradient(model, x, y).sign()  # (B, ...)
+    return [_clip(x + eps * direction, bounds) for eps in budgets]  # each (B, ...)
 
 
 def pgd(

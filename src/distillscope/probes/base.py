@@ -10,6 +10,7 @@ from torch import nn
 
 from distillscope.checks import check_int
 from distillscope.data.base import DatasetInfo, DistillDataset
+from distillscope.probes.logits import LogitCache
 
 
 @dataclass
@@ -45,11 +46,21 @@ class Roles:
 
 @dataclass
 class ProbeData:
-    """What a probe audits on: the held-out split and its metadata."""
+    """What a probe audits on: the held-out split and its metadata.
+
+    Attributes:
+        dataset: The held-out split.
+        info: Its metadata.
+        device: Where the models run.
+        logits: The models' clean logits per audited batch, filled by the first probe that
+            computes them and read by the others
+            (:func:`~distillscope.probes.sampling.probe_logits`).
+    """
 
     dataset: DistillDataset
     info: DatasetInfo
     device: str = "cpu"
+    logits: LogitCache = field(default_factory=LogitCache, repr=False, compare=False)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from distillscope.functional.calibration import (
     top1_confidence,
 )
 from distillscope.probes.base import Probe, ProbeData, ProbeParams, ProbeResult, Roles
-from distillscope.probes.sampling import evaluating, forward_all, probe_batches
+from distillscope.probes.sampling import evaluating, probe_logits
 from distillscope.registry import register_probe
 
 __all__ = ["CalibrationProbe"]
@@ -85,8 +85,8 @@ class CalibrationProbe(Probe):
         brier = dict.fromkeys(names, 0.0)
         n = 0
         with evaluating(models, names, data.device) as active:
-            for batch in probe_batches(self, data):
-                for m, z in forward_all(active, batch.inputs).items():
+            for batch, logits in probe_logits(self, data, active):
+                for m, z in logits.items():
                     conf, hit = top1_confidence(z, batch.targets)  # (B,), (B,)
                     confidence[m].append(conf.cpu())
                     correct[m].append(hit.cpu())

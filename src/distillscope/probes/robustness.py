@@ -11,10 +11,17 @@ from torch import Tensor, nn
 
 from distillscope.attacks.carlini import CW_SEARCH_STEPS, CW_STEPS, cw_l2
 from distillscope.attacks.deepfool import DEEPFOOL_OVERSHOOT, DEEPFOOL_STEPS, deepfool
-from distillscope.attacks.gradient import IMAGE_EPS, PGD_STEP_FRACTION, PGD_STEPS, fgsm, pgd
+from distillscope.attacks.gradient import (
+    IMAGE_EPS,
+    PGD_STEP_FRACTION,
+    PGD_STEPS,
+    fgsm_sweep,
+    pgd,
+)
 from distillscope.attacks.l2 import IFGSM_STEPS, ifgsm, pgd_l2
 from distillscope.attacks.temperature import PixelSpaceModel, TemperatureScaled, to_pixels
 from distillscope.checks import check_int, check_positive, check_range
+from distillscope.data.base import DatasetInfo
 from distillscope.errors import ConfigError
 from distillscope.probes.base import Probe, ProbeData, ProbeParams, ProbeResult, Roles
 from distillscope.probes.sampling import evaluating, probe_batches
@@ -203,6 +210,8 @@ class AdversarialProbe(Probe):
         keys = ["clean"] + [f"{a}{v}" for a in self.attacks for v in variants]
         budget_keys = [f"{a}{v}" for a in self.attacks if a in BUDGET_ATTACKS for v in variants]
         sweep = sorted({*self.sweep, eps})
+        # clean accuracy and DeepFool/CW do not depend on eps: run at the main budget only
+        budgets = {e: keys if e == eps else budget_keys for e in sweep}
         with evaluating(models, models, data.device) as active:
             nets = {
                 m: PixelSpaceModel(model, info.mean, info.std).eval() for m, model in active.items()
@@ -215,22 +224,16 @@ class AdversarialProbe(Probe):
                 for v in variants
                 if not (v and temps[m] == 1.0)
             }
-            # clean accuracy and DeepFool do not depend on eps: run at the main budget only
-            accs, norms = {}, {}
-            for e in sweep:
-                accs[e], found = self._accuracies(
-                    nets, targets, data, e, step * e / eps, keys if e == eps else budget_keys
-                )
-                norms.update(found)
+            accs, norms = self._accuracies(nets, targets, data, budgets, eps, step)
         values: dict[str, float] = {}
         skipped: dict[str, str] = {}
         series: dict[str, list[float]] = {"x": sweep} if len(sweep) > 1 else {}
         for m in models:
             for k in keys:
                 source = k.removesuffix("_strong") if temps[m] == 1.0 else k
-                values[f"{m}/{k}"] = accs[eps][m, source]
+                values[f"{m}/{k}"] = accs[eps, m, source]
                 if series and k in budget_keys:
-                    series[f"{m}/{k}"] = [accs[e][m, source] for e in sweep]
+                    series[f"{m}/{k}"] = [accs[e, m, source] for e in sweep]
                 if k.startswith(MINIMAL_ATTACKS):
                     if norms.get((m, source)) is None:
                         attack = k.removesuffix("_strong")
@@ -278,76 +281,66 @@ class AdversarialProbe(Probe):
         nets: Mapping[str, nn.Module],
         targets: Mapping[tuple[str, str], nn.Module],
         data: ProbeData,
+        budgets: Mapping[float, Sequence[str]],
         eps: float,
         step: float,
-        keys: Sequence[str],
-    ) -> tuple[dict[tuple[str, str], float], dict[tuple[str, str], float | None]]:
-        """Accuracy of every (model, key) at one budget ``eps``; fixed-size counters only.
+    ) -> tuple[dict[tuple[float, str, str], float], dict[tuple[str, str], float | None]]:
+        """Accuracy of every (budget, model, key) in one pass over the batches.
+
+        Args:
+            nets: The models at ``T = 1`` in pixel space.
+            targets: What each (model, variant) attack differentiates.
+            data: The held-out split.
+            budgets: Each L-inf budget -> the keys evaluated at it.
+            eps: The main budget (PGD's step and PGD-L2's budget scale with ``budget / eps``).
+            step: PGD's step at the main budget.
+
+        What does not depend on the budget runs once per batch: the clean pass, and FGSM's
+        gradient (:func:`~distillscope.attacks.gradient.fgsm_sweep`). Each (budget, model,
+        variant) has its own generator seeded with ``seed``, so every budget draws the random
+        starts it would draw alone, whatever the other models and budgets are. Fixed-size
+        counters only.
 
         Returns:
-            The accuracies, and for DeepFool keys the mean L2 norm of the perturbations that
-            fooled a correctly classified sample (None when there was none).
+            The accuracies, and for DeepFool and CW keys (main budget) the mean L2 norm of the
+            perturbations that fooled a correctly classified sample (None when there was none).
         """
-        bounds = data.info.pixel_range
-        correct = {(m, k): 0 for m in nets for k in keys}
-        norm_sum = {(m, k): 0.0 for m in nets for k in keys if k.startswith(MINIMAL_ATTACKS)}
-        l2_eps = self._l2_eps(data.info.is_image) * eps / self._main_eps(data.info.is_image)
+        info = data.info
+        main = budgets[eps]
+        correct = {(e, m, k): 0 for e, keys in budgets.items() for m in nets for k in keys}
+        norm_sum = {(m, k): 0.0 for m in nets for k in main if k.startswith(MINIMAL_ATTACKS)}
         norm_n = dict.fromkeys(norm_sum, 0)
-        # One generator per (model, variant): each model meets the same random starts, whatever
-        # the other models are.
-        gens = {key: torch.Generator().manual_seed(self.seed) for key in targets}
+        gens = {
+            (e, *key): torch.Generator().manual_seed(self.seed) for e in budgets for key in targets
+        }
         n = 0
         for batch in probe_batches(self, data):
-            x = to_pixels(batch.inputs, data.info.mean, data.info.std)  # (B, ...) pixel space
+            x = to_pixels(batch.inputs, info.mean, info.std)  # (B, ...) pixel space
             y = batch.targets  # (B,)
             clean_ok: dict[str, Tensor] = {}
-            if "clean" in keys:
+            if "clean" in main:
                 for m, net in nets.items():
                     clean_ok[m] = _correct(net, x, y)  # (B,)
-                    correct[m, "clean"] += int(clean_ok[m].sum())
+                    correct[eps, m, "clean"] += int(clean_ok[m].sum())
             for (m, v), attacked in targets.items():
                 for a in self.attacks:
-                    if f"{a}{v}" not in keys:
-                        continue
+                    key = f"{a}{v}"
+                    todo = [e for e, keys in budgets.items() if key in keys]
                     if a == "fgsm":
-                        x_adv = fgsm(attacked, x, y, eps, bounds)
-                    elif a == "ifgsm":
-                        x_adv = ifgsm(attacked, x, y, eps, steps=self.ifgsm_steps, bounds=bounds)
-                    elif a == "pgd_l2":
-                        x_adv = pgd_l2(attacked, x, y, l2_eps, l2_eps * PGD_STEP_FRACTION,
-                                       steps=self.pgd_steps, random_start=self.random_start,
-                                       bounds=bounds, generator=gens[m, v])  # fmt: skip
-                    elif a == "cw_l2":
-                        x_adv = cw_l2(attacked, x, y, bounds=bounds, steps=self.cw_steps,
-                                      search_steps=self.cw_search_steps)  # fmt: skip
-                    elif a == "pgd":
-                        x_adv = pgd(
-                            attacked,
-                            x,
-                            y,
-                            eps,
-                            step,
-                            steps=self.pgd_steps,
-                            random_start=self.random_start,
-                            bounds=bounds,
-                            generator=gens[m, v],
-                        )
+                        adversarial = fgsm_sweep(attacked, x, y, todo, info.pixel_range)
                     else:
-                        x_adv = deepfool(
-                            attacked,
-                            x,
-                            y,
-                            steps=self.deepfool_steps,
-                            overshoot=self.deepfool_overshoot,
-                            bounds=bounds,
-                        )
-                    adv_ok = _correct(nets[m], x_adv, y)  # (B,) at T = 1
-                    correct[m, f"{a}{v}"] += int(adv_ok.sum())
-                    if a in MINIMAL_ATTACKS:
-                        fooled = clean_ok[m] & ~adv_ok  # (B,)
-                        dist = (x_adv - x).flatten(1).norm(dim=1)  # (B,)
-                        norm_sum[m, f"{a}{v}"] += float(dist[fooled].double().sum())
-                        norm_n[m, f"{a}{v}"] += int(fooled.sum())
+                        adversarial = [
+                            self._attack(a, attacked, x, y, e, eps, step, info, gens[e, m, v])
+                            for e in todo
+                        ]
+                    for e, x_adv in zip(todo, adversarial):
+                        adv_ok = _correct(nets[m], x_adv, y)  # (B,) at T = 1
+                        correct[e, m, key] += int(adv_ok.sum())
+                        if a in MINIMAL_ATTACKS:
+                            fooled = clean_ok[m] & ~adv_ok  # (B,)
+                            dist = (x_adv - x).flatten(1).norm(dim=1)  # (B,)
+                            norm_sum[m, key] += float(dist[fooled].double().sum())
+                            norm_n[m, key] += int(fooled.sum())
             n += len(batch)
         accs = {key: count / n for key, count in correct.items()}
         norms = {
@@ -355,8 +348,39 @@ class AdversarialProbe(Probe):
         }
         return accs, norms
 
+    def _attack(
+        self,
+        attack: str,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        budget: float,
+        eps: float,
+        step: float,
+        info: DatasetInfo,
+        generator: torch.Generator,
+    ) -> Tensor:
+        """``(B, ...)`` adversarial inputs of one attack other than FGSM at one ``budget``
+        (PGD's ``step`` at the main budget ``eps`` and PGD-L2's budget scale with it)."""
+        bounds = info.pixel_range
+        if attack == "ifgsm":
+            return ifgsm(model, x, y, budget, steps=self.ifgsm_steps, bounds=bounds)
+        if attack == "cw_l2":
+            return cw_l2(model, x, y, bounds=bounds, steps=self.cw_steps,
+                         search_steps=self.cw_search_steps)  # fmt: skip
+        if attack == "deepfool":
+            return deepfool(model, x, y, steps=self.deepfool_steps,
+                            overshoot=self.deepfool_overshoot, bounds=bounds)  # fmt: skip
+        if attack == "pgd_l2":
+            l2_eps = self._l2_eps(info.is_image) * budget / eps
+            return pgd_l2(model, x, y, l2_eps, l2_eps * PGD_STEP_FRACTION, steps=self.pgd_steps,
+                          random_start=self.random_start, bounds=bounds,
+                          generator=generator)  # fmt: skip
+        return pgd(model, x, y, budget, step * budget / eps, steps=self.pgd_steps,
+                   random_start=self.random_start, bounds=bounds, generator=generator)  # fmt: skip
 
-@torch.no_grad()
+
+@torch.inference_mode()
 def _correct(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     """``(B,)`` whether the model classifies each of ``x`` as ``y`` (at temperature 1)."""
     return model(x).argmax(1) == y

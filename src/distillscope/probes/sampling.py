@@ -23,6 +23,7 @@ __all__ = [
     "evaluating",
     "forward_all",
     "probe_batches",
+    "probe_logits",
     "probe_samples",
     "sample_indices",
 ]
@@ -89,6 +90,32 @@ def probe_batches(probe: Probe, data: ProbeData) -> Iterator[Batch]:
         for batch in iter_batches(samples, probe.batch_size):
             yield batch.to(data.device)
             bar.update()
+
+
+def probe_logits(
+    probe: Probe, data: ProbeData, models: Mapping[str, nn.Module]
+) -> Iterator[tuple[Batch, dict[str, Tensor]]]:
+    """:func:`probe_batches` with every model's ``(B, K)`` logits on each batch.
+
+    The logits come from ``data.logits``: a batch another probe of the run already passed
+    through a model (same held-out samples in the same order, the model unchanged) is read
+    back, not computed again; they are what :func:`forward_all` gives on that batch.
+
+    Args:
+        probe: The probe (its ``batch_size``, ``max_samples`` and ``seed`` choose the batches).
+        data: The held-out split and its logit cache.
+        models: The models, in eval mode on ``data.device`` (from :func:`evaluating`).
+    """
+    dataset = data.dataset
+    start = 0
+    for batch in probe_batches(probe, data):
+        stop = start + len(batch)
+        if dataset.augmented:  # random per read: every probe sees other inputs
+            yield batch, forward_all(models, batch.inputs)
+        else:  # the batch is rows start:stop of the seed's permutation of the split
+            key = (id(dataset), len(dataset), data.device, probe.seed, start, stop)
+            yield batch, data.logits.logits(models, key, batch.inputs)
+        start = stop
 
 
 @contextmanager

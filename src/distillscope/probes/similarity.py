@@ -23,7 +23,7 @@ from distillscope.probes.base import (
     ProbeResult,
     Roles,
 )
-from distillscope.probes.sampling import evaluating, forward_all, probe_batches
+from distillscope.probes.sampling import evaluating, probe_logits
 from distillscope.registry import register_probe
 
 __all__ = ["CATEGORY_ENTROPIES", "MASK_MODEL_SETS", "ClassSimilarityProbe"]
@@ -171,8 +171,7 @@ class ClassSimilarityProbe(Probe):
         counts = torch.zeros(num_classes, dtype=torch.long)  # (K,) category samples per class
         n_all = n_cat = n_seen = 0
         with evaluating(models, names, data.device) as active:
-            for batch in probe_batches(self, data):
-                logits = forward_all(active, batch.inputs)
+            for batch, logits in probe_logits(self, data, active):
                 y = batch.targets  # (B,)
                 correct = torch.stack([logits[m].argmax(1) == y for m in judges]).all(0)  # (B,)
                 use_cat = correct & in_category[y]  # (B,)

@@ -11,7 +11,7 @@ from torch import nn
 from distillscope.checks import check_int
 from distillscope.functional.agreement import kl_divergence, top1_match, topk_correct
 from distillscope.probes.base import Probe, ProbeData, ProbeParams, ProbeResult, Roles
-from distillscope.probes.sampling import evaluating, forward_all, probe_batches
+from distillscope.probes.sampling import evaluating, probe_logits
 from distillscope.registry import register_probe
 
 __all__ = ["AccuracyProbe", "AgreementProbe"]
@@ -52,8 +52,8 @@ class AccuracyProbe(Probe):
         topk = dict.fromkeys(models, 0)
         n = 0
         with evaluating(models, models, data.device) as active:
-            for batch in probe_batches(self, data):
-                for m, z in forward_all(active, batch.inputs).items():
+            for batch, logits in probe_logits(self, data, active):
+                for m, z in logits.items():
                     top1[m] += int(topk_correct(z, batch.targets, 1).sum())
                     topk[m] += int(topk_correct(z, batch.targets, k).sum())
                 n += len(batch)
@@ -105,8 +105,7 @@ class AgreementProbe(Probe):
         kl = dict.fromkeys(pairs, 0.0)
         n = 0
         with evaluating(models, names, data.device) as active:
-            for batch in probe_batches(self, data):
-                logits = forward_all(active, batch.inputs)
+            for batch, logits in probe_logits(self, data, active):
                 for t, m in pairs:
                     match[t, m] += int(top1_match(logits[t], logits[m]).sum())
                     kl[t, m] += float(kl_divergence(logits[t], logits[m]).to(torch.float64).sum())
