@@ -20,9 +20,9 @@ from distillscope.probes import create_probe
 from distillscope.probes.base import ProbeData, Roles
 from distillscope.probes.run import run_probes
 from distillscope.probes.sampling import probe_batches
-from tests.probes.tiny_probe_models import TinyMLP, quadrant_cnn, quadrant_data, seeded
+from tests.probes.tiny_probe_models import quadrant_cnn, quadrant_data
 
-N = 30  # samples of quadrant_data() and point_data
+N = 30  # samples of quadrant_data() and of conftest's point_data
 
 
 def quadrant_models() -> dict[str, torch.nn.Module]:
@@ -48,6 +48,11 @@ def counts(values: dict[str, float]) -> dict[str, int]:
     out = {k: round(v * N) for k, v in values.items()}
     assert all(out[k] / N == v for k, v in values.items())
     return out
+
+
+def series_counts(series: dict[str, list[float]]) -> dict[str, list[int]]:
+    """Each accuracy curve back to counts out of ``N`` (the ``"x"`` axis left out)."""
+    return {k: list(counts(dict(enumerate(s))).values()) for k, s in series.items() if k != "x"}
 
 
 def per_model(**by_key: tuple[int, int, int]) -> dict[str, int]:
@@ -129,33 +134,12 @@ TASK_GOLDEN = {
 # fmt: on
 
 
-def point_data() -> ProbeData:
-    """The probe tests' 30 unbounded 2-D points in 3 classes (conftest's ``point_data``)."""
-    from distillscope.data.base import DatasetInfo, TensorDataset
-
-    g = torch.Generator().manual_seed(1)
-    info = DatasetInfo("tiny-points", 3, (2,), ["a", "b", "c"], pixel_range=None)
-    targets = torch.arange(N) % 3
-    inputs = torch.randn(N, 2, generator=g) + targets[:, None].float()
-    return ProbeData(TensorDataset(inputs, targets, info), info)
-
-
-def point_models() -> dict[str, torch.nn.Module]:
-    return {
-        "teacher": seeded(TinyMLP, 0, hidden=16),
-        "independent": seeded(TinyMLP, 1),
-        "student": seeded(TinyMLP, 2),
-    }
-
-
 def test_the_sweep_gives_the_numbers_of_the_code_before() -> None:
     probe = create_probe("adversarial", sweep=[0.01, 0.06], batch_size=15, pgd_steps=3)
     result = probe.run(quadrant_models(), quadrant_data(), ROLES)
     assert counts(result.values) == SWEEP_VALUES
     assert result.series["x"] == [0.01, 8 / 255, 0.06]
-    assert {k: counts(dict(enumerate(s))) for k, s in result.series.items() if k != "x"} == {
-        k: dict(enumerate(s)) for k, s in SWEEP_SERIES.items()
-    }
+    assert series_counts(result.series) == SWEEP_SERIES
 
 
 def test_every_attack_gives_the_numbers_of_the_code_before() -> None:
@@ -180,20 +164,16 @@ def test_every_attack_gives_the_numbers_of_the_code_before() -> None:
     assert result.params["skipped"] == {
         f"{m}/cw_l2{v}_l2": unfooled for m in ("independent", "student") for v in ("", "_strong")
     }
-    assert {k: [round(v * N) for v in s] for k, s in result.series.items() if k != "x"} == (
-        ALL_SERIES
-    )
+    assert series_counts(result.series) == ALL_SERIES
 
 
-def test_points_give_the_numbers_of_the_code_before() -> None:
+def test_points_give_the_numbers_of_the_code_before(point_models, point_data) -> None:
     probe = create_probe("adversarial", attacks=["pgd", "fgsm", "pgd_l2"], sweep=[0.1, 0.5],
                          batch_size=8, pgd_steps=5)  # fmt: skip
-    result = probe.run(point_models(), point_data(), ROLES)
+    result = probe.run(point_models, point_data, ROLES)
     assert counts(result.values) == POINT_VALUES
     assert result.series["x"] == [0.1, 0.3, 0.5]
-    assert {k: [round(v * N) for v in s] for k, s in result.series.items() if k != "x"} == (
-        POINT_SERIES
-    )
+    assert series_counts(result.series) == POINT_SERIES
 
 
 def per_budget_reference(
@@ -214,7 +194,7 @@ def per_budget_reference(
                 for batch in probe_batches(probe, data):
                     x, y = to_pixels(batch.inputs, info.mean, info.std), batch.targets
                     x_fgsm = fgsm(attacked, x, y, e, (0.0, 1.0))
-                    x_pgd = pgd(attacked, x, y, e, eps / 4 * e / eps, steps=3,
+                    x_pgd = pgd(attacked, x, y, e, eps * 0.25 * e / eps, steps=3,
                                 bounds=(0.0, 1.0), generator=gen)  # fmt: skip
                     with torch.no_grad():
                         right["fgsm"] += int((net(x_fgsm).argmax(1) == y).sum())
@@ -250,4 +230,5 @@ def test_a_probe_on_shared_logits_equals_it_on_its_own(name: str) -> None:
         create_probe(other, batch_size=12).run(models, shared, ROLES)
     warm = create_probe(name, batch_size=12).run(models, shared, ROLES)
     cold = create_probe(name, batch_size=12).run(models, quadrant_data(), ROLES)
+    assert shared.logits.hits >= 3 * 3 * 3  # every later probe read every batch back
     assert warm.values == cold.values and warm.series == cold.series
