@@ -8,7 +8,7 @@ from torch import nn
 
 from distillscope.data.base import DatasetInfo, TensorDataset
 from distillscope.probes.base import ProbeData, Roles
-from tests.probes.tiny_probe_models import NUM_CLASSES, TinyCNN, TinyMLP, seeded
+from tests.probes.tiny_probe_models import NUM_CLASSES, TinyCNN, TinyMLP, image_info, seeded
 
 
 @pytest.fixture
@@ -16,16 +16,7 @@ def image_data() -> ProbeData:
     """24 random 1x8x8 images normalised with mean 0.5, std 0.25; 4 classes in 2 categories."""
     g = torch.Generator().manual_seed(0)
     pixels = torch.rand(24, 1, 8, 8, generator=g)
-    info = DatasetInfo(
-        name="tiny-images",
-        num_classes=NUM_CLASSES,
-        input_shape=(1, 8, 8),
-        class_names=[f"c{i}" for i in range(NUM_CLASSES)],
-        categories={"ab": [0, 1], "cd": [2, 3]},
-        mean=(0.5,),
-        std=(0.25,),
-        pixel_range=(0.0, 1.0),
-    )
+    info = image_info("tiny-images")
     targets = torch.arange(24) % NUM_CLASSES
     return ProbeData(TensorDataset((pixels - 0.5) / 0.25, targets, info), info)
 

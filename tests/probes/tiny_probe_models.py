@@ -82,16 +82,7 @@ def quadrant_data(n: int = 30) -> ProbeData:
     for i in range(n):
         row, col = divmod(int(y[i]), 2)
         pixels[i, 0, 4 * row : 4 * row + 4, 4 * col : 4 * col + 4] += 0.12
-    info = DatasetInfo(
-        name="quadrants",
-        num_classes=NUM_CLASSES,
-        input_shape=(1, 8, 8),
-        class_names=[f"c{i}" for i in range(NUM_CLASSES)],
-        categories={"ab": [0, 1], "cd": [2, 3]},
-        mean=(0.5,),
-        std=(0.25,),
-        pixel_range=(0.0, 1.0),
-    )
+    info = image_info("quadrants")
     return ProbeData(TensorDataset((pixels.clamp(0, 1) - 0.5) / 0.25, y, info), info)
 
 
@@ -117,3 +108,17 @@ def quadrant_cnn(scale: float, seed: int) -> TinyCNN:
         for p in net.parameters():
             p.add_(0.03 * torch.randn(p.shape, generator=g))
     return net
+
+
+def image_info(name: str) -> DatasetInfo:
+    """1x8x8 images in [0, 1] normalised with mean 0.5, std 0.25; 4 classes in 2 categories."""
+    return DatasetInfo(
+        name=name,
+        num_classes=NUM_CLASSES,
+        input_shape=(1, 8, 8),
+        class_names=[f"c{i}" for i in range(NUM_CLASSES)],
+        categories={"ab": [0, 1], "cd": [2, 3]},
+        mean=(0.5,),
+        std=(0.25,),
+        pixel_range=(0.0, 1.0),
+    )
