@@ -13,6 +13,10 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
+#: ``train.compile``'s modes (``torch.compile(mode=...)``); ``true`` is ``default``.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+
+
 class TrainConfig(Strict):
     """How one network is trained.
 
@@ -78,6 +82,15 @@ class TrainConfig(Strict):
         """YAML reads a bare ``on`` / ``off`` as a boolean: take it as the word."""
         if isinstance(value, bool):
             return "on" if value else "off"
+        return value
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _compile_choice(cls, value: object) -> object:
+        """One message naming every choice (not pydantic's two, one per member of the union)."""
+        words = ("true", "false", "yes", "no", "on", "off", "t", "f", "y", "n", "1", "0")
+        if isinstance(value, str) and value not in COMPILE_MODES and value.lower() not in words:
+            raise ValueError(f"valid choices: false, true, {', '.join(COMPILE_MODES)}")
         return value
 
     @model_validator(mode="after")

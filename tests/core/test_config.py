@@ -63,6 +63,10 @@ def test_override_values_are_yaml_typed():
         (["train.agc_clip=0"], r"config key 'train.agc_clip'.*greater than 0"),
         (["students.kd.train.lrr=1"], r"unknown config key 'students.kd.train.lrr'"),
         (["device=tpu"], r"config key 'device'.*valid choices: auto, cpu"),
+        (
+            ["train.compile=fast"],
+            r"config key 'train.compile': valid choices: false, true, default, reduce-overhead",
+        ),
         (["train.epochs"], r"not of the form key.path=value"),
     ],
 )
