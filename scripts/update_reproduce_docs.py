@@ -25,6 +25,7 @@ def main(argv: list[str]) -> int:
     payload = for_docs(json.loads(Path(argv[0]).read_text(encoding="utf-8")))
     repo = Path(__file__).resolve().parents[1]
     target = repo / DOCS_CLAIMS / f"paper-{payload['paper']}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
     md = repo / REPRODUCE_MD
     md.write_text(with_section(md.read_text(encoding="utf-8"), payload), encoding="utf-8")
