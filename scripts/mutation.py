@@ -48,8 +48,12 @@ TARGETS: dict[str, list[str]] = {
     "functional/agreement.py": ["tests/functional/test_agreement.py"],
     "functional/entropy.py": ["tests/functional/test_entropy.py"],
     "functional/logit.py": ["tests/functional/test_loss_maths.py"],
-    "functional/attention.py": ["tests/functional/test_loss_maths.py"],
+    "functional/attention.py": [
+        "tests/functional/test_attention.py",
+        "tests/functional/test_loss_maths.py",
+    ],
     "functional/feature_transfer.py": [
+        "tests/functional/test_feature_transfer.py",
         "tests/functional/test_loss_maths.py",
         "tests/distill/test_overhaul.py",
     ],

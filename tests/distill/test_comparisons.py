@@ -19,7 +19,7 @@ from distillscope.distill.base import BindContext
 from distillscope.distill.class_attention import ClassAttentionTransfer
 from distillscope.distill.review import ReviewKD
 from distillscope.errors import ConfigError, TrainingError
-from distillscope.functional.feature_maps import hcl_loss
+from distillscope.functional.feature_maps import cat_loss, hcl_loss
 from distillscope.models import create_model
 from distillscope.train.bind import bind_loss
 
@@ -347,3 +347,20 @@ def test_the_class_itself_checks_its_layer_lists() -> None:
         ReviewKD("layer1", ["layer1"])  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"reviewkd.teacher_layers\[0\]=3 is not a module path"):
         ReviewKD(["a"], [3])  # type: ignore[list-item]
+
+
+def test_cat_loss_defaults_pool_to_two_by_two_and_normalise() -> None:
+    """``resolution=2, normalize=True`` (CAT-KD's settings), against a hand computation."""
+    s = torch.arange(16.0, dtype=torch.float64).view(1, 1, 4, 4)
+    t = torch.ones(1, 1, 4, 4, dtype=torch.float64)
+    pooled = torch.tensor([2.5, 4.5, 10.5, 12.5], dtype=torch.float64)  # 2x2 block means
+    ps, pt = pooled / pooled.norm(), torch.full((4,), 0.5, dtype=torch.float64)
+    assert float(cat_loss(s, t)) == pytest.approx(float(((ps - pt) ** 2).mean()), rel=1e-12)
+
+
+def test_hcl_loss_refuses_unpaired_or_empty_lists_in_one_exact_line() -> None:
+    a = torch.zeros(1, 1, 2, 2)
+    for student, teacher, counts in (([a, a], [a], "2 and 1"), ([], [], "0 and 0")):
+        with pytest.raises(ValueError) as info:
+            hcl_loss(student, teacher)
+        assert str(info.value) == f"hcl_loss needs equally many maps, got {counts}"

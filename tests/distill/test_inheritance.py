@@ -246,3 +246,13 @@ def test_ie_od_compares_the_positive_parts_at_the_l2_distance() -> None:
     assert out["ie_od/inh"].item() == pytest.approx(want_inh, rel=1e-5)
     assert out["ie_od/exp"].item() == pytest.approx(want_exp, rel=1e-5)
     assert out["loss"].item() == pytest.approx(want_inh + want_exp, rel=1e-5, abs=1e-7)
+
+
+def test_the_distance_functions_refuse_bad_input_in_one_exact_line() -> None:
+    a = torch.zeros(2, 3, 2, 2)
+    with pytest.raises(ValueError) as info:
+        ie_distance(a, torch.zeros(2, 5), "l1")
+    assert str(info.value) == "factors (2, 3, 2, 2) and (2, 5) differ in size"
+    with pytest.raises(ValueError) as info:
+        ie_distance(a, a, "l3")
+    assert str(info.value) == "unknown distance 'l3'; use one of l1, l2, cosine, cka"

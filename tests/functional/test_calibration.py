@@ -230,3 +230,37 @@ def test_equal_mass_bins_split_ties_by_sample_order() -> None:
     hit = (torch.arange(n) < n // 2).long()
     bins = reliability_bins(conf, hit, n_bins=2, binning="mass")
     assert bins.accuracy.tolist() == [1.0, 0.0]
+
+
+def test_nll_and_its_gradient_on_a_leading_shape_are_those_of_the_rows() -> None:
+    # (2, 3, K): six samples in a grid; each entry is its row's value (the last axis is K)
+    z = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    y = torch.tensor([[0, 1, 2], [3, 0, 1]])
+    logp = z - z.exp().sum(-1, keepdim=True).log()  # log softmax by hand
+    nll = negative_log_likelihood(z, y)
+    assert nll.shape == (2, 3)
+    want = torch.stack([-logp[a, b, y[a, b]] for a in range(2) for b in range(3)]).view(2, 3)
+    torch.testing.assert_close(nll, want, rtol=1e-12, atol=0)
+    grad = nll_logit_gradient(z, y)
+    assert grad.shape == (2, 3, 4)
+    torch.testing.assert_close(grad, logp.exp() - F.one_hot(y, 4).double(), rtol=0, atol=1e-15)
+    single = negative_log_likelihood(z[:1, :1], y[:1, :1])  # a grid of one sample
+    assert single.shape == (1, 1)
+
+
+def test_the_nll_gradient_is_k_wide_when_the_targets_miss_the_last_class() -> None:
+    z = torch.zeros(2, 4, dtype=torch.float64)  # p = 1/4 everywhere
+    g = nll_logit_gradient(z, torch.tensor([0, 1]))
+    assert g.tolist() == [[-0.75, 0.25, 0.25, 0.25], [0.25, -0.75, 0.25, 0.25]]
+
+
+def test_float32_confidences_are_binned_in_float64() -> None:
+    conf = torch.tensor([0.1, 0.35, 0.6, 0.95])  # float32
+    hit = torch.tensor([0, 1, 1, 0])
+    for binning in ("width", "mass"):
+        got = reliability_bins(conf, hit, 2, binning)
+        want = reliability_bins(conf.double(), hit, 2, binning)
+        for field in ("lower", "upper", "confidence", "accuracy"):
+            assert getattr(got, field).dtype == torch.float64, (binning, field)
+            assert torch.equal(getattr(got, field), getattr(want, field)), (binning, field)
+        assert torch.equal(got.count, want.count)

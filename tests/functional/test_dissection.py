@@ -143,3 +143,155 @@ def test_best_concept_is_chosen_within_the_labels_primary_category() -> None:
     label_category = torch.tensor([-1, 0, 1, 1])
     score, label, category = best_concepts(iou, label_category)
     assert (label.item(), category.item()) == (3, 1) and score.item() == pytest.approx(0.6)
+
+
+# ------------------------------------------------------------------ edges and validation
+def test_top_quantiles_need_two_positions_and_keep_enough_values() -> None:
+    with pytest.raises(ValueError, match="^a quantile needs at least 2 values per unit, got 1$"):
+        TopQuantiles(1, 1, [0.5])
+    values = torch.tensor([3.0, -1.0])  # two positions: the median is their mean
+    tq = TopQuantiles(1, 2, [0.5])
+    tq.update(values.view(2, 1, 1, 1))
+    assert tq.thresholds().tolist() == [[1.0]]
+    # n = 5, q = 0.3: h = 4 * 0.7 = 2.8 reads the 3rd largest value, so floor(4 * 0.3) + 2 = 3
+    # values are kept ((n - 2) q would keep 2)
+    values = torch.tensor([0.0, 10.0, 20.0, 30.0, 40.0])
+    tq = TopQuantiles(1, 5, [0.3])
+    for v in values:  # one value per update: the kept values are all that is left
+        tq.update(v.view(1, 1, 1, 1))
+    assert tq.top.shape == (1, 3)
+    assert tq.thresholds().item() == pytest.approx(float(np.quantile(values.numpy(), 0.7)))
+    assert tq.thresholds().item() == pytest.approx(20.0 + 0.8 * 10.0)
+
+
+def test_top_quantiles_start_empty_and_keep_every_value_when_q_is_large() -> None:
+    # keep = min(n, floor((n - 1) 0.99) + 2) = n: every value is kept, the smallest included, so
+    # a value that was never given (an uninitialised start column) would shift the threshold
+    values = torch.tensor([-1.7e308, -1.6e308, -1.5e308, -1.4e308], dtype=torch.float64)
+    tq = TopQuantiles(1, 4, [0.99])
+    assert tq.top.shape == (1, 0) and tq.seen == 0
+    tq.update(values.view(4, 1, 1, 1))
+    assert tq.top.shape == (1, 4)
+    h = 3 * (1 - 0.99)  # ascending index of the threshold: between the two smallest values
+    want = -1.7e308 + h * (-1.6e308 - -1.7e308)
+    assert tq.thresholds().item() == pytest.approx(want, rel=1e-12)
+
+
+def test_tally_counts_are_float64() -> None:
+    """Counts of a large probe set stay exact (float32 stops counting at 2**24)."""
+    tally = Tally.zeros(2, 3, 4, 5)
+    shapes = [(2, 3, 4), (2, 3), (2, 3, 5), (4,)]
+    fields = (tally.both, tally.units, tally.units_cat, tally.labels)
+    for field, shape in zip(fields, shapes):
+        assert field.dtype == torch.float64 and field.shape == shape and not field.any()
+
+
+def _tiny_batch(b: int = 2, s: int = 4, units: int = 5, seed: int = 0):
+    """Random activations (B, U, 2, 2), pixel labels 0..3 (one layer), two categories."""
+    gen = torch.Generator().manual_seed(seed)
+    acts = torch.randn(b, units, 2, 2, generator=gen, dtype=torch.float64)
+    pixels = torch.randint(0, 4, (b, 1, s, s), generator=gen)
+    thresholds = torch.zeros(1, units, dtype=torch.float64)
+    label_category = torch.tensor([-1, 0, 0, 1])
+    return acts, thresholds, pixels, torch.zeros(b, 1, dtype=torch.long), label_category
+
+
+def test_tally_batch_rejects_an_unknown_rule_and_a_missing_annotation() -> None:
+    acts, thresholds, pixels, scalars, lc = _tiny_batch()
+    tally = Tally.zeros(1, 5, 4, 2)
+    unknown = "^unknown images rule 'all'; use one of touched, annotated$"
+    with pytest.raises(ValueError, match=unknown):
+        tally_batch(tally, acts, thresholds, pixels, scalars, lc, images="all")
+    missing = "^images='annotated' needs the images' annotated categories$"
+    with pytest.raises(ValueError, match=missing):
+        tally_batch(tally, acts, thresholds, pixels, scalars, lc, images="annotated")
+    assert not tally.units.any()  # nothing counted before the refusal
+
+
+def test_chunk_bounds_the_units_upsampled_at_once_and_not_the_tally(monkeypatch) -> None:
+    acts, thresholds, pixels, scalars, lc = _tiny_batch()  # B * S * S = 32 values per unit
+    interpolate = F.interpolate
+    widths: list[int] = []
+
+    def spy(x, *args, **kwargs):
+        widths.append(x.shape[1])
+        return interpolate(x, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "interpolate", spy)
+    tallies = []
+    for chunk, want in [(1, [1] * 5), (32, [1] * 5), (64, [2, 2, 1]), (10**6, [5])]:
+        widths.clear()
+        tally = Tally.zeros(1, 5, 4, 2)
+        tally_batch(tally, acts, thresholds, pixels, scalars, lc, chunk=chunk)
+        assert widths == want, chunk  # at most chunk // (B S S) units (at least one) at once
+        tallies.append(tally)
+    for tally in tallies[1:]:
+        for got, first in zip(vars(tally).values(), vars(tallies[0]).values()):
+            assert torch.equal(got, first)
+    assert len(set(tallies[0].units[0].tolist())) > 1  # units differ: a mixed-up group would show
+    # a 1x1 annotation: B * S * S = 1 value per unit, so chunk 2 takes two units at once
+    acts, thresholds, pixels, scalars, lc = _tiny_batch(b=1, s=1, units=3)
+    widths.clear()
+    tally_batch(Tally.zeros(1, 3, 4, 2), acts, thresholds, pixels, scalars, lc, chunk=2)
+    assert widths == [2, 1]
+
+
+def test_activation_equal_to_the_threshold_is_not_counted() -> None:
+    """``M_u = {p : up(A_u)_p > T_u}`` is strict, as NetDissect-Lite's ``tally_job``."""
+    acts = torch.ones(1, 1, 2, 2, dtype=torch.float64)  # upsamples to exactly 1 everywhere
+    pixels = torch.ones(1, 1, 4, 4, dtype=torch.long)
+    lc = torch.tensor([-1, 0])
+    tally = Tally.zeros(2, 1, 2, 1)
+    thresholds = torch.tensor([[1.0], [0.5]], dtype=torch.float64)
+    tally_batch(tally, acts, thresholds, pixels, torch.zeros(1, 1, dtype=torch.long), lc)
+    assert tally.units[:, 0].tolist() == [0.0, 16.0]
+    assert tally.both[:, 0, 1].tolist() == [0.0, 16.0]
+
+
+def test_float32_activations_are_upsampled_in_float64() -> None:
+    gen = torch.Generator().manual_seed(0)
+    acts = torch.rand(1, 1, 3, 3, generator=gen)  # float32
+    up64 = F.interpolate(acts.double(), size=(8, 8), mode="bilinear", align_corners=False)
+    up32 = F.interpolate(acts, size=(8, 8), mode="bilinear", align_corners=False).double()
+    at = int(torch.nonzero((up32 > up64).flatten())[0])  # float32 rounds this pixel up
+    threshold = up64.flatten()[at]
+    tally = Tally.zeros(1, 1, 2, 1)
+    pixels = torch.ones(1, 1, 8, 8, dtype=torch.long)
+    tally_batch(tally, acts, threshold.view(1, 1), pixels, torch.zeros(1, 1, dtype=torch.long),
+                torch.tensor([-1, 0]))  # fmt: skip
+    assert tally.units.item() == float((up64 > threshold).sum())
+
+
+def test_unlabelled_pixels_count_for_no_label_even_with_label_zero_alone() -> None:
+    """A probe batch with no annotation at all (only label 0) tallies the units and nothing else."""
+    acts = torch.ones(1, 1, 2, 2, dtype=torch.float64)
+    tally = Tally.zeros(1, 1, 1, 1)
+    tally_batch(tally, acts, torch.zeros(1, 1, dtype=torch.float64),
+                torch.zeros(1, 1, 4, 4, dtype=torch.long), torch.zeros(1, 1, dtype=torch.long),
+                torch.tensor([-1]))  # fmt: skip
+    assert tally.units.item() == 16.0
+    assert tally.labels.tolist() == [0.0] and not tally.both.any() and not tally.units_cat.any()
+
+
+def test_an_image_level_label_of_id_one_is_counted() -> None:
+    acts = torch.ones(2, 1, 2, 2, dtype=torch.float64)
+    pixels = torch.zeros(2, 1, 4, 4, dtype=torch.long)
+    scalars = torch.tensor([[1], [0]])  # image 0 carries the scene label 1
+    tally = Tally.zeros(1, 1, 2, 1)
+    tally_batch(tally, acts, torch.zeros(1, 1, dtype=torch.float64), pixels, scalars,
+                torch.tensor([-1, 0]))  # fmt: skip
+    assert tally.labels.tolist() == [0.0, 16.0]  # the image's 16 pixels
+    assert tally.both[0, 0].tolist() == [0.0, 16.0]
+    assert tally.units_cat[0, 0].tolist() == [16.0]  # only image 0 touches category 0
+
+
+def test_unit_iou_is_the_references_formula_and_label_zero_scores_zero() -> None:
+    tally = Tally.zeros(1, 1, 3, 2)
+    tally.both[0, 0] = torch.tensor([5.0, 1.0, 2.0])
+    tally.units_cat[0, 0] = torch.tensor([1.0, 4.0])
+    tally.labels[:] = torch.tensor([9.0, 1.0, 3.0])
+    lc = torch.tensor([-1, 0, 1])
+    iou = unit_iou(tally, lc)
+    # label 1 (category 0): 1 / (1 + 1 - 1 + 1e-10); label 2 (category 1): 2 / (4 + 3 - 2 + 1e-10)
+    want = [0.0, 1.0 / (1.0 + 1e-10), 2.0 / (5.0 + 1e-10)]
+    assert torch.allclose(iou[0, 0], torch.tensor(want, dtype=torch.float64), rtol=0, atol=1e-15)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -207,3 +208,78 @@ def test_bad_inputs_raise_one_line_value_errors(call, fragment) -> None:
     with pytest.raises(ValueError, match=fragment) as err:
         call()
     assert "\n" not in str(err.value)
+
+
+def test_a_wrong_truth_level_names_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match=r"^heatmaps must hold the integers 0, 1 and 2 only$"):
+        five_band_scores(torch.zeros(1, 2, 2), torch.full((1, 2, 2), 3))
+
+
+def test_a_single_pixel_object_found_scores_one() -> None:
+    """TP + FN = 1 and TP + FP = 1: the ratios are 1 / 1, not 0 (denominators of one count)."""
+    s = five_band_scores(torch.tensor([[[0.0, 1.0]]]), torch.tensor([[[0, 2]]]), steps=1)
+    assert {k: float(v) for k, v in s.items()} == {
+        "pixel_accuracy": 1.0,
+        "recall": 1.0,
+        "precision": 1.0,
+        "fpr": 0.0,
+    }
+
+
+def test_a_value_on_a_band_edge_belongs_to_the_band_below() -> None:
+    maps = torch.tensor([[[0.3, 0.7, 1.0]]], dtype=torch.float64)  # normalised: itself
+    s = five_band_scores(maps, torch.tensor([[[0, 1, 2]]]), steps=1)
+    assert float(s["pixel_accuracy"]) == 1.0  # 0.3 is band 0, 0.7 band 1, 1.0 band 2
+    mixed = five_band_scores(maps, torch.tensor([[[1, 2, 2]]]), steps=1)
+    assert float(mixed["pixel_accuracy"]) == pytest.approx(1 / 3)
+
+
+def test_scores_use_the_given_soft_delta() -> None:
+    g = truths()
+    maps = torch.randn(len(g), 8, 8, generator=torch.Generator().manual_seed(4)) + g.float()
+    got = five_band_scores(maps, g, steps=3, delta=0.1)
+    for i in range(len(g)):
+        want = numpy_scores(maps[i].double().numpy(), g[i].numpy().astype(int), 3, 0.1)
+        assert [float(got[k][i]) for k in FIVE_BAND_METRICS] == pytest.approx(want, abs=1e-12)
+
+
+@pytest.mark.parametrize(("positive", "edge"), [(1, 0.3), (2, 0.7)])
+def test_binary_prediction_is_strictly_above_the_band_edge(positive: int, edge: float) -> None:
+    maps = torch.tensor([[[edge, 1.0, 0.0, 0.2]]], dtype=torch.float64)
+    truth = torch.tensor([[[2, 2, 0, 0]]])
+    s = binary_scores(maps, truth, positive)
+    # predicted: only the 1.0 (the value at the edge is band positive - 1)
+    assert [float(s[k][0]) for k in ("precision", "recall", "f1")] == pytest.approx([1, 0.5, 2 / 3])
+
+
+@pytest.mark.parametrize("images", [1, 2])
+def test_no_predicted_pixel_gives_precision_zero_without_warnings(images: int) -> None:
+    g = truths(n=images + 1)[:images]  # every image has an object and background
+    maps = -torch.rand(g.shape, generator=torch.Generator().manual_seed(5))  # nothing above 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scikit-learn's zero_division warning included
+        s = binary_scores(maps, g, 1)
+    for k in ("precision", "recall", "f1"):
+        assert s[k].tolist() == [0.0] * images, k
+
+
+def test_an_image_without_a_negative_pixel_in_a_batch_has_no_binary_score() -> None:
+    truth = torch.stack([torch.ones(4, 4, dtype=torch.long), truths(2, 4)[0].long()])
+    s = binary_scores(torch.rand(2, 4, 4, generator=torch.Generator().manual_seed(6)), truth, 1)
+    for k in BINARY_METRICS:
+        assert math.isnan(float(s[k][0])) and not math.isnan(float(s[k][1])), k
+
+
+def test_soft_thresholds_edges() -> None:
+    assert soft_thresholds(3, 0.0).tolist() == [[-0.7, -0.3, 0.3, 0.7]] * 3  # delta 0 is allowed
+    # a threshold changing sign while the order holds (0.05 -> -0.05 < ...) is refused
+    with pytest.raises(ValueError, match="to 0 or past another"):
+        soft_thresholds(2, 0.1, (-0.7, -0.6, 0.05, 0.7))
+    # edges out of order, or equal, are refused even without a step
+    for bad in [(-0.3, -0.7, 0.3, 0.7), (-0.7, -0.3, 0.3, 0.3)]:
+        with pytest.raises(ValueError, match="to 0 or past another"):
+            soft_thresholds(1, 0.0, bad)
+    # the sets are rounded to 12 decimals: decimal steps give exact decimals, and a step below
+    # 5e-13 leaves the edges where they were
+    assert soft_thresholds()[-1].tolist() == [-0.425, -0.025, 0.025, 0.425]
+    assert soft_thresholds(2, 4e-13)[1].tolist() == [-0.7, -0.3, 0.3, 0.7]

@@ -139,3 +139,19 @@ def test_noise_is_drawn_in_float64_and_rows_of_one_are_scaled_exactly() -> None:
         ConfigError, match=r"^noise='flat' is unknown; use one of relative, absolute$"
     ):
         noise_direction([p], "flat", torch.Generator())
+
+
+def test_noise_of_float64_and_float32_weights_is_the_float64_draw() -> None:
+    """The draw and the filter norms are float64 whatever the weights' dtype: a float64 weight
+    gets the float64 draw itself, a float32 one the float64 result rounded once."""
+    shape = (6, 40)
+    draw = torch.randn(shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    (absolute,) = noise_direction(
+        [torch.zeros(shape, dtype=torch.float64)], "absolute", torch.Generator().manual_seed(5)
+    )
+    assert absolute.dtype == torch.float64 and torch.equal(absolute, draw)
+    w = torch.randn(shape, generator=torch.Generator().manual_seed(6)) * 0.1  # float32
+    (relative,) = noise_direction([w], "relative", torch.Generator().manual_seed(5))
+    scale = w.double().norm(dim=1) / draw.norm(dim=1)  # float64 norms
+    assert relative.dtype == torch.float32
+    assert torch.equal(relative, (draw * scale[:, None]).float())

@@ -187,19 +187,19 @@ def negative_log_likelihood(logits: Tensor, targets: Tensor) -> Tensor:
     Its mean over samples is the cross-entropy loss (Guo et al. 2017, section 2).
 
     Args:
-        logits: ``(B, K)`` logits, at temperature 1.
-        targets: ``(B,)`` class indices.
+        logits: ``(..., K)`` logits, at temperature 1 (``(B, K)``: one row per sample).
+        targets: ``(...)`` class indices.
 
     Returns:
-        ``(B,)`` float64, non-negative.
+        ``(...)`` float64, non-negative.
 
     Example:
         >>> z = torch.log(torch.tensor([[0.5, 0.25, 0.25]]))
         >>> round(negative_log_likelihood(z, torch.tensor([1])).item(), 6)  # ln 4
         1.386294
     """
-    logp = torch.log_softmax(logits.to(torch.float64), dim=-1)  # (B, K)
-    return -logp.gather(-1, targets[:, None].long())[:, 0]  # (B,)
+    logp = torch.log_softmax(logits.to(torch.float64), dim=-1)  # (..., K)
+    return -logp.gather(-1, targets.long().unsqueeze(-1)).squeeze(-1)  # (...)
 
 
 def brier_score(logits: Tensor, targets: Tensor) -> Tensor:
@@ -235,11 +235,11 @@ def nll_logit_gradient(logits: Tensor, targets: Tensor) -> Tensor:
     direction. Computed in float64.
 
     Args:
-        logits: ``(B, K)`` logits, at temperature 1.
-        targets: ``(B,)`` class indices.
+        logits: ``(..., K)`` logits, at temperature 1 (``(B, K)``: one row per sample).
+        targets: ``(...)`` class indices.
 
     Returns:
-        ``(B, K)`` float64; each row sums to 0.
+        ``(..., K)`` float64; each row sums to 0.
 
     Example:
         >>> z = torch.tensor([[50.0, 0.0]])
