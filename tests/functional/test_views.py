@@ -156,6 +156,12 @@ def test_colour_jitter_is_brightness_contrast_saturation_hue_in_that_order() -> 
         assert torch.allclose(out[i], TF.adjust_hue(y, d), atol=5e-4)
 
 
+def test_brightness_clamps_both_ends() -> None:
+    x = torch.tensor([0.2, 0.5, 0.9]).view(1, 3, 1, 1).expand(2, 3, 2, 2)
+    out = adjust_brightness(x, torch.tensor([-1.0, 2.0]))  # clamp(b x, 0, 1) for any b
+    assert out[0].eq(0).all() and out[1].flatten(1)[:, 0].tolist() == pytest.approx([0.4, 1, 1])
+
+
 def test_jitter_params_map_each_uniform_to_its_factor() -> None:
     u = torch.tensor([[0.0, 0.5, 1.0, 1.0], [0.25, 0.75, 0.5, 0.0]])
     expected = [[0.6, 1.0, 1.4, 0.2], [0.8, 1.2, 1.0, -0.2]]  # 1 + s (2u - 1); (s / 2)(2u - 1)
@@ -232,8 +238,8 @@ def reference_shift(images: torch.Tensor, offsets: torch.Tensor, fill: torch.Ten
 
 
 def test_shift_images_match_a_pixel_loop_for_any_offset() -> None:
-    x = rand(6, 2, 4, 5, seed=14)
-    offsets = torch.tensor([[-1, 0], [0, -1], [1, 2], [-3, -4], [5, 0], [0, -9]])
+    x = rand(7, 2, 4, 5, seed=14)
+    offsets = torch.tensor([[-1, 0], [0, -1], [1, 2], [-3, -4], [5, 0], [0, -9], [-2, 7]])
     fill = torch.tensor([-7.0, 9.0], dtype=torch.float64)  # cast to the images' dtype
     out = shift_images(x, offsets, fill)
     assert out.dtype == torch.float32
