@@ -175,15 +175,19 @@ def reference_kept(scores: Tensor, truth: Tensor, ratio: float) -> list[int]:
 
 @pytest.mark.parametrize("ratio", [0.0, 0.25, 0.5, 0.75, 1.0])
 def test_error_level_ranking_matches_the_hand_ranking_with_ties(ratio: float) -> None:
-    g = torch.Generator().manual_seed(2)
+    g = torch.Generator().manual_seed(5)
     scores = torch.randint(0, 4, (24, 20), generator=g).double()  # many ties, N != K, K > 16
     truth = torch.randint(0, 20, (24,), generator=g)
-    right = torch.arange(0, 24, 3)  # every third row: the truth alone on top
+    right, second = torch.arange(0, 24, 3), torch.tensor([1, 4])
     scores[right] = scores[right].clamp(max=2)
-    scores[right, truth[right]] = 3.0
+    scores[right, truth[right]] = 3.0  # every third row: the truth alone on top
+    scores[second] = scores[second].clamp(max=2)
+    scores[second, truth[second]] = 3.0  # two rows: the truth second, below one higher score
+    scores[second, (truth[second] + 1) % 20] = 4.0
     expected = reference_kept(scores, truth, ratio)
     assert fr.kept_by_error_level(scores, truth, ratio).tolist() == expected
     assert set(right.tolist()) <= set(expected)
+    assert (ratio < 0.25) == (expected == right.tolist())  # wrong rows only when ratio allows
 
 
 def test_view_similarity_is_every_cosine_of_views_against_originals() -> None:
