@@ -59,8 +59,10 @@ TARGETS: dict[str, list[str]] = {
     ],
     "functional/feature_maps.py": ["tests/distill/test_comparisons.py"],
     "functional/inheritance.py": ["tests/distill/test_inheritance.py"],
-    # test_reference_parity.py would reach the rest, but mutmut cannot collect its stats
-    "functional/relation.py": ["tests/functional/test_loss_maths.py"],
+    "functional/relation.py": [
+        "tests/functional/test_loss_maths.py",
+        "tests/functional/test_relation.py",
+    ],
     "functional/boundary.py": ["tests/functional/test_boundary.py"],
     "functional/calibration.py": ["tests/functional/test_calibration.py"],
     "functional/cka.py": ["tests/functional/test_cka.py"],

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from distillscope.errors import TrainingError
 from distillscope.functional.explanation_metrics import (
     closer_votes,
     energy_pointing_game,
+    explanation_loss,
     mask_share,
     region_iou,
     relevant_region,
@@ -105,3 +107,59 @@ def test_closer_votes_count_ties_as_half() -> None:
     # a wins, b wins, equal cosines, zero reference map (both 0).
     assert closer_votes(ref, a, b).tolist() == [1.0, 0.0, 0.5, 0.5]
     assert closer_votes(ref, ref, b).tolist()[:2] == [1.0, 0.5]
+
+
+def test_scores_are_per_image_in_a_batch() -> None:
+    maps = torch.stack(
+        [
+            torch.tensor([[1.0, 0, 0, 0], [0, 2, 0, 0], [0, 0, 3, 0], [0, 0, 0, 4]]),
+            torch.tensor([[0.0, 0, 0, 0], [0, 9, 9, 0], [0, 1, 5, 0], [0, 0, 0, 0]]) + 10,
+        ]
+    )  # the second: positive part 10 .. 19, min-max scaled on its own
+    masks = torch.cat([MASK, torch.zeros(1, 4, 4, dtype=torch.bool)])
+    masks[1, 0, :2] = True  # 2 pixels, both at the minimum 10
+    # EPG: 5 / 10, then 2 * 10 / (12 * 10 + 19 + 19 + 11 + 15) = 20 / 184
+    assert energy_pointing_game(maps, masks).tolist() == pytest.approx([0.5, 20 / 184])
+    assert mask_share(masks).tolist() == [0.25, 2 / 16]
+    # regions (scaled > 0.5): {3, 4} of the first; {19, 19, 15} of the second (15 -> 5/9)
+    region = relevant_region(maps)
+    assert region[0].nonzero().tolist() == [[2, 2], [3, 3]]
+    assert region[1].nonzero().tolist() == [[1, 1], [1, 2], [2, 2]]
+    # IoU: 1 / 5; the second: no overlap, union 3 + 2
+    assert region_iou(maps, masks).tolist() == pytest.approx([1 / 5, 0.0])
+
+
+def test_iou_of_one_selected_pixel_and_constant_maps_below_one() -> None:
+    dot = torch.zeros(1, 4, 4)
+    dot[0, 1, 2] = 0.7
+    assert region_iou(dot, dot > 0).item() == 1.0  # union of a single pixel
+    half = torch.full((1, 4, 4), 0.5)  # constant and positive: every pixel, whatever its value
+    assert relevant_region(half).all()
+    assert region_iou(half, MASK).item() == pytest.approx(0.25)
+
+
+def test_shift_diagonal_fill_takes_the_images_dtype() -> None:
+    x = torch.full((1, 1, 3, 3), 0.25)
+    out = shift_diagonal(x, 1, fill=torch.tensor([-1]))  # an integer fill value
+    assert out.dtype == torch.float32
+    assert out[0, 0].tolist() == [[-1.0, -1.0, -1.0], [-1.0, 0.25, 0.25], [-1.0, 0.25, 0.25]]
+
+
+def test_shift_cosine_refuses_unequal_maps_or_a_shift_past_the_map() -> None:
+    maps = torch.rand(2, 4, 5, generator=torch.Generator().manual_seed(1))
+    message = r"got \(2, 4, 5\), \(2, 4, 5\) and shift 4$"
+    with pytest.raises(ValueError, match=message):
+        shift_cosine(maps, maps, 4)  # min(H, W) = 4: nothing left to compare
+    with pytest.raises(ValueError, match=r"got \(2, 4, 5\), \(1, 4, 5\) and shift 1$"):
+        shift_cosine(maps, maps[:1], 1)
+    assert shift_cosine(maps, maps, 3).shape == (2,)
+
+
+def test_explanation_loss_on_hand_made_maps() -> None:
+    t = torch.tensor([[[1.0, 0.0], [0.0, 0.0]], [[1.0, 2.0], [0.0, 0.0]], [[0.0, 1.0], [1.0, 0.0]]])
+    s = torch.stack([3 * t[0], t[2], -t[2]])  # cosines 1, 2 / (sqrt(5) sqrt(2)), -1
+    cos = torch.tensor([1.0, 2 / (5**0.5 * 2**0.5), -1.0])
+    assert explanation_loss(s, t).item() == pytest.approx((1 - cos).mean().item(), abs=1e-7)
+    message = r"\(2, 3, 3\) and teacher explanations \(2, 9\) differ in shape; explain inputs"
+    with pytest.raises(TrainingError, match=message):
+        explanation_loss(torch.zeros(2, 3, 3), torch.zeros(2, 9))
