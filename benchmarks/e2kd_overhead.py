@@ -12,17 +12,26 @@ be moved with each image. One epoch per variant, same initial weights and batch 
 - ``e2kd_frozen``: ``e2kd`` with the teacher's logits and maps cached once per image and
   moved with each batch's crop draw (paper 001 3.3);
 - ``cache_build`` / ``cache_build_explained``: building the logit cache and the cache with
-  explanations.
+  explanations;
+- ``kd_frozen_default_layout`` / ``e2kd_frozen_channels_last``: the two frozen variants in the
+  other memory layout (``train.channels_last`` ``off`` / ``on``). Under ``auto`` KD's student
+  trains channels-last on the CPU and e2KD's, whose loss reads a feature, in the default layout
+  (:mod:`distillscope.train.layout`), so ``e2kd_frozen_vs_kd_frozen`` compares two layouts as
+  well as the two losses; these two compare the losses alone. ``on`` changes float rounding
+  (other convolution kernels), not the method.
 
 With ``--bcos`` the pair is ``bcos_resnet14`` -> ``bcos_resnet8`` (B-cos explanations: the
 dynamic weights ``W(x)``) trained with Adam, and one more variant, ``e2kd_live_authors``: the
 student trained in explanation mode in one pass (``bcos_student: explanation``, the authors'
-code) against our default second explanation pass (results in ``e2kd_overhead_bcos.json``).
+code) against our default second explanation pass, and ``e2kd_frozen_authors``, the same with
+frozen teacher explanations (results in ``e2kd_overhead_bcos.json``).
 
 Ratios (paper-independent goals from the issue): ``e2kd_live_vs_kd_live`` (goal <= 2),
 ``e2kd_frozen_vs_kd_live`` (goal <= 1.2; also against ``kd_frozen``) and
-``cache_build_explained_vs_plain``. One untimed warm-up round, ``--reps`` interleaved rounds,
-medians kept; ratios within one run, never thresholds.
+``cache_build_explained_vs_plain``; in one layout:
+``e2kd_frozen_vs_kd_frozen_default_layout`` and ``e2kd_frozen_channels_last_vs_kd_frozen``.
+One untimed warm-up round, ``--reps`` interleaved rounds, medians kept; ratios within one run,
+never thresholds.
 
 Usage: ``python benchmarks/e2kd_overhead.py [--n 3200] [--reps 3] [--threads 2] [--bcos]``
 """
@@ -85,6 +94,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         teacher, student0 = bcos_networks(tuple(mean), tuple(std))
     else:
         teacher, student0 = networks()
+    layout_off = cfg.model_copy(update={"channels_last": "off"})
+    layout_on = cfg.model_copy(update={"channels_last": "on"})
     e2kd_loss = build_loss(E2KD)
     e2kd_loss.attach(student0, teacher)
     explain = e2kd_loss.explain_teacher
@@ -105,10 +116,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "e2kd_frozen": lambda: trainer_epoch(teacher, fresh(), data, cfg, E2KD, explained_cache),
         "cache_build": lambda: build(False),
         "cache_build_explained": lambda: build(True),
+        "kd_frozen_default_layout": lambda: trainer_epoch(
+            teacher, fresh(), data, layout_off, KD, logit_cache
+        ),
+        "e2kd_frozen_channels_last": lambda: trainer_epoch(
+            teacher, fresh(), data, layout_on, E2KD, explained_cache
+        ),
     }
     if args.bcos:
         variants["e2kd_live_authors"] = lambda: trainer_epoch(
             teacher, fresh(), data, cfg, E2KD_AUTHORS
+        )
+        variants["e2kd_frozen_authors"] = lambda: trainer_epoch(
+            teacher, fresh(), data, cfg, E2KD_AUTHORS, explained_cache
         )
     times, med = interleaved(variants, args.reps)
     ratios = {
@@ -117,9 +137,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "e2kd_frozen_vs_kd_frozen": med["e2kd_frozen"] / med["kd_frozen"],
         "kd_frozen_vs_kd_live": med["kd_frozen"] / med["kd_live"],
         "cache_build_explained_vs_plain": med["cache_build_explained"] / med["cache_build"],
+        "e2kd_frozen_vs_kd_frozen_default_layout": (
+            med["e2kd_frozen"] / med["kd_frozen_default_layout"]
+        ),
+        "e2kd_frozen_channels_last_vs_kd_frozen": (
+            med["e2kd_frozen_channels_last"] / med["kd_frozen"]
+        ),
     }
     if args.bcos:
         ratios["e2kd_live_authors_vs_kd_live"] = med["e2kd_live_authors"] / med["kd_live"]
+        ratios["e2kd_frozen_authors_vs_kd_live"] = med["e2kd_frozen_authors"] / med["kd_live"]
+        ratios["e2kd_frozen_authors_vs_kd_frozen"] = med["e2kd_frozen_authors"] / med["kd_frozen"]
         ratios["e2kd_live_vs_authors"] = med["e2kd_live"] / med["e2kd_live_authors"]
     return write_result(
         out,
