@@ -12,6 +12,8 @@ else, the same way for a single network and for a group trained together (DML):
 - transformed views of the batch (SSKD), run with the batch in one pass;
 - the other members' detached outputs (``peers``), for losses that learn from peers.
 
+The views are made first, then the teacher runs, then the students (:meth:`Step.__call__`).
+
 It owns the feature taps (built here and nowhere else) and the memory layout
 (``train.channels_last``, :mod:`distillscope.train.layout`): under ``auto`` a single
 convolutional network whose loss reads no features trains channels-last on the CPU (and on
