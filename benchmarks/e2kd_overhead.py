@@ -12,17 +12,28 @@ be moved with each image. One epoch per variant, same initial weights and batch 
 - ``e2kd_frozen``: ``e2kd`` with the teacher's logits and maps cached once per image and
   moved with each batch's crop draw (paper 001 3.3);
 - ``cache_build`` / ``cache_build_explained``: building the logit cache and the cache with
-  explanations.
+  explanations;
+- ``kd_frozen_default_layout`` / ``e2kd_frozen_channels_last``: the two frozen variants in the
+  other memory layout (``train.channels_last`` ``off`` / ``on``). Under ``auto`` KD's student
+  trains channels-last on the CPU and e2KD's, whose loss reads a feature, in the default layout
+  (:mod:`distillscope.train.layout`), so ``e2kd_frozen_vs_kd_frozen`` compares two layouts as
+  well as the two losses; these two compare the losses alone. ``on`` changes float rounding
+  (other convolution kernels), not the method.
 
 With ``--bcos`` the pair is ``bcos_resnet14`` -> ``bcos_resnet8`` (B-cos explanations: the
 dynamic weights ``W(x)``) trained with Adam, and one more variant, ``e2kd_live_authors``: the
 student trained in explanation mode in one pass (``bcos_student: explanation``, the authors'
-code) against our default second explanation pass (results in ``e2kd_overhead_bcos.json``).
+code) against our default second explanation pass, and ``e2kd_frozen_authors``, the same with
+frozen teacher explanations (results in ``e2kd_overhead_bcos.json``).
 
 Ratios (paper-independent goals from the issue): ``e2kd_live_vs_kd_live`` (goal <= 2),
 ``e2kd_frozen_vs_kd_live`` (goal <= 1.2; also against ``kd_frozen``) and
-``cache_build_explained_vs_plain``. One untimed warm-up round, ``--reps`` interleaved rounds,
-medians kept; ratios within one run, never thresholds.
+``cache_build_explained_vs_plain``; in one layout:
+``e2kd_frozen_vs_kd_frozen_default_layout`` and ``e2kd_frozen_channels_last_vs_kd_frozen``.
+One untimed warm-up round, ``--reps`` interleaved rounds, medians kept; ratios within one run,
+never thresholds. Beside the wall times, each variant's process CPU time (``cpu_s``,
+``cpu_ratios``: the same ratios), which a busy machine moves far less than the wall time (with
+``--threads 1``; more threads add their waiting).
 
 Usage: ``python benchmarks/e2kd_overhead.py [--n 3200] [--reps 3] [--threads 2] [--bcos]``
 """
@@ -31,7 +42,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import statistics
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -85,6 +98,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         teacher, student0 = bcos_networks(tuple(mean), tuple(std))
     else:
         teacher, student0 = networks()
+    layout_off = cfg.model_copy(update={"channels_last": "off"})
+    layout_on = cfg.model_copy(update={"channels_last": "on"})
     e2kd_loss = build_loss(E2KD)
     e2kd_loss.attach(student0, teacher)
     explain = e2kd_loss.explain_teacher
@@ -105,22 +120,34 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "e2kd_frozen": lambda: trainer_epoch(teacher, fresh(), data, cfg, E2KD, explained_cache),
         "cache_build": lambda: build(False),
         "cache_build_explained": lambda: build(True),
+        "kd_frozen_default_layout": lambda: trainer_epoch(
+            teacher, fresh(), data, layout_off, KD, logit_cache
+        ),
+        "e2kd_frozen_channels_last": lambda: trainer_epoch(
+            teacher, fresh(), data, layout_on, E2KD, explained_cache
+        ),
     }
     if args.bcos:
         variants["e2kd_live_authors"] = lambda: trainer_epoch(
             teacher, fresh(), data, cfg, E2KD_AUTHORS
         )
-    times, med = interleaved(variants, args.reps)
-    ratios = {
-        "e2kd_live_vs_kd_live": med["e2kd_live"] / med["kd_live"],
-        "e2kd_frozen_vs_kd_live": med["e2kd_frozen"] / med["kd_live"],
-        "e2kd_frozen_vs_kd_frozen": med["e2kd_frozen"] / med["kd_frozen"],
-        "kd_frozen_vs_kd_live": med["kd_frozen"] / med["kd_live"],
-        "cache_build_explained_vs_plain": med["cache_build_explained"] / med["cache_build"],
-    }
-    if args.bcos:
-        ratios["e2kd_live_authors_vs_kd_live"] = med["e2kd_live_authors"] / med["kd_live"]
-        ratios["e2kd_live_vs_authors"] = med["e2kd_live"] / med["e2kd_live_authors"]
+        variants["e2kd_frozen_authors"] = lambda: trainer_epoch(
+            teacher, fresh(), data, cfg, E2KD_AUTHORS, explained_cache
+        )
+    cpu: dict[str, list[float]] = {k: [] for k in variants}
+
+    def cpu_timed(name: str) -> Callable[[], None]:
+        def run() -> None:
+            start = time.process_time()
+            variants[name]()
+            cpu[name].append(time.process_time() - start)
+
+        return run
+
+    times, med = interleaved({k: cpu_timed(k) for k in variants}, args.reps)
+    cpu = {k: v[1:] for k, v in cpu.items()}  # the warm-up round's entry dropped
+    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
+    ratios = _ratios(med, args.bcos)
     return write_result(
         out,
         "e2kd_overhead_bcos" if args.bcos else "e2kd_overhead",
@@ -140,7 +167,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         times,
         med,
         ratios,
+        {"cpu_s": med_cpu, "cpu_ratios": _ratios(med_cpu, args.bcos), "cpu_times_s": cpu},
     )
+
+
+def _ratios(med: dict[str, float], bcos: bool) -> dict[str, float]:
+    """The ratios the README reports, from one set of medians (wall or CPU)."""
+    ratios = {
+        "e2kd_live_vs_kd_live": med["e2kd_live"] / med["kd_live"],
+        "e2kd_frozen_vs_kd_live": med["e2kd_frozen"] / med["kd_live"],
+        "e2kd_frozen_vs_kd_frozen": med["e2kd_frozen"] / med["kd_frozen"],
+        "kd_frozen_vs_kd_live": med["kd_frozen"] / med["kd_live"],
+        "cache_build_explained_vs_plain": med["cache_build_explained"] / med["cache_build"],
+        "e2kd_frozen_vs_kd_frozen_default_layout": (
+            med["e2kd_frozen"] / med["kd_frozen_default_layout"]
+        ),
+        "e2kd_frozen_channels_last_vs_kd_frozen": (
+            med["e2kd_frozen_channels_last"] / med["kd_frozen"]
+        ),
+    }
+    if bcos:
+        ratios["e2kd_live_authors_vs_kd_live"] = med["e2kd_live_authors"] / med["kd_live"]
+        ratios["e2kd_frozen_authors_vs_kd_live"] = med["e2kd_frozen_authors"] / med["kd_live"]
+        ratios["e2kd_frozen_authors_vs_kd_frozen"] = med["e2kd_frozen_authors"] / med["kd_frozen"]
+        ratios["e2kd_live_vs_authors"] = med["e2kd_live"] / med["e2kd_live_authors"]
+    return ratios
 
 
 if __name__ == "__main__":

@@ -44,14 +44,17 @@ def write_result(
     times: dict[str, list[float]],
     medians: dict[str, float],
     ratios: dict[str, float],
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write a benchmark's JSON (setup, times, medians, ratios, versions); print the ratios."""
+    """Write a benchmark's JSON (setup, times, medians, ratios, ``extra`` measurements,
+    versions); print the ratios."""
     result = {
         "benchmark": name,
         "setup": {**setup, "load_average": list(os.getloadavg())},
         "median_s": medians,
         "times_s": times,
         "ratios": ratios,
+        **(extra or {}),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),

@@ -12,6 +12,8 @@ else, the same way for a single network and for a group trained together (DML):
 - transformed views of the batch (SSKD), run with the batch in one pass;
 - the other members' detached outputs (``peers``), for losses that learn from peers.
 
+The views are made first, then the teacher runs, then the students (:meth:`Step.__call__`).
+
 It owns the feature taps (built here and nowhere else) and the memory layout
 (``train.channels_last``, :mod:`distillscope.train.layout`): under ``auto`` a single
 convolutional network whose loss reads no features trains channels-last on the CPU (and on
@@ -155,23 +157,20 @@ class Step:
 
     # ------------------------------------------------------------------- step
     def __call__(self, batch: Batch) -> StepResult:
-        """Every member's loss parts on ``batch`` (already on the device)."""
-        student: dict[str, Outputs] = {}
-        student_views: dict[str, Outputs] = {}
-        extra: dict[str, Tensor] = {}
+        """Every member's loss parts on ``batch`` (already on the device).
+
+        The views are made first, then the teacher runs, then the students: the teacher's
+        no-grad activations are freed before the students' forward passes keep theirs for the
+        backward, so the step's memory peaks at the larger of the two, not at their sum (fewer
+        fresh pages to fault in every step; SSKD's live step: about a third of the page faults,
+        see ``benchmarks/README.md``). No pass reads another's results, so the order changes
+        no number.
+        """
+        both: dict[str, Tensor] = {}  # member -> its batch then its views, ((1 + V) B, ...)
         for name in self.names:
-            model, tap = self.runners[name], self.student_taps.get(name)
-            layout = self.channels_last[name]
             if "views" in self.losses[name].needs:  # one pass over the batch and its views
-                extra[name] = self.losses[name].make_views(batch.inputs)  # (V * B, ...)
-                both = torch.cat([batch.inputs, extra[name]])  # ((1 + V) B, ...)
-                out = _scaled(
-                    forward_outputs(model, to_layout(both, layout), tap), self.temperature
-                )
-                student[name], student_views[name] = out.split(len(batch))
-            else:
-                out = forward_outputs(model, to_layout(batch.inputs, layout), tap)
-                student[name] = _scaled(out, self.temperature)
+                views = self.losses[name].make_views(batch.inputs)  # (V * B, ...)
+                both[name] = torch.cat([batch.inputs, views])  # ((1 + V) B, ...)
         teacher: dict[str, Outputs | None] = {}
         teacher_views: dict[str, Outputs | None] = {}
         shared: list[Outputs | None] = []  # the plain teacher pass, run once when needed
@@ -179,21 +178,31 @@ class Step:
             loss = self.losses[name]
             if not loss.needs_teacher:
                 teacher[name] = teacher_views[name] = None
-            elif name in extra:
-                teacher[name], teacher_views[name] = self._teacher_with_views(batch, extra[name])
+            elif name in both:
+                teacher[name], teacher_views[name] = self._teacher_with_views(batch, both[name])
             elif "explanation" in loss.needs and self.teacher_cache is None:
                 teacher[name] = self._explained(loss, batch)
             else:
                 if not shared:
                     shared.append(self._teacher_outputs(batch))
                 teacher[name] = shared[0]
+        student: dict[str, Outputs] = {}
+        student_views: dict[str, Outputs] = {}
+        for name in self.names:
+            model, tap = self.runners[name], self.student_taps.get(name)
+            x = to_layout(both.get(name, batch.inputs), self.channels_last[name])
+            out = _scaled(forward_outputs(model, x, tap), self.temperature)
+            if name in both:
+                student[name], student_views[name] = out.split(len(batch))
+            else:
+                student[name] = out
         parts: dict[str, dict[str, Tensor]] = {}
         for name in self.names:
             loss = self.losses[name]
             kwargs: dict[str, object] = {}
             if loss.needs_peers:
                 kwargs["peers"] = [student[q].detach() for q in self.names if q != name]
-            if name in extra:
+            if name in both:
                 kwargs["views"] = Views(student_views[name], teacher_views[name])
             parts[name] = loss(student[name], teacher[name], batch, **kwargs)
         logits = {name: out.raw_logits for name, out in student.items()}  # (B, K) at T = 1
@@ -219,20 +228,20 @@ class Step:
             out = forward_outputs(self.teacher, x, self.teacher_tap)
         return replace(out, explanation=explained.explanation)
 
-    def _teacher_with_views(self, batch: Batch, extra: Tensor) -> tuple[Outputs, Outputs]:
-        """The teacher on the batch and its views: one pass over both, or the cache for the
-        batch and a live pass for the views."""
+    def _teacher_with_views(self, batch: Batch, both: Tensor) -> tuple[Outputs, Outputs]:
+        """The teacher on ``both``, the batch then its views (the students' input): one pass
+        over both, or the cache for the batch and a live pass for the views."""
         assert self.teacher is not None
         n = len(batch)
         layout = self.teacher_channels_last
         with torch.no_grad():
             if self.teacher_cache is None:
-                both = torch.cat([batch.inputs, extra])
                 return forward_outputs(
                     self.teacher, to_layout(both, layout), self.teacher_tap
                 ).split(n)
             cached = self.teacher_cache.outputs(batch)
-            return cached, forward_outputs(self.teacher, to_layout(extra, layout), self.teacher_tap)
+            views = both[n:]  # (V * B, ...)
+            return cached, forward_outputs(self.teacher, to_layout(views, layout), self.teacher_tap)
 
 
 def _scaled(out: Outputs, temperature: float) -> Outputs:
