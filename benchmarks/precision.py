@@ -1,9 +1,19 @@
-"""Epoch time of training in bf16 (autocast) against fp32, on the CPU.
+"""The teacher's passes and training in bf16 (autocast) against fp32, on the CPU.
 
-resnet8 and resnet20 trained with cross-entropy for one epoch on a Fashion-MNIST subset
-(synthetic 28x28 images if it is not installed), batch 128, SGD, the same initial weights and
-batch order, with ``train.precision`` fp32 and bf16. Ratios ``<model>_bf16_vs_fp32`` within one
-run (never thresholds); one untimed warm-up round, ``--reps`` interleaved rounds, medians kept.
+Data: a Fashion-MNIST subset (synthetic 28x28 images if it is not installed), batch 128.
+
+- Training: resnet8 and resnet20 trained with cross-entropy for one epoch, SGD, the same initial
+  weights and batch order, with ``train.precision`` fp32 and bf16 (``<model>_bf16_vs_fp32``).
+- The frozen teacher (resnet20, first trained one epoch in fp32 so that its top-1 means
+  something): one ``no_grad`` pass over the data in the default layout in fp32
+  (``teacher_fp32``), channels-last in fp32 (``teacher_cl``) and under bf16 autocast
+  (``teacher_bf16``); and ``TeacherCache.build`` with ``precision`` fp32 and bf16
+  (``cache_fp32``, ``cache_bf16``; the build picks channels-last itself on the CPU). The bf16
+  cache's logits are compared with the fp32 cache's: top-1 agreement and the largest absolute
+  logit difference (``checks``).
+
+Ratios within one run (never thresholds); one untimed warm-up round, ``--reps`` interleaved
+rounds, medians kept.
 
 Usage: ``python benchmarks/precision.py [--n 3200] [--reps 3] [--threads 2]``
 """
@@ -22,9 +32,12 @@ from method_overhead import load_data  # noqa: E402
 from rounds import image_bench_args, interleaved, write_result  # noqa: E402
 
 from distillscope.config_train import TrainConfig  # noqa: E402
+from distillscope.data.base import iter_batches  # noqa: E402
 from distillscope.distill import build_loss  # noqa: E402
 from distillscope.models import create_model  # noqa: E402
 from distillscope.train import Trainer  # noqa: E402
+from distillscope.train.precision import autocast  # noqa: E402
+from distillscope.train.teacher_cache import TeacherCache  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "precision.json"
 MODELS = ("resnet8", "resnet20")
@@ -42,13 +55,49 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         Trainer(copy.deepcopy(nets[model]), build_loss({"ce": {}}), cfg, progress=False,
                 seed=0).fit(data)  # fmt: skip
 
+    teacher = copy.deepcopy(nets["resnet20"])
+    epoch_cfg = TrainConfig(epochs=1, batch_size=128, optimizer="sgd", lr=0.05, momentum=0.9,
+                            schedule="constant")  # fmt: skip
+    Trainer(teacher, build_loss({"ce": {}}), epoch_cfg, progress=False, seed=0).fit(data)
+    teacher.eval().requires_grad_(False)
+    teacher_cl = copy.deepcopy(teacher).to(memory_format=torch.channels_last)
+    cpu = torch.device("cpu")
+
+    def teacher_pass(net: torch.nn.Module, precision: str, channels_last: bool) -> None:
+        with torch.no_grad(), autocast(precision, cpu):
+            for batch in iter_batches(data, 128):
+                x = batch.inputs  # (B, 1, 28, 28)
+                net(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
+
+    def cache(precision: str) -> TeacherCache:
+        return TeacherCache.build(teacher, data, 128, cpu, progress=False, precision=precision)
+
     variants = {
         f"{m}_{p}": (lambda m=m, p=p: epoch(m, p)) for m in MODELS for p in ("fp32", "bf16")
     }
+    variants |= {
+        "teacher_fp32": lambda: teacher_pass(teacher, "fp32", False),
+        "teacher_cl": lambda: teacher_pass(teacher_cl, "fp32", True),
+        "teacher_bf16": lambda: teacher_pass(teacher, "bf16", False),
+        "cache_fp32": lambda: cache("fp32"),
+        "cache_bf16": lambda: cache("bf16"),
+    }
     times, med = interleaved(variants, args.reps)
     ratios = {f"{m}_bf16_vs_fp32": med[f"{m}_bf16"] / med[f"{m}_fp32"] for m in MODELS}
+    ratios |= {
+        "teacher_cl_vs_fp32": med["teacher_cl"] / med["teacher_fp32"],
+        "teacher_bf16_vs_fp32": med["teacher_bf16"] / med["teacher_fp32"],
+        "cache_bf16_vs_fp32": med["cache_bf16"] / med["cache_fp32"],
+    }
+    fp32, bf16 = cache("fp32").logits, cache("bf16").logits  # (N, K) each
+    checks = {
+        "teacher_top1_fp32": float((fp32.argmax(1) == data.targets).float().mean()),
+        "bf16_top1_agreement": float((fp32.argmax(1) == bf16.argmax(1)).float().mean()),
+        "bf16_max_logit_error": float((fp32 - bf16.float()).abs().max()),
+    }
     setup = {"data": source, "train_images": len(data), "batch_size": 128, "models": MODELS,
-             "reps": args.reps, "threads": args.threads}  # fmt: skip
+             "teacher": "resnet20, one epoch of fp32 training first", "reps": args.reps,
+             "threads": args.threads, "checks": checks}  # fmt: skip
     return write_result(args.out, "precision", setup, times, med, ratios)
 
 
