@@ -16,13 +16,18 @@ import sys
 from pathlib import Path
 
 from distillscope.claims.docs import DOCS_CLAIMS, REPRODUCE_MD, for_docs, with_section
+from distillscope.errors import UserError
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print(__doc__, file=sys.stderr)
         return 2
-    payload = for_docs(json.loads(Path(argv[0]).read_text(encoding="utf-8")))
+    try:
+        payload = for_docs(json.loads(Path(argv[0]).read_text(encoding="utf-8")))
+    except (OSError, ValueError, AttributeError, UserError) as exc:
+        print(f"update_reproduce_docs: cannot use {argv[0]}: {exc}", file=sys.stderr)
+        return 2
     repo = Path(__file__).resolve().parents[1]
     target = repo / DOCS_CLAIMS / f"paper-{payload['paper']}.json"
     target.parent.mkdir(parents=True, exist_ok=True)

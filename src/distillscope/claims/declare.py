@@ -31,10 +31,19 @@ from distillscope.claims.rule import Rule, parse_rule
 from distillscope.config import load_config, read_config_file
 from distillscope.errors import ConfigError
 
-__all__ = ["Claim", "PaperClaims", "claims_file", "load_claims", "paper_ids", "selected"]
+__all__ = [
+    "PAPER_ID",
+    "Claim",
+    "PaperClaims",
+    "claims_file",
+    "load_claims",
+    "paper_ids",
+    "selected",
+]
 
 CLAIMS_DIR = "claims"
-_PAPER = re.compile(r"\d{3}")
+#: A paper id: three digits, as in ``paper-003.yaml``.
+PAPER_ID = re.compile(r"\d{3}")
 _ID = re.compile(r"[a-z0-9][a-z0-9-]*")
 
 
@@ -89,7 +98,7 @@ def paper_ids(root: Path) -> list[str]:
     """The papers with a claims declaration under ``root``, sorted."""
     folder = root / CLAIMS_DIR
     found = [p.stem.removeprefix("paper-") for p in folder.glob("paper-*.yaml")]
-    return sorted(p for p in found if _PAPER.fullmatch(p))
+    return sorted(p for p in found if PAPER_ID.fullmatch(p))
 
 
 def load_claims(root: str | Path, paper: str) -> PaperClaims:

@@ -10,7 +10,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from distillscope.claims.declare import PAPER_ID
 from distillscope.claims.write import claims_markdown
+from distillscope.errors import UserError
 
 __all__ = ["DOCS_CLAIMS", "REPRODUCE_MD", "for_docs", "section", "with_section"]
 
@@ -19,7 +21,17 @@ REPRODUCE_MD = "docs/reproduce.md"
 
 
 def for_docs(payload: Mapping[str, Any]) -> dict[str, Any]:
-    """``payload`` without what belongs to one machine (each claim's grid folder)."""
+    """``payload`` without what belongs to one machine (each claim's grid folder).
+
+    Raises:
+        UserError: The payload's paper is not a three-digit id (it names the kept file).
+    """
+    paper = str(payload.get("paper", ""))
+    if not PAPER_ID.fullmatch(paper):
+        raise UserError(
+            f"the claims name paper {paper!r}, not a three-digit id such as 003; pass a "
+            "claims.json written by `distillscope reproduce`"
+        )
     out = dict(payload)
     out["claims"] = [{k: v for k, v in c.items() if k != "grid"} for c in payload["claims"]]
     return out
