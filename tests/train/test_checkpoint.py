@@ -321,6 +321,26 @@ def test_an_unreadable_volatile_file_names_itself_and_the_fix(
     )
 
 
+@pytest.mark.parametrize(
+    "content",
+    ['{"history": [1, 2]}', '{"history": {"kd": [1, 2]}}', '{"history": {"kd": {"time": 1}}}'],
+)
+def test_a_volatile_file_of_the_wrong_shape_names_itself_and_the_fix(
+    tmp_path: Path, content: str
+) -> None:
+    """A JSON object that is not rows per network would break the resume later."""
+    path = tmp_path / "last.safetensors"
+    save_train_state(path, small_state({}, volatile={"history": {}}))
+    side = tmp_path / "last.volatile.json"
+    side.write_text(content)
+    with pytest.raises(CheckpointError) as info:
+        load_train_state(path)
+    assert str(info.value) == (
+        f"{side} does not hold a history of rows per network; delete it (it holds only wall "
+        "times) and resume"
+    )
+
+
 def test_the_volatile_file_does_not_depend_on_key_order(tmp_path: Path) -> None:
     a = {"history": {"s": [{"time": 1.0}], "p": [{"time": 2.0}]}, "x": 1}
     b = {"x": 1, "history": {"p": [{"time": 2.0}], "s": [{"time": 1.0}]}}

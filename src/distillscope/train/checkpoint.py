@@ -301,6 +301,15 @@ def _read_volatile(path: str | Path) -> dict[str, Any]:
             f"{side} is not a JSON object ({' '.join(str(data).split())[:100]}); delete it "
             "(it holds only wall times) and resume"
         )
+    history = data.get("history", {})
+    if not isinstance(history, dict) or not all(
+        isinstance(rows, list) and all(isinstance(row, dict) for row in rows)
+        for rows in history.values()
+    ):
+        raise CheckpointError(
+            f"{side} does not hold a history of rows per network; delete it (it holds only "
+            "wall times) and resume"
+        )
     return data
 
 
