@@ -11,6 +11,9 @@ Data: a Fashion-MNIST subset (synthetic 28x28 images if it is not installed), ba
   (``cache_fp32``, ``cache_bf16``; the build picks channels-last itself on the CPU). The bf16
   cache's logits are compared with the fp32 cache's: top-1 agreement and the largest absolute
   logit difference (``checks``).
+- Where the cache build's time goes (``cache_profile``): torch.profiler self-CPU seconds of one
+  build in each precision, summed by operator family, and the bf16/fp32 ratio per family. The
+  build's ratio cannot go below its convolutions' ratio unless the other operators shrink more.
 
 Ratios within one run (never thresholds); one untimed warm-up round, ``--reps`` interleaved
 rounds, medians kept.
@@ -22,12 +25,14 @@ from __future__ import annotations
 
 import copy
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from epoch_time import OP_FAMILIES  # noqa: E402
 from method_overhead import load_data  # noqa: E402
 from rounds import image_bench_args, interleaved, write_result  # noqa: E402
 
@@ -41,6 +46,22 @@ from distillscope.train.teacher_cache import TeacherCache  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "precision.json"
 MODELS = ("resnet8", "resnet20")
+
+
+def by_family(run: Callable[[], object]) -> dict[str, float]:
+    """torch.profiler self-CPU seconds of ``run()``, summed by operator family
+    (``epoch_time.OP_FAMILIES``; ``total`` too)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run()
+    families: dict[str, float] = {}
+    for event in prof.key_averages():
+        name = event.key.lower()
+        family = next((f for frag, f in OP_FAMILIES if frag in name), "other")
+        families[family] = families.get(family, 0.0) + event.self_cpu_time_total / 1e6
+    families["total"] = sum(families.values())
+    return {k: round(v, 4) for k, v in sorted(families.items(), key=lambda kv: -kv[1])}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -90,6 +111,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "cache_bf16_vs_fp32": med["cache_bf16"] / med["cache_fp32"],
     }
     fp32, bf16 = cache("fp32").logits, cache("bf16").logits  # (N, K) each
+    profiles = {p: by_family(lambda p=p: cache(p)) for p in ("fp32", "bf16")}
+    cache_profile = {
+        **{f"{p}_s": profiles[p] for p in profiles},
+        "bf16_vs_fp32": {
+            k: round(v / profiles["fp32"][k], 3)
+            for k, v in profiles["bf16"].items()
+            if profiles["fp32"].get(k)
+        },  # fmt: skip
+    }
     checks = {
         "teacher_top1_fp32": float((fp32.argmax(1) == data.targets).float().mean()),
         "bf16_top1_agreement": float((fp32.argmax(1) == bf16.argmax(1)).float().mean()),
@@ -98,7 +128,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     setup = {"data": source, "train_images": len(data), "batch_size": 128, "models": MODELS,
              "teacher": "resnet20, one epoch of fp32 training first", "reps": args.reps,
              "threads": args.threads, "checks": checks}  # fmt: skip
-    return write_result(args.out, "precision", setup, times, med, ratios)
+    return write_result(args.out, "precision", setup, times, med, ratios,
+                        {"cache_profile": cache_profile})  # fmt: skip
 
 
 if __name__ == "__main__":
