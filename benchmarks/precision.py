@@ -8,9 +8,12 @@ Data: a Fashion-MNIST subset (synthetic 28x28 images if it is not installed), ba
   something): one ``no_grad`` pass over the data in the default layout in fp32
   (``teacher_fp32``), channels-last in fp32 (``teacher_cl``) and under bf16 autocast
   (``teacher_bf16``); and ``TeacherCache.build`` with ``precision`` fp32 and bf16
-  (``cache_fp32``, ``cache_bf16``; the build picks channels-last itself on the CPU). The bf16
-  cache's logits are compared with the fp32 cache's: top-1 agreement and the largest absolute
-  logit difference (``checks``).
+  (``cache_fp32``, ``cache_bf16``; the build picks channels-last itself on the CPU) at the
+  runs' build batch on the CPU (``cache_pool.build_batch``, 128) and at 512, the batch of
+  every build before session 12 (``cache_fp32_b512``, ``cache_bf16_b512``). The bf16 cache's
+  logits are compared with the fp32 cache's: top-1 agreement and the largest absolute logit
+  difference; and each precision's cache at the two batches, which must be equal bit for bit
+  (``checks``).
 - Where the cache build's time goes (``cache_profile``): torch.profiler self-CPU seconds of one
   build in each precision, summed by operator family, and the bf16/fp32 ratio per family. The
   build's ratio cannot go below its convolutions' ratio unless the other operators shrink more.
@@ -41,6 +44,7 @@ from distillscope.data.base import iter_batches  # noqa: E402
 from distillscope.distill import build_loss  # noqa: E402
 from distillscope.models import create_model  # noqa: E402
 from distillscope.train import Trainer  # noqa: E402
+from distillscope.train.cache_pool import build_batch  # noqa: E402
 from distillscope.train.precision import autocast  # noqa: E402
 from distillscope.train.teacher_cache import TeacherCache  # noqa: E402
 
@@ -90,8 +94,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 x = batch.inputs  # (B, 1, 28, 28)
                 net(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
 
-    def cache(precision: str) -> TeacherCache:
-        return TeacherCache.build(teacher, data, 128, cpu, progress=False, precision=precision)
+    def cache(precision: str, batch: int = build_batch(cpu)) -> TeacherCache:
+        return TeacherCache.build(teacher, data, batch, cpu, progress=False, precision=precision)
 
     variants = {
         f"{m}_{p}": (lambda m=m, p=p: epoch(m, p)) for m in MODELS for p in ("fp32", "bf16")
@@ -102,6 +106,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "teacher_bf16": lambda: teacher_pass(teacher, "bf16", False),
         "cache_fp32": lambda: cache("fp32"),
         "cache_bf16": lambda: cache("bf16"),
+        "cache_fp32_b512": lambda: cache("fp32", 512),
+        "cache_bf16_b512": lambda: cache("bf16", 512),
     }
     times, med = interleaved(variants, args.reps)
     ratios = {f"{m}_bf16_vs_fp32": med[f"{m}_bf16"] / med[f"{m}_fp32"] for m in MODELS}
@@ -109,6 +115,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "teacher_cl_vs_fp32": med["teacher_cl"] / med["teacher_fp32"],
         "teacher_bf16_vs_fp32": med["teacher_bf16"] / med["teacher_fp32"],
         "cache_bf16_vs_fp32": med["cache_bf16"] / med["cache_fp32"],
+        "cache_bf16_vs_fp32_at_b512": med["cache_bf16_b512"] / med["cache_fp32_b512"],
+        "cache_fp32_vs_b512": med["cache_fp32"] / med["cache_fp32_b512"],
+        "cache_bf16_vs_b512": med["cache_bf16"] / med["cache_bf16_b512"],
     }
     fp32, bf16 = cache("fp32").logits, cache("bf16").logits  # (N, K) each
     profiles = {p: by_family(lambda p=p: cache(p)) for p in ("fp32", "bf16")}
@@ -124,8 +133,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "teacher_top1_fp32": float((fp32.argmax(1) == data.targets).float().mean()),
         "bf16_top1_agreement": float((fp32.argmax(1) == bf16.argmax(1)).float().mean()),
         "bf16_max_logit_error": float((fp32 - bf16.float()).abs().max()),
+        "fp32_equal_at_b512": torch.equal(fp32, cache("fp32", 512).logits),
+        "bf16_equal_at_b512": torch.equal(bf16, cache("bf16", 512).logits),
     }
-    setup = {"data": source, "train_images": len(data), "batch_size": 128, "models": MODELS,
+    setup = {"data": source, "train_images": len(data), "batch_size": 128,
+             "cache_build_batch": build_batch(cpu), "models": MODELS,
              "teacher": "resnet20, one epoch of fp32 training first", "reps": args.reps,
              "threads": args.threads, "checks": checks}  # fmt: skip
     return write_result(args.out, "precision", setup, times, med, ratios,

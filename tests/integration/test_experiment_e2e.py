@@ -256,7 +256,8 @@ def test_teacher_features_are_cached_in_memory_on_disk_or_live_with_equal_studen
         weights[case] = load_file(str(run / "models" / "hint.safetensors"))
         err = capsys.readouterr().err
         if case == "memory":  # 1,200 points x (3 logits + 32 features) x 4 bytes: inside 64 MB
-            assert "caching teacher teacher outputs and features body.act1 on 1200 images" in err
+            said = "caching teacher teacher outputs and features body.act1 on 1200 training items"
+            assert said in err
             assert "not caching" not in err and "on disk" not in err
         elif case.startswith("disk"):
             lines = [line for line in err.splitlines() if "on disk" in line]
