@@ -244,6 +244,37 @@ def test_grid_max_cells_and_yes_confirm_and_the_cost_is_printed(tmp_path, capsys
     assert yaml.safe_load((root / "grid.yaml").read_text())["grid_max_cells"] == 1
 
 
+def test_the_time_estimate_is_a_range_when_finished_cells_trained_their_teachers(tmp_path, capsys):
+    """Cells that trained a teacher the next cells may find stored: the estimate runs from
+    their pace without the teacher's epochs to their whole pace; reused teachers: one time."""
+    raw = tiny_grid(tmp_path, {"T": [1], "seed": [0, 1]})
+    path = write_yaml(tmp_path / "grid.yaml", raw)
+    assert main(["run", str(path)]) == 0
+    root = Path(capsys.readouterr()[0].strip().splitlines()[-1])
+
+    def pace(trained: bool) -> None:  # every finished cell: 600 s, 200 s of it the teacher's
+        for results in (root / "cells").glob("*/results.json"):
+            data = json.loads(results.read_text())
+            data["run"]["duration_s"] = 600.0
+            data["models"]["teacher"]["reused"] = not trained
+            data["training"]["teacher"] = [{"epoch": 1, "time": 150.0}, {"epoch": 2, "time": 50.0}]
+            results.write_text(json.dumps(data))
+
+    pace(trained=True)
+    assert main(["run", str(write_yaml(path, {**raw, "grid": {"T": [1], "seed": [0, 1, 2]}}))]) == 0
+    err = capsys.readouterr().err
+    assert (
+        "; about 6 min 40 s to 10 min 00 s at the 600.0 s mean of 2 finished cells, 200.0 s of "
+        "it training teachers (the low end: the cells to run find them stored)\n"
+    ) in err
+    pace(trained=False)  # seed 2's results count too: 3 cells of 600 s, no teacher trained
+    grid = {"T": [1], "seed": [0, 1, 2, 3]}
+    assert main(["run", str(write_yaml(path, {**raw, "grid": grid}))]) == 0
+    assert (
+        "; about 10 min 00 s at the 600.0 s mean of 3 finished cells\n" in capsys.readouterr().err
+    )
+
+
 @pytest.mark.parametrize("value", [0, "many", True, 2.5])
 def test_grid_max_cells_must_be_a_count(tmp_path, value):
     with pytest.raises(ConfigError, match="config key 'grid_max_cells': expected a whole number"):

@@ -304,7 +304,11 @@ def estimate(
     jobs: int,
 ) -> str:
     """One line: what the cells to run train, and how long that takes at the pace of the
-    finished cells (their mean wall time; none finished: no time is guessed)."""
+    finished cells (their mean wall time; none finished: no time is guessed).
+
+    When the finished cells trained teachers (not reused from the store), the time is a range:
+    from their pace without the teachers' training epochs (the cells to run find the teachers
+    stored) to their whole pace (they train their own)."""
     networks = sum(_trainings(plans[c.id])[0] for c in todo)
     epochs = sum(_trainings(plans[c.id])[1] for c in todo)
     seen = sum(images.get(c.id, 0) for c in todo)
@@ -312,15 +316,40 @@ def estimate(
         f"{networks} network trainings in {len(todo)} cells, {epochs} epochs, {seen:,} "
         "training images (at most: stored teachers are reused)"
     )
-    times = [t for c in grid.cells if _finished(root, c) and (t := _duration(root, c))]
-    if times:
-        mean = sum(times) / len(times)
-        wall = mean * len(todo) / max(1, min(jobs, len(todo)))
-        text += (
-            f"; about {_clock(wall)} at the {mean:.1f} s mean of {len(times)} finished cells"
-            + (f" over {jobs} jobs" if jobs > 1 else "")
+    done = [c for c in grid.cells if _finished(root, c)]
+    timed = [(t, _teacher_seconds(root, c)) for c in done if (t := _duration(root, c))]
+    if not timed:
+        return text
+    mean = sum(t for t, _ in timed) / len(timed)
+    teachers = sum(min(t, s) for t, s in timed) / len(timed)
+    scale = len(todo) / max(1, min(jobs, len(todo)))
+    over = f" over {jobs} jobs" if jobs > 1 else ""
+    low, high = _clock((mean - teachers) * scale), _clock(mean * scale)
+    if low == high:  # no teacher training, or too little to show
+        return (
+            text + f"; about {high} at the {mean:.1f} s mean of {len(timed)} finished cells{over}"
         )
-    return text
+    return text + (
+        f"; about {low} to {high}{over} at the "
+        f"{mean:.1f} s mean of {len(timed)} finished cells, {teachers:.1f} s of it training "
+        "teachers (the low end: the cells to run find them stored)"
+    )
+
+
+def _teacher_seconds(root: Path, cell: Cell) -> float:
+    """Seconds a finished cell spent in the training epochs of teachers it trained (not
+    reused from the store); 0 when its results do not say."""
+    try:
+        data = json.loads(results_path(cell_dir(root, cell)).read_text())
+        models, training = data["models"], data["training"]
+        return sum(
+            float(row["time"])
+            for name, model in models.items()
+            if model.get("role") == "teacher" and model.get("reused") is False
+            for row in training.get(name, [])
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return 0.0
 
 
 def _duration(root: Path, cell: Cell) -> float | None:
