@@ -321,7 +321,7 @@ def estimate(
     if not timed:
         return text
     mean = sum(t for t, _ in timed) / len(timed)
-    teachers = sum(min(t, s) for t, s in timed) / len(timed)
+    teachers = sum(min(t, max(0.0, s)) for t, s in timed) / len(timed)  # within [0, t]
     scale = len(todo) / max(1, min(jobs, len(todo)))
     over = f" over {jobs} jobs" if jobs > 1 else ""
     low, high = _clock((mean - teachers) * scale), _clock(mean * scale)
