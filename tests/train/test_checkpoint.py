@@ -310,15 +310,22 @@ def test_volatile_state_lives_beside_the_file(tmp_path: Path) -> None:
 def test_an_unreadable_volatile_file_names_itself_and_the_fix(
     tmp_path: Path, content: str, reason: str
 ) -> None:
+    side, said = _refusal_of_volatile(tmp_path, content)
+    assert said == (
+        f"{side} is not a JSON object ({reason}); delete it (it holds only wall times) and resume"
+    )
+
+
+def _refusal_of_volatile(tmp_path: Path, content: str) -> tuple[Path, str]:
+    """A checkpoint whose volatile side file holds ``content``: the side file and the error
+    loading it raised."""
     path = tmp_path / "last.safetensors"
     save_train_state(path, small_state({}, volatile={"history": {}}))
     side = tmp_path / "last.volatile.json"
     side.write_text(content)
     with pytest.raises(CheckpointError) as info:
         load_train_state(path)
-    assert str(info.value) == (
-        f"{side} is not a JSON object ({reason}); delete it (it holds only wall times) and resume"
-    )
+    return side, str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -329,13 +336,8 @@ def test_a_volatile_file_of_the_wrong_shape_names_itself_and_the_fix(
     tmp_path: Path, content: str
 ) -> None:
     """A JSON object that is not rows per network would break the resume later."""
-    path = tmp_path / "last.safetensors"
-    save_train_state(path, small_state({}, volatile={"history": {}}))
-    side = tmp_path / "last.volatile.json"
-    side.write_text(content)
-    with pytest.raises(CheckpointError) as info:
-        load_train_state(path)
-    assert str(info.value) == (
+    side, said = _refusal_of_volatile(tmp_path, content)
+    assert said == (
         f"{side} does not hold a history of rows per network; delete it (it holds only wall "
         "times) and resume"
     )

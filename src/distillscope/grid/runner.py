@@ -317,7 +317,7 @@ def estimate(
         "training images (at most: stored teachers are reused)"
     )
     done = [c for c in grid.cells if _finished(root, c)]
-    timed = [(t, _teacher_seconds(root, c)) for c in done if (t := _duration(root, c))]
+    timed = [pace for c in done if (pace := _pace(root, c))]
     if not timed:
         return text
     mean = sum(t for t, _ in timed) / len(timed)
@@ -336,29 +336,28 @@ def estimate(
     )
 
 
-def _teacher_seconds(root: Path, cell: Cell) -> float:
-    """Seconds a finished cell spent in the training epochs of teachers it trained (not
-    reused from the store); 0 when its results do not say."""
-    try:
-        data = json.loads(results_path(cell_dir(root, cell)).read_text())
-        models, training = data["models"], data["training"]
-        return sum(
-            float(row["time"])
-            for name, model in models.items()
-            if model.get("role") == "teacher" and model.get("reused") is False
-            for row in training.get(name, [])
-        )
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return 0.0
-
-
-def _duration(root: Path, cell: Cell) -> float | None:
+def _pace(root: Path, cell: Cell) -> tuple[float, float] | None:
+    """A finished cell's wall time and the seconds of it in the training epochs of teachers
+    it trained (not reused from the store; 0 when its results do not say), read once from
+    its results; ``None`` without a positive wall time."""
     try:
         data = json.loads(results_path(cell_dir(root, cell)).read_text())
         value = data["run"]["duration_s"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return float(value) if isinstance(value, (int, float)) and value > 0 else None
+    if not isinstance(value, (int, float)) or value <= 0:
+        return None
+    try:
+        models, training = data["models"], data["training"]
+        teachers = sum(
+            float(row["time"])
+            for name, model in models.items()
+            if model.get("role") == "teacher" and model.get("reused") is False
+            for row in training.get(name, [])
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        teachers = 0.0
+    return float(value), teachers
 
 
 def _clock(seconds: float) -> str:
