@@ -10,7 +10,10 @@ Data: a Fashion-MNIST subset (synthetic 28x28 images if it is not installed), ba
   (``teacher_bf16``); and ``TeacherCache.build`` with ``precision`` fp32 and bf16
   (``cache_fp32``, ``cache_bf16``; the build picks channels-last itself on the CPU) at the
   runs' build batch on the CPU (``cache_pool.build_batch``, 128) and at 512, the batch of
-  every build before session 12 (``cache_fp32_b512``, ``cache_bf16_b512``). The bf16 cache's
+  every build before session 12 (``cache_fp32_b512``, ``cache_bf16_b512``). A run's bf16
+  cache is built from the teacher with its batch norms folded into their convolutions
+  (``distillscope.train.fold``), as ``cache_bf16`` is here; ``cache_bf16_unfolded`` is the
+  same build on the unfolded teacher (what every bf16 build did before folding). The bf16 caches'
   logits are compared with the fp32 cache's: top-1 agreement and the largest absolute logit
   difference; and each precision's cache at the two batches, which must be equal bit for bit
   (``checks``).
@@ -45,6 +48,7 @@ from distillscope.distill import build_loss  # noqa: E402
 from distillscope.models import create_model  # noqa: E402
 from distillscope.train import Trainer  # noqa: E402
 from distillscope.train.cache_pool import build_batch  # noqa: E402
+from distillscope.train.fold import fold_batchnorm  # noqa: E402
 from distillscope.train.precision import autocast  # noqa: E402
 from distillscope.train.teacher_cache import TeacherCache  # noqa: E402
 
@@ -86,6 +90,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     Trainer(teacher, build_loss({"ce": {}}), epoch_cfg, progress=False, seed=0).fit(data)
     teacher.eval().requires_grad_(False)
     teacher_cl = copy.deepcopy(teacher).to(memory_format=torch.channels_last)
+    folded, pairs = fold_batchnorm(teacher)  # what a run's bf16 passes use
     cpu = torch.device("cpu")
 
     def teacher_pass(net: torch.nn.Module, precision: str, channels_last: bool) -> None:
@@ -94,8 +99,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 x = batch.inputs  # (B, 1, 28, 28)
                 net(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
 
-    def cache(precision: str, batch: int = build_batch(cpu)) -> TeacherCache:
-        return TeacherCache.build(teacher, data, batch, cpu, progress=False, precision=precision)
+    def cache(precision: str, batch: int = build_batch(cpu), fold: bool = True) -> TeacherCache:
+        net = folded if precision == "bf16" and fold else teacher
+        return TeacherCache.build(net, data, batch, cpu, progress=False, precision=precision)
 
     variants = {
         f"{m}_{p}": (lambda m=m, p=p: epoch(m, p)) for m in MODELS for p in ("fp32", "bf16")
@@ -106,6 +112,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "teacher_bf16": lambda: teacher_pass(teacher, "bf16", False),
         "cache_fp32": lambda: cache("fp32"),
         "cache_bf16": lambda: cache("bf16"),
+        "cache_bf16_unfolded": lambda: cache("bf16", fold=False),
         "cache_fp32_b512": lambda: cache("fp32", 512),
         "cache_bf16_b512": lambda: cache("bf16", 512),
     }
@@ -115,11 +122,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "teacher_cl_vs_fp32": med["teacher_cl"] / med["teacher_fp32"],
         "teacher_bf16_vs_fp32": med["teacher_bf16"] / med["teacher_fp32"],
         "cache_bf16_vs_fp32": med["cache_bf16"] / med["cache_fp32"],
+        "cache_bf16_unfolded_vs_fp32": med["cache_bf16_unfolded"] / med["cache_fp32"],
         "cache_bf16_vs_fp32_at_b512": med["cache_bf16_b512"] / med["cache_fp32_b512"],
         "cache_fp32_vs_b512": med["cache_fp32"] / med["cache_fp32_b512"],
         "cache_bf16_vs_b512": med["cache_bf16"] / med["cache_bf16_b512"],
     }
     fp32, bf16 = cache("fp32").logits, cache("bf16").logits  # (N, K) each
+    unfolded = cache("bf16", fold=False).logits  # (N, K)
     profiles = {p: by_family(lambda p=p: cache(p)) for p in ("fp32", "bf16")}
     cache_profile = {
         **{f"{p}_s": profiles[p] for p in profiles},
@@ -133,6 +142,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "teacher_top1_fp32": float((fp32.argmax(1) == data.targets).float().mean()),
         "bf16_top1_agreement": float((fp32.argmax(1) == bf16.argmax(1)).float().mean()),
         "bf16_max_logit_error": float((fp32 - bf16.float()).abs().max()),
+        "bf16_unfolded_top1_agreement": float(
+            (fp32.argmax(1) == unfolded.argmax(1)).float().mean()
+        ),
+        "bf16_unfolded_max_logit_error": float((fp32 - unfolded).abs().max()),
+        "batchnorms_folded": pairs,
         "fp32_equal_at_b512": torch.equal(fp32, cache("fp32", 512).logits),
         "bf16_equal_at_b512": torch.equal(bf16, cache("bf16", 512).logits),
     }

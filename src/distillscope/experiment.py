@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from distillscope.config import ExperimentConfig, load_config, resolve_config
 from distillscope.config_files import QUICKSTART, find_config
@@ -62,6 +63,7 @@ from distillscope.train.distributed import (
     world_from_env,
 )
 from distillscope.train.evaluate import chance_warning
+from distillscope.train.fold import fold_batchnorm
 from distillscope.train.precision import CHECK_ITEMS, TeacherPrecision, choose_teacher_precision
 from distillscope.train.seeding import resolve_device, seed_everything
 from distillscope.train.trainer import Trainer
@@ -262,6 +264,7 @@ class Experiment:
         for m in members.values():
             m.model.to(self.device)
         self.teacher_precisions: dict[str, TeacherPrecision] = {}
+        self.teacher_runners: dict[str, nn.Module] = {}
         self.pool = CachePool(plan.teacher_cache_mb, self.device, plan.progress,
                               disk=plan.teacher_cache_disk)  # fmt: skip
         for m in members.values():
@@ -354,44 +357,60 @@ class Experiment:
         if first.teacher and any(loss.needs_teacher for loss in losses.values()):
             teacher = members[first.teacher]
         cache = None
-        precision = "fp32"
+        precision, runner = "fp32", None
         if teacher is not None:
-            precision = self._teacher_precision(teacher, splits.train_of(first.name))
-            cache = self.pool.get(first.name, first.cache_mode, teacher.name, teacher.model,
-                                  splits.train_of(first.name), list(losses.values()),
-                                  precision)  # fmt: skip
+            train = splits.train_of(first.name)
+            precision, runner = self._teacher_passes(teacher, train, list(losses.values()))
+            cache = self.pool.get(first.name, first.cache_mode, teacher.name, runner, train,
+                                  list(losses.values()), precision)  # fmt: skip
         say(training_line(peers))
-        histories = self._fit(peers, losses, teacher, cache, splits, precision)
+        histories = self._fit(peers, losses, runner, cache, splits, precision)
         for m in peers:
             m.history = histories[m.name]
             meta = {"name": m.name, **({"group": group} if group else {}), "identity": self.digest}
             if self.world.main:
                 save_model(rd.model(m.name), m.model, meta)
 
-    def _teacher_precision(self, teacher: Member, train: DistillDataset) -> str:
-        """The precision of ``teacher``'s passes on ``train`` (``teacher_precision``), checked
-        once per teacher and data and recorded for results.json."""
-        key = f"{teacher.name}|{id(train)}"
+    def _teacher_passes(
+        self, teacher: Member, train: DistillDataset, losses: list[CombinedLoss]
+    ) -> tuple[str, nn.Module]:
+        """The precision of ``teacher``'s passes for ``losses`` on ``train``
+        (``teacher_precision``) and the network that runs them: in bf16, a copy with its batch
+        norms folded into their convolutions (:mod:`distillscope.train.fold`; not when a loss
+        explains the teacher or reads a folded conv's own output). Checked once per teacher, data
+        and tapped paths, said in one line, and recorded for results.json."""
+        keep = sorted({p for loss in losses for p in loss.teacher_paths()})
+        explains = any("explanation" in loss.needs for loss in losses)
+        key = "|".join([teacher.name, str(id(train)), *keep, *(["explains"] if explains else [])])
         if key not in self.teacher_precisions:
+            folded, pairs = (
+                (teacher.model, 0)
+                if self.plan.teacher_precision == "fp32" or explains
+                else fold_batchnorm(teacher.model, keep)
+            )
             n = min(CHECK_ITEMS, len(train))
             sample = torch.stack([torch.as_tensor(train[i][0]) for i in range(n)])
             chosen = choose_teacher_precision(teacher.model, sample, self.device,
-                                              self.plan.teacher_precision)  # fmt: skip
+                                              self.plan.teacher_precision, folded,
+                                              pairs)  # fmt: skip
             self.teacher_precisions[key] = chosen
+            self.teacher_runners[key] = folded if chosen.precision == "bf16" else teacher.model
             if chosen.requested != "fp32":
+                fold = f"; {chosen.folded} batch norms folded into their convolutions"
                 say(
                     f"teacher {teacher.name} runs in {chosen.precision} for its students "
-                    f"(teacher_precision: {chosen.requested}; bf16 agrees with fp32 on "
+                    f"(teacher_precision: {chosen.requested}{fold if chosen.folded else ''}; "
+                    f"bf16 agrees with fp32 on "
                     f"{chosen.agreement:.2%} of {chosen.items} training items, largest logit "
                     f"change {chosen.max_logit_error:.3g})"
                 )
-        return self.teacher_precisions[key].precision
+        return self.teacher_precisions[key].precision, self.teacher_runners[key]
 
     def _fit(
         self,
         peers: list[Member],
         losses: dict[str, CombinedLoss],
-        teacher: Member | None,
+        teacher: nn.Module | None,
         cache: Any,
         splits: Splits,
         precision: str = "fp32",
@@ -406,7 +425,7 @@ class Experiment:
             first.model if single else {m.name: m.model for m in peers},
             losses[first.name] if single else losses,
             first.train,
-            teacher=teacher.model if teacher is not None else None,
+            teacher=teacher,
             teacher_cache=cache,
             device=self.device,
             checkpoint_dir=rd.checkpoints(group or first.name),

@@ -8,8 +8,9 @@ context, as PyTorch's AMP recipe does); ``fp16`` does the same in float16 with a
 scaler, which only CUDA supports here.
 
 ``teacher_precision`` (the run's config): the frozen teacher's passes (its cache, its live
-forward) in ``fp32``, ``bf16`` (autocast; outputs kept in fp32), or ``auto``: bf16 when a check
-on training items finds it gives the fp32 top-1 and nearly the fp32 logits
+forward) in ``fp32``, ``bf16`` (autocast, on a copy with its batch norms folded into their
+convolutions: :mod:`distillscope.train.fold`; outputs kept in fp32), or ``auto``: bf16 when a
+check on training items finds it gives the fp32 top-1 and nearly the fp32 logits
 (:func:`choose_teacher_precision`), else fp32.
 """
 
@@ -101,6 +102,8 @@ class TeacherPrecision:
         agreement: Share of the checked items whose bf16 top-1 equals the fp32 one.
         max_logit_error: Largest ``|z_bf16 - z_fp32|`` over the checked items and classes.
         items: Items checked.
+        folded: Batch norms folded into their convolutions for the bf16 passes
+            (:mod:`distillscope.train.fold`; 0 in fp32).
     """
 
     precision: str
@@ -108,16 +111,23 @@ class TeacherPrecision:
     agreement: float | None = None
     max_logit_error: float | None = None
     items: int = 0
+    folded: int = 0
 
 
 def choose_teacher_precision(
-    teacher: nn.Module, inputs: Tensor, device: torch.device, requested: str
+    teacher: nn.Module,
+    inputs: Tensor,
+    device: torch.device,
+    requested: str,
+    runner: nn.Module | None = None,
+    folded: int = 0,
 ) -> TeacherPrecision:
     """The precision of ``teacher``'s no-grad passes (cache build, live forward) for
-    ``requested``: ``fp32`` as asked; otherwise the teacher runs on ``inputs`` (eval mode,
-    restored) in fp32 and under bf16 autocast, and ``bf16`` is kept when asked, or for ``auto``
-    only when the top-1 agrees on at least :data:`AGREEMENT_FLOOR` of the items and no logit
-    moves by more than :data:`LOGIT_BOUND`."""
+    ``requested``: ``fp32`` as asked; otherwise ``teacher`` runs on ``inputs`` in fp32 and
+    ``runner`` (the network the bf16 passes would use: ``teacher`` itself, or its copy with
+    ``folded`` batch norms folded) under bf16 autocast, both in eval mode (restored), and
+    ``bf16`` is kept when asked, or for ``auto`` only when the top-1 agrees on at least
+    :data:`AGREEMENT_FLOOR` of the items and no logit moves by more than :data:`LOGIT_BOUND`."""
     if requested not in TEACHER_PRECISIONS:
         raise ConfigError(
             f"teacher_precision={requested!r} is invalid; use one of "
@@ -125,18 +135,20 @@ def choose_teacher_precision(
         )
     if requested == "fp32":
         return TeacherPrecision("fp32", requested)
-    was_training = teacher.training
-    teacher.eval()
+    runner = teacher if runner is None else runner
+    modes = {net: net.training for net in (teacher, runner)}
     try:
         with torch.no_grad():
             x = inputs.to(device)
-            exact = teacher(x).float()  # (N, K)
+            exact = teacher.eval()(x).float()  # (N, K)
             with autocast("bf16", device):
-                low = teacher(x).float()  # (N, K)
+                low = runner.eval()(x).float()  # (N, K)
     finally:
-        teacher.train(was_training)
+        for net, mode in modes.items():
+            net.train(mode)
     agreement = float((exact.argmax(1) == low.argmax(1)).float().mean())
     error = float((exact - low).abs().max())
     ok = agreement >= AGREEMENT_FLOOR and error <= LOGIT_BOUND
     chosen = "bf16" if requested == "bf16" or ok else "fp32"
-    return TeacherPrecision(chosen, requested, agreement, error, int(len(inputs)))
+    return TeacherPrecision(chosen, requested, agreement, error, int(len(inputs)),
+                            folded if chosen == "bf16" else 0)  # fmt: skip
