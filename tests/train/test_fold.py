@@ -1,8 +1,8 @@
 """Batch norm folding for the teacher's bf16 passes: the folded copy computes the original's
 function (fp32, eval mode) with every module path kept, the original is untouched, and every
 pair that folding would change the meaning of is left alone: a tapped conv, a conv read twice,
-a module called twice, shared weights, batch norms without running statistics, a network that
-does not trace."""
+a module called twice, shared weights, batch norms without running statistics, subclasses that
+compute something else, a network that does not trace."""
 
 from __future__ import annotations
 
@@ -125,8 +125,43 @@ class Untraceable(nn.Module):
         return x
 
 
-def test_pairs_whose_folding_would_change_the_function_are_left_alone() -> None:
+class StandardisedConv(nn.Conv2d):
+    """A conv subclass whose forward standardises its weights (as timm's StdConv2d)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = (self.weight - self.weight.mean()) / (self.weight.std() + 1e-5)
+        return self._conv_forward(x, w, self.bias)
+
+
+class BatchNormRelu(nn.BatchNorm2d):
+    """A batch norm subclass with its activation inside (as timm's BatchNormAct2d)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(super().forward(x))
+
+
+class Leaf(torch.fx.Tracer):
+    """A tracer that keeps every module a leaf, so subclasses reach the pair check itself."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return True
+
+
+def test_pairs_whose_folding_would_change_the_function_are_left_alone(monkeypatch) -> None:
     no_stats = nn.Sequential(nn.Conv2d(1, 1, 1), nn.BatchNorm2d(1, track_running_stats=False))
+    subclassed = [
+        nn.Sequential(StandardisedConv(1, 1, 1), nn.BatchNorm2d(1)),
+        nn.Sequential(nn.Conv2d(1, 1, 1), BatchNormRelu(1)),
+    ]
+    for net in subclassed:
+        assert foldable_pairs(net) == []
+    monkeypatch.setattr(
+        torch.fx, "symbolic_trace", lambda m: torch.fx.GraphModule(m, Leaf().trace(m))
+    )
+    for net in subclassed:  # even where the trace leaves the subclass as one call
+        assert foldable_pairs(net) == []
+    assert foldable_pairs(nn.Sequential(nn.Conv2d(1, 1, 1), nn.BatchNorm2d(1))) == [("0", "1")]
+    monkeypatch.undo()
     for net in (TwoReaders(), CalledTwice(), Shared(), Untraceable(), no_stats):
         assert foldable_pairs(net) == []
         folded, n = fold_batchnorm(net.eval())

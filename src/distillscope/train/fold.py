@@ -14,7 +14,9 @@ teacher with the original fp32 one. fp32 passes never fold, so their results sta
 were bit for bit.
 
 Pairs are found on a :func:`torch.fx.symbolic_trace` of the network: a ``BatchNorm2d`` call
-whose only input is a ``Conv2d`` call that nothing else reads. A network that does not trace,
+whose only input is a ``Conv2d`` call that nothing else reads (those exact classes: a subclass,
+such as a weight-standardised conv or a batch norm with its activation inside, may compute
+something else). A network that does not trace,
 a module called more than once, a conv whose weights other modules share, a batch norm without
 running statistics, and a conv whose own output a loss reads (``keep``) are left as they are.
 """
@@ -52,14 +54,14 @@ def foldable_pairs(model: nn.Module, keep: Iterable[str] = ()) -> list[tuple[str
     kept = set(keep)
     pairs = []
     for node in graph.nodes:
-        if node.op != "call_module" or not isinstance(modules[node.target], nn.BatchNorm2d):
+        if node.op != "call_module" or type(modules[node.target]) is not nn.BatchNorm2d:
             continue
         source = node.args[0] if node.args else None
         if not isinstance(source, torch.fx.Node) or source.op != "call_module":
             continue
         conv, bn = modules[source.target], modules[node.target]
         if (
-            isinstance(conv, nn.Conv2d)
+            type(conv) is nn.Conv2d  # not a subclass: its forward may differ (weight standardising)
             and len(source.users) == 1
             and calls[source.target] == 1
             and calls[node.target] == 1
