@@ -311,3 +311,27 @@ def test_the_header_shows_where_the_data_was_read_and_what_it_was() -> None:
     assert f"train {'a' * 16}, test {'b' * 16}" in page and "a" * 17 not in page
     assert escape("/data/<fashion>") in page and "<fashion>" not in page
     assert "<th>Threads</th><td>3</td>" in page and "c" * 16 in page
+
+
+def test_the_header_says_what_a_teachers_passes_ran_in_when_not_fp32() -> None:
+    results = load_fixture()
+    assert "Teacher passes" not in render_html(results)
+    results["teacher_precision"] = {
+        "teacher": {"precision": "bf16", "requested": "auto", "agreement": 0.99956,
+                    "max_logit_error": 0.0312345, "items": 512, "folded": 21},
+        "t2": {"precision": "fp32", "requested": "auto", "agreement": 0.98,
+               "max_logit_error": 0.22, "items": 512, "folded": 0},
+        "t3": {"precision": "fp32", "requested": "fp32"},
+        "t4": "not a record",
+    }  # fmt: skip
+    page = render_html(results)
+    assert (
+        "<th>Teacher passes (teacher)</th><td>bf16 (teacher_precision: auto); 21 batch norms "
+        "folded into their convolutions; bf16 gave the fp32 top-1 on 99.96% of 512 training "
+        "items, largest logit change 0.0312</td>"
+    ) in page
+    assert (
+        "<th>Teacher passes (t2)</th><td>fp32 (teacher_precision: auto); bf16 gave the fp32 "
+        "top-1 on 98.00% of 512 training items, largest logit change 0.22</td>"
+    ) in page
+    assert "Teacher passes (t3)" not in page and "Teacher passes (t4)" not in page

@@ -121,6 +121,27 @@ def _identity_rows(results: Mapping[str, Any]) -> list[tuple[str, object]]:
     return rows
 
 
+def _precision_rows(results: Mapping[str, Any]) -> list[tuple[str, object]]:
+    """What each teacher's passes for its students ran in, when a run asked for other than fp32
+    (``teacher_precision``): the choice, the batch norms folded, what the check saw."""
+    rows: list[tuple[str, object]] = []
+    chosen = results.get("teacher_precision")
+    for teacher, rec in chosen.items() if isinstance(chosen, Mapping) else ():
+        if not isinstance(rec, Mapping) or rec.get("requested") in (None, "fp32"):
+            continue
+        parts = [f"{rec.get('precision')} (teacher_precision: {rec.get('requested')})"]
+        if rec.get("folded"):
+            parts.append(f"{rec['folded']} batch norms folded into their convolutions")
+        agreement, error = rec.get("agreement"), rec.get("max_logit_error")
+        if isinstance(agreement, (int, float)) and isinstance(error, (int, float)):
+            parts.append(
+                f"bf16 gave the fp32 top-1 on {agreement:.2%} of {_plain(rec.get('items'))} "
+                f"training items, largest logit change {error:.3g}"
+            )
+        rows.append((f"Teacher passes ({teacher})", "; ".join(parts)))
+    return rows
+
+
 def header(results: Mapping[str, Any]) -> str:
     """The page header: run name and metadata, dataset, how to read, the resolved config.
 
@@ -144,6 +165,7 @@ def header(results: Mapping[str, Any]) -> str:
             ("Config file", run.get("config_file")),
             ("distillscope", run.get("distillscope_version")),
             ("torch", run.get("torch_version")),
+            *_precision_rows(results),
             *_identity_rows(results),
         ]
     )
