@@ -360,7 +360,8 @@ class Experiment:
         precision, runner = "fp32", None
         if teacher is not None:
             train = splits.train_of(first.name)
-            precision, runner = self._teacher_passes(teacher, train, list(losses.values()))
+            explains = any("explanation" in loss.needs for loss in losses.values())
+            precision, runner = self._teacher_passes(teacher, train, members, explains)
             cache = self.pool.get(first.name, first.cache_mode, teacher.name, runner, train,
                                   list(losses.values()), precision)  # fmt: skip
         say(training_line(peers))
@@ -372,20 +373,25 @@ class Experiment:
                 save_model(rd.model(m.name), m.model, meta)
 
     def _teacher_passes(
-        self, teacher: Member, train: DistillDataset, losses: list[CombinedLoss]
+        self, teacher: Member, train: DistillDataset, members: dict[str, Member], explains: bool
     ) -> tuple[str, nn.Module]:
-        """The precision of ``teacher``'s passes for ``losses`` on ``train``
-        (``teacher_precision``) and the network that runs them: in bf16, a copy with its batch
-        norms folded into their convolutions (:mod:`distillscope.train.fold`; not when a loss
-        explains the teacher or reads a folded conv's own output). Checked once per teacher, data
-        and tapped paths, said in one line, and recorded for results.json."""
-        keep = sorted({p for loss in losses for p in loss.teacher_paths()})
-        explains = any("explanation" in loss.needs for loss in losses)
-        key = "|".join([teacher.name, str(id(train)), *keep, *(["explains"] if explains else [])])
+        """The precision of ``teacher``'s passes on ``train`` (``teacher_precision``) and the
+        network that runs them for a student whose loss ``explains`` the teacher or not.
+
+        Checked once per teacher and data, said in one line and recorded for results.json. In
+        bf16 the passes run on a copy with the batch norms folded into their convolutions
+        (:mod:`distillscope.train.fold`), except for the modules the losses of all the
+        teacher's students among ``members`` read, and except for a student that explains the
+        teacher (e2KD: the unfolded teacher, whose explanations stay fp32); the check runs the
+        folded copy."""
+        key = f"{teacher.name}|{id(train)}"
         if key not in self.teacher_precisions:
+            readers = [m.bound_loss or build_loss(m.loss)
+                       for m in members.values() if m.teacher == teacher.name]  # fmt: skip
+            keep = sorted({p for loss in readers for p in loss.teacher_modules()})
             folded, pairs = (
                 (teacher.model, 0)
-                if self.plan.teacher_precision == "fp32" or explains
+                if self.plan.teacher_precision == "fp32"
                 else fold_batchnorm(teacher.model, keep)
             )
             n = min(CHECK_ITEMS, len(train))
@@ -400,11 +406,11 @@ class Experiment:
                 say(
                     f"teacher {teacher.name} runs in {chosen.precision} for its students "
                     f"(teacher_precision: {chosen.requested}{fold if chosen.folded else ''}; "
-                    f"bf16 agrees with fp32 on "
-                    f"{chosen.agreement:.2%} of {chosen.items} training items, largest logit "
-                    f"change {chosen.max_logit_error:.3g})"
+                    f"bf16 agrees with fp32 on {chosen.agreement:.2%} of {chosen.items} training "
+                    f"items, largest logit change {chosen.max_logit_error:.3g})"
                 )
-        return self.teacher_precisions[key].precision, self.teacher_runners[key]
+        runner = teacher.model if explains else self.teacher_runners[key]
+        return self.teacher_precisions[key].precision, runner
 
     def _fit(
         self,

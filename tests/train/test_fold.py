@@ -70,12 +70,15 @@ def test_a_train_mode_model_gives_an_eval_copy_and_stays_in_train_mode() -> None
     assert net.training and not folded.training
 
 
-def test_a_tapped_conv_keeps_its_batch_norm_and_tapped_paths_keep_their_values() -> None:
+def test_kept_modules_keep_their_pair_and_tapped_paths_keep_their_values() -> None:
     torch.manual_seed(0)
     net = trained_looking(create_model("resnet8", num_classes=10, in_channels=1))
-    keep = ["layer2.0.conv1", "layer2.0.bn2", "layer3"]
+    keep = ["layer2.0.conv1", "layer2.0.bn2", "layer3"]  # a conv, a batch norm, a block
     folded, n = fold_batchnorm(net, keep)
-    assert n == 8 and isinstance(dict(folded.named_modules())["layer2.0.bn1"], nn.BatchNorm2d)
+    modules = dict(folded.named_modules())
+    assert n == 7 and isinstance(modules["layer2.0.bn1"], nn.BatchNorm2d)
+    assert isinstance(modules["layer2.0.bn2"], nn.BatchNorm2d)  # e.g. OFD reads its parameters
+    assert isinstance(modules["layer3.0.bn2"], nn.Identity)  # inside a kept block: folded
     x = torch.randn(4, 1, 28, 28)
     with torch.no_grad(), FeatureTap(net, keep) as tap, FeatureTap(folded, keep) as tap2:
         net(x), folded(x)

@@ -156,6 +156,12 @@ class LossTerm(nn.Module):
         """Teacher module paths whose features this term reads."""
         return []
 
+    def teacher_modules(self) -> list[str]:
+        """Teacher module paths whose outputs or parameters this term reads (its features, and
+        modules it inspects, such as OFD's batch norms): a rewrite of the teacher for its
+        passes (:mod:`distillscope.train.fold`) leaves them as they are."""
+        return self.teacher_paths()
+
     def peer_paths(self) -> list[str]:
         """Module paths of the other networks of the group whose features this term reads
         (``"peers"`` terms; the trainer taps them on every peer)."""

@@ -124,6 +124,10 @@ class CombinedLoss(LossTerm):
         """Union of the terms' teacher feature paths, in first-seen order."""
         return list(dict.fromkeys(p for t in self.terms.values() for p in t.teacher_paths()))
 
+    def teacher_modules(self) -> list[str]:
+        """Union of the terms' teacher module paths (:meth:`LossTerm.teacher_modules`)."""
+        return list(dict.fromkeys(p for t in self.terms.values() for p in t.teacher_modules()))
+
     def peer_paths(self) -> list[str]:
         """Union of the terms' peer feature paths, in first-seen order."""
         return list(dict.fromkeys(p for t in self.terms.values() for p in t.peer_paths()))

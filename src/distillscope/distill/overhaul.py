@@ -158,6 +158,10 @@ class OverhaulFeatureDistillation(FeatureTerm):
         out = {f"ofd/{p}": v for p, v in zip(self.layers("student"), parts)}
         return {"loss": torch.stack(parts).sum(), **out}
 
+    def teacher_modules(self) -> list[str]:
+        """The tapped teacher layers and ``teacher_bns`` (their parameters set the margin)."""
+        return list(dict.fromkeys([*self.teacher_paths(), *(self.teacher_bns or [])]))
+
     def _bn_margins(self, teacher: nn.Module, channels: list[int]) -> list[Tensor]:
         assert self.teacher_bns is not None
         modules = check_module_paths(teacher, self.teacher_bns)

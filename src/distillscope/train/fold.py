@@ -18,7 +18,8 @@ whose only input is a ``Conv2d`` call that nothing else reads (those exact class
 such as a weight-standardised conv or a batch norm with its activation inside, may compute
 something else). A network that does not trace,
 a module called more than once, a conv whose weights other modules share, a batch norm without
-running statistics, and a conv whose own output a loss reads (``keep``) are left as they are.
+running statistics, and a pair with either module in ``keep`` (a conv whose own output a loss
+reads, a batch norm whose parameters a loss reads, as OFD's margin does) are left as they are.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ def foldable_pairs(model: nn.Module, keep: Iterable[str] = ()) -> list[tuple[str
             and calls[node.target] == 1
             and bn.running_mean is not None
             and source.target not in kept
+            and node.target not in kept
             and all(owners[id(p)] == 1 for p in conv.parameters(recurse=False))
         ):
             pairs.append((str(source.target), str(node.target)))
@@ -82,7 +84,8 @@ def fold_batchnorm(model: nn.Module, keep: Iterable[str] = ()) -> tuple[nn.Modul
 
     Args:
         model: The network (its parameters are not changed).
-        keep: Module paths whose own outputs must stay as they are (tapped features).
+        keep: Module paths that must stay as they are (tapped features, modules a loss reads:
+            :meth:`~distillscope.distill.base.LossTerm.teacher_modules`).
 
     Example:
         >>> _ = torch.manual_seed(0)
