@@ -343,6 +343,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     _refuse_ranks("reproduce")
     jobs = check_int("--jobs", _int(args.jobs), minimum=1)
     seeds = check_int("--seeds", _int(args.seeds), minimum=2)
+    if args.output_dir is not None:  # before any grid is expanded or written
+        from distillscope.files import check_writable_dir
+
+        check_writable_dir(Path(args.output_dir), "--output-dir",
+                           "pass --output-dir naming a writable folder")  # fmt: skip
 
     if args.plugin:  # before the claims' configs are checked against the registries
         from distillscope.plugins import load_plugins

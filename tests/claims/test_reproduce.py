@@ -190,6 +190,13 @@ def test_cli_list_and_errors(tmp_path, capsys) -> None:
     assert main(["reproduce", "901", "--configs", str(root)]) == 2
     err = capsys.readouterr().err
     assert "no claims declared for paper '901'" in err
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    for out in (a_file, a_file / "below"):  # a traceback before: mkdir under a file
+        assert main(["reproduce", "900", "--configs", str(root), "--output-dir", str(out)]) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert "is a file, not a folder; pass --output-dir naming a writable folder" in line
+    assert a_file.read_text() == "not a folder" and not list(tmp_path.glob("**/*grid*"))
 
 
 @pytest.mark.parametrize("content", [b"\xff\xfe", b"- a\n- b\n", b"claims: [1, 2\n"])
