@@ -47,6 +47,7 @@ __all__ = [
     "IDENTITY_VERSION",
     "NOT_RESULT_KEYS",
     "NOT_RESULT_TRAIN_KEYS",
+    "TEACHER_PASSES_VERSION",
     "canonical",
     "digest",
     "first_difference",
@@ -59,6 +60,12 @@ __all__ = [
 #: other-class negatives, tf_kd's multiplier), the B-cos double backward, domain_consensus's
 #: paper domains and class_similarity's pooled category entropy.
 IDENTITY_VERSION = 2
+
+#: Bump when the code changes what a teacher's passes compute under ``teacher_precision`` bf16 /
+#: auto; it enters only the identities of runs that ask for other than fp32 (``fp32`` runs, their
+#: cells and checkpoints keep matching). 2: bf16 passes on a copy with the batch norms folded
+#: into their convolutions (:mod:`distillscope.train.fold`); 1 (never recorded): the teacher as is.
+TEACHER_PASSES_VERSION = 2
 
 #: Top-level config keys that do not change a result: the run's name, where output goes, whether
 #: progress bars show, the teacher store's folder, the trackers that copy the metrics lines

@@ -41,7 +41,12 @@ from distillscope.distill import CombinedLoss, build_loss
 from distillscope.distill.base import bind_seed
 from distillscope.errors import ConfigError, ModelError
 from distillscope.files import file_digest
-from distillscope.identity import LOCATION_KEYS, NOT_RESULT_TRAIN_KEYS, without_locations
+from distillscope.identity import (
+    LOCATION_KEYS,
+    NOT_RESULT_TRAIN_KEYS,
+    TEACHER_PASSES_VERSION,
+    without_locations,
+)
 from distillscope.models import create_model
 from distillscope.models.hf import checkpoint_digest
 from distillscope.plugins import code_digests
@@ -339,7 +344,8 @@ def run_identity(plan: Plan, splits: Splits, rt: dict[str, Any]) -> dict[str, An
     checkpoint; resume and grid re-runs refuse a run whose identity differs. Plugin code the
     run names or uses enters under ``plugins`` (:func:`plan_code`); the bytes of a teacher's
     ``checkpoint`` file under ``checkpoint_files`` (an edited file under the same name is not the
-    teacher the run was made with)."""
+    teacher the run was made with); a run whose teachers' passes may run in bf16 has
+    ``teacher_passes`` (:data:`~distillscope.identity.TEACHER_PASSES_VERSION`)."""
     identity = {
         "config": without_locations(plan.record),
         "data": splits.fingerprints(),
@@ -355,6 +361,8 @@ def run_identity(plan: Plan, splits: Splits, rt: dict[str, Any]) -> dict[str, An
     code = plan_code(plan)
     if code:  # plugins: their source, not their names
         identity["plugins"] = code
+    if plan.teacher_precision != "fp32":  # what bf16 teacher passes compute (fold, ...)
+        identity["teacher_passes"] = TEACHER_PASSES_VERSION
     return identity
 
 

@@ -207,3 +207,29 @@ def test_a_teacher_loaded_from_a_file_enters_the_run_identity_by_its_bytes(tmp_p
     second = identity_of(b"weights two")
     assert digest(second) != digest(first)
     assert first_difference(first, second)[0] == "checkpoint_files.teacher"
+
+
+def test_bf16_teacher_passes_enter_the_identity_with_their_version_and_fp32_stays_as_it_was(
+    monkeypatch,
+) -> None:
+    """A run asking for bf16 (or auto) teacher passes records what those passes compute
+    (folded batch norms since version 2), so a cell or checkpoint made by the older bf16 code is
+    never reused; an fp32 run's identity has no such field, so every fp32 record still matches."""
+    import distillscope.plan as plan_module
+    from distillscope.identity import TEACHER_PASSES_VERSION
+    from distillscope.plan import load_plan_splits, resolve_plan, run_identity
+
+    def identity_of(precision: str | None) -> dict:
+        raw = {**RAW, **({"teacher_precision": precision} if precision else {})}
+        plan = resolve_plan(load_config_dict(raw))
+        return run_identity(plan, load_plan_splits(plan), {"fixed": 1})
+
+    plain, fp32 = identity_of(None), identity_of("fp32")
+    assert "teacher_passes" not in plain and digest(plain) == digest(fp32)
+    for precision in ("bf16", "auto"):
+        assert identity_of(precision)["teacher_passes"] == TEACHER_PASSES_VERSION >= 2
+    now = identity_of("bf16")
+    monkeypatch.setattr(plan_module, "TEACHER_PASSES_VERSION", 1)  # the code before the fold
+    older = identity_of("bf16")
+    assert first_difference(older, now) == ("teacher_passes", 1, TEACHER_PASSES_VERSION)
+    assert digest(identity_of("fp32")) == digest(fp32)
