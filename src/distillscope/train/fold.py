@@ -11,7 +11,9 @@ The folded network computes the same function up to float rounding and skips one
 every feature map. distillscope applies it only where numbers change anyway: a teacher whose
 passes run in bf16 (``teacher_precision``), where the start-up check compares the folded bf16
 teacher with the original fp32 one. fp32 passes never fold, so their results stay what they
-were bit for bit.
+were bit for bit. The experiment folds once per teacher and hands the copy to the trainer and
+the cache; a program that calls ``Trainer`` or ``TeacherCache.build`` with bf16 itself passes
+``fold_batchnorm(teacher, keep)[0]`` to get a run's numbers.
 
 Pairs are found on a :func:`torch.fx.symbolic_trace` of the network: a ``BatchNorm2d`` call
 whose only input is a ``Conv2d`` call that nothing else reads (those exact classes: a subclass,
