@@ -273,8 +273,9 @@ class ExperimentConfig(Strict):
             every epoch reads its rows from there, instead of running the teacher live;
             ``false``: live, as before this option existed.
         teacher_precision: The frozen teacher's passes for its students (its cache, its live
-            forward): ``fp32`` (default); ``bf16`` under autocast, on a copy with its batch
-            norms folded into their convolutions, outputs kept in fp32; ``auto``: bf16 when it
+            forward): ``fp32`` (default); ``bf16`` on a copy with its batch norms folded into
+            their convolutions, as one oneDNN graph on the CPU when its students read only its
+            output, else under autocast, outputs kept in fp32; ``auto``: bf16 when it
             gives the fp32 top-1 on at least 99.9% of 512 training items and moves no logit by
             more than 0.05, else fp32 (one line says which; recorded in results.json).
             Explanations (e2KD) stay fp32.

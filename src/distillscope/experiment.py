@@ -63,8 +63,13 @@ from distillscope.train.distributed import (
     world_from_env,
 )
 from distillscope.train.evaluate import chance_warning
-from distillscope.train.fold import fold_batchnorm
-from distillscope.train.precision import CHECK_ITEMS, TeacherPrecision, choose_teacher_precision
+from distillscope.train.onednn import bf16_runner
+from distillscope.train.precision import (
+    CHECK_ITEMS,
+    TeacherPrecision,
+    choose_teacher_precision,
+    passes_said,
+)
 from distillscope.train.seeding import resolve_device, seed_everything
 from distillscope.train.trainer import Trainer
 
@@ -382,33 +387,27 @@ class Experiment:
         bf16 the passes run on a copy with the batch norms folded into their convolutions
         (:mod:`distillscope.train.fold`), except for the modules the losses of all the
         teacher's students among ``members`` read, and except for a student that explains the
-        teacher (e2KD: the unfolded teacher, whose explanations stay fp32); the check runs the
-        folded copy."""
+        teacher (e2KD: the unfolded teacher, whose explanations stay fp32). When those students
+        read nothing but the teacher's output, the copy runs as one oneDNN graph on the CPU
+        where it can (:mod:`distillscope.train.onednn`). The check runs that network."""
         key = f"{teacher.name}|{id(train)}"
         if key not in self.teacher_precisions:
             readers = [m.bound_loss or build_loss(m.loss)
                        for m in members.values() if m.teacher == teacher.name]  # fmt: skip
             keep = sorted({p for loss in readers for p in loss.teacher_modules()})
-            folded, pairs = (
-                (teacher.model, 0)
-                if self.plan.teacher_precision == "fp32"
-                else fold_batchnorm(teacher.model, keep)
-            )
             n = min(CHECK_ITEMS, len(train))
             sample = torch.stack([torch.as_tensor(train[i][0]) for i in range(n)])
+            runner, pairs, graph = teacher.model, 0, False
+            if self.plan.teacher_precision != "fp32":
+                runner, pairs, graph = bf16_runner(teacher.model, keep, sample.to(self.device))
             chosen = choose_teacher_precision(teacher.model, sample, self.device,
-                                              self.plan.teacher_precision, folded,
-                                              pairs)  # fmt: skip
+                                              self.plan.teacher_precision, runner, pairs,
+                                              graph)  # fmt: skip
             self.teacher_precisions[key] = chosen
-            self.teacher_runners[key] = folded if chosen.precision == "bf16" else teacher.model
+            self.teacher_runners[key] = runner if chosen.precision == "bf16" else teacher.model
             if chosen.requested != "fp32":
-                fold = f"; {chosen.folded} batch norms folded into their convolutions"
-                say(
-                    f"teacher {teacher.name} runs in {chosen.precision} for its students "
-                    f"(teacher_precision: {chosen.requested}{fold if chosen.folded else ''}; "
-                    f"bf16 agrees with fp32 on {chosen.agreement:.2%} of {chosen.items} training "
-                    f"items, largest logit change {chosen.max_logit_error:.3g})"
-                )
+                say(f"teacher {teacher.name} runs in {chosen.precision} for its students "
+                    f"({passes_said(chosen)})")  # fmt: skip
         runner = teacher.model if explains else self.teacher_runners[key]
         return self.teacher_precisions[key].precision, runner
 

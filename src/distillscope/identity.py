@@ -63,9 +63,11 @@ IDENTITY_VERSION = 2
 
 #: Bump when the code changes what a teacher's passes compute under ``teacher_precision`` bf16 /
 #: auto; it enters only the identities of runs that ask for other than fp32 (``fp32`` runs, their
-#: cells and checkpoints keep matching). 2: bf16 passes on a copy with the batch norms folded
-#: into their convolutions (:mod:`distillscope.train.fold`); 1 (never recorded): the teacher as is.
-TEACHER_PASSES_VERSION = 2
+#: cells and checkpoints keep matching). 3: a teacher whose students read only its output runs
+#: its folded copy as one oneDNN graph on the CPU (:mod:`distillscope.train.onednn`); 2: bf16
+#: passes on a copy with the batch norms folded into their convolutions
+#: (:mod:`distillscope.train.fold`); 1 (never recorded): the teacher as is.
+TEACHER_PASSES_VERSION = 3
 
 #: Top-level config keys that do not change a result: the run's name, where output goes, whether
 #: progress bars show, the teacher store's folder, the trackers that copy the metrics lines

@@ -123,7 +123,8 @@ def _identity_rows(results: Mapping[str, Any]) -> list[tuple[str, object]]:
 
 def _precision_rows(results: Mapping[str, Any]) -> list[tuple[str, object]]:
     """What each teacher's passes for its students ran in, when a run asked for other than fp32
-    (``teacher_precision``): the choice, the batch norms folded, what the check saw."""
+    (``teacher_precision``): the choice, the batch norms folded, whether the passes ran as one
+    oneDNN graph, what the check saw."""
     rows: list[tuple[str, object]] = []
     chosen = results.get("teacher_precision")
     for teacher, rec in chosen.items() if isinstance(chosen, Mapping) else ():
@@ -132,6 +133,8 @@ def _precision_rows(results: Mapping[str, Any]) -> list[tuple[str, object]]:
         parts = [f"{rec.get('precision')} (teacher_precision: {rec.get('requested')})"]
         if rec.get("folded"):
             parts.append(f"{rec['folded']} batch norms folded into their convolutions")
+        if rec.get("onednn"):
+            parts.append("one oneDNN graph")
         agreement, error = rec.get("agreement"), rec.get("max_logit_error")
         if isinstance(agreement, (int, float)) and isinstance(error, (int, float)):
             parts.append(

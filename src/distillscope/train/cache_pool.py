@@ -18,6 +18,7 @@ from distillscope.distill.combine import CombinedLoss
 from distillscope.messages import say
 from distillscope.train.cache_disk import disk_key, disk_root, free_bytes
 from distillscope.train.distributed import current_world, from_main
+from distillscope.train.onednn import OneDNNGraph
 from distillscope.train.teacher_cache import (
     Explainer,
     TeacherCache,
@@ -158,8 +159,9 @@ class CachePool:
         if not self.disk:
             say(f"{member}: not caching teacher {teacher_name} ({what}); the teacher runs live")
             return None
+        passes = f"precision:{precision}" + (":onednn" if isinstance(teacher, OneDNNGraph) else "")
         folder = disk_root() / disk_key(teacher, train.fingerprint(), paths,
-                                        [*explaining, f"precision:{precision}"])  # fmt: skip
+                                        [*explaining, passes])  # fmt: skip
         world = current_world()
         if not from_main(world, lambda: folder.is_dir() or need * 1.05 <= free_bytes(folder)):
             say(

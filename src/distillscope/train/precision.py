@@ -8,10 +8,11 @@ context, as PyTorch's AMP recipe does); ``fp16`` does the same in float16 with a
 scaler, which only CUDA supports here.
 
 ``teacher_precision`` (the run's config): the frozen teacher's passes (its cache, its live
-forward) in ``fp32``, ``bf16`` (autocast, on a copy with its batch norms folded into their
-convolutions: :mod:`distillscope.train.fold`; outputs kept in fp32), or ``auto``: bf16 when a
-check on training items finds it gives the fp32 top-1 and nearly the fp32 logits
-(:func:`choose_teacher_precision`), else fp32.
+forward) in ``fp32``, ``bf16`` (on a copy with its batch norms folded into their convolutions:
+:mod:`distillscope.train.fold`; on the CPU, when its students read only its output, as one
+oneDNN graph: :mod:`distillscope.train.onednn`, else under autocast; outputs kept in fp32), or
+``auto``: bf16 when a check on training items finds it gives the fp32 top-1 and nearly the
+fp32 logits (:func:`choose_teacher_precision`), else fp32.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ __all__ = [
     "autocast",
     "check_precision",
     "choose_teacher_precision",
+    "passes_said",
 ]
 
 #: Precision name -> the autocast dtype (``None``: no autocast).
@@ -104,6 +106,8 @@ class TeacherPrecision:
         items: Items checked.
         folded: Batch norms folded into their convolutions for the bf16 passes
             (:mod:`distillscope.train.fold`; 0 in fp32).
+        onednn: The bf16 passes run as one oneDNN graph (:mod:`distillscope.train.onednn`)
+            rather than under autocast.
     """
 
     precision: str
@@ -112,6 +116,7 @@ class TeacherPrecision:
     max_logit_error: float | None = None
     items: int = 0
     folded: int = 0
+    onednn: bool = False
 
 
 def choose_teacher_precision(
@@ -121,13 +126,15 @@ def choose_teacher_precision(
     requested: str,
     runner: nn.Module | None = None,
     folded: int = 0,
+    onednn: bool = False,
 ) -> TeacherPrecision:
     """The precision of ``teacher``'s no-grad passes (cache build, live forward) for
     ``requested``: ``fp32`` as asked; otherwise ``teacher`` runs on ``inputs`` in fp32 and
     ``runner`` (the network the bf16 passes would use: ``teacher`` itself, or its copy with
-    ``folded`` batch norms folded) under bf16 autocast, both in eval mode (restored), and
-    ``bf16`` is kept when asked, or for ``auto`` only when the top-1 agrees on at least
-    :data:`AGREEMENT_FLOOR` of the items and no logit moves by more than :data:`LOGIT_BOUND`."""
+    ``folded`` batch norms folded, run as a oneDNN graph when ``onednn``) under bf16 autocast,
+    both in eval mode (restored), and ``bf16`` is kept when asked, or for ``auto`` only when the
+    top-1 agrees on at least :data:`AGREEMENT_FLOOR` of the items and no logit moves by more
+    than :data:`LOGIT_BOUND`."""
     if requested not in TEACHER_PRECISIONS:
         raise ConfigError(
             f"teacher_precision={requested!r} is invalid; use one of "
@@ -150,5 +157,30 @@ def choose_teacher_precision(
     error = float((exact - low).abs().max())
     ok = agreement >= AGREEMENT_FLOOR and error <= LOGIT_BOUND
     chosen = "bf16" if requested == "bf16" or ok else "fp32"
+    low_precision = chosen == "bf16"
     return TeacherPrecision(chosen, requested, agreement, error, int(len(inputs)),
-                            folded if chosen == "bf16" else 0)  # fmt: skip
+                            folded if low_precision else 0,
+                            onednn and low_precision)  # fmt: skip
+
+
+def passes_said(chosen: TeacherPrecision) -> str:
+    """How a teacher's passes ran, in words (the run's line and the report's header row).
+
+    Example:
+        >>> said = passes_said(TeacherPrecision("bf16", "auto", 0.998, 0.12, 512, 9, True))
+        >>> said.split("; ")  # doctest: +NORMALIZE_WHITESPACE
+        ['teacher_precision: auto', '9 batch norms folded into their convolutions',
+         'one oneDNN graph',
+         'bf16 agrees with fp32 on 99.80% of 512 training items, largest logit change 0.12']
+    """
+    parts = [f"teacher_precision: {chosen.requested}"]
+    if chosen.folded:
+        parts.append(f"{chosen.folded} batch norms folded into their convolutions")
+    if chosen.onednn:
+        parts.append("one oneDNN graph")
+    if chosen.agreement is not None and chosen.max_logit_error is not None:
+        parts.append(
+            f"bf16 agrees with fp32 on {chosen.agreement:.2%} of {chosen.items} training items, "
+            f"largest logit change {chosen.max_logit_error:.3g}"
+        )
+    return "; ".join(parts)
