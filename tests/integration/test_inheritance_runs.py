@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from distillscope.cli import main
 
@@ -71,56 +70,3 @@ def test_without_a_group_or_in_a_group_of_three_it_is_refused(
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and needle in lines[0], err
     assert not (tmp_path / "runs").exists()
-
-
-def test_a_bf16_teacher_runs_folded_for_cached_and_live_students(tmp_path: Path, capsys) -> None:
-    # teacher_precision bf16 (ours, see distillscope.train.fold): the resnet8 teacher's batch
-    # norms fold into their convolutions for its students' passes, from its cache and live;
-    # the check compares that folded bf16 network with the fp32 teacher, and both are recorded
-    from distillscope.experiment import run_experiment
-
-    # OFD reads the teacher's layer3.0.bn2 parameters for its margin: that pair stays unfolded
-    ofd = {"ce": {}, "ofd": {"student_layers": ["layer3.0.preact"],
-                             "teacher_layers": ["layer3.0.preact"],
-                             "teacher_bns": ["layer3.0.bn2"]}}  # fmt: skip
-    students = {"kd": {"loss": "kd"}, "live": {"loss": "kd", "teacher_cache": "off"},
-                "ofd": {"loss": ofd}}  # fmt: skip
-    cfg = config(tmp_path, students)
-    cfg["teacher_precision"] = "bf16"
-    run = run_experiment(cfg).path
-    results = json.loads((run / "results.json").read_text())
-    record = results["teacher_precision"]["teacher"]
-    assert record["precision"] == "bf16" and record["folded"] == 8
-    assert record["onednn"] is False  # OFD reads the teacher's modules: autocast, not a graph
-    assert record["max_logit_error"] < 1.0 and record["agreement"] > 0.9
-    for student in ("kd", "live", "ofd"):
-        assert results["training"][student][0]["loss"] > 0
-    err = capsys.readouterr().err
-    assert err.count("bf16; 8 batch norms folded into their convolutions; bf16 agrees") == 1
-
-
-@pytest.mark.skipif(
-    not torch.backends.mkldnn.is_available() or not torch.ops.mkldnn._is_mkldnn_bf16_supported(),
-    reason="this CPU has no bf16 oneDNN kernels",
-)
-def test_a_bf16_teacher_read_only_for_its_output_runs_as_one_onednn_graph(
-    tmp_path: Path, capsys
-) -> None:
-    # KD students read the teacher's logits only: its folded copy runs as one oneDNN graph
-    # (ours, distillscope.train.onednn), for the cache build and the live student alike
-    from distillscope.experiment import run_experiment
-
-    students = {"kd": {"loss": "kd"}, "live": {"loss": "kd", "teacher_cache": "off"}}
-    cfg = config(tmp_path, students)
-    cfg["teacher_precision"] = "bf16"
-    run = run_experiment(cfg).path
-    results = json.loads((run / "results.json").read_text())
-    record = results["teacher_precision"]["teacher"]
-    assert record["precision"] == "bf16" and record["folded"] == 9 and record["onednn"] is True
-    assert 0 < record["max_logit_error"] < 1.0 and record["agreement"] > 0.9
-    for student in ("kd", "live"):
-        assert results["training"][student][0]["loss"] > 0
-    err = capsys.readouterr().err
-    assert err.count("9 batch norms folded into their convolutions; one oneDNN graph; bf16") == 1
-    assert "Teacher passes (teacher)" in (run / "report.html").read_text()
-    assert "one oneDNN graph" in (run / "report.html").read_text()
