@@ -8,6 +8,7 @@ convolution, an output that is not a tensor."""
 from __future__ import annotations
 
 import copy
+import pickle
 
 import pytest
 import torch
@@ -55,6 +56,16 @@ def test_the_graph_repeats_its_values_bit_for_bit() -> None:
     assert first is not None and second is not None
     with torch.no_grad():
         assert torch.equal(first(x), first(x)) and torch.equal(first(x), second(x))
+
+
+def test_copies_and_pickles_rebuild_the_onednn_weights_from_the_dense_ones() -> None:
+    x = torch.rand(8, 1, 28, 28)
+    graph = onednn_graph(teacher(), x)
+    assert graph is not None
+    for again in (copy.deepcopy(graph), pickle.loads(pickle.dumps(graph))):
+        with torch.no_grad():
+            assert torch.equal(again(x), graph(x))
+        assert again.state_dict().keys() == graph.state_dict().keys()
 
 
 def test_the_original_keeps_its_modes_and_the_graph_does_not_train() -> None:

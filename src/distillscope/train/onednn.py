@@ -22,7 +22,8 @@ two items and is not converted; the caller then runs autocast.
 Only for a teacher whose students read nothing but its output: a hook on a module inside the
 graph would see a oneDNN tensor. The copy is for inference: no gradients, no training; its
 state dict holds the dense weights (the converted modules keep them as buffers), so a cache key
-hashing it names the teacher's weights.
+hashing it names the teacher's weights, and copies and pickles rebuild the oneDNN weights from
+them.
 """
 
 from __future__ import annotations
@@ -38,19 +39,49 @@ from distillscope.train.fold import fold_batchnorm
 __all__ = ["OneDNNGraph", "bf16_runner", "onednn_graph"]
 
 
-class _Conv2d(nn.Module):
+class _Packed(nn.Module):
+    """A layer whose dense weights are buffers (its state) and whose oneDNN copies
+    (``packed``, ``packed_bias``) are derived from them: rebuilt, not copied, by
+    ``copy.deepcopy`` and pickling (oneDNN tensors have no storage to copy)."""
+
+    weight: Tensor
+    bias: Tensor | None
+
+    def __init__(self, layer: nn.Conv2d | nn.Linear, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.dtype = dtype
+        self.register_buffer("weight", layer.weight.detach().clone())
+        self.register_buffer("bias", None if layer.bias is None else layer.bias.detach().clone())
+        self._pack()
+
+    def _pack(self) -> None:
+        raise NotImplementedError
+
+    def __getstate__(self) -> dict[str, object]:
+        state = self.__dict__.copy()
+        state.pop("packed", None)
+        state.pop("packed_bias", None)
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        super().__setstate__(state)
+        self._pack()
+
+
+class _Conv2d(_Packed):
     """``nn.Conv2d`` with bf16 weights reordered for oneDNN once: ``torch.mkldnn_convolution``."""
 
     def __init__(self, conv: nn.Conv2d, dtype: torch.dtype) -> None:
-        super().__init__()
         self.stride, self.padding = list(conv.stride), list(conv.padding)  # type: ignore[arg-type]
         self.dilation, self.groups = list(conv.dilation), conv.groups
-        self.register_buffer("weight", conv.weight.detach().clone())  # (C_out, C_in/g, kh, kw)
-        self.register_buffer("bias", None if conv.bias is None else conv.bias.detach().clone())
+        super().__init__(conv, dtype)  # weight (C_out, C_in/g, kh, kw)
+
+    def _pack(self) -> None:
         self.packed = torch._C._nn.mkldnn_reorder_conv2d_weight(
-            self.weight.to_mkldnn(dtype), self.padding, self.stride, self.dilation, self.groups
-        )
-        self.packed_bias = None if conv.bias is None else self.bias.float().to_mkldnn()
+            self.weight.to_mkldnn(self.dtype), self.padding, self.stride, self.dilation,
+            self.groups,
+        )  # fmt: skip
+        self.packed_bias = None if self.bias is None else self.bias.float().to_mkldnn()
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.mkldnn_convolution(
@@ -58,15 +89,12 @@ class _Conv2d(nn.Module):
         )
 
 
-class _Linear(nn.Module):
+class _Linear(_Packed):
     """``nn.Linear`` with bf16 weights as a oneDNN tensor: ``mkldnn_linear``."""
 
-    def __init__(self, linear: nn.Linear, dtype: torch.dtype) -> None:
-        super().__init__()
-        self.register_buffer("weight", linear.weight.detach().clone())  # (out, in)
-        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
-        self.packed = self.weight.to_mkldnn(dtype)
-        bias = self.bias if self.bias is not None else torch.zeros(linear.out_features)
+    def _pack(self) -> None:
+        self.packed = self.weight.to_mkldnn(self.dtype)  # (out, in)
+        bias = self.bias if self.bias is not None else self.weight.new_zeros(len(self.weight))
         self.packed_bias = bias.float().to_mkldnn()
 
     def forward(self, x: Tensor) -> Tensor:
