@@ -166,6 +166,7 @@ def rank_main(rank: int, size: int, port: int, folder: str) -> None:
         trained = train_both(Path(folder) / "disk")
         if rank == 0:
             torch.save(trained, Path(folder) / "ranks.pt")
+        dist.barrier()  # no rank tears the group down while another still works (as runs do)
     finally:
         dist.destroy_process_group()
 
