@@ -327,6 +327,8 @@ def test_teacher_precision_auto_is_checked_said_and_recorded(tmp_path, capsys):
     assert record["requested"] == "auto" and record["precision"] in ("bf16", "fp32")
     assert 0.0 <= record["agreement"] <= 1.0 and record["items"] == 512
     assert f"teacher teacher runs in {record['precision']} for its students" in err
+    reason = "auto takes bf16 only at 99.9% agreement or more and a largest change of 0.05"
+    assert (reason in err) is (record["precision"] == "fp32")  # a fallback says why
     plain = tiny_config(tmp_path, probes={"accuracy": {}}, students=students)
     plain["train"]["epochs"] = 1
     results = json.loads((run_experiment(plain).path / "results.json").read_text())

@@ -167,11 +167,13 @@ def passes_said(chosen: TeacherPrecision) -> str:
     """How a teacher's passes ran, in words (the run's line and the report's header row).
 
     Example:
-        >>> said = passes_said(TeacherPrecision("bf16", "auto", 0.998, 0.12, 512, 9, True))
+        >>> said = passes_said(TeacherPrecision("bf16", "bf16", 0.998, 0.12, 512, 9, True))
         >>> said.split("; ")  # doctest: +NORMALIZE_WHITESPACE
-        ['teacher_precision: auto', '9 batch norms folded into their convolutions',
+        ['teacher_precision: bf16', '9 batch norms folded into their convolutions',
          'one oneDNN graph',
          'bf16 agrees with fp32 on 99.80% of 512 training items, largest logit change 0.12']
+        >>> passes_said(TeacherPrecision("fp32", "auto", 1.0, 0.087, 512)).split("; ")[-1]
+        'auto takes bf16 only at 99.9% agreement or more and a largest change of 0.05 or less'
     """
     parts = [f"teacher_precision: {chosen.requested}"]
     if chosen.folded:
@@ -183,4 +185,9 @@ def passes_said(chosen: TeacherPrecision) -> str:
             f"bf16 agrees with fp32 on {chosen.agreement:.2%} of {chosen.items} training items, "
             f"largest logit change {chosen.max_logit_error:.3g}"
         )
+        if chosen.requested == "auto" and chosen.precision == "fp32":
+            parts.append(
+                f"auto takes bf16 only at {AGREEMENT_FLOOR:.1%} agreement or more and a "
+                f"largest change of {LOGIT_BOUND:g} or less"
+            )
     return "; ".join(parts)
