@@ -49,6 +49,23 @@ def test_the_graph_computes_the_folded_teachers_function_in_bf16() -> None:
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:FutureWarning")
+def test_the_graph_equals_torch_utils_mkldnn_on_the_same_inputs() -> None:
+    # the reference conversion it follows (torch.utils.mkldnn.to_mkldnn, bf16 weights, fp32
+    # biases), which wraps its layers in TorchScript modules: the same bits
+    from torch.utils.mkldnn import to_mkldnn
+
+    folded, _ = fold_batchnorm(teacher())
+    x = torch.rand(16, 1, 28, 28)
+    graph = onednn_graph(folded, x)
+    assert graph is not None
+    reference = to_mkldnn(copy.deepcopy(folded), torch.bfloat16)  # its TorchScript warns
+    with torch.no_grad():
+        ours = graph(x)
+        theirs = reference(x.to(torch.bfloat16).to_mkldnn()).to_dense().float()  # (16, 10)
+    assert torch.equal(ours, theirs)
+
+
 def test_the_graph_repeats_its_values_bit_for_bit() -> None:
     folded, _ = fold_batchnorm(teacher())
     x = torch.rand(32, 1, 28, 28)

@@ -6,14 +6,16 @@ has oneDNN reorder the input and the weights into its blocked layout, and hands 
 NHWC tensor to the next module, which reorders it again. oneDNN's own tensors
 (``Tensor.to_mkldnn``) stay in the blocked layout from the first convolution to the last
 layer, and the weights are reordered once, ahead. Measured on this project's CPU
-(``benchmarks/precision.py``): a resnet20 teacher's cache build takes 0.44 of the fp32 build
-this way against 0.52 under autocast; resnet8 0.44 against 0.53, mnist_cnn 0.47 against 0.56.
+(``benchmarks/precision.py``, results/precision.json): a resnet20 teacher's cache build takes
+0.45 of the fp32 build this way against 0.53 folded under autocast; a resnet8 teacher 0.48, an
+mnist_cnn teacher 0.47.
 The values are bf16 convolutions either way; only the rounding differs (the start-up check of
 ``teacher_precision`` compares the graph with the fp32 teacher, as for autocast).
 
 :func:`onednn_graph` converts a copy: every ``nn.Conv2d`` and ``nn.Linear`` (those exact
 classes) becomes a module holding its weights reordered for oneDNN in bf16 (the bias stays
-fp32, as ``torch.utils.mkldnn`` keeps it), and the network's input goes in as a oneDNN tensor
+fp32, as ``torch.utils.mkldnn`` keeps it; a test finds the two conversions' logits equal bit for
+bit), and the network's input goes in as a oneDNN tensor
 and its output comes out as a dense fp32 tensor. Every other module runs as written on oneDNN
 tensors (ReLU, residual additions, pooling, flattening and batch norm do). A network that
 calls an operation oneDNN tensors lack (``view``, ``mean``, indexing) fails a trial pass on
@@ -50,8 +52,9 @@ class _Packed(nn.Module):
     def __init__(self, layer: nn.Conv2d | nn.Linear, dtype: torch.dtype) -> None:
         super().__init__()
         self.dtype = dtype
-        self.register_buffer("weight", layer.weight.detach().clone())
-        self.register_buffer("bias", None if layer.bias is None else layer.bias.detach().clone())
+        # ``layer`` belongs to the private copy being converted: its tensors are taken over
+        self.register_buffer("weight", layer.weight.detach())
+        self.register_buffer("bias", None if layer.bias is None else layer.bias.detach())
         self._pack()
 
     def _pack(self) -> None:

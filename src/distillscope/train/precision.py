@@ -164,7 +164,8 @@ def choose_teacher_precision(
 
 
 def passes_said(chosen: TeacherPrecision) -> str:
-    """How a teacher's passes ran, in words (the run's line and the report's header row).
+    """How a teacher's passes ran, in words: the run's line (the report words its header row
+    from results.json's record, which it cannot trust to be well formed).
 
     Example:
         >>> said = passes_said(TeacherPrecision("bf16", "bf16", 0.998, 0.12, 512, 9, True))
